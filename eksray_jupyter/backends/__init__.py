@@ -1,0 +1,1 @@
+"""Backends behind :class:`eksray_jupyter.core.backend.ClusterBackend`."""

@@ -1,0 +1,125 @@
+"""The one interface every backend implements.
+
+Methods are synchronous and may block (they talk to processes, Ray or Kubernetes);
+the server runs them on a thread pool so its event loop never waits on a backend.
+Every method takes the ``owner`` it acts for: a backend only ever shows or touches
+clusters of that owner, which is what makes the REST API and the dashboard proxy safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from traitlets import Dict, Int, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .models import Change, Cluster, ClusterEvent
+
+Listener = Callable[[Change], None]
+
+
+class ClusterBackend(LoggingConfigurable):
+    """Base class of backends. Subclasses implement the methods that raise NotImplementedError."""
+
+    #: Short name shown to users and in ``GET /config``.
+    name = "abstract"
+
+    profiles = Dict(
+        help="Named cluster templates (set by EKSRay.profiles).",
+    )
+    state_dir = Unicode(help="Directory for the backend's own state (set from EKSRay.state_dir).")
+    max_clusters_per_owner = Int(10, help="How many clusters one user may have at once.").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+
+    # --- clusters -------------------------------------------------------------------------
+
+    def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
+        """Create a cluster from a validated spec; return at once with its first state.
+
+        Raises ConflictError if the name exists or a limit would be exceeded.
+        """
+        raise NotImplementedError
+
+    def list_clusters(self, owner: str) -> list[Cluster]:
+        """All clusters of ``owner``, sorted by name."""
+        raise NotImplementedError
+
+    def get_cluster(self, owner: str, name: str) -> Cluster:
+        """One cluster with its groups and nodes. Raises NotFoundError."""
+        raise NotImplementedError
+
+    def scale_cluster(self, owner: str, name: str, worker_groups: list[dict[str, Any]]) -> Cluster:
+        """Apply new replicas/minReplicas/maxReplicas (already validated) to a running cluster."""
+        raise NotImplementedError
+
+    def delete_cluster(self, owner: str, name: str) -> None:
+        """Stop every process or object of the cluster and forget it. Raises NotFoundError."""
+        raise NotImplementedError
+
+    def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:
+        """Events of the cluster, oldest first; only those strictly after ``since`` if given."""
+        raise NotImplementedError
+
+    def dashboard_address(self, owner: str, name: str) -> str:
+        """Base URL (``http://host:port``) of the cluster's Ray dashboard.
+
+        Raises NotFoundError for an unknown cluster and NotReadyError while it is not up.
+        """
+        raise NotImplementedError
+
+    def connection_address(self, owner: str, name: str) -> str:
+        """The address a Ray driver should use (``host:port`` for GCS or ``ray://host:port``)."""
+        raise NotImplementedError
+
+    def limits(self) -> dict[str, Any]:
+        """Limits users should know about (shown by ``GET /config`` and the create form)."""
+        return {"maxClustersPerOwner": self.max_clusters_per_owner}
+
+    # --- observing ------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` (from a backend thread) on every change; returns an unsubscribe function.
+
+        One observer per backend serves every listener, so many panels do not multiply
+        the work done against Ray or Kubernetes.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+            first = len(self._listeners) == 1
+        if first:
+            self.start_observing()
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+                last = not self._listeners
+            if last:
+                self.stop_observing()
+
+        return unsubscribe
+
+    def notify(self, change: Change) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(change)
+            except Exception:  # one bad listener must not starve the others
+                self.log.exception("eksray: change listener failed")
+
+    def start_observing(self) -> None:
+        """Start watching the backend (called when the first listener subscribes)."""
+
+    def stop_observing(self) -> None:
+        """Stop watching (called when the last listener leaves, and on shutdown)."""
+
+    def close(self) -> None:
+        """Release resources; clusters keep running (their state lives in the backend)."""
+        self.stop_observing()

@@ -1,0 +1,133 @@
+"""Configuration shared by every face: which backend, its settings, profiles and limits.
+
+Admins set these in ``jupyter_server_config.py`` (``c.EKSRay.backend = "kuberay"``); the
+CLI and the magics read the same files, so every face sees the same clusters.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
+from traitlets import Dict, Int, Unicode, default, validate
+from traitlets.config import Config, LoggingConfigurable
+from traitlets.utils.importstring import import_item
+
+from .backend import ClusterBackend
+from .errors import InvalidRequestError
+from .spec import SCHEMA_VERSION, resolve_cluster_spec
+
+BACKENDS = {
+    "local": "eksray_jupyter.backends.local.LocalBackend",
+    "kuberay": "eksray_jupyter.backends.kuberay.KubeRayBackend",
+}
+
+DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
+    "cpu-small": {
+        "head": {"cpu": 1},
+        "workerGroups": [{"groupName": "cpu", "replicas": 1, "minReplicas": 0, "maxReplicas": 2, "cpu": 1}],
+        "autoscaling": {"enabled": True, "idleTimeoutSeconds": 60},
+    },
+    "tagged": {
+        "head": {"cpu": 1},
+        "workerGroups": [
+            {"groupName": "cpu", "replicas": 1, "minReplicas": 0, "maxReplicas": 2, "cpu": 1},
+            {
+                "groupName": "tagged",
+                "replicas": 0,
+                "minReplicas": 0,
+                "maxReplicas": 1,
+                "cpu": 1,
+                "resources": {"tag": 1},
+            },
+        ],
+        "autoscaling": {"enabled": True, "idleTimeoutSeconds": 60},
+    },
+}
+
+
+class EKSRay(LoggingConfigurable):
+    """eksray-jupyter settings (``c.EKSRay.*``)."""
+
+    backend = Unicode(
+        "local",
+        help="Backend: 'local' (Ray processes on this machine), 'kuberay' (RayClusters on Kubernetes), "
+        "or the import path of a ClusterBackend subclass.",
+    ).tag(config=True)
+
+    state_dir = Unicode(
+        help="Where the local backend keeps its state (clusters, events). Default: <jupyter data dir>/eksray.",
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        return os.environ.get("EKSRAY_STATE_DIR") or str(Path(jupyter_data_dir()) / "eksray")
+
+    owner = Unicode(
+        help="Whose clusters this server manages. Default: $JUPYTERHUB_USER, else the OS user.",
+    ).tag(config=True)
+
+    @default("owner")
+    def _default_owner(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    profiles = Dict(
+        DEFAULT_PROFILES,
+        help="Named cluster templates users can start from; a request may override any field.",
+    ).tag(config=True)
+
+    default_profile = Unicode("cpu-small", help="Profile the create form preselects.").tag(config=True)
+
+    max_request_bytes = Int(64 * 1024, help="Largest accepted request body, in bytes.").tag(config=True)
+
+    @validate("backend")
+    def _check_backend(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if value not in BACKENDS and "." not in value:
+            raise ValueError(f"unknown backend {value!r}; use one of {', '.join(BACKENDS)} or an import path")
+        return value
+
+    def make_backend(self) -> ClusterBackend:
+        cls = import_item(BACKENDS.get(self.backend, self.backend))
+        if not (isinstance(cls, type) and issubclass(cls, ClusterBackend)):
+            raise TypeError(f"{self.backend} is not a ClusterBackend")
+        return cls(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
+
+    def resolve_spec(self, request: Any) -> dict[str, Any]:
+        return resolve_cluster_spec(request, self.profiles)
+
+    def public_config(self, backend: ClusterBackend) -> dict[str, Any]:
+        """What clients may know: never paths, tokens or credentials."""
+        return {
+            "backend": backend.name,
+            "owner": self.owner,
+            "profiles": self.profiles,
+            "defaultProfile": self.default_profile if self.default_profile in self.profiles else None,
+            "limits": backend.limits(),
+            "schemaVersion": SCHEMA_VERSION,
+        }
+
+
+def load_jupyter_config() -> Config:
+    """Read the ``jupyter_server_config`` files (py and json) from Jupyter's config path.
+
+    Used by the CLI and magics so they act on the same backend as the server.
+    """
+    from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
+
+    config = Config()
+    for directory in reversed(jupyter_config_path()):
+        for loader_cls, filename in (
+            (JSONFileConfigLoader, "jupyter_server_config.json"),
+            (PyFileConfigLoader, "jupyter_server_config.py"),
+        ):
+            if not os.path.isfile(os.path.join(directory, filename)):
+                continue
+            try:
+                config.merge(loader_cls(filename, path=directory).load_config())
+            except Exception as e:  # a broken config file is the admin's problem, say where it is
+                raise InvalidRequestError(f"Cannot read {os.path.join(directory, filename)}: {e}") from e
+    return config

@@ -1,0 +1,1 @@
+"""The Jupyter server face: REST handlers, error mapping, the ExtensionApp."""

@@ -1,0 +1,41 @@
+"""The Jupyter server extension (``jupyter server extension list`` shows ``eksray_jupyter``)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Int
+
+from ..core.config import EKSRay
+from . import handlers
+
+
+class EKSRayExtension(ExtensionApp):
+    name = "eksray_jupyter"
+    description = "Ray clusters (local or KubeRay on EKS) for Jupyter"
+    load_other_extensions = True
+
+    classes = [EKSRay]
+
+    backend_threads = Int(8, help="Threads for blocking backend calls.").tag(config=True)
+
+    def initialize_settings(self) -> None:
+        # ray/kubernetes/boto3 are not imported here: backends import them on first use.
+        self.eksray = EKSRay(parent=self, log=self.log)
+        self.backend = self.eksray.make_backend()
+        self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
+        self.settings.update(
+            eksray_config=self.eksray,
+            eksray_backend=self.backend,
+            eksray_executor=self.executor,
+        )
+        self.log.info("eksray: %s backend for user %s", self.backend.name, self.eksray.owner)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers.handlers("/"))
+
+    async def stop_extension(self) -> None:
+        # Clusters keep running: their state lives in the backend, not in this process.
+        self.backend.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)

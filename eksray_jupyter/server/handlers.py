@@ -1,0 +1,178 @@
+"""REST handlers: thin translations between HTTP and the core.
+
+Each handler parses the request, calls the backend on the thread pool (backend calls
+may block; the event loop must not), and serialises the result. Errors are mapped in
+:mod:`.errors` only. Every handler requires an authenticated, authorized user; the
+clusters it acts on are those of the configured owner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from ..core.backend import ClusterBackend
+from ..core.config import EKSRay
+from ..core.errors import FieldError, InvalidRequestError
+from ..core.models import Cluster
+from ..core.spec import validate_scale_request
+from .errors import error_body, http_status
+
+T = TypeVar("T")
+
+AUTH_RESOURCE = "eksray"
+NAME = r"(?P<name>[^/]+)"
+
+
+class EKSRayHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def eksray(self) -> EKSRay:
+        return self.settings["eksray_config"]
+
+    @property
+    def backend(self) -> ClusterBackend:
+        return self.settings["eksray_backend"]
+
+    @property
+    def owner(self) -> str:
+        return self.eksray.owner
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a (blocking) backend call on the extension's thread pool."""
+        executor: Executor = self.settings["eksray_executor"]
+        return await IOLoop.current().run_in_executor(executor, fn, *args)
+
+    def json_body(self) -> Any:
+        limit = self.eksray.max_request_bytes
+        if len(self.request.body or b"") > limit:
+            raise InvalidRequestError(
+                f"The request body is {len(self.request.body)} bytes; the limit is {limit} bytes"
+            )
+        try:
+            return json.loads(self.request.body or b"null")
+        except ValueError as e:
+            raise InvalidRequestError(f"The request body is not valid JSON ({e})") from e
+
+    def dashboard_url(self, name: str) -> str:
+        return url_path_join(self.base_url, "eksray", "clusters", name, "dashboard") + "/"
+
+    def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
+        return cluster.to_dict(dashboard_url=self.dashboard_url(cluster.name))
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, web.HTTPError) and not hasattr(error, "eksray"):
+            return super().write_error(status_code, **kwargs)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(error_body(error) if error else {"message": self._reason}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        status = http_status(value) if value is not None else 500
+        if status >= 500 and status != 503 and not isinstance(value, web.HTTPError):
+            self.log.error("eksray: %s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb))
+        elif not isinstance(value, web.HTTPError):
+            self.log.info("eksray: %s %s -> %s: %s", self.request.method, self.request.path, status, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, web.HTTPError):
+            return super()._handle_request_exception(e)
+        self.log_exception(type(e), e, e.__traceback__)
+        if self._finished:
+            return
+        self.send_error(http_status(e), exc_info=(type(e), e, e.__traceback__))
+
+
+class ClustersHandler(EKSRayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        clusters = await self.call(self.backend.list_clusters, self.owner)
+        self.write_json({"clusters": [self.cluster_json(c) for c in clusters]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        spec = self.eksray.resolve_spec(self.json_body())
+        cluster = await self.call(self.backend.create_cluster, self.owner, spec)
+        self.set_header("Location", url_path_join(self.base_url, "eksray/api/clusters", cluster.name))
+        self.write_json(self.cluster_json(cluster), status=201)
+
+
+class ClusterHandler(EKSRayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        cluster = await self.call(self.backend.get_cluster, self.owner, name)
+        self.write_json(self.cluster_json(cluster))
+
+    @web.authenticated
+    @authorized
+    async def patch(self, name: str) -> None:
+        body = self.json_body()
+        cluster = await self.call(self.backend.get_cluster, self.owner, name)
+        groups = validate_scale_request(cluster.spec, body)
+        cluster = await self.call(self.backend.scale_cluster, self.owner, name, groups)
+        self.write_json(self.cluster_json(cluster))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        await self.call(self.backend.delete_cluster, self.owner, name)
+        self.set_status(204)
+        self.finish()
+
+
+class ClusterEventsHandler(EKSRayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        raw = self.get_query_argument("since", None)
+        since = None
+        if raw is not None:
+            try:
+                since = float(raw)
+            except ValueError:
+                raise InvalidRequestError(
+                    "Invalid query", [FieldError("since", "must be a timestamp in seconds, e.g. 1767225600.5")]
+                ) from None
+        events = await self.call(self.backend.cluster_events, self.owner, name, since)
+        self.write_json({"events": [e.to_dict() for e in events]})
+
+
+class ConfigHandler(EKSRayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from ..core.spec import load_schema
+
+        body = self.eksray.public_config(self.backend)
+        body["clusterSchema"] = load_schema()
+        self.write_json(body)
+
+
+def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    api = url_path_join(base_url, "eksray", "api")
+    return [
+        (url_path_join(api, "clusters"), ClustersHandler),
+        (url_path_join(api, "clusters", NAME), ClusterHandler),
+        (url_path_join(api, "clusters", NAME, "events"), ClusterEventsHandler),
+        (url_path_join(api, "config"), ConfigHandler),
+    ]
