@@ -8,6 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Int
 
 from ..core.config import EKSRay
+from ..core.service import ClusterService
 from . import handlers
 
 
@@ -22,20 +23,16 @@ class EKSRayExtension(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # ray/kubernetes/boto3 are not imported here: backends import them on first use.
-        self.eksray = EKSRay(parent=self, log=self.log)
-        self.backend = self.eksray.make_backend()
+        config = EKSRay(parent=self, log=self.log)
+        self.service = ClusterService(config)
         self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
-        self.settings.update(
-            eksray_config=self.eksray,
-            eksray_backend=self.backend,
-            eksray_executor=self.executor,
-        )
-        self.log.info("eksray: %s backend for user %s", self.backend.name, self.eksray.owner)
+        self.settings.update(eksray_service=self.service, eksray_executor=self.executor)
+        self.log.info("eksray: %s backend for user %s", self.service.backend.name, config.owner)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))
 
     async def stop_extension(self) -> None:
         # Clusters keep running: their state lives in the backend, not in this process.
-        self.backend.close()
+        self.service.backend.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

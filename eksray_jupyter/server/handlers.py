@@ -19,11 +19,9 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from ..core.backend import ClusterBackend
-from ..core.config import EKSRay
 from ..core.errors import FieldError, InvalidRequestError
 from ..core.models import Cluster
-from ..core.spec import validate_scale_request
+from ..core.service import ClusterService
 from .errors import error_body, http_status
 
 T = TypeVar("T")
@@ -36,16 +34,8 @@ class EKSRayHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
     @property
-    def eksray(self) -> EKSRay:
-        return self.settings["eksray_config"]
-
-    @property
-    def backend(self) -> ClusterBackend:
-        return self.settings["eksray_backend"]
-
-    @property
-    def owner(self) -> str:
-        return self.eksray.owner
+    def service(self) -> ClusterService:
+        return self.settings["eksray_service"]
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) backend call on the extension's thread pool."""
@@ -53,7 +43,7 @@ class EKSRayHandler(APIHandler):
         return await IOLoop.current().run_in_executor(executor, fn, *args)
 
     def json_body(self) -> Any:
-        limit = self.eksray.max_request_bytes
+        limit = self.service.config.max_request_bytes
         if len(self.request.body or b"") > limit:
             raise InvalidRequestError(
                 f"The request body is {len(self.request.body)} bytes; the limit is {limit} bytes"
@@ -85,7 +75,9 @@ class EKSRayHandler(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         status = http_status(value) if value is not None else 500
         if status >= 500 and status != 503 and not isinstance(value, web.HTTPError):
-            self.log.error("eksray: %s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb))
+            self.log.error(
+                "eksray: %s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb)
+            )
         elif not isinstance(value, web.HTTPError):
             self.log.info("eksray: %s %s -> %s: %s", self.request.method, self.request.path, status, value)
         else:
@@ -104,14 +96,13 @@ class ClustersHandler(EKSRayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        clusters = await self.call(self.backend.list_clusters, self.owner)
+        clusters = await self.call(self.service.list)
         self.write_json({"clusters": [self.cluster_json(c) for c in clusters]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        spec = self.eksray.resolve_spec(self.json_body())
-        cluster = await self.call(self.backend.create_cluster, self.owner, spec)
+        cluster = await self.call(self.service.create, self.json_body())
         self.set_header("Location", url_path_join(self.base_url, "eksray/api/clusters", cluster.name))
         self.write_json(self.cluster_json(cluster), status=201)
 
@@ -120,22 +111,19 @@ class ClusterHandler(EKSRayHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        cluster = await self.call(self.backend.get_cluster, self.owner, name)
+        cluster = await self.call(self.service.get, name)
         self.write_json(self.cluster_json(cluster))
 
     @web.authenticated
     @authorized
     async def patch(self, name: str) -> None:
-        body = self.json_body()
-        cluster = await self.call(self.backend.get_cluster, self.owner, name)
-        groups = validate_scale_request(cluster.spec, body)
-        cluster = await self.call(self.backend.scale_cluster, self.owner, name, groups)
+        cluster = await self.call(self.service.scale, name, self.json_body())
         self.write_json(self.cluster_json(cluster))
 
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        await self.call(self.backend.delete_cluster, self.owner, name)
+        await self.call(self.service.delete, name)
         self.set_status(204)
         self.finish()
 
@@ -151,9 +139,10 @@ class ClusterEventsHandler(EKSRayHandler):
                 since = float(raw)
             except ValueError:
                 raise InvalidRequestError(
-                    "Invalid query", [FieldError("since", "must be a timestamp in seconds, e.g. 1767225600.5")]
+                    "Invalid query",
+                    [FieldError("since", "must be a timestamp in seconds, e.g. 1767225600.5")],
                 ) from None
-        events = await self.call(self.backend.cluster_events, self.owner, name, since)
+        events = await self.call(self.service.events, name, since)
         self.write_json({"events": [e.to_dict() for e in events]})
 
 
@@ -163,7 +152,7 @@ class ConfigHandler(EKSRayHandler):
     async def get(self) -> None:
         from ..core.spec import load_schema
 
-        body = self.eksray.public_config(self.backend)
+        body = self.service.config.public_config(self.service.backend)
         body["clusterSchema"] = load_schema()
         self.write_json(body)
 

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 from traitlets import Float, Int, Unicode, default
 
@@ -38,9 +37,10 @@ from ...core.errors import (
     NotReadyError,
 )
 from ...core.models import Change, Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
+from ...core.state_files import write_text_atomic
 from . import dashboard, processes
 from .provider import HEAD_NODE_ID, HEAD_NODE_TYPE
-from .state import ClusterDir, write_text_atomic
+from .state import ClusterDir
 
 MIB = 1024**2
 
