@@ -1,0 +1,47 @@
+# Two commands on a fresh machine (everything installs itself into .venv/ at the repo root):
+#   make lab    JupyterLab with eksray-jupyter on the local backend
+#   make test   lint + the whole test suite (Python, then the Galata UI tests in Chromium)
+
+VENV    := .venv
+BIN     := $(VENV)/bin
+PY      := $(BIN)/python
+STAMP   := $(VENV)/.eksray-installed
+ROOTARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: lab test lint pytest ui-test install clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml package.json yarn.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip uv
+	# uv resolves ray+boto3+moto in seconds where pip backtracks for many minutes.
+	$(BIN)/uv pip install --python $(PY) -e ".[test]"
+	$(BIN)/jupyter server extension list 2>&1 | grep -q "eksray_jupyter.*OK"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(ROOTARG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check eksray_jupyter tests benchmarks ui-tests/jupyter_server_test_config.py
+	$(BIN)/ruff format --check eksray_jupyter tests benchmarks
+	$(BIN)/jlpm install --immutable
+	$(BIN)/jlpm lint
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+ui-test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	cd ui-tests && $(abspath $(BIN))/jlpm install --immutable && $(abspath $(BIN))/jlpm test
+
+test: lint pytest ui-test
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.server_start
+	$(BIN)/python -m benchmarks.create_ready
+
+clean:
+	rm -rf $(VENV) node_modules ui-tests/node_modules lib eksray_jupyter/labextension

@@ -1,0 +1,235 @@
+"""REST handler tests against the in-memory backend (no Ray): auth, validation, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from .memory_backend import MemoryBackend
+
+SPEC = {
+    "name": "demo",
+    "workerGroups": [{"groupName": "cpu", "replicas": 1, "minReplicas": 0, "maxReplicas": 3}],
+}
+
+
+async def call(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, **kwargs: Any) -> Any:
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    return await jp_fetch("eksray", "api", *path, method=method, body=body, **kwargs)
+
+
+async def error_of(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(HTTPClientError) as info:
+        await call(jp_fetch, *path, **kwargs)
+    return info.value.code, json.loads(info.value.response.body)
+
+
+async def test_list_starts_empty(jp_fetch: Any) -> None:
+    response = await call(jp_fetch, "clusters")
+    assert response.code == 200
+    assert json.loads(response.body) == {"clusters": []}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", ("clusters",), None),
+        ("POST", ("clusters",), SPEC),
+        ("GET", ("clusters", "demo"), None),
+        ("PATCH", ("clusters", "demo"), {"workerGroups": [{"groupName": "cpu", "replicas": 2}]}),
+        ("DELETE", ("clusters", "demo"), None),
+        ("GET", ("clusters", "demo", "events"), None),
+        ("GET", ("config",), None),
+    ],
+)
+async def test_every_route_refuses_unauthenticated(jp_fetch: Any, service: Any, method: str, path: tuple[str, ...], body: Any) -> None:
+    service.create({**SPEC})
+    code, _ = await error_of(jp_fetch, *path, method=method, body=body, headers={"Authorization": ""})
+    assert code == 403
+    # Nothing was changed by the refused request.
+    assert [c.name for c in service.list()] == ["demo"]
+    assert service.get("demo").worker_groups[0].replicas == 1
+
+
+async def test_create_get_scale_delete(jp_fetch: Any) -> None:
+    response = await call(jp_fetch, "clusters", method="POST", body=SPEC)
+    assert response.code == 201
+    assert response.headers["Location"].endswith("/eksray/api/clusters/demo")
+    created = json.loads(response.body)
+    assert created["name"] == "demo"
+    assert created["phase"] == "ready"
+    assert created["spec"]["autoscaling"]["idleTimeoutSeconds"] == 60  # defaults filled from the schema
+
+    detail = json.loads((await call(jp_fetch, "clusters", "demo")).body)
+    assert detail["workerGroups"][0] == {
+        "groupName": "cpu",
+        "replicas": 1,
+        "desired": 1,
+        "ready": 1,
+        "minReplicas": 0,
+        "maxReplicas": 3,
+        "resources": {},
+    }
+    assert detail["address"] == "127.0.0.1:6379"
+
+    scaled = await call(jp_fetch, "clusters", "demo", method="PATCH", body={"workerGroups": [{"groupName": "cpu", "replicas": 3}]})
+    assert json.loads(scaled.body)["workerGroups"][0]["replicas"] == 3
+
+    bounds = await call(jp_fetch, "clusters", "demo", method="PATCH", body={"workerGroups": [{"groupName": "cpu", "maxReplicas": 2}]})
+    group = json.loads(bounds.body)["workerGroups"][0]
+    assert (group["replicas"], group["maxReplicas"]) == (2, 2)  # replicas carried into the new bounds
+
+    deleted = await call(jp_fetch, "clusters", "demo", method="DELETE")
+    assert deleted.code == 204
+    code, body = await error_of(jp_fetch, "clusters", "demo")
+    assert code == 404
+    assert "demo" in body["message"]
+
+
+async def test_duplicate_name_is_409(jp_fetch: Any) -> None:
+    await call(jp_fetch, "clusters", method="POST", body=SPEC)
+    code, body = await error_of(jp_fetch, "clusters", method="POST", body=SPEC)
+    assert code == 409
+    assert "already exists" in body["message"]
+
+
+async def test_invalid_spec_lists_every_field(jp_fetch: Any, service: Any) -> None:
+    bad = {
+        "name": "Not_A_Name",
+        "colour": "blue",
+        "head": {"cpu": -1},
+        "workerGroups": [
+            {"groupName": "cpu", "minReplicas": 3, "maxReplicas": 1},
+            {"groupName": "cpu", "replicas": "two"},
+        ],
+    }
+    code, body = await error_of(jp_fetch, "clusters", method="POST", body=bad)
+    assert code == 400
+    paths = {e["path"] for e in body["errors"]}
+    assert {"name", "colour", "head.cpu", "workerGroups[0].minReplicas", "workerGroups[1].replicas", "workerGroups[1].groupName"} <= paths
+    messages = " ".join(e["message"] for e in body["errors"])
+    assert "lower-case letters" in messages
+    assert "allowed fields" in messages
+    assert "must not exceed maxReplicas" in messages
+    assert service.list() == []  # nothing half-made
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"name": "x" * 54}), "at most 53 characters"),
+        (json.dumps({"name": "ok", "profile": "huge"}), "no profile 'huge'"),
+        (json.dumps({"name": "ok", "workerGroups": [{"groupName": "g", "replicas": -1}]}), "at least 0"),
+        (json.dumps({"name": "ok", "head": {"resources": {"CPU": 2}}}), "invalid resource name"),
+    ],
+)
+async def test_bad_create_bodies_are_400(jp_fetch: Any, body: Any, needle: str) -> None:
+    code, response = await error_of(jp_fetch, "clusters", method="POST", body=body)
+    assert code == 400
+    assert needle in response["message"]
+
+
+async def test_oversize_body_is_400(jp_fetch: Any) -> None:
+    body = {"name": "big", "labels": {"x": "y" * 70_000}}
+    code, response = await error_of(jp_fetch, "clusters", method="POST", body=body)
+    assert code == 400
+    assert "limit is 65536 bytes" in response["message"]
+
+
+async def test_profile_with_overrides(jp_fetch: Any) -> None:
+    body = {"name": "fromprofile", "profile": "tagged", "workerGroups": [{"groupName": "tagged", "maxReplicas": 2}]}
+    created = json.loads((await call(jp_fetch, "clusters", method="POST", body=body)).body)
+    groups = {g["groupName"]: g for g in created["spec"]["workerGroups"]}
+    # Only the named group of the override list is kept, merged with the profile's group of that name.
+    assert groups["tagged"]["maxReplicas"] == 2
+    assert groups["tagged"]["resources"] == {"tag": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"workerGroups": [{"groupName": "nope", "replicas": 1}]}, "workerGroups[0].groupName"),
+        ({"workerGroups": [{"groupName": "cpu", "minReplicas": 5}]}, "workerGroups[0].minReplicas"),
+        ({"workerGroups": [{"groupName": "cpu", "replicas": 1.5}]}, "workerGroups[0].replicas"),
+        ({"workerGroups": [{"groupName": "cpu"}]}, "workerGroups[0]"),
+        ({"workerGroups": []}, "workerGroups"),
+        ({"name": "other", "workerGroups": [{"groupName": "cpu", "replicas": 1}]}, "name"),
+    ],
+)
+async def test_bad_scale_is_400(jp_fetch: Any, service: Any, body: Any, path: str) -> None:
+    service.create({**SPEC})
+    code, response = await error_of(jp_fetch, "clusters", "demo", method="PATCH", body=body)
+    assert code == 400
+    assert path in {e["path"] for e in response["errors"]}
+    assert service.get("demo").worker_groups[0].replicas == 1
+
+
+async def test_unknown_cluster_is_404_everywhere(jp_fetch: Any) -> None:
+    for method, path, body in [
+        ("GET", ("clusters", "ghost"), None),
+        ("PATCH", ("clusters", "ghost"), {"workerGroups": [{"groupName": "cpu", "replicas": 1}]}),
+        ("DELETE", ("clusters", "ghost"), None),
+        ("GET", ("clusters", "ghost", "events"), None),
+    ]:
+        code, response = await error_of(jp_fetch, *path, method=method, body=body)
+        assert code == 404, (method, path)
+        assert "ghost" in response["message"]
+
+
+async def test_events_since(jp_fetch: Any, service: Any) -> None:
+    service.create({**SPEC})
+    service.scale("demo", {"workerGroups": [{"groupName": "cpu", "replicas": 2}]})
+    events = json.loads((await call(jp_fetch, "clusters", "demo", "events")).body)["events"]
+    assert [e["message"] for e in events] == ["Cluster demo created", "Scaled"]
+    first = events[0]["timestamp"]
+    newer = json.loads((await call(jp_fetch, "clusters", "demo", "events", params={"since": str(first)})).body)["events"]
+    assert [e["message"] for e in newer] == ["Scaled"]
+    code, response = await error_of(jp_fetch, "clusters", "demo", "events", params={"since": "yesterday"})
+    assert code == 400
+    assert "since" in response["message"]
+
+
+async def test_config_shows_backend_profiles_limits_and_no_secrets(jp_fetch: Any, state_dir: Any) -> None:
+    body = json.loads((await call(jp_fetch, "config")).body)
+    assert body["backend"] == "memory"
+    assert {"cpu-small", "tagged"} <= set(body["profiles"])
+    assert body["limits"]["maxClustersPerOwner"] == 10
+    assert body["schemaVersion"] == "1"
+    assert body["clusterSchema"]["properties"]["name"]["maxLength"] == 53
+    assert str(state_dir) not in json.dumps(body)
+
+
+class SlowBackend(MemoryBackend):
+    """list_clusters blocks until released: proves the event loop keeps serving meanwhile."""
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def list_clusters(self, owner: str) -> list[Any]:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().list_clusters(owner)
+
+
+@pytest.mark.parametrize("backend_class", ["tests.test_handlers.SlowBackend"])
+async def test_slow_backend_does_not_block_other_requests(jp_fetch: Any) -> None:
+    SlowBackend.release.clear()
+    SlowBackend.entered.clear()
+    slow = asyncio.ensure_future(call(jp_fetch, "clusters"))
+    await asyncio.get_running_loop().run_in_executor(None, SlowBackend.entered.wait, 30)
+    # While the backend call is stuck, the server still answers.
+    status = await jp_fetch("api", "status")
+    assert status.code == 200
+    config = await call(jp_fetch, "config")
+    assert config.code == 200
+    assert not slow.done()
+    SlowBackend.release.set()
+    assert (await slow).code == 200

@@ -1,0 +1,18 @@
+"""Jupyter server configuration for the Galata UI tests.
+
+Used by the Playwright ``webServer`` (``jlpm start``); see playwright.config.js.
+"""
+
+from jupyterlab.galata import configure_jupyter_server
+
+c = get_config()  # noqa: F821 (``get_config`` is provided by Jupyter's config loader)
+
+configure_jupyter_server(c)
+
+# CI runs as root.
+c.ServerApp.allow_root = True
+
+# A private, empty state directory per run: the tests must not see (or touch) a developer's clusters.
+import tempfile  # noqa: E402
+
+c.EKSRay.state_dir = tempfile.mkdtemp(prefix="eksray-ui-")
