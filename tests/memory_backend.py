@@ -36,12 +36,22 @@ class MemoryBackend(ClusterBackend):
             raise NotFoundError(f"No cluster named {name!r}.") from None
         spec = record["spec"]
         groups = [
-            WorkerGroupStatus(g["groupName"], g["replicas"], g["replicas"], g["replicas"], g["minReplicas"], g["maxReplicas"])
+            WorkerGroupStatus(
+                g["groupName"],
+                g["replicas"],
+                g["replicas"],
+                g["replicas"],
+                g["minReplicas"],
+                g["maxReplicas"],
+            )
             for g in spec.get("workerGroups", [])
         ]
         nodes = [Node("head", "head", "head", "alive", {"CPU": 1})]
         for g in spec.get("workerGroups", []):
-            nodes += [Node(f"{g['groupName']}-{i}", g["groupName"], "worker", "alive", {"CPU": 1}) for i in range(g["replicas"])]
+            nodes += [
+                Node(f"{g['groupName']}-{i}", g["groupName"], "worker", "alive", {"CPU": 1})
+                for i in range(g["replicas"])
+            ]
         return Cluster(
             name=name,
             backend=self.name,

@@ -48,7 +48,9 @@ async def test_list_starts_empty(jp_fetch: Any) -> None:
         ("GET", ("config",), None),
     ],
 )
-async def test_every_route_refuses_unauthenticated(jp_fetch: Any, service: Any, method: str, path: tuple[str, ...], body: Any) -> None:
+async def test_every_route_refuses_unauthenticated(
+    jp_fetch: Any, service: Any, method: str, path: tuple[str, ...], body: Any
+) -> None:
     service.create({**SPEC})
     code, _ = await error_of(jp_fetch, *path, method=method, body=body, headers={"Authorization": ""})
     assert code == 403
@@ -78,10 +80,22 @@ async def test_create_get_scale_delete(jp_fetch: Any) -> None:
     }
     assert detail["address"] == "127.0.0.1:6379"
 
-    scaled = await call(jp_fetch, "clusters", "demo", method="PATCH", body={"workerGroups": [{"groupName": "cpu", "replicas": 3}]})
+    scaled = await call(
+        jp_fetch,
+        "clusters",
+        "demo",
+        method="PATCH",
+        body={"workerGroups": [{"groupName": "cpu", "replicas": 3}]},
+    )
     assert json.loads(scaled.body)["workerGroups"][0]["replicas"] == 3
 
-    bounds = await call(jp_fetch, "clusters", "demo", method="PATCH", body={"workerGroups": [{"groupName": "cpu", "maxReplicas": 2}]})
+    bounds = await call(
+        jp_fetch,
+        "clusters",
+        "demo",
+        method="PATCH",
+        body={"workerGroups": [{"groupName": "cpu", "maxReplicas": 2}]},
+    )
     group = json.loads(bounds.body)["workerGroups"][0]
     assert (group["replicas"], group["maxReplicas"]) == (2, 2)  # replicas carried into the new bounds
 
@@ -112,7 +126,14 @@ async def test_invalid_spec_lists_every_field(jp_fetch: Any, service: Any) -> No
     code, body = await error_of(jp_fetch, "clusters", method="POST", body=bad)
     assert code == 400
     paths = {e["path"] for e in body["errors"]}
-    assert {"name", "colour", "head.cpu", "workerGroups[0].minReplicas", "workerGroups[1].replicas", "workerGroups[1].groupName"} <= paths
+    assert {
+        "name",
+        "colour",
+        "head.cpu",
+        "workerGroups[0].minReplicas",
+        "workerGroups[1].replicas",
+        "workerGroups[1].groupName",
+    } <= paths
     messages = " ".join(e["message"] for e in body["errors"])
     assert "lower-case letters" in messages
     assert "allowed fields" in messages
@@ -145,7 +166,11 @@ async def test_oversize_body_is_400(jp_fetch: Any) -> None:
 
 
 async def test_profile_with_overrides(jp_fetch: Any) -> None:
-    body = {"name": "fromprofile", "profile": "tagged", "workerGroups": [{"groupName": "tagged", "maxReplicas": 2}]}
+    body = {
+        "name": "fromprofile",
+        "profile": "tagged",
+        "workerGroups": [{"groupName": "tagged", "maxReplicas": 2}],
+    }
     created = json.loads((await call(jp_fetch, "clusters", method="POST", body=body)).body)
     groups = {g["groupName"]: g for g in created["spec"]["workerGroups"]}
     # Only the named group of the override list is kept, merged with the profile's group of that name.
@@ -190,7 +215,9 @@ async def test_events_since(jp_fetch: Any, service: Any) -> None:
     events = json.loads((await call(jp_fetch, "clusters", "demo", "events")).body)["events"]
     assert [e["message"] for e in events] == ["Cluster demo created", "Scaled"]
     first = events[0]["timestamp"]
-    newer = json.loads((await call(jp_fetch, "clusters", "demo", "events", params={"since": str(first)})).body)["events"]
+    newer = json.loads(
+        (await call(jp_fetch, "clusters", "demo", "events", params={"since": str(first)})).body
+    )["events"]
     assert [e["message"] for e in newer] == ["Scaled"]
     code, response = await error_of(jp_fetch, "clusters", "demo", "events", params={"since": "yesterday"})
     assert code == 400

@@ -1,0 +1,126 @@
+"""Local backend rules that need no running Ray: limits, ports, flags, state read back from disk."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eksray_jupyter.backends.local import LocalBackend
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
+from eksray_jupyter.core.models import Phase
+from eksray_jupyter.core.service import ClusterService
+
+
+@pytest.fixture
+def service(state_dir: Path) -> ClusterService:
+    return ClusterService(EKSRay(state_dir=str(state_dir)))
+
+
+def spec(name: str, **group: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "workerGroups": [{"groupName": "cpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 2, **group}],
+    }
+
+
+def test_local_is_the_default_backend(service: ClusterService) -> None:
+    assert isinstance(service.backend, LocalBackend)
+
+
+def test_machine_wide_node_limit(service: ClusterService) -> None:
+    service.backend.max_local_nodes = 4
+    with pytest.raises(LimitExceededError) as info:
+        service.create(spec("big", maxReplicas=5))
+    assert "may grow to 6 Ray nodes" in info.value.message
+    assert "max_local_nodes" in info.value.message
+    assert service.list() == []
+
+
+def test_port_in_use_is_a_clear_conflict(service: ClusterService) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        request = {"name": "ported", "head": {"rayStartParams": {"dashboard-port": str(port)}}}
+        with pytest.raises(ConflictError) as info:
+            service.create(request)
+    assert f"Port {port} (head.rayStartParams.dashboard-port) is already in use" in info.value.message
+    assert service.list() == []
+
+
+def test_reserved_and_unknown_start_flags_are_refused(service: ClusterService) -> None:
+    request = {
+        "name": "flags",
+        "head": {"rayStartParams": {"address": "10.0.0.1:6379", "no-such-flag": "1"}},
+        "workerGroups": [{"groupName": "g", "rayStartParams": {"port": "6379"}}],
+    }
+    with pytest.raises(InvalidRequestError) as info:
+        service.create(request)
+    paths = {e.path: e.message for e in info.value.errors}
+    assert "is set by eksray" in paths["head.rayStartParams.address"]
+    assert "not a `ray start` option" in paths["head.rayStartParams.no-such-flag"]
+    assert "is set by eksray" in paths["workerGroups[0].rayStartParams.port"]
+    assert service.list() == []
+
+
+def test_a_cluster_whose_processes_died_is_failed_not_ready(service: ClusterService, state_dir: Path) -> None:
+    """State written by an earlier server whose head process is gone reads back as failed."""
+    backend = service.backend
+    assert isinstance(backend, LocalBackend)
+    cdir = backend._dir("ghosty")
+    cdir.root.mkdir(parents=True)
+    (cdir.logs).mkdir()
+    (cdir.logs / "head.log").write_text("starting\nValueError: something failed badly\n")
+    cdir.write(
+        {
+            "name": "ghosty",
+            "owner": service.owner,
+            "spec": service.config.resolve_spec(spec("ghosty")),
+            "createdAt": 1.0,
+            "readyAt": 2.0,
+            "status": "running",
+            "ports": {"gcs": 1, "dashboard": 2, "client": 3},
+            "tempDir": str(state_dir / "tmp-ghosty"),
+            "objectStoreBytes": 1,
+            "head": {"pid": 999_999_999, "createTime": 1.0},
+        }
+    )
+    # A fresh backend (as after a server restart) finds it, and tells the truth about it.
+    again = ClusterService(EKSRay(state_dir=str(state_dir)))
+    [cluster] = again.list()
+    assert cluster.phase == Phase.FAILED
+    assert "something failed badly" in (cluster.reason or "")
+    assert [e.reason for e in again.events("ghosty")] == ["Failed"]
+    again.delete("ghosty")
+    assert again.list() == []
+    assert not cdir.root.exists()
+
+
+def test_other_owners_clusters_are_invisible(service: ClusterService, state_dir: Path) -> None:
+    other = ClusterService(EKSRay(state_dir=str(state_dir), owner="somebody-else"))
+    backend = other.backend
+    assert isinstance(backend, LocalBackend)
+    cdir = backend._dir("theirs")
+    cdir.root.mkdir(parents=True)
+    cdir.write(
+        {
+            "name": "theirs",
+            "owner": "somebody-else",
+            "spec": {"name": "theirs"},
+            "createdAt": 1.0,
+            "status": "running",
+            "ports": {"gcs": 1, "dashboard": 2, "client": 3},
+            "tempDir": "/nonexistent",
+            "objectStoreBytes": 1,
+            "head": None,
+        }
+    )
+    assert service.list() == []
+    for call in (service.get, service.delete, service.events, service.dashboard_address):
+        with pytest.raises(NotFoundError):
+            call("theirs")
+    assert cdir.root.exists()

@@ -1,0 +1,190 @@
+"""End to end on real Ray, through the REST API: create, ready, scale, autoscaler event,
+custom-resource task, restart, delete, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.models import Phase
+from eksray_jupyter.core.service import ClusterService
+
+pytestmark = pytest.mark.ray
+
+READY_TIMEOUT = 240.0
+
+
+@pytest.fixture
+def backend_class() -> str:
+    return "local"
+
+
+async def api(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, **params: str) -> Any:
+    response = await jp_fetch(
+        "eksray", "api", *path, method=method, body=None if body is None else json.dumps(body), params=params
+    )
+    return json.loads(response.body) if response.body else None
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], what: str, timeout: float = READY_TIMEOUT, interval: float = 0.5
+) -> Any:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
+
+
+def cluster_pids(state_dir: Path, name: str) -> set[int]:
+    """Every process of the cluster, found the way the backend finds them (roots + temp dir)."""
+    from eksray_jupyter.backends.local import processes
+    from eksray_jupyter.backends.local.state import ClusterDir
+
+    cdir = ClusterDir(state_dir / "local" / "clusters" / name)
+    record = cdir.read()
+    assert record is not None
+    refs = [record["head"]] + [n["process"] for n in cdir.read_nodes().values()]
+    return {p.pid for p in processes.cluster_processes(refs, record["tempDir"])}
+
+
+def run_tagged_task(address: str) -> dict[str, Any]:
+    """A driver in its own process (as a kernel would be) runs a task that needs {"tag": 1}."""
+    code = f"""
+import json, ray
+ray.init(address={address!r}, logging_level="ERROR")
+@ray.remote(num_cpus=0, resources={{"tag": 1}})
+def where():
+    return ray.get_runtime_context().get_node_id()
+print(json.dumps({{"nodes": sorted(set(ray.get([where.remote() for _ in range(6)])))}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def test_local_cluster_life_cycle(jp_fetch: Any, state_dir: Path) -> None:
+    spec = {
+        "name": "e2e",
+        "head": {"cpu": 1},
+        "workerGroups": [
+            {
+                "groupName": "tagged",
+                "replicas": 1,
+                "minReplicas": 0,
+                "maxReplicas": 2,
+                "cpu": 1,
+                "resources": {"tag": 1},
+            }
+        ],
+        # Long idle timeout: the autoscaler must not remove workers while the test looks at them.
+        "autoscaling": {"enabled": True, "idleTimeoutSeconds": 600},
+    }
+    created = await api(jp_fetch, "clusters", method="POST", body=spec)
+    pids: set[int] = set()
+    try:
+        assert created["phase"] in ("starting", "pending")
+
+        async def ready() -> Any:
+            cluster = await api(jp_fetch, "clusters", "e2e")
+            assert cluster["phase"] != "failed", cluster["reason"]
+            return cluster if cluster["phase"] == "ready" else None
+
+        cluster = await wait_for(ready, "the cluster to be ready")
+        assert cluster["workerGroups"][0]["ready"] == 1
+        assert cluster["dashboardUrl"].endswith("/eksray/clusters/e2e/dashboard/")
+        first_worker = next(n["id"] for n in cluster["nodes"] if n["kind"] == "worker")
+
+        # Scale: raising minReplicas is carried out by Ray's autoscaler, which says so.
+        scaled = await api(
+            jp_fetch,
+            "clusters",
+            "e2e",
+            method="PATCH",
+            body={"workerGroups": [{"groupName": "tagged", "minReplicas": 2}]},
+        )
+        assert scaled["workerGroups"][0]["minReplicas"] == 2
+
+        async def two_ready() -> Any:
+            cluster = await api(jp_fetch, "clusters", "e2e")
+            alive = [n for n in cluster["nodes"] if n["kind"] == "worker" and n["state"] == "alive"]
+            return cluster if len(alive) == 2 and cluster["phase"] == "ready" else None
+
+        cluster = await wait_for(two_ready, "a second worker from the autoscaler")
+        workers = {n["id"] for n in cluster["nodes"] if n["kind"] == "worker"}
+        assert first_worker in workers
+
+        events = (await api(jp_fetch, "clusters", "e2e", "events"))["events"]
+        messages = [e["message"] for e in events]
+        assert any(m == "Adding 1 node(s) of type tagged." for m in messages), messages
+        autoscaler = [e for e in events if e["source"] == "autoscaler"]
+        assert all({"time", "severity", "message", "id"} <= set(e) for e in autoscaler)
+        assert any("joined the cluster" in m for m in messages)
+        assert any(e["reason"] == "Scaled" for e in events)
+        since = events[-1]["timestamp"]
+        assert (await api(jp_fetch, "clusters", "e2e", "events", since=str(since)))["events"] == []
+
+        # Custom resources reach the group's nodes: the task runs only there.
+        ran_on = set(run_tagged_task(cluster["address"])["nodes"])
+        assert ran_on and ran_on <= workers
+
+        # A restarted server (a new backend on the same state) finds the cluster, still ready.
+        again = ClusterService(EKSRay(state_dir=str(state_dir)))
+        [found] = again.list()
+        assert found.name == "e2e"
+        assert found.phase == Phase.READY
+        assert {n.id for n in found.nodes if n.kind == "worker"} == workers
+
+        pids = cluster_pids(state_dir, "e2e")
+        assert len(pids) >= 6  # ray start, gcs, raylets, dashboard, ... of head and 2 workers
+    finally:
+        pids = pids or cluster_pids(state_dir, "e2e")
+        await jp_fetch("eksray", "api", "clusters", "e2e", method="DELETE")
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"processes left running: {alive}"
+    assert not (state_dir / "local" / "clusters" / "e2e").exists()
+    assert (await api(jp_fetch, "clusters"))["clusters"] == []
+
+
+async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_dir: Path) -> None:
+    await api(jp_fetch, "clusters", method="POST", body={"name": "fragile", "workerGroups": []})
+    try:
+
+        async def ready() -> Any:
+            return (await api(jp_fetch, "clusters", "fragile"))["phase"] == "ready"
+
+        await wait_for(ready, "the head to be ready")
+        record = json.loads((state_dir / "local" / "clusters" / "fragile" / "cluster.json").read_text())
+        os.kill(record["head"]["pid"], signal.SIGKILL)
+
+        async def failed() -> Any:
+            cluster = await api(jp_fetch, "clusters", "fragile")
+            return cluster if cluster["phase"] == "failed" else None
+
+        cluster = await wait_for(failed, "the cluster to be reported failed", timeout=30)
+        assert "head node" in cluster["reason"]
+        events = (await api(jp_fetch, "clusters", "fragile", "events"))["events"]
+        assert events[-1]["reason"] == "Failed" and events[-1]["severity"] == "error"
+        pids = cluster_pids(state_dir, "fragile")
+    finally:
+        await jp_fetch("eksray", "api", "clusters", "fragile", method="DELETE")
+    assert [
+        p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ] == []
