@@ -10,6 +10,8 @@ from traitlets import Int
 from ..core.config import EKSRay
 from ..core.service import ClusterService
 from . import handlers
+from .proxy import proxy_handlers
+from .stream import StreamHub, stream_handlers
 
 
 class EKSRayExtension(ExtensionApp):
@@ -26,13 +28,21 @@ class EKSRayExtension(ExtensionApp):
         config = EKSRay(parent=self, log=self.log)
         self.service = ClusterService(config)
         self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
-        self.settings.update(eksray_service=self.service, eksray_executor=self.executor)
+        self.hub = StreamHub(
+            self.service, lambda name: handlers.dashboard_path(self.serverapp.base_url, name)
+        )
+        self.settings.update(
+            eksray_service=self.service, eksray_executor=self.executor, eksray_stream_hub=self.hub
+        )
         self.log.info("eksray: %s backend for user %s", self.service.backend.name, config.owner)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))
+        self.handlers.extend(stream_handlers("/"))
+        self.handlers.extend(proxy_handlers("/"))
 
     async def stop_extension(self) -> None:
         # Clusters keep running: their state lives in the backend, not in this process.
+        self.hub.close()
         self.service.backend.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

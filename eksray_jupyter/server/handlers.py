@@ -30,6 +30,11 @@ AUTH_RESOURCE = "eksray"
 NAME = r"(?P<name>[^/]+)"
 
 
+def dashboard_path(base_url: str, name: str) -> str:
+    """Where the panel opens a cluster's dashboard: our authenticated proxy, never the raw address."""
+    return url_path_join(base_url, "eksray", "clusters", name, "dashboard") + "/"
+
+
 class EKSRayHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
@@ -53,11 +58,8 @@ class EKSRayHandler(APIHandler):
         except ValueError as e:
             raise InvalidRequestError(f"The request body is not valid JSON ({e})") from e
 
-    def dashboard_url(self, name: str) -> str:
-        return url_path_join(self.base_url, "eksray", "clusters", name, "dashboard") + "/"
-
     def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
-        return cluster.to_dict(dashboard_url=self.dashboard_url(cluster.name))
+        return cluster.to_dict(dashboard_url=dashboard_path(self.base_url, cluster.name))
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
