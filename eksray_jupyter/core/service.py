@@ -8,25 +8,60 @@ Methods block; the server calls them on a thread pool.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from traitlets.config import Config
+
 from .backend import ClusterBackend
 from .config import EKSRay, load_jupyter_config
-from .errors import NotFoundError
+from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
 from .spec import validate_scale_request
 from .state_files import read_json, write_json_atomic
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
+# Phases in which a driver may connect (or will be able to shortly): kernels get RAY_ADDRESS.
+CONNECTABLE_PHASES = frozenset({Phase.PENDING, Phase.STARTING, Phase.READY, Phase.SCALING})
+
+#: Environment variable carrying the server's effective settings to the processes it starts
+#: (kernels), so their magics act on the same backend, owner and state as the server.
+CONFIG_ENV = "EKSRAY_CONFIG"
 
 
 class ClusterService:
     def __init__(self, config: EKSRay | None = None, backend: ClusterBackend | None = None) -> None:
         self.config = config if config is not None else EKSRay(config=load_jupyter_config())
         self.backend = backend if backend is not None else self.config.make_backend()
+
+    @classmethod
+    def from_environment(cls) -> ClusterService:
+        """The service a magic or the CLI uses: the Jupyter config files, then ``$EKSRAY_CONFIG``.
+
+        ``$EKSRAY_CONFIG`` is set by the kernel provisioner from the running server's settings,
+        which may come from its command line rather than from files.
+        """
+        config = load_jupyter_config()
+        raw = os.environ.get(CONFIG_ENV)
+        if raw:
+            try:
+                sections = json.loads(raw)
+            except ValueError as e:
+                raise InvalidRequestError(f"${CONFIG_ENV} is not valid JSON ({e}); unset it") from e
+            config.merge(Config(sections))
+        return cls(EKSRay(config=config))
+
+    def environment_config(self) -> str:
+        """``$EKSRAY_CONFIG`` for a child process: this service's settings (never the server's others)."""
+        eksray = {name: getattr(self.config, name) for name in self.config.trait_names(config=True)}
+        backend = {name: getattr(self.backend, name) for name in self.backend.trait_names(config=True)}
+        sections = {"EKSRay": _json_safe(eksray), type(self.backend).__name__: _json_safe(backend)}
+        return json.dumps(sections, sort_keys=True)
 
     @property
     def owner(self) -> str:
@@ -99,17 +134,25 @@ class ClusterService:
     def _active_file(self) -> Path:
         return Path(self.config.state_dir) / f"active-{self.backend.name}-{self.owner}.json"
 
-    def active_name(self) -> str | None:
-        return (read_json(self._active_file) or {}).get("name")
+    def _read_active(self) -> dict[str, Any]:
+        data = read_json(self._active_file)
+        return data if isinstance(data, dict) else {}
 
-    def _write_active(self, name: str | None) -> None:
+    def active_name(self) -> str | None:
+        """The cluster the user chose with :meth:`use`, if any (it may no longer exist)."""
+        return self._read_active().get("name")
+
+    def _write_active(self, name: str | None, address: str | None = None) -> None:
         self._active_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self._active_file, {"name": name})
+        write_json_atomic(self._active_file, {"name": name, "address": address})
 
     def use(self, name: str) -> Cluster:
-        """Make ``name`` the active cluster (it must exist)."""
+        """Make ``name`` the active cluster (it must exist).
+
+        Its driver address is recorded too, so starting a kernel needs no backend call.
+        """
         cluster = self.get(name)
-        self._write_active(name)
+        self._write_active(name, cluster.address or self.connection_address(name))
         return cluster
 
     def active(self) -> Cluster | None:
@@ -120,5 +163,62 @@ class ClusterService:
                 return self.get(name)
             except NotFoundError:
                 pass
-        ready = [c for c in self.list() if c.phase in (Phase.READY, Phase.SCALING)]
+        return self.active_of(self.list(), chosen=None)
+
+    def active_of(self, clusters: Iterable[Cluster], chosen: str | None = "") -> Cluster | None:
+        """The active cluster among ``clusters`` already listed (saves backend calls).
+
+        ``chosen`` defaults to the recorded choice; ``None`` means "ignore the choice".
+        """
+        clusters = list(clusters)
+        if chosen == "":
+            chosen = self.active_name()
+        for cluster in clusters:
+            if chosen and cluster.name == chosen:
+                return cluster
+        ready = [c for c in clusters if c.phase in (Phase.READY, Phase.SCALING)]
         return max(ready, key=lambda c: c.created_at, default=None)
+
+    def active_connection(self, probe_timeout: float = 0.25) -> tuple[str, str] | None:
+        """``(name, driver address)`` of the active cluster if a driver can connect, else None.
+
+        Called on every kernel start, so the common case is cheap: the address recorded by
+        :meth:`use` is trusted if its port accepts a TCP connection (~1 ms, no backend call).
+        Otherwise the backend decides (a ``get``, or a ``list`` when nothing was chosen).
+        """
+        recorded = self._read_active()
+        name, address = recorded.get("name"), recorded.get("address")
+        if name and address and port_open(address, probe_timeout):
+            return name, address
+        cluster = self.active()
+        if cluster is None or cluster.phase not in CONNECTABLE_PHASES:
+            return None
+        try:
+            return cluster.name, cluster.address or self.connection_address(cluster.name)
+        except EKSRayError:
+            return None
+
+
+def port_open(address: str, timeout: float = 0.25) -> bool:
+    """Whether ``[scheme://]host:port`` accepts a TCP connection within ``timeout`` seconds."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """Only the values JSON can carry (a setting that cannot travel keeps its default)."""
+    out = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out

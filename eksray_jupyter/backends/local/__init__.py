@@ -39,7 +39,7 @@ from ...core.errors import (
 from ...core.models import Change, Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
 from ...core.state_files import write_text_atomic
 from . import dashboard, processes
-from .provider import HEAD_NODE_ID, HEAD_NODE_TYPE
+from .processes import HEAD_NODE_ID, HEAD_NODE_TYPE
 from .state import ClusterDir
 
 MIB = 1024**2

@@ -27,6 +27,10 @@ from .state import ClusterDir
 
 ProcessRef = dict[str, Any]
 
+# RAY_FAKE_CLUSTER=1 makes `ray start --head` adopt this node id; the autoscaler must see it as the head.
+HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+HEAD_NODE_TYPE = "eksray.head"
+
 GIB = 1024**3
 
 # Flags the backend sets itself; a user's rayStartParams may not override them.

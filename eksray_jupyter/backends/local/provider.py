@@ -26,12 +26,15 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from .processes import launch_worker, live_workers, prune_dead_workers, stop_worker
+from .processes import (
+    HEAD_NODE_ID,
+    HEAD_NODE_TYPE,
+    launch_worker,
+    live_workers,
+    prune_dead_workers,
+    stop_worker,
+)
 from .state import ClusterDir
-
-# RAY_FAKE_CLUSTER=1 makes `ray start --head` adopt this node id; the autoscaler must see it as the head.
-HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
-HEAD_NODE_TYPE = "eksray.head"
 
 
 class LocalNodeProvider(NodeProvider):

@@ -1,0 +1,221 @@
+"""How clusters, worker groups and events look: one definition for the magics and the CLI.
+
+Every view comes in two renderings, plain text and HTML, built from the same rows. The
+magics send both in one display bundle (``text/plain`` + ``text/html``: JupyterLab and VS
+Code show the HTML, a terminal client the text); the CLI prints the text. Nothing here
+talks to a backend: callers pass the clusters, links and events they already have.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .core.models import Cluster, ClusterEvent
+
+TABLE_STYLE = "border-collapse: collapse; margin: 0.25em 0"
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    url: str
+
+    def html(self) -> str:
+        return (
+            f'<a href="{html.escape(self.url)}" target="_blank" rel="noopener noreferrer">'
+            f"{html.escape(self.text)}</a>"
+        )
+
+
+Cell = str | int | float | Link | None
+
+
+def _text(cell: Cell) -> str:
+    if cell is None:
+        return "-"
+    if isinstance(cell, Link):
+        return cell.url
+    return str(cell)
+
+
+def _html(cell: Cell) -> str:
+    if isinstance(cell, Link):
+        return cell.html()
+    return html.escape(_text(cell))
+
+
+@dataclass
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[Cell]]
+
+    def text(self) -> str:
+        cells = [[h.upper() for h in self.headers]] + [[_text(c) for c in row] for row in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.headers))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+    def html(self) -> str:
+        head = "".join(f'<th style="text-align: left">{html.escape(h)}</th>' for h in self.headers)
+        body = "".join(
+            "<tr>" + "".join(f'<td style="text-align: left">{_html(c)}</td>' for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return f'<table class="eksray-table" style="{TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class View:
+    """One piece of output in its two renderings."""
+
+    text: str
+    html: str
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text, "text/html": self.html}
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def join(*views: View) -> View:
+    return View("\n".join(v.text for v in views if v.text), "".join(v.html for v in views))
+
+
+def paragraph(text: str, link: Link | None = None, bold: str | None = None) -> View:
+    """A line of text, optionally starting with a bold name and ending with a link."""
+    plain = " ".join(p for p in (bold, text, link.url if link else None) if p)
+    parts = [f"<b>{html.escape(bold)}</b>" if bold else "", html.escape(text), link.html() if link else ""]
+    return View(plain, '<div class="eksray-line">' + " ".join(p for p in parts if p) + "</div>")
+
+
+def age(created_at: float, now: float | None = None) -> str:
+    seconds = max(0, int((now if now is not None else time.time()) - created_at))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def clock(timestamp: float, now: float | None = None) -> str:
+    """Local time of an event; the date only when it is not from the last day."""
+    when = datetime.fromtimestamp(timestamp)
+    recent = (now if now is not None else time.time()) - timestamp < 86400
+    return when.strftime("%H:%M:%S" if recent else "%Y-%m-%d %H:%M:%S")
+
+
+def workers(cluster: Cluster) -> str:
+    """``ready/desired`` workers over all groups."""
+    ready = sum(g.ready for g in cluster.worker_groups)
+    desired = sum(g.desired for g in cluster.worker_groups)
+    return f"{ready}/{desired}"
+
+
+def _resources(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in resources.items() if v) or "-"
+
+
+# --- clusters ------------------------------------------------------------------------------
+
+
+def cluster_list(
+    clusters: Sequence[Cluster],
+    active: str | None,
+    dashboards: dict[str, str | None],
+    empty_hint: str,
+) -> View:
+    """All clusters: ``*`` marks the active one (the one new kernels connect to)."""
+    if not clusters:
+        return paragraph(f"No clusters. {empty_hint}")
+    rows: list[list[Cell]] = []
+    for c in clusters:
+        url = dashboards.get(c.name)
+        rows.append(
+            [
+                "*" if c.name == active else "",
+                c.name,
+                c.phase.value,
+                workers(c),
+                age(c.created_at),
+                c.address,
+                Link("dashboard", url) if url else None,
+            ]
+        )
+    table = Table(["", "name", "phase", "workers", "age", "address", "dashboard"], rows)
+    footer = "* active: new kernels connect to it" if active else ""
+    return View(
+        table.text() + (f"\n{footer}" if footer else ""),
+        table.html() + (f"<div><small>{html.escape(footer)}</small></div>" if footer else ""),
+    )
+
+
+def groups_table(cluster: Cluster) -> Table:
+    """Worker groups: ``ready`` workers up, ``desired`` being brought up, the autoscaler's bounds."""
+    rows: list[list[Cell]] = [
+        [g.group_name, g.ready, g.desired, g.min_replicas, g.max_replicas, _resources(g.resources)]
+        for g in cluster.worker_groups
+    ]
+    return Table(["group", "ready", "desired", "min", "max", "resources"], rows)
+
+
+def cluster_detail(cluster: Cluster, dashboard: str | None, active: bool = False) -> View:
+    """One cluster: its phase and reason, address, dashboard link and worker groups."""
+    facts = [cluster.phase.value]
+    if active:
+        facts.append("active")
+    head = paragraph(f"({', '.join(facts)}) address {cluster.address or '-'}", bold=cluster.name)
+    parts = [head]
+    if cluster.reason:
+        parts.append(paragraph(f"Reason: {cluster.reason}"))
+    if dashboard:
+        parts.append(paragraph("Ray dashboard:", Link(dashboard, dashboard)))
+    if cluster.worker_groups:
+        table = groups_table(cluster)
+        parts.append(View(table.text(), table.html()))
+    else:
+        parts.append(paragraph("No worker groups: tasks run on the head node."))
+    return join(*parts)
+
+
+def progress(cluster: Cluster, elapsed: float) -> View:
+    """What a ``--wait`` shows while nodes come up."""
+    line = f"{cluster.phase.value} after {elapsed:.0f} s; workers ready {workers(cluster)}"
+    if cluster.reason:
+        line += f" ({cluster.reason})"
+    head = paragraph(line, bold=f"Waiting for {cluster.name}:")
+    if not cluster.worker_groups:
+        return head
+    table = groups_table(cluster)
+    return join(head, View(table.text(), table.html()))
+
+
+def progress_line(cluster: Cluster, elapsed: float) -> str:
+    """The one-line form of :func:`progress`, for a terminal."""
+    groups = ", ".join(f"{g.group_name} {g.ready}/{g.desired}" for g in cluster.worker_groups)
+    return f"{cluster.name}: {cluster.phase.value} after {elapsed:.0f} s" + (
+        f"; workers ready {groups}" if groups else ""
+    )
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def event_line(event: ClusterEvent) -> str:
+    return f"{clock(event.time)}  {event.source:<10}  {event.severity.value:<7}  {event.message}"
+
+
+def events_view(events: Iterable[ClusterEvent]) -> View:
+    events = list(events)
+    if not events:
+        return paragraph("No events yet.")
+    table = Table(
+        ["time", "source", "severity", "message"],
+        [[clock(e.time), e.source, e.severity.value, e.message] for e in events],
+    )
+    return View(table.text(), table.html())
