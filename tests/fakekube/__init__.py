@@ -1,0 +1,38 @@
+"""A faithful-enough fake Kubernetes API server for tests (test infrastructure only).
+
+Serves core/v1 namespaces, pods, services, events, configmaps, secrets, serviceaccounts and
+the KubeRay ``ray.io/v1`` RayCluster / RayJob / RayService custom resources (validated
+against the real CRDs) over HTTP on loopback, for the official ``kubernetes`` client.
+A simulated KubeRay operator, scheduler and kubelet run inside the server's event loop.
+
+    from tests.fakekube import FakeKubeServer
+
+    with FakeKubeServer() as fk:
+        api = kubernetes.client.CustomObjectsApi(fk.api_client())
+        ...
+
+or ``python -m tests.fakekube --port 8001`` (prints the URL). See README-style notes in
+``server.py`` and ``operator.py``.
+"""
+
+from __future__ import annotations
+
+from .errors import ApiError
+from .operator import OperatorConfig, PodSimulator, RayClusterController, RayOperator
+from .server import DEFAULT_TOKEN, ErrorRule, FakeKubeServer, Faults
+from .store import ResourceType, Store, WatchEvent
+
+__all__ = [
+    "DEFAULT_TOKEN",
+    "ApiError",
+    "ErrorRule",
+    "FakeKubeServer",
+    "Faults",
+    "OperatorConfig",
+    "PodSimulator",
+    "RayClusterController",
+    "RayOperator",
+    "ResourceType",
+    "Store",
+    "WatchEvent",
+]
