@@ -522,18 +522,17 @@ class LocalBackend(ClusterBackend):
                         utilization=usage.get(nid, {}),
                     )
                 )
-            desired = (
-                len(mine)
-                if self._autoscaling(spec)
-                else min(max(g["replicas"], g["minReplicas"]), g["maxReplicas"])
-            )
-            if record.get("readyAt") is None and not self._autoscaling(spec):
+            if not self._autoscaling(spec):
                 desired = g["replicas"]
+            elif record.get("readyAt") is None:
+                desired = max(len(mine), g["replicas"])  # the initial replicas, even before they launch
+            else:
+                desired = len(mine)  # what the autoscaler has launched
             groups.append(
                 WorkerGroupStatus(
                     group_name=g["groupName"],
                     replicas=g["replicas"],
-                    desired=max(desired, 0),
+                    desired=desired,
                     ready=ready,
                     min_replicas=g["minReplicas"],
                     max_replicas=g["maxReplicas"],
@@ -560,14 +559,9 @@ class LocalBackend(ClusterBackend):
                 if record.get("readyAt") is not None:
                     reason = "The Ray dashboard does not answer"
         else:
-            # Before the first "ready", wait for the initial replicas; afterwards the autoscaler decides.
-            initial = all(
-                grp.ready >= (g["replicas"] if record.get("readyAt") is None else grp.desired)
-                for grp, g in zip(groups, spec.get("workerGroups", []), strict=True)
-            )
-            settled = all(grp.ready == grp.desired for grp in groups)
+            settled = all(grp.ready >= grp.desired for grp in groups)
             if record.get("readyAt") is None:
-                phase = Phase.READY if initial else Phase.STARTING
+                phase = Phase.READY if settled else Phase.STARTING
             else:
                 phase = Phase.READY if settled else Phase.SCALING
         return Cluster(
