@@ -48,16 +48,11 @@ class DashboardProxyHandler(ProxyHandler):
         # jupyter-server-proxy defers XSRF to the proxied app; the Ray dashboard has none.
         return JupyterHandler.check_xsrf_cookie(self)
 
-    async def _resolve(self, name: str) -> tuple[str, int] | None:
+    async def _resolve(self, name: str) -> tuple[str, int]:
+        """The dashboard's host and port for the owner's cluster ``name`` (EKSRayError if none)."""
         service = self.settings["eksray_service"]
         executor = self.settings["eksray_executor"]
-        try:
-            address = await asyncio.get_running_loop().run_in_executor(
-                executor, service.dashboard_address, name
-            )
-        except EKSRayError as e:
-            self._error_page(http_status(e), e.message)
-            return None
+        address = await asyncio.get_running_loop().run_in_executor(executor, service.dashboard_address, name)
         parts = urlsplit(address)
         self._resolved_host = parts.hostname
         return str(parts.hostname), int(parts.port or 80)
@@ -97,34 +92,24 @@ class DashboardProxyHandler(ProxyHandler):
             # Relative asset paths need the trailing slash.
             self.redirect(url_path_join(self.base_url, "eksray", "clusters", name, "dashboard") + "/")
             return None
-        target = await self._resolve(name)
-        if target is None:
+        try:
+            host, port = await self._resolve(name)
+        except EKSRayError as e:
+            self._error_page(http_status(e), e.message)
             return None
-        return await self.proxy(target[0], target[1], proxied_path)
+        return await self.proxy(host, port, proxied_path)
 
     async def http_get(self, name: str, proxied_path: str = "") -> Any:
         return await self._forward(name, proxied_path)
 
     async def open(self, name: str, proxied_path: str = "") -> Any:
-        target = await self._resolve_for_websocket(name)
-        if target is None:
-            return None
-        return await self.proxy_open(target[0], target[1], proxied_path)
-
-    async def _resolve_for_websocket(self, name: str) -> tuple[str, int] | None:
-        service = self.settings["eksray_service"]
-        executor = self.settings["eksray_executor"]
         try:
-            address = await asyncio.get_running_loop().run_in_executor(
-                executor, service.dashboard_address, name
-            )
+            host, port = await self._resolve(name)
         except EKSRayError as e:
             self.log.info("eksray: dashboard websocket for %s refused: %s", name, e.message)
             self.close(code=1011, reason=e.message[:120])
             return None
-        parts = urlsplit(address)
-        self._resolved_host = parts.hostname
-        return str(parts.hostname), int(parts.port or 80)
+        return await self.proxy_open(host, port, proxied_path)
 
     def post(self, name: str, proxied_path: str = "") -> Any:
         return self._forward(name, proxied_path)
