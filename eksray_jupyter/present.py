@@ -56,7 +56,9 @@ class Table:
     def text(self) -> str:
         cells = [[h.upper() for h in self.headers]] + [[_text(c) for c in row] for row in self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.headers))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+        )
 
     def html(self) -> str:
         head = "".join(f'<th style="text-align: left">{html.escape(h)}</th>' for h in self.headers)

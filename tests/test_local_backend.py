@@ -124,3 +124,67 @@ def test_other_owners_clusters_are_invisible(service: ClusterService, state_dir:
         with pytest.raises(NotFoundError):
             call("theirs")
     assert cdir.root.exists()
+
+
+def test_workers_that_exit_on_their_own_are_replaced(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose `ray start` died (e.g. timed out on a busy laptop) is replaced, with events."""
+    import subprocess
+    import sys
+
+    from eksray_jupyter.backends.local import processes
+
+    # Stand-ins for `ray`: the head and any worker just sleep, so no Ray is needed here.
+    monkeypatch.setattr(
+        processes, "ray_command", lambda: [sys.executable, "-c", "import time; time.sleep(120)"]
+    )
+    backend = service.backend
+    assert isinstance(backend, LocalBackend)
+    head = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    dead.wait()
+    cdir = backend._dir("flaky")
+    cdir.logs.mkdir(parents=True)
+    (cdir.logs / "worker-cpu-deadbeefdead.log").write_text(
+        "Exception: The current node timed out during startup.\n"
+    )
+    cdir.write(
+        {
+            "name": "flaky",
+            "owner": service.owner,
+            "spec": service.config.resolve_spec(
+                {**spec("flaky", replicas=1), "autoscaling": {"enabled": False}}
+            ),
+            "createdAt": 1e12,  # not timed out
+            "status": "running",
+            "bootstrapped": True,
+            "ports": {"gcs": 1, "dashboard": 2, "client": 3},
+            "tempDir": str(state_dir / "tmp-flaky"),
+            "objectStoreBytes": 1,
+            "head": processes.ref_of(head),
+        }
+    )
+    cdir.write_nodes(
+        {
+            "deadbeefdead" + "0" * 44: {
+                "group": "cpu",
+                "process": {"pid": dead.pid, "createTime": 1.0},
+                "launchedAt": 1.0,
+                "tags": {},
+            }
+        }
+    )
+    try:
+        cluster = service.get("flaky")
+        workers = processes.live_workers(cdir)
+        assert len(workers) == 1 and "deadbeefdead" + "0" * 44 not in workers
+        assert cluster.worker_groups[0].desired == 1
+        reasons = [e.reason for e in service.events("flaky")]
+        assert reasons == ["WorkerExited", "WorkerReplaced"]
+        assert "timed out during startup" in service.events("flaky")[0].message
+        service.get("flaky")  # a second reader does not replace it again
+        assert len(processes.live_workers(cdir)) == 1
+    finally:
+        service.delete("flaky")
+    assert head.wait(timeout=30) is not None

@@ -16,6 +16,7 @@ from traitlets import Dict, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .models import Change, Cluster, ClusterEvent
+from .spec import validate_scale_request
 
 Listener = Callable[[Change], None]
 
@@ -58,6 +59,16 @@ class ClusterBackend(LoggingConfigurable):
         """Apply new replicas/minReplicas/maxReplicas (already validated) to a running cluster."""
         raise NotImplementedError
 
+    def scale_cluster_request(self, owner: str, name: str, request: Any, current: Cluster) -> Cluster:
+        """Apply a scale request as the user sent it (only the fields they named).
+
+        ``current`` is the state the caller read. The default validates ``request`` against
+        ``current.spec`` and calls :meth:`scale_cluster`. A backend whose replicas are also
+        written by an autoscaler overrides this to re-apply the same request on fresh state
+        when a concurrent write wins, instead of overwriting that write with stale values.
+        """
+        return self.scale_cluster(owner, name, validate_scale_request(current.spec, request))
+
     def delete_cluster(self, owner: str, name: str) -> None:
         """Stop every process or object of the cluster and forget it. Raises NotFoundError."""
         raise NotImplementedError
@@ -72,6 +83,19 @@ class ClusterBackend(LoggingConfigurable):
         Raises NotFoundError for an unknown cluster and NotReadyError while it is not up.
         """
         raise NotImplementedError
+
+    def dashboard_request_headers(self, owner: str, name: str) -> dict[str, str]:
+        """Extra headers the dashboard proxy must send upstream (e.g. an API server bearer token).
+
+        Secret values: the proxy adds them to the upstream request only, never to a response
+        or a log line. Default: none.
+        """
+        return {}
+
+    def dashboard_request_options(self, owner: str, name: str) -> dict[str, Any]:
+        """Extra ``tornado.httpclient.HTTPRequest`` options for the upstream (e.g. ``ssl_options``
+        with the API server's CA). Default: none."""
+        return {}
 
     def connection_address(self, owner: str, name: str) -> str:
         """The address a Ray driver should use (``host:port`` for GCS or ``ray://host:port``)."""

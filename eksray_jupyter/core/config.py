@@ -83,6 +83,38 @@ class EKSRay(LoggingConfigurable):
 
     max_request_bytes = Int(64 * 1024, help="Largest accepted request body, in bytes.").tag(config=True)
 
+    # --- jobs (eksray_jupyter.jobs, docs/jobs.md) -------------------------------------------------
+
+    job_runner = Unicode(
+        "local",
+        help="How jobs run: 'local' (a detached supervisor process per job on this machine creates the "
+        "cluster and follows the job through Ray's Jobs API) or the import path of a JobRunner subclass.",
+    ).tag(config=True)
+
+    job_store = Unicode(
+        "local",
+        help="Where job records, logs and result files go when a job names no store: 'local' "
+        "(<state_dir>/jobs) or 's3' (job_s3_bucket).",
+    ).tag(config=True)
+
+    job_s3_bucket = Unicode(help="S3 bucket for jobs stored in 's3' that name no bucket.").tag(config=True)
+
+    job_s3_prefix = Unicode(
+        "eksray/jobs", help="Key prefix in the S3 bucket; each job goes under <prefix>/<owner>/<job id>/."
+    ).tag(config=True)
+
+    job_s3_endpoint_url = Unicode(
+        help="S3 endpoint URL (MinIO, a test server); empty: AWS's own for the region."
+    ).tag(config=True)
+
+    job_s3_region = Unicode(help="AWS region of the S3 bucket; empty: boto3's default.").tag(config=True)
+
+    @validate("job_store")
+    def _check_job_store(self, proposal: Any) -> str:
+        if proposal["value"] not in ("local", "s3"):
+            raise ValueError(f"unknown job store {proposal['value']!r}; use 'local' or 's3'")
+        return proposal["value"]
+
     @validate("backend")
     def _check_backend(self, proposal: Any) -> str:
         value = proposal["value"]

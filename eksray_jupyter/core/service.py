@@ -13,8 +13,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets.config import Config
 
@@ -22,8 +23,10 @@ from .backend import ClusterBackend
 from .config import EKSRay, load_jupyter_config
 from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
-from .spec import validate_scale_request
 from .state_files import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..jobs.service import JobService
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
 # Phases in which a driver may connect (or will be able to shortly): kernels get RAY_ADDRESS.
@@ -67,6 +70,13 @@ class ClusterService:
     def owner(self) -> str:
         return self.config.owner
 
+    @cached_property
+    def jobs(self) -> JobService:
+        """The user's jobs (submit, list, logs, stop) on this service's clusters; built on first use."""
+        from ..jobs.service import JobService
+
+        return JobService(self)
+
     # --- clusters ---------------------------------------------------------------------------
 
     def list(self) -> list[Cluster]:
@@ -83,8 +93,7 @@ class ClusterService:
     def scale(self, name: str, request: Any) -> Cluster:
         """``request`` is ``{"workerGroups": [{"groupName", "replicas"?, "minReplicas"?, "maxReplicas"?}]}``."""
         cluster = self.get(name)
-        groups = validate_scale_request(cluster.spec, request)
-        return self.backend.scale_cluster(self.owner, name, groups)
+        return self.backend.scale_cluster_request(self.owner, name, request, cluster)
 
     def delete(self, name: str) -> None:
         self.backend.delete_cluster(self.owner, name)
@@ -154,6 +163,10 @@ class ClusterService:
         cluster = self.get(name)
         self._write_active(name, cluster.address or self.connection_address(name))
         return cluster
+
+    def clear_active(self) -> None:
+        """Forget the user's choice: the most recently created ready cluster is active again."""
+        self._write_active(None)
 
     def active(self) -> Cluster | None:
         """The chosen cluster if it still exists, else the most recently created ready one."""

@@ -9,6 +9,7 @@ from traitlets import Int
 
 from ..core.config import EKSRay
 from ..core.service import ClusterService
+from ..kernel import setup_kernel_provisioner
 from . import handlers
 from .proxy import proxy_handlers
 from .stream import StreamHub, stream_handlers
@@ -35,6 +36,7 @@ class EKSRayExtension(ExtensionApp):
             eksray_service=self.service, eksray_executor=self.executor, eksray_stream_hub=self.hub
         )
         self.log.info("eksray: %s backend for user %s", self.service.backend.name, config.owner)
+        setup_kernel_provisioner(self.serverapp, self.service)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))

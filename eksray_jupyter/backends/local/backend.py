@@ -69,6 +69,10 @@ class LocalBackend(ClusterBackend):
     def _default_temp_root(self) -> str:
         return f"/tmp/eksray-{os.getuid()}"
 
+    max_worker_restarts = Int(
+        10, help="How many times workers that exit on their own are replaced before giving up."
+    ).tag(config=True)
+
     observe_interval = Float(
         0.5, help="Seconds between two looks at the clusters while someone observes."
     ).tag(config=True)
@@ -457,15 +461,7 @@ class LocalBackend(ClusterBackend):
         return usage
 
     def _head_failure(self, cdir: ClusterDir) -> str:
-        try:
-            lines = (cdir.logs / "head.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            lines = []
-        interesting = [
-            ln for ln in lines if any(w in ln for w in ("Error", "error", "failed", "Failed", "in use"))
-        ]
-        tail = (interesting or lines or ["no output"])[-1].strip()
-        return f"The head node's ray process exited ({tail[:300]})"
+        return f"The head node's ray process exited ({processes.log_tail(cdir.logs / 'head.log')})"
 
     def _build(
         self, cdir: ClusterDir, record: dict[str, Any], ray_nodes: list[dict[str, Any]] | None
@@ -578,10 +574,52 @@ class LocalBackend(ClusterBackend):
             address=f"127.0.0.1:{record['ports']['gcs']}",
         )
 
+    def _replace_failed_workers(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
+        """Replace workers that exited on their own, as KubeRay replaces failed pods.
+
+        Groups without autoscaling keep ``replicas`` workers; autoscaling groups keep their
+        initial replicas until the cluster is first ready, then Ray's autoscaler decides.
+        A busy machine can make `ray start` time out; a bounded number of retries hides that.
+        """
+        if not record.get("bootstrapped") or record.get("status") != "running":
+            return record
+        spec = record["spec"]
+        restarts = record.get("workerRestarts", 0)
+        if restarts >= self.max_worker_restarts:
+            return record
+        targets = {
+            g["groupName"]: g["replicas"]
+            for g in spec.get("workerGroups", [])
+            if not self._autoscaling(spec) or record.get("readyAt") is None
+        }
+        dead, started = processes.replace_dead_workers(cdir, record, targets)
+        for nid, entry in dead:
+            log = cdir.logs / f"worker-{entry['group']}-{nid[:12]}.log"
+            self._event(
+                cdir,
+                "WorkerExited",
+                f"Worker node {nid[:8]} of group {entry['group']} exited: {processes.log_tail(log)}",
+                Severity.WARNING,
+            )
+        if started:
+            record = cdir.update(workerRestarts=restarts + len(started))
+            self._event(cdir, "WorkerReplaced", f"Started {len(started)} replacement worker(s)")
+            if record["workerRestarts"] >= self.max_worker_restarts:
+                self._event(
+                    cdir,
+                    "WorkerRestartsExhausted",
+                    f"Workers failed {record['workerRestarts']} times; not replacing them any more "
+                    "(c.LocalBackend.max_worker_restarts). Check the worker logs and scale to retry.",
+                    Severity.ERROR,
+                )
+        return record
+
     def _observe_one(
         self, cdir: ClusterDir, record: dict[str, Any]
     ) -> tuple[Cluster, list[dict[str, Any]] | None]:
         """Build a cluster's state and record the transitions that must persist (ready, failed)."""
+        if processes.is_alive(record.get("head")):
+            record = self._replace_failed_workers(cdir, record)
         ray_nodes = self._ray_nodes(record)
         cluster = self._build(cdir, record, ray_nodes)
         if cluster.phase == Phase.READY and record.get("readyAt") is None:

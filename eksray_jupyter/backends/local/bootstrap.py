@@ -32,6 +32,8 @@ def bootstrap(cdir: ClusterDir) -> int:
             if (cdir.read() or {}).get("status") != "running":
                 return 0  # deleted meanwhile
             launch_worker(cdir, group["groupName"], launched_by="backend")
+    # From now on the backend replaces initial workers that fail to start.
+    cdir.update(bootstrapped=True)
     return 0
 
 

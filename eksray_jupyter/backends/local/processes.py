@@ -195,15 +195,7 @@ def new_node_id() -> str:
     return secrets.token_hex(28)
 
 
-def launch_worker(cdir: ClusterDir, group_name: str, launched_by: str) -> str:
-    """Start one worker node of ``group_name`` and record it in nodes.json. Returns its node id.
-
-    Used both by the backend (initial and manual replicas) and by the autoscaler's node
-    provider, so every worker is started, recorded and stopped the same way.
-    """
-    record = cdir.read()
-    if record is None:
-        raise RuntimeError(f"cluster directory {cdir.root} has no cluster.json")
+def _worker_command(record: dict[str, Any], group_name: str) -> tuple[str, list[str], dict[str, str]]:
     group = next(g for g in record["spec"].get("workerGroups", []) if g["groupName"] == group_name)
     node_id = new_node_id()
     argv = [
@@ -224,18 +216,76 @@ def launch_worker(cdir: ClusterDir, group_name: str, launched_by: str) -> str:
             "RAY_NODE_TYPE_NAME": group_name,
         }
     )
+    return node_id, argv, env
+
+
+def _spawn_worker(
+    cdir: ClusterDir, record: dict[str, Any], nodes: dict[str, Any], group_name: str, launched_by: str
+) -> str:
+    """Start a worker and add it to ``nodes`` (the caller holds the lock and writes nodes.json)."""
+    node_id, argv, env = _worker_command(record, group_name)
+    ref = spawn(argv, env, cdir.logs / f"worker-{group_name}-{node_id[:12]}.log")
+    nodes[node_id] = {
+        "group": group_name,
+        "process": ref,
+        "launchedAt": time.time(),
+        "launchedBy": launched_by,
+        "tags": {},
+    }
+    return node_id
+
+
+def launch_worker(cdir: ClusterDir, group_name: str, launched_by: str) -> str:
+    """Start one worker node of ``group_name`` and record it in nodes.json. Returns its node id.
+
+    Used both by the backend (initial and manual replicas) and by the autoscaler's node
+    provider, so every worker is started, recorded and stopped the same way.
+    """
+    record = cdir.read()
+    if record is None:
+        raise RuntimeError(f"cluster directory {cdir.root} has no cluster.json")
     with cdir.locked():
         nodes = cdir.read_nodes()
-        ref = spawn(argv, env, cdir.logs / f"worker-{group_name}-{node_id[:12]}.log")
-        nodes[node_id] = {
-            "group": group_name,
-            "process": ref,
-            "launchedAt": time.time(),
-            "launchedBy": launched_by,
-            "tags": {},
-        }
+        node_id = _spawn_worker(cdir, record, nodes, group_name, launched_by)
         cdir.write_nodes(nodes)
     return node_id
+
+
+def replace_dead_workers(
+    cdir: ClusterDir, record: dict[str, Any], targets: dict[str, int]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """Forget workers whose process exited and start replacements up to ``targets`` per group.
+
+    One lock around both, so two readers (the server and a CLI) never both replace the
+    same worker. Returns the dead workers and the ids of the new ones.
+    """
+    with cdir.locked():
+        nodes = cdir.read_nodes()
+        dead = [(nid, n) for nid, n in nodes.items() if not is_alive(n.get("process"))]
+        for nid, _ in dead:
+            nodes.pop(nid)
+        started = []
+        for group_name, target in targets.items():
+            alive = sum(1 for n in nodes.values() if n["group"] == group_name)
+            for _ in range(target - alive):
+                started.append(_spawn_worker(cdir, record, nodes, group_name, launched_by="backend"))
+        if dead or started:
+            cdir.write_nodes(nodes)
+    return dead, started
+
+
+def log_tail(path: Path, lines: int = 1) -> str:
+    """The last meaningful line(s) of a process log, for events and failure reasons."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    useful = [
+        ln
+        for ln in text
+        if any(w in ln for w in ("Error", "error", "failed", "Failed", "timed out", "in use"))
+    ]
+    return " | ".join(line.strip()[:300] for line in (useful or text or ["no output"])[-lines:])
 
 
 def stop_worker(cdir: ClusterDir, node_id: str) -> bool:

@@ -1,0 +1,271 @@
+"""``eksray``: Ray clusters from a terminal or a script.
+
+    eksray rc create [NAME] [-f SPEC.yaml] [--profile P] [--workers N] [--wait]
+    eksray rc list | status | scale | events | dashboard | delete | use
+
+``rc`` is for Ray clusters; RayJobs will get ``eksray rj``. Every command acts through
+the same :class:`ClusterService` as the server and the magics, configured by the same
+Jupyter config files. Results go to stdout (``-o json`` for scripts), progress and
+errors to stderr. Exit codes: 0 success, 1 failure (the backend failed, the cluster is
+not there or failed to start), 2 bad usage or invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from . import __version__, commands, present
+from .commands import Parser, ParserExit, UsageProblem
+from .core.errors import EKSRayError, InvalidRequestError
+from .core.models import Cluster
+from .core.service import ClusterService
+
+OK, FAILED, USAGE = 0, 1, 2
+HINT = "Create one with `eksray rc create`, or choose one with `eksray rc use NAME`."
+
+
+class CLI:
+    """One invocation: the parsed arguments, the service and the output streams."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        service_factory: Callable[[], ClusterService],
+        out: TextIO,
+        err: TextIO,
+    ) -> None:
+        self.args = args
+        self._service_factory = service_factory
+        self._service: ClusterService | None = None
+        self.out = out
+        self.err = err
+
+    @property
+    def service(self) -> ClusterService:
+        if self._service is None:
+            self._service = self._service_factory()
+        return self._service
+
+    @property
+    def as_json(self) -> bool:
+        return self.args.output == "json"
+
+    def emit(self, text: str | present.View, data: Any) -> None:
+        """The command's result: ``data`` as JSON with ``-o json``, else the text."""
+        if self.as_json:
+            print(json.dumps(data, indent=2), file=self.out)
+        else:
+            print(str(text), file=self.out)
+
+    def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
+        return cluster.to_dict(dashboard_url=commands.dashboard_link(self.service, cluster))
+
+    def wait(self, name: str) -> Cluster:
+        """Wait for ``name`` with progress on stderr (rewritten in place on a terminal)."""
+        tty = self.err.isatty()
+        last: Any = None
+
+        def show(cluster: Cluster, elapsed: float) -> None:
+            nonlocal last
+            line = present.progress_line(cluster, elapsed)
+            state = (cluster.phase, cluster.reason, [(g.ready, g.desired) for g in cluster.worker_groups])
+            if tty:
+                print("\r\033[K" + line, end="", file=self.err, flush=True)
+            elif state != last:
+                print(line, file=self.err, flush=True)  # only changes: a log file stays short
+            last = state
+
+        try:
+            return commands.wait(self.service, name, self.args.timeout, show)
+        finally:
+            if tty:
+                print(file=self.err)
+
+    # --- rc commands -----------------------------------------------------------------------
+
+    def rc_create(self) -> int:
+        a = self.args
+        base = commands.load_spec_file(a.file) if a.file else None
+        request = commands.create_request(
+            self.service,
+            name=a.name,
+            profile=a.profile,
+            workers=a.workers,
+            min_replicas=a.min_replicas,
+            max_replicas=a.max_replicas,
+            base=base,
+        )
+        cluster = self.service.create(request)
+        if a.wait:
+            cluster = self.wait(cluster.name)
+        else:
+            print(
+                f"{cluster.name} is starting; `eksray rc status {cluster.name}` shows progress.",
+                file=self.err,
+            )
+        self.emit(
+            present.cluster_detail(cluster, commands.dashboard_link(self.service, cluster)),
+            self.cluster_json(cluster),
+        )
+        return OK
+
+    def rc_list(self) -> int:
+        clusters = self.service.list()
+        active = self.service.active_of(clusters)
+        links = {c.name: commands.dashboard_link(self.service, c) for c in clusters}
+        view = present.cluster_list(clusters, active.name if active else None, links, HINT)
+        data = {
+            "clusters": [c.to_dict(dashboard_url=links[c.name]) for c in clusters],
+            "active": active.name if active else None,
+        }
+        self.emit(view, data)
+        return OK
+
+    def rc_status(self) -> int:
+        cluster, active = commands.status(self.service, self.args.name, HINT)
+        link = commands.dashboard_link(self.service, cluster)
+        self.emit(
+            present.cluster_detail(cluster, link, active=active),
+            {**cluster.to_dict(dashboard_url=link), "active": active},
+        )
+        return OK
+
+    def rc_scale(self) -> int:
+        a = self.args
+        request = commands.scale_request(a.group, a.replicas, a.min_replicas, a.max_replicas)
+        cluster = self.service.scale(a.name, request)
+        if a.wait:
+            cluster = self.wait(a.name)
+        self.emit(
+            present.cluster_detail(cluster, commands.dashboard_link(self.service, cluster)),
+            self.cluster_json(cluster),
+        )
+        return OK
+
+    def rc_events(self) -> int:
+        name = commands.resolve_name(self.service, self.args.name, HINT)
+        events = self.service.events(name)
+        if self.as_json and self.args.follow:
+            for e in events:  # JSON lines, so a script can read a stream
+                print(json.dumps(e.to_dict()), file=self.out, flush=True)
+        else:
+            self.emit(present.events_view(events), {"events": [e.to_dict() for e in events]})
+        if not self.args.follow:
+            return OK
+
+        def show(event: Any) -> None:
+            text = json.dumps(event.to_dict()) if self.as_json else present.event_line(event)
+            print(text, file=self.out, flush=True)
+
+        try:
+            commands.follow_events(self.service, name, show, seen={e.id for e in events})
+        except KeyboardInterrupt:
+            return OK
+        print(f"{name} was deleted.", file=self.err)
+        return OK
+
+    def rc_dashboard(self) -> int:
+        name = commands.resolve_name(self.service, self.args.name, HINT)
+        url = commands.require_dashboard(self.service, name)
+        self.emit(url, {"name": name, "url": url})
+        return OK
+
+    def rc_delete(self) -> int:
+        self.service.delete(self.args.name)
+        self.emit(f"Deleted {self.args.name}.", {"name": self.args.name, "deleted": True})
+        return OK
+
+    def rc_use(self) -> int:
+        cluster = self.service.use(self.args.name)
+        address = cluster.address or self.service.connection_address(cluster.name)
+        self.emit(
+            f"{cluster.name} is your active cluster: new kernels connect to it (RAY_ADDRESS={address}).",
+            {"name": cluster.name, "address": address},
+        )
+        return OK
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="eksray", description="Ray clusters (local or KubeRay on EKS) from the terminal.")
+    parser.add_argument("--version", action="version", version=f"eksray-jupyter {__version__}")
+    parser.set_defaults(help_parser=parser)
+    nouns = parser.add_subparsers(dest="noun", metavar="COMMAND", parser_class=Parser)
+    rc = nouns.add_parser(
+        "rc", help="Ray clusters", description="Create, watch, scale and delete Ray clusters."
+    )
+    rc.set_defaults(help_parser=rc)
+    sub = rc.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    output = Parser(add_help=False)
+    output.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="result format (default: text)"
+    )
+
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=[output]
+        )
+
+    create = add("create", "create a cluster from flags or a spec file")
+    commands.add_create_options(create)
+    create.add_argument(
+        "-f", "--file", metavar="SPEC", help="cluster spec, YAML or JSON ('-' reads stdin); flags override it"
+    )
+    add("list", "your clusters (* marks the active one)")
+    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    commands.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
+    events = add("events", "what happened to a cluster")
+    events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    events.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
+    add("dashboard", "the URL of the cluster's Ray dashboard").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    add("delete", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
+    add("use", "make a cluster active: new Jupyter kernels connect to it").add_argument(
+        "name", metavar="NAME"
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    service_factory: Callable[[], ClusterService] = ClusterService.from_environment,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; returns the exit code (never raises SystemExit itself)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except ParserExit as e:
+        return e.status  # --help, --version
+    except UsageProblem as e:
+        print(f"{e.usage}\n{e.message}", file=err)
+        return USAGE
+    if getattr(args, "command", None) is None:
+        args.help_parser.print_help(err)
+        return USAGE
+    cli = CLI(args, service_factory, out, err)
+    try:
+        return int(getattr(cli, f"{args.noun}_{args.command}")())
+    except InvalidRequestError as e:
+        print(f"eksray {args.noun} {args.command}: {e.message}", file=err)
+        return USAGE
+    except EKSRayError as e:
+        print(f"eksray {args.noun} {args.command}: {e.message}", file=err)
+        return FAILED
+    except KeyboardInterrupt:
+        print("Interrupted.", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

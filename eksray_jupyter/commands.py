@@ -1,0 +1,328 @@
+"""What the ``%eksray`` magics and the ``eksray`` CLI share besides presentation.
+
+Argument shapes (so ``%eksray up`` and ``eksray rc create`` accept the same flags), the
+translation of those flags into service requests, free names, dashboard links, waiting
+and following events. The faces keep only their own verbs and their own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+from .core.errors import EKSRayError, FieldError, InvalidRequestError, NotFoundError, NotReadyError
+from .core.models import Cluster, ClusterEvent
+from .core.service import ClusterService
+
+#: Set in kernels by the provisioner: the Jupyter server's URL (or base path behind JupyterHub).
+SERVER_URL_ENV = "JUPYTER_SERVER_URL"
+#: Set in kernels next to RAY_ADDRESS: the name of the cluster that address belongs to.
+CLUSTER_ENV = "EKSRAY_CLUSTER"
+DEFAULT_WAIT_TIMEOUT = 600.0
+
+
+# --- argument parsing that never exits the process -----------------------------------------
+
+
+class ParserExit(Exception):
+    """``--help`` was shown (status 0), or argparse wanted to exit."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class UsageProblem(Exception):
+    """Bad command-line usage; the message names the command and the problem."""
+
+    def __init__(self, message: str, prog: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.prog = prog
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of calling ``sys.exit``: a magic must never end its kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageProblem(f"{self.prog}: {message}", self.prog, self.format_usage().strip())
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageProblem(message.strip(), self.prog, self.format_usage().strip())
+        raise ParserExit(status)
+
+
+def count(value: str) -> int:
+    """argparse type of replica counts."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= number <= 1000:
+        raise argparse.ArgumentTypeError(f"{number} is not between 0 and 1000")
+    return number
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return number
+
+
+def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=f"block until {what}, showing progress")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --wait waits (default: %(default).0f)",
+    )
+
+
+def add_create_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``up``/``create``; --workers/--min/--max set the first worker group."""
+    parser.add_argument("name", nargs="?", metavar="NAME", help="cluster name (default: a free ray-USER-N)")
+    parser.add_argument("--profile", metavar="P", help="start from this admin-defined profile")
+    parser.add_argument("--workers", type=count, metavar="N", help="workers to start in the first group")
+    parser.add_argument(
+        "--min", type=count, metavar="N", dest="min_replicas", help="the first group's minimum"
+    )
+    parser.add_argument(
+        "--max", type=count, metavar="N", dest="max_replicas", help="the first group's maximum"
+    )
+    add_wait_options(parser, "the cluster is ready")
+
+
+def add_scale_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="cluster name")
+    parser.add_argument("group", metavar="GROUP", help="worker group name")
+    parser.add_argument("--replicas", type=count, metavar="N", help="workers to run now")
+    parser.add_argument("--min", type=count, metavar="N", dest="min_replicas", help="autoscaler minimum")
+    parser.add_argument("--max", type=count, metavar="N", dest="max_replicas", help="autoscaler maximum")
+    add_wait_options(parser, "the group has its workers")
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def free_name(service: ClusterService, taken: set[str] | None = None) -> str:
+    """``ray-<user>-<n>`` with the smallest n not in use (the user part made a valid name)."""
+    user = re.sub(r"[^a-z0-9-]+", "-", service.owner.lower())
+    user = re.sub(r"^[^a-z]+", "", user)[:30].strip("-") or "user"
+    if taken is None:
+        taken = {c.name for c in service.list()}
+    n = 1
+    while f"ray-{user}-{n}" in taken:
+        n += 1
+    return f"ray-{user}-{n}"
+
+
+def _group_default(key: str) -> Any:
+    from .core.spec import load_schema
+
+    return load_schema()["$defs"]["workerGroup"]["properties"][key]["default"]
+
+
+def create_request(
+    service: ClusterService,
+    *,
+    name: str | None = None,
+    profile: str | None = None,
+    workers: int | None = None,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A create request from a face's flags, optionally on top of a spec file (``base``).
+
+    Without a spec file the configured default profile is used. ``workers``, ``min_replicas``
+    and ``max_replicas`` change the first worker group; when only ``workers`` is given the
+    group's bounds stretch to include it, and moving only a bound carries replicas along.
+    """
+    request = copy.deepcopy(base) if base else {}
+    config = service.config
+    if profile is not None:
+        request["profile"] = profile
+    elif base is None and config.default_profile in config.profiles:
+        request["profile"] = config.default_profile
+    request["name"] = name or request.get("name") or free_name(service)
+    if workers is None and min_replicas is None and max_replicas is None:
+        return request
+    profile_groups = (config.profiles.get(request.get("profile") or "") or {}).get("workerGroups") or []
+    groups = request.get("workerGroups") or [{"groupName": g["groupName"]} for g in profile_groups]
+    if not groups or not isinstance(groups[0], dict):
+        raise InvalidRequestError(
+            "Nothing to apply the worker counts to",
+            [
+                FieldError(
+                    "workerGroups",
+                    "--workers, --min and --max set the first worker group; add one or pick a profile with one",
+                )
+            ],
+        )
+    first = {**(profile_groups[0] if profile_groups else {}), **groups[0]}
+    lo = min_replicas if min_replicas is not None else first.get("minReplicas", _group_default("minReplicas"))
+    hi = max_replicas if max_replicas is not None else first.get("maxReplicas", _group_default("maxReplicas"))
+    if workers is not None:
+        if min_replicas is None:
+            lo = min(lo, workers)
+        if max_replicas is None:
+            hi = max(hi, workers)
+        replicas = workers
+    else:
+        replicas = first.get("replicas", _group_default("replicas"))
+        if lo <= hi:
+            replicas = min(max(replicas, lo), hi)
+    groups = [dict(g) for g in groups]
+    groups[0].update(replicas=replicas, minReplicas=lo, maxReplicas=hi)
+    request["workerGroups"] = groups
+    return request
+
+
+def scale_request(
+    group: str, replicas: int | None, min_replicas: int | None, max_replicas: int | None
+) -> dict[str, Any]:
+    change: dict[str, Any] = {"groupName": group}
+    for key, value in (("replicas", replicas), ("minReplicas", min_replicas), ("maxReplicas", max_replicas)):
+        if value is not None:
+            change[key] = value
+    if len(change) == 1:
+        raise InvalidRequestError("Nothing to change: give --replicas, --min or --max")
+    return {"workerGroups": [change]}
+
+
+def load_spec_file(path: str, read_stdin: Callable[[], str] | None = None) -> dict[str, Any]:
+    """A cluster spec from a YAML or JSON file (``-`` reads standard input)."""
+    import yaml
+
+    try:
+        if path == "-":
+            import sys
+
+            text = (read_stdin or sys.stdin.read)()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+    except OSError as e:
+        raise InvalidRequestError(f"Cannot read {path}: {e.strerror or e}") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidRequestError(f"{path} is not valid YAML or JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise InvalidRequestError(f"{path} must contain one cluster spec (a mapping with at least 'name')")
+    return spec
+
+
+# --- names, links, waiting -----------------------------------------------------------------
+
+
+def status(service: ClusterService, name: str | None, hint: str) -> tuple[Cluster, bool]:
+    """The named cluster (default: the active one) and whether it is the active one."""
+    clusters = service.list()
+    active = service.active_of(clusters)
+    if name is None:
+        if active is None:
+            raise NotFoundError(f"You have no active cluster. {hint}")
+        return active, True
+    for cluster in clusters:
+        if cluster.name == name:
+            return cluster, active is not None and active.name == name
+    return service.get(name), False  # raises NotFoundError with the backend's message
+
+
+def resolve_name(service: ClusterService, name: str | None, hint: str) -> str:
+    """``name``, or the active cluster's name if none was given."""
+    if name is not None:
+        return name
+    cluster = service.active()
+    if cluster is None:
+        raise NotFoundError(f"You have no active cluster. {hint}")
+    return cluster.name
+
+
+def proxied_dashboard_url(name: str) -> str | None:
+    """The dashboard through the Jupyter server (``<server>/eksray/clusters/<name>/dashboard/``), if known."""
+    server = os.environ.get(SERVER_URL_ENV)
+    if not server:
+        return None
+    return f"{server.rstrip('/')}/eksray/clusters/{quote(name, safe='')}/dashboard/"
+
+
+def dashboard_link(service: ClusterService, cluster: Cluster) -> str | None:
+    """Where to open the cluster's dashboard: through the server when known, else directly."""
+    if not cluster.dashboard_available:
+        return None
+    proxied = proxied_dashboard_url(cluster.name)
+    if proxied:
+        return proxied
+    try:
+        return service.dashboard_address(cluster.name)
+    except EKSRayError:
+        return None
+
+
+def require_dashboard(service: ClusterService, name: str) -> str:
+    cluster = service.get(name)
+    link = dashboard_link(service, cluster)
+    if link is None:
+        raise NotReadyError(
+            f"The Ray dashboard of {name!r} is not up (the cluster is {cluster.phase.value}); "
+            "try again when it is ready."
+        )
+    return link
+
+
+def wait(
+    service: ClusterService,
+    name: str,
+    timeout: float,
+    show: Callable[[Cluster, float], None],
+    interval: float = 1.0,
+) -> Cluster:
+    """Block until ``name`` is ready, calling ``show(cluster, elapsed_seconds)`` on every look."""
+    started = time.monotonic()
+    return service.wait_ready(
+        name, timeout=timeout, on_progress=lambda c: show(c, time.monotonic() - started), interval=interval
+    )
+
+
+def follow_events(
+    service: ClusterService,
+    name: str,
+    on_event: Callable[[ClusterEvent], None],
+    seen: set[str] | None = None,
+    interval: float = 1.0,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> None:
+    """Call ``on_event`` for each new event until the cluster is deleted or ``keep_going`` says stop.
+
+    Events are matched by id over a look-back window: some sources (the autoscaler's log)
+    deliver an event after later ones, so "everything after the last time seen" would miss it.
+    """
+    seen = set() if seen is None else seen
+    newest = 0.0
+    while keep_going():
+        try:
+            events = service.events(name, since=newest - 120.0 if newest else None)
+        except NotFoundError:
+            return
+        for event in events:
+            newest = max(newest, event.time)
+            if event.id not in seen:
+                seen.add(event.id)
+                on_event(event)
+        time.sleep(interval)

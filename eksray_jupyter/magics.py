@@ -1,0 +1,312 @@
+"""``%eksray``: create, watch, scale and use Ray clusters from a notebook.
+
+Loaded by ``%load_ext eksray_jupyter``, and without it in every kernel the Jupyter server
+starts (its kernel provisioner adds ``--ext=eksray_jupyter``). Loading must stay cheap:
+nothing here imports ray, and the backend is only built on the first ``%eksray`` call.
+
+Output goes through IPython's display system with ``text/plain`` and ``text/html`` in one
+bundle (see :mod:`.present`). Errors are one line: argparse and :class:`EKSRayError`
+become IPython ``UsageError`` (shown without a traceback, and it stops "run all"), and
+argparse never exits the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from . import commands, present
+from .commands import CLUSTER_ENV, Parser, ParserExit, UsageProblem
+from .core.errors import BackendError, EKSRayError, NotReadyError
+from .core.models import Cluster
+from .core.service import CONNECTABLE_PHASES, ClusterService, port_open
+
+HINT = "Create one with %eksray up, or choose one with %eksray use NAME."
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="%eksray",
+        description="Ray clusters from this notebook. New kernels connect to your active cluster: "
+        "`import ray; ray.init()` needs no address.",
+        epilog="Help on one command: %eksray COMMAND --help",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+    commands.add_create_options(add("up", "create a cluster, make it active and point this kernel at it"))
+    add("list", "your clusters (* marks the active one)")
+    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    commands.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
+    events = add("events", "what happened to a cluster")
+    events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    events.add_argument("--follow", action="store_true", help="keep showing new events (interrupt to stop)")
+    add("dashboard", "a link to the cluster's Ray dashboard").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    add("use", "make a cluster active: new kernels and ray.init() here connect to it").add_argument(
+        "name", metavar="NAME"
+    )
+    add("connect", "connect this kernel to a cluster now (ray.init), no restart needed").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    add("down", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
+    return parser
+
+
+def _ray_connected_address() -> str | None:
+    """The GCS address this kernel's Ray driver is connected to; never imports ray itself."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # Ray Client sessions have no GCS address; any value differs from ours
+        return "unknown"
+
+
+def _is_this_machine(host: str) -> bool:
+    import socket
+
+    import psutil
+
+    if host in ("localhost", "0.0.0.0", "::") or host.startswith("127."):
+        return True
+    own = {
+        a.address.split("%")[0]
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in (socket.AF_INET, socket.AF_INET6)
+    }
+    return host in own
+
+
+def _same_address(a: str | None, b: str | None) -> bool:
+    """Whether two driver addresses reach the same GCS.
+
+    Ray reports a local cluster under this machine's IP even when joined through
+    127.0.0.1, so any two addresses of this machine with the same port are the same.
+    """
+    if a is None or b is None:
+        return False
+    host_a, _, port_a = a.split("://")[-1].rpartition(":")
+    host_b, _, port_b = b.split("://")[-1].rpartition(":")
+    if port_a != port_b:
+        return False
+    host_a, host_b = host_a.strip("[]"), host_b.strip("[]")
+    return host_a == host_b or (_is_this_machine(host_a) and _is_this_machine(host_b))
+
+
+@magics_class
+class EKSRayMagics(Magics):
+    def __init__(self, shell: Any, service_factory: Callable[[], ClusterService] | None = None) -> None:
+        super().__init__(shell)
+        self._service_factory = service_factory or ClusterService.from_environment
+        self._service: ClusterService | None = None
+        self.parser = build_parser()
+
+    @property
+    def service(self) -> ClusterService:
+        if self._service is None:
+            self._service = self._service_factory()
+        return self._service
+
+    @line_magic
+    def eksray(self, line: str) -> None:
+        """Ray clusters from this notebook; ``%eksray --help`` lists the commands."""
+        try:
+            args = self.parser.parse_args(shlex.split(line))
+        except ParserExit:
+            return  # --help was printed
+        except UsageProblem as e:
+            raise UsageError(f"{e.message} (see {e.prog} --help)") from None
+        except ValueError as e:  # shlex: unbalanced quotes
+            raise UsageError(f"%eksray: {e}") from None
+        if args.command is None:
+            self.parser.print_help()
+            return
+        try:
+            getattr(self, f"_cmd_{args.command}")(args)
+        except EKSRayError as e:
+            raise UsageError(f"%eksray {args.command}: {e.message}") from None
+
+    # --- output --------------------------------------------------------------------------
+
+    @staticmethod
+    def _show(view: present.View) -> None:
+        display(view.bundle(), raw=True)
+
+    def _say(self, text: str, link: present.Link | None = None) -> None:
+        self._show(present.paragraph(text, link))
+
+    def _dashboard_url(self, cluster: Cluster) -> str | None:
+        return commands.dashboard_link(self.service, cluster)
+
+    def _wait(self, name: str, timeout: float, active: bool) -> Cluster | None:
+        """Wait with a display that updates in place; None if the user interrupted."""
+        handle: Any = None
+        last: str | None = None
+
+        def show(cluster: Cluster, elapsed: float) -> None:
+            nonlocal handle, last
+            view = present.progress(cluster, elapsed)
+            if handle is None:
+                handle = display(view.bundle(), raw=True, display_id=True)
+            elif view.text != last:
+                handle.update(view.bundle(), raw=True)
+            last = view.text
+
+        try:
+            cluster = commands.wait(self.service, name, timeout, show)
+        except KeyboardInterrupt:
+            self._say(f"Stopped waiting; {name} carries on. %eksray status {name} shows where it is.")
+            return None
+        view = present.cluster_detail(cluster, self._dashboard_url(cluster), active=active)
+        if handle is not None:
+            handle.update(view.bundle(), raw=True)
+        else:
+            self._show(view)
+        return cluster
+
+    def _point_kernel_at(self, name: str, address: str) -> None:
+        """Make a bare ``ray.init()`` in this kernel connect to ``name`` (as a new kernel would)."""
+        os.environ["RAY_ADDRESS"] = address
+        os.environ[CLUSTER_ENV] = name
+        current = _ray_connected_address()
+        if current is not None and not _same_address(current, address):
+            self._say(f"This kernel's Ray session still uses {current}; %eksray connect {name} switches it.")
+
+    # --- commands ------------------------------------------------------------------------
+
+    def _cmd_up(self, args: argparse.Namespace) -> None:
+        request = commands.create_request(
+            self.service,
+            name=args.name,
+            profile=args.profile,
+            workers=args.workers,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+        )
+        cluster = self.service.create(request)
+        name = cluster.name
+        self.service.use(name)
+        self._point_kernel_at(name, cluster.address or self.service.connection_address(name))
+        if not args.wait:
+            self._show(present.cluster_detail(cluster, None, active=True))
+            self._say(
+                f"{name} is starting and is now your active cluster. %eksray status {name} shows progress."
+            )
+            return
+        ready = self._wait(name, args.timeout, active=True)
+        if ready is not None:
+            self._say(
+                f"{name} is ready and active: ray.init() in this kernel and in new kernels connects to it."
+            )
+
+    def _cmd_list(self, args: argparse.Namespace) -> None:
+        clusters = self.service.list()
+        active = self.service.active_of(clusters)
+        links = {c.name: self._dashboard_url(c) for c in clusters}
+        self._show(present.cluster_list(clusters, active.name if active else None, links, HINT))
+
+    def _cmd_status(self, args: argparse.Namespace) -> None:
+        cluster, active = commands.status(self.service, args.name, HINT)
+        self._show(present.cluster_detail(cluster, self._dashboard_url(cluster), active=active))
+
+    def _cmd_scale(self, args: argparse.Namespace) -> None:
+        request = commands.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)
+        cluster = self.service.scale(args.name, request)
+        if args.wait:
+            self._wait(cluster.name, args.timeout, active=self.service.active_name() == cluster.name)
+        else:
+            self._show(present.cluster_detail(cluster, self._dashboard_url(cluster)))
+
+    def _cmd_events(self, args: argparse.Namespace) -> None:
+        name = commands.resolve_name(self.service, args.name, HINT)
+        events = self.service.events(name)
+        self._show(present.events_view(events))
+        if not args.follow:
+            return
+        print(f"Following events of {name}; interrupt the kernel to stop.", flush=True)
+        try:
+            commands.follow_events(
+                self.service,
+                name,
+                lambda e: print(present.event_line(e), flush=True),
+                seen={e.id for e in events},
+            )
+        except KeyboardInterrupt:
+            return
+        print(f"{name} was deleted.", flush=True)
+
+    def _cmd_dashboard(self, args: argparse.Namespace) -> None:
+        name = commands.resolve_name(self.service, args.name, HINT)
+        url = commands.require_dashboard(self.service, name)
+        self._say(f"Ray dashboard of {name}:", present.Link(url, url))
+
+    def _cmd_use(self, args: argparse.Namespace) -> None:
+        cluster = self.service.use(args.name)
+        self._point_kernel_at(cluster.name, cluster.address or self.service.connection_address(cluster.name))
+        self._say(f"{cluster.name} is your active cluster: new kernels and ray.init() here connect to it.")
+
+    def _cmd_connect(self, args: argparse.Namespace) -> None:
+        name = commands.resolve_name(self.service, args.name, HINT)
+        cluster = self.service.get(name)
+        if cluster.phase not in CONNECTABLE_PHASES:
+            raise NotReadyError(
+                f"{name} is {cluster.phase.value}; only a running cluster can be connected to."
+            )
+        address = cluster.address or self.service.connection_address(name)
+        # A direct GCS address that does not answer would make ray.init() hang for a minute.
+        if not address.startswith("ray://") and not port_open(address, timeout=3.0):
+            raise NotReadyError(
+                f"Nothing answers at {address}; is {name} up? %eksray status {name} shows it."
+            )
+        current = _ray_connected_address()
+        os.environ["RAY_ADDRESS"] = address
+        os.environ[CLUSTER_ENV] = name
+        if current is None or not _same_address(current, address):
+            import ray  # only here: importing ray costs about a second
+
+            if current is not None:
+                ray.shutdown()
+            try:
+                ray.init(address=address)
+            except Exception as e:  # Ray raises ConnectionError, RuntimeError, ...: one line for the user
+                raise BackendError(f"Could not connect to {name} at {address}: {e}") from None
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 0)
+        url = self._dashboard_url(cluster)
+        self._say(
+            f"Connected to {name} at {address} ({cpus:g} CPUs).",
+            present.Link("Ray dashboard", url) if url else None,
+        )
+
+    def _cmd_down(self, args: argparse.Namespace) -> None:
+        cluster = self.service.get(args.name)
+        address = cluster.address
+        if _same_address(_ray_connected_address(), address):
+            sys.modules["ray"].shutdown()  # a driver on a deleted cluster only produces errors
+        self.service.delete(args.name)
+        if os.environ.get(CLUSTER_ENV) == args.name or _same_address(os.environ.get("RAY_ADDRESS"), address):
+            # ray.init() without an address falls back to its default (a new local instance).
+            os.environ.pop("RAY_ADDRESS", None)
+            os.environ.pop(CLUSTER_ENV, None)
+        self._say(f"Deleted {args.name}.")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(EKSRayMagics(ipython))
