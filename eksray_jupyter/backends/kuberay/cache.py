@@ -1,0 +1,373 @@
+"""One namespace's RayClusters, Ray pods and events, kept current by three watches.
+
+Each kind has a thread that lists (paginated), then watches from the list's
+resourceVersion with bookmarks; a stream that ends or drops resumes from the last
+resourceVersion seen, and a 410 Expired (history compacted) re-lists and applies the
+difference. Readers (``list``/``get`` of the backend) take the lock briefly and never
+call the API, so they are fast however many pods there are.
+
+Changes are reported through ``on_change(kind, namespace, cluster, payload)``:
+``("cluster", ns, name, None)`` when a RayCluster or one of its pods changed,
+``("deleted", ns, name, last_object)`` and ``("event", ns, name, trimmed_event)``. The
+first list of each kind reports nothing (it is the starting state, not a change).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ...core.errors import EKSRayError
+from .errors import KubeError, KubeExpired
+from .kubeapi import KINDS, KubeApi
+from .status import trim_event, trim_pod
+
+OnChange = Callable[[str, str, str, Any], None]
+_POD_NAME = re.compile(r"^(?P<cluster>.+?)-(?:head|(?P<group>.+)-worker)-[a-z0-9]{5}$")
+
+
+def _rv_newer(new: Any, old: Any) -> bool:
+    """resourceVersions are opaque; in practice integers (etcd revisions), compared as such."""
+    if isinstance(new, str) and isinstance(old, str) and new.isdigit() and old.isdigit():
+        return int(new) > int(old)
+    return new != old
+
+
+def _relevant(event: dict[str, Any]) -> bool:
+    """Only events about RayClusters and pods are kept (a namespace may hold other apps)."""
+    return (event.get("involvedObject") or {}).get("kind") in ("RayCluster", "Pod")
+
+
+def describe(error: BaseException) -> str:
+    """A log-safe description of an error (our messages, or just the exception type)."""
+    return error.message if isinstance(error, EKSRayError) else type(error).__name__
+
+
+class NamespaceCache:
+    def __init__(
+        self,
+        namespace: str,
+        api: KubeApi,
+        on_change: OnChange,
+        log: logging.Logger | logging.LoggerAdapter[Any],
+        watch_timeout: int = 300,
+        max_events: int = 5000,
+    ) -> None:
+        self.namespace = namespace
+        self.api = api
+        self.on_change = on_change
+        self.log = log
+        self.watch_timeout = watch_timeout
+        self.max_events = max_events
+        self.lock = threading.RLock()
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.pods_by_cluster: dict[str, dict[str, dict[str, Any]]] = {}
+        self.events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Bumped whenever a cluster or one of its pods changes: keys the backend's memo.
+        self.versions: Counter[str] = Counter()
+        self.event_serial = 0  # bumped on every event change
+        self.synced = {kind: threading.Event() for kind in KINDS}
+        self.stats: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._pod_cluster: OrderedDict[str, str] = OrderedDict()  # pod -> cluster, kept after deletion
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streams: dict[str, Any] = {}
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for kind in KINDS:
+            thread = threading.Thread(
+                target=self._run, args=(kind,), name=f"eksray-watch-{self.namespace}-{kind}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self.lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            self._shutdown(stream)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        self._threads.clear()
+
+    @staticmethod
+    def _shutdown(stream: Any) -> None:
+        # shutdown() interrupts a read blocked in another thread (urllib3 >= 2.3).
+        for method in ("shutdown", "close"):
+            try:
+                getattr(stream, method)()
+            except Exception:  # best effort on a stream that may already be broken
+                continue
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(event.wait(max(0.0, deadline - time.monotonic())) for event in self.synced.values())
+
+    @property
+    def is_synced(self) -> bool:
+        return all(e.is_set() for e in self.synced.values())
+
+    # --- the watch loop -----------------------------------------------------------------------------
+
+    def _run(self, kind: str) -> None:
+        rv: str | None = None
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    rv = self._relist(kind)
+                rv = self._stream(kind, rv)
+                delay = 0.1
+            except KubeExpired:
+                # History compacted past our resourceVersion: start over from a fresh list.
+                self.stats["expired"] += 1
+                self.log.info("eksray: watch of %s in %s expired (410); re-listing", kind, self.namespace)
+                rv = None
+            except Exception as e:
+                if self._stop.is_set():
+                    break
+                if kind == "events" and getattr(e, "status", 0) == 403 and not self.synced[kind].is_set():
+                    # Events are extra information: without RBAC for them, clusters still work.
+                    self.log.warning("eksray: may not list events in %s; clusters are shown without them",
+                                     self.namespace)  # fmt: skip
+                    self.synced[kind].set()
+                    delay = 60.0
+                self.stats["errors"] += 1
+                self.last_error = describe(e)
+                level = logging.INFO if self.stats["errors"] < 3 else logging.WARNING
+                self.log.log(
+                    level,
+                    "eksray: watch of %s in %s interrupted (%s); resuming in %.1f s",
+                    kind, self.namespace, self.last_error, delay,
+                )  # fmt: skip
+                self._stop.wait(delay)
+                delay = max(delay, min(delay * 2, 10.0))
+
+    def _relist(self, kind: str) -> str:
+        items: list[dict[str, Any]] = []
+        cont: str | None = None
+        rv = ""
+        while True:
+            page = self.api.list_raw(kind, self.namespace, cont=cont)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or rv)
+            cont = meta.get("continue")
+            if not cont:
+                break
+        self.stats["lists"] += 1
+        self._replace(kind, items, initial=not self.synced[kind].is_set())
+        self.synced[kind].set()
+        self.last_error = None
+        return rv
+
+    def _stream(self, kind: str, rv: str) -> str:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        stream = self.api.watch_raw(kind, self.namespace, rv, self.watch_timeout)
+        with self.lock:
+            self._streams[kind] = stream
+        self.stats["watches"] += 1
+        try:
+            if self._stop.is_set():
+                return rv
+            for line in iter_resp_lines(stream):
+                if self._stop.is_set():
+                    break
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                etype, obj = event.get("type"), event.get("object") or {}
+                if etype == "ERROR":
+                    code = obj.get("code")
+                    if code == 410:
+                        raise KubeExpired(f"watch of {kind} expired: {obj.get('message', '')}", 410)
+                    raise KubeError(f"watch of {kind} failed: {code} {obj.get('message', '')}", code or 0)
+                if etype in ("ADDED", "MODIFIED", "DELETED"):
+                    self._apply(kind, etype, obj)
+                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if new_rv:
+                    rv = str(new_rv)
+        finally:
+            with self.lock:
+                self._streams.pop(kind, None)
+            stream.release_conn()
+        return rv
+
+    # --- applying changes ---------------------------------------------------------------------------
+
+    def _replace(self, kind: str, items: list[dict[str, Any]], initial: bool) -> None:
+        """A full list: apply the difference to the cache (and report it unless initial)."""
+        signals: list[tuple[str, str, Any]] = []
+        with self.lock:
+            if kind == "rayclusters":
+                fresh = {o["metadata"]["name"]: o for o in items}
+                for name, old in list(self.clusters.items()):
+                    if name not in fresh:
+                        del self.clusters[name]
+                        self.versions[name] += 1
+                        signals.append(("deleted", name, old))
+                for name, obj in fresh.items():
+                    old = self.clusters.get(name)
+                    if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get(
+                        "resourceVersion"
+                    ):
+                        self.clusters[name] = obj
+                        self.versions[name] += 1
+                        signals.append(("cluster", name, None))
+            elif kind == "pods":
+                fresh_pods = {p["name"]: p for p in map(trim_pod, items)}
+                touched = {p["cluster"] for p in self.pods.values()} | {
+                    p["cluster"] for p in fresh_pods.values()
+                }
+                changed = {
+                    c
+                    for c in touched
+                    if {n: p for n, p in self.pods_by_cluster.get(c, {}).items()}
+                    != {n: p for n, p in fresh_pods.items() if p["cluster"] == c}
+                }
+                self.pods = fresh_pods
+                self.pods_by_cluster = {}
+                for pod in fresh_pods.values():
+                    self.pods_by_cluster.setdefault(pod["cluster"], {})[pod["name"]] = pod
+                    self._remember_pod(pod)
+                for cluster in changed:
+                    self.versions[cluster] += 1
+                    signals.append(("cluster", cluster, None))
+            else:
+                self.event_serial += 1
+                trimmed = sorted((trim_event(e) for e in items if _relevant(e)), key=lambda e: e["time"])
+                known = set(self.events)
+                self.events = OrderedDict((e["uid"], e) for e in trimmed[-self.max_events :])
+                for ev in self.events.values():
+                    if ev["uid"] not in known:
+                        cluster = self._event_cluster(ev)
+                        if cluster:
+                            signals.append(("event", cluster, ev))
+        if not initial:
+            for signal, name, payload in signals:
+                self.on_change(signal, self.namespace, name, payload)
+
+    def _apply(self, kind: str, etype: str, obj: dict[str, Any]) -> None:
+        signal: tuple[str, str, Any] | None = None
+        with self.lock:
+            if kind == "rayclusters":
+                name = obj["metadata"]["name"]
+                if etype == "DELETED":
+                    old = self.clusters.pop(name, None)
+                    if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
+                        signal = ("deleted", name, obj)
+                    elif old is not None:
+                        self.clusters[name] = old  # a newer incarnation is already cached
+                else:
+                    old = self.clusters.get(name)
+                    if old is not None and not _rv_newer(
+                        obj["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
+                    ):
+                        return  # already have it (written through by the backend)
+                    self.clusters[name] = obj
+                    signal = ("cluster", name, None)
+                self.versions[name] += 1
+            elif kind == "pods":
+                pod = trim_pod(obj)
+                cluster = pod["cluster"]
+                previous = self.pods.pop(pod["name"], None)
+                if previous is not None:
+                    self.pods_by_cluster.get(previous["cluster"], {}).pop(pod["name"], None)
+                if etype != "DELETED":
+                    self.pods[pod["name"]] = pod
+                    self.pods_by_cluster.setdefault(cluster, {})[pod["name"]] = pod
+                    self._remember_pod(pod)
+                self.versions[cluster] += 1
+                signal = ("cluster", cluster, None)
+            else:
+                if not _relevant(obj):
+                    return
+                ev = trim_event(obj)
+                self.event_serial += 1
+                if etype == "DELETED":  # expired by the API server's event TTL
+                    self.events.pop(ev["uid"], None)
+                    return
+                old_ev = self.events.pop(ev["uid"], None)
+                self.events[ev["uid"]] = ev
+                while len(self.events) > self.max_events:
+                    self.events.popitem(last=False)
+                if (
+                    old_ev is not None
+                    and old_ev["count"] == ev["count"]
+                    and old_ev["message"] == ev["message"]
+                ):
+                    return
+                cluster = self._event_cluster(ev)
+                if cluster:
+                    signal = ("event", cluster, ev)
+        if signal is not None:
+            self.on_change(signal[0], self.namespace, signal[1], signal[2])
+
+    def put_cluster(self, obj: dict[str, Any]) -> None:
+        """Write-through of an object the backend just wrote: reads see their own writes."""
+        name = obj["metadata"]["name"]
+        with self.lock:
+            old = self.clusters.get(name)
+            if old is None or _rv_newer(
+                obj["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
+            ):
+                self.clusters[name] = obj
+                self.versions[name] += 1
+
+    # --- pods and events of a cluster ----------------------------------------------------------------
+
+    def _remember_pod(self, pod: dict[str, Any]) -> None:
+        self._pod_cluster[pod["name"]] = pod["cluster"]
+        self._pod_cluster.move_to_end(pod["name"])
+        while len(self._pod_cluster) > 20000:
+            self._pod_cluster.popitem(last=False)
+
+    def _event_cluster(self, ev: dict[str, Any]) -> str | None:
+        if ev["kind"] == "RayCluster":
+            return str(ev["name"])
+        if ev["kind"] != "Pod":
+            return None
+        known = self._pod_cluster.get(ev["name"])
+        if known:
+            return known
+        # A pod we never saw (gone before the watch started): KubeRay's naming tells.
+        match = _POD_NAME.match(ev["name"])
+        if match:
+            candidates = [c for c in self.clusters if ev["name"].startswith(c + "-")]
+            if candidates:
+                return max(candidates, key=len)
+        return None
+
+    def cluster_pods(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.pods_by_cluster.get(name, {}).values())
+
+    def cluster_events(self, name: str, uid: str | None, since_created: float) -> list[dict[str, Any]]:
+        """Events of the cluster's current incarnation (its uid) and of its pods."""
+        with self.lock:
+            out = []
+            for ev in self.events.values():
+                if self._event_cluster(ev) != name:
+                    continue
+                if ev["kind"] == "RayCluster" and uid and ev["objectUid"] and ev["objectUid"] != uid:
+                    continue
+                if ev["kind"] == "Pod" and ev["time"] and ev["time"] < since_created - 1:
+                    continue
+                out.append(ev)
+            return out

@@ -1,0 +1,197 @@
+"""The Kubernetes calls the backend makes, each through :func:`.errors.kube_call`.
+
+Lists and watches ask for raw JSON (``_preload_content=False``): the backend keeps plain
+dicts, and skipping the client's model deserialisation makes listing 1,000 pods cheap.
+Every call is blocking; the server runs backend calls on its thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from .errors import KubeError, kube_call
+from .names import GROUP, PLURAL, VERSION
+
+if TYPE_CHECKING:
+    import kubernetes.client
+    import urllib3
+
+JSON_PATCH = "application/json-patch+json"
+#: Kinds the watches follow: RayClusters, Ray pods (those labelled ray.io/cluster), events.
+KINDS = ("rayclusters", "pods", "events")
+POD_SELECTOR = "ray.io/cluster"
+
+
+class KubeApi:
+    def __init__(self, api_client: kubernetes.client.ApiClient, request_timeout: float = 15.0) -> None:
+        import kubernetes.client
+
+        self.client = api_client
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.timeout = request_timeout
+
+    @property
+    def configuration(self) -> kubernetes.client.Configuration:
+        return self.client.configuration
+
+    # --- RayClusters ----------------------------------------------------------------------------
+
+    def get_cluster(self, namespace: str, name: str, not_found: str) -> dict[str, Any]:
+        return kube_call(
+            f"reading RayCluster {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name,
+            not_found=not_found, _request_timeout=self.timeout,
+        )  # fmt: skip
+
+    def create_cluster(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return kube_call(
+            f"creating RayCluster {namespace}/{body['metadata']['name']}",
+            self.custom.create_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, body, _request_timeout=self.timeout,
+        )  # fmt: skip
+
+    def patch_cluster(
+        self, namespace: str, name: str, ops: list[dict[str, Any]], not_found: str
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902); its ``test`` ops make it fail (409/422) on concurrent changes."""
+        return kube_call(
+            f"scaling RayCluster {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name, ops,
+            not_found=not_found, _content_type=JSON_PATCH, _request_timeout=self.timeout,
+        )  # fmt: skip
+
+    def delete_cluster(self, namespace: str, name: str, uid: str, not_found: str) -> None:
+        # The uid precondition: never delete a same-named cluster created meanwhile.
+        kube_call(
+            f"deleting RayCluster {namespace}/{name}",
+            self.custom.delete_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name,
+            body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+            not_found=not_found, _request_timeout=self.timeout,
+        )  # fmt: skip
+
+    # --- namespaces and events -----------------------------------------------------------------
+
+    def namespace_exists(self, namespace: str) -> bool:
+        from .errors import KubeNotFound
+
+        try:
+            kube_call(
+                f"reading namespace {namespace}",
+                self.core.read_namespace,
+                namespace,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            ).release_conn()
+        except KubeNotFound:
+            return False
+        return True
+
+    def create_namespace(self, namespace: str, labels: dict[str, str]) -> None:
+        from .errors import KubeConflict
+
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
+        with contextlib.suppress(KubeConflict):  # created meanwhile: fine
+            kube_call(
+                f"creating namespace {namespace}",
+                self.core.create_namespace,
+                body,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            ).release_conn()
+
+    def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        kube_call(
+            f"recording an event in {namespace}",
+            self.core.create_namespaced_event,
+            namespace,
+            body,
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        ).release_conn()
+
+    # --- list / watch (raw JSON) -----------------------------------------------------------------
+
+    def _list_fn(self, kind: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        if kind == "rayclusters":
+            return self.custom.list_namespaced_custom_object, (GROUP, VERSION), {"plural": PLURAL}
+        if kind == "pods":
+            return self.core.list_namespaced_pod, (), {"label_selector": POD_SELECTOR}
+        if kind == "events":
+            return self.core.list_namespaced_event, (), {}
+        raise ValueError(kind)
+
+    def list_raw(
+        self, kind: str, namespace: str, limit: int = 500, cont: str | None = None
+    ) -> dict[str, Any]:
+        fn, args, kwargs = self._list_fn(kind)
+        if cont:
+            kwargs["_continue"] = cont
+        response = kube_call(
+            f"listing {kind} in {namespace}",
+            fn,
+            *args,
+            namespace=namespace,
+            limit=limit,
+            _preload_content=False,
+            _request_timeout=self.timeout * 4,
+            **kwargs,
+        )
+        try:
+            return json.loads(response.data)
+        except ValueError as e:
+            raise KubeError(f"Unreadable {kind} list from the Kubernetes API") from e
+        finally:
+            response.release_conn()
+
+    def watch_raw(
+        self, kind: str, namespace: str, resource_version: str, timeout_seconds: int
+    ) -> urllib3.BaseHTTPResponse:
+        """An open watch stream (one JSON event per line) from ``resource_version``."""
+        fn, args, kwargs = self._list_fn(kind)
+        return kube_call(
+            f"watching {kind} in {namespace}",
+            fn,
+            *args,
+            namespace=namespace,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _preload_content=False,
+            # The read timeout outlives the server's: a silently dead connection ends too.
+            _request_timeout=(self.timeout, timeout_seconds + 30),
+            **kwargs,
+        )
+
+    # --- the dashboard through the API server ----------------------------------------------------
+
+    def service_proxy_get(
+        self, namespace: str, service: str, port: str, path: str, query: list[tuple[str, str]], timeout: float
+    ) -> Any:
+        """GET ``/api/v1/namespaces/{ns}/services/{service}:{port}/proxy/{path}`` as JSON."""
+        method, url, headers, _body, _post = self.client.param_serialize(
+            "GET",
+            "/api/v1/namespaces/{namespace}/services/{name}/proxy/" + path.lstrip("/"),
+            path_params={"namespace": namespace, "name": f"{service}:{port}"},
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+
+        def call() -> Any:
+            response = self.client.call_api(method, url, header_params=headers, _request_timeout=timeout)
+            response.read()
+            if not 200 <= response.status < 300:
+                raise KubeError(f"The Ray dashboard answered {response.status}", response.status)
+            try:
+                return json.loads(response.data)
+            except ValueError as e:
+                raise KubeError("The Ray dashboard answered with something other than JSON") from e
+
+        return kube_call(f"reading the Ray dashboard of {namespace}/{service}", call)

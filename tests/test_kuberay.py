@@ -1,0 +1,795 @@
+"""The kuberay backend against the fake Kubernetes API (tests/fakekube), through the real client."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.server
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from eksray_jupyter.backends.kuberay import KubeRayBackend
+from eksray_jupyter.core.config import DEFAULT_PROFILES
+from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, NotFoundError, NotReadyError
+from eksray_jupyter.core.models import Change, Phase
+from eksray_jupyter.core.spec import resolve_cluster_spec
+
+from .fakekube import FakeKubeServer, pytest_plugin
+from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
+
+T = TypeVar("T")
+SAMPLES = Path("/work/shared/kuberay/samples")
+ALICE_NS = "eksray-alice"
+
+# The fake API server's fixtures, used by name below.
+fakekube = pytest_plugin.fakekube
+fakekube_kubeconfig = pytest_plugin.fakekube_kubeconfig
+
+
+def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll ``fn`` until it returns something truthy (deterministic waits, never bare sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.02)
+
+
+def spec_of(request: dict[str, Any]) -> dict[str, Any]:
+    return resolve_cluster_spec(request, DEFAULT_PROFILES)
+
+
+CPU_SPEC = {
+    "name": "demo",
+    "workerGroups": [{"groupName": "cpu", "replicas": 1, "minReplicas": 0, "maxReplicas": 5, "cpu": 1}],
+}
+
+
+@pytest.fixture
+def make_backend(
+    fakekube: FakeKubeServer,
+    fakekube_kubeconfig: Path,
+) -> Iterator[Callable[..., KubeRayBackend]]:
+    made: list[KubeRayBackend] = []
+
+    def make(**settings: Any) -> KubeRayBackend:
+        settings.setdefault("credentials", "kubeconfig")
+        settings.setdefault("kubeconfig", str(fakekube_kubeconfig))
+        settings.setdefault("dashboard_poll_seconds", 0.1)
+        backend = KubeRayBackend(**settings)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def backend(make_backend: Callable[..., KubeRayBackend]) -> KubeRayBackend:
+    return make_backend()
+
+
+def ready(backend: KubeRayBackend, owner: str, name: str, timeout: float = 10.0) -> Any:
+    return wait_until(
+        lambda: (c := backend.get_cluster(owner, name)).phase == Phase.READY and c,
+        timeout,
+        f"{name} ready",
+    )
+
+
+def cr(fk: FakeKubeServer, name: str, namespace: str = ALICE_NS) -> dict[str, Any]:
+    obj = fk.get("rayclusters", namespace, name)
+    assert obj is not None
+    return obj
+
+
+# --- generated objects ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"name": "small", "profile": "cpu-small"},
+        {"name": "tagged", "profile": "tagged"},
+        {
+            "name": "full",
+            "head": {"cpu": 0, "memory": 4, "rayStartParams": {"object-store-memory": "100000000"}},
+            "workerGroups": [
+                {"groupName": "gpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 2, "cpu": 0.5, "gpu": 1,
+                 "memory": 1.5, "resources": {"accel": 2}},
+                {"groupName": "cpu", "replicas": 2, "minReplicas": 1, "maxReplicas": 3, "cpu": 4},
+            ],
+            "autoscaling": {"enabled": False},
+            "labels": {"team": "ml", "eksray.io/owner": "mallory"},
+            "image": "rayproject/ray:2.60.0-gpu",
+            "rayVersion": "2.60.0",
+        },
+    ],
+)  # fmt: skip
+def test_generated_rayclusters_validate_against_the_crd(request_body: dict[str, Any]) -> None:
+    backend = KubeRayBackend(
+        pod_templates={
+            "*": {"labels": {"cost-center": "42"}},
+            "workers": {"nodeSelector": {"pool": "workers"}},
+            "gpu": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            "group/cpu": {"nodeSelector": {"pool": "cpu"}, "priorityClassName": "low"},
+        },
+        batch_scheduler="kueue",
+        queue="team-{username}",
+        gang_scheduling=True,
+        object_store_memory_fraction=0.25,
+    )
+    body = backend.manifest("alice", spec_of(request_body))
+    schema = crd_schema(DEFAULT_CRD_DIR / "ray.io_rayclusters.yaml")
+    assert schema.validate(body, None) == []
+    pruned = copy.deepcopy(body)
+    schema.prune(pruned)
+    assert pruned == body, "every generated field is known to the CRD (nothing would be pruned)"
+    meta = body["metadata"]
+    assert meta["labels"]["eksray.io/owner"] == "alice"  # a spec's label cannot claim another owner
+    assert meta["labels"]["eksray.io/managed-by"] == "eksray-jupyter"
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-alice"
+    assert meta["labels"]["ray.io/gang-scheduling-enabled"] == "true"
+    assert meta["annotations"]["eksray.io/owner"] == "alice"
+    if request_body["name"] == "full":
+        spec = body["spec"]
+        assert spec["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in spec
+        head = spec["headGroupSpec"]
+        assert head["rayStartParams"]["num-cpus"] == "0"
+        assert head["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+            "cpu": "1",
+            "memory": "4Gi",
+        }
+        gpu, cpu = spec["workerGroupSpecs"]
+        limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits == {"cpu": "500m", "memory": "1536Mi", "nvidia.com/gpu": "1"}
+        assert gpu["rayStartParams"]["resources"] == '"{\\"accel\\": 2}"'
+        assert gpu["rayStartParams"]["num-gpus"] == "1" and "num-cpus" not in gpu["rayStartParams"]
+        assert gpu["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert gpu["template"]["spec"]["nodeSelector"] == {"pool": "workers"}
+        assert cpu["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
+        assert cpu["template"]["spec"]["priorityClassName"] == "low"
+        assert cpu["template"]["metadata"]["labels"]["cost-center"] == "42"
+        assert cpu["rayStartParams"]["object-store-memory"] == str(int(8 * 1024**3 * 0.25))
+        assert head["template"]["spec"]["containers"][0]["image"] == "rayproject/ray:2.60.0-gpu"
+    else:
+        assert body["spec"]["enableInTreeAutoscaling"] is True
+        assert body["spec"]["autoscalerOptions"] == {"upscalingMode": "Default", "idleTimeoutSeconds": 60}
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"head": {"rayStartParams": {"num-cpus": "4"}}}, "head.rayStartParams.num-cpus"),
+        ({"workerGroups": [{"groupName": "g", "rayStartParams": {"port": "1"}}]}, "workerGroups[0].rayStartParams.port"),
+        ({"workerGroups": [{"groupName": "g", "resources": {"tag": 0.5}}]}, "workerGroups[0].resources.tag"),
+        ({"image": "evil/miner:latest"}, "image"),
+    ],
+)  # fmt: skip
+def test_kubernetes_only_rules_are_400(change: dict[str, Any], path: str) -> None:
+    backend = KubeRayBackend(allowed_images=["rayproject/ray:*"])
+    with pytest.raises(InvalidRequestError) as info:
+        backend.manifest("alice", spec_of({"name": "bad", **change}))
+    assert path in {e.path for e in info.value.errors}
+
+
+def test_pod_templates_setting_is_checked() -> None:
+    with pytest.raises(Exception, match="unknown keys"):
+        KubeRayBackend(pod_templates={"head": {"hostNetwork": True}})
+    with pytest.raises(Exception, match="'group/<name>'"):
+        KubeRayBackend(pod_templates={"gpus": {}})
+
+
+def test_namespaces_and_owner_labels_are_dns_safe() -> None:
+    backend = KubeRayBackend()
+    assert backend.namespace_for("alice") == "eksray-alice"
+    odd = backend.namespace_for("Alice.Smith@example.com")
+    assert odd.startswith("eksray-alice-smith-example-com-") and len(odd) <= 63
+    assert backend.namespace_for("alice") != backend.namespace_for("Alice")
+    assert len(backend.namespace_for("x" * 200)) <= 63
+    assert KubeRayBackend(namespace="ray").namespace_for("bob") == "ray"
+
+
+def test_loading_the_backend_imports_neither_kubernetes_nor_boto3(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from jupyter_server.serverapp import ServerApp
+app = ServerApp(jpserver_extensions={{"eksray_jupyter": True}}, allow_root=True, open_browser=False)
+app.initialize(argv=["--EKSRay.state_dir={tmp_path}", "--EKSRay.backend=kuberay", "--ServerApp.port=0"])
+backend = app.web_app.settings["eksray_service"].backend
+assert backend.name == "kuberay"
+backend.manifest("alice", {{"name": "x", "head": {{"cpu": 1}}, "workerGroups": [], "autoscaling": {{}}}})
+print("HEAVY", sorted(m for m in ("ray", "kubernetes", "boto3", "botocore") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+# --- life cycle ---------------------------------------------------------------------------------
+
+
+def test_create_becomes_ready_then_delete(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    created = backend.create_cluster("alice", spec_of({"name": "demo", "profile": "tagged"}))
+    assert created.namespace == ALICE_NS
+    assert created.phase in (Phase.PENDING, Phase.STARTING)
+    assert created.address == f"ray://demo-head-svc.{ALICE_NS}.svc:10001"
+    assert fakekube.get("namespaces", "", ALICE_NS)["metadata"]["labels"]["eksray.io/owner"] == "alice"
+
+    cluster = ready(backend, "alice", "demo")
+    assert [n.kind for n in cluster.nodes] == ["head", "worker"]
+    assert all(n.state == "alive" and n.address for n in cluster.nodes)
+    groups = {g.group_name: g for g in cluster.worker_groups}
+    assert (groups["cpu"].desired, groups["cpu"].ready, groups["cpu"].max_replicas) == (1, 1, 2)
+    assert groups["tagged"].resources == {"CPU": 1, "tag": 1}
+    assert cluster.spec["workerGroups"][1]["resources"] == {"tag": 1}
+    assert cluster.dashboard_available and not cluster.read_only
+    assert [c.name for c in backend.list_clusters("alice")] == ["demo"]
+
+    with pytest.raises(ConflictError, match="already exists"):
+        backend.create_cluster("alice", spec_of({"name": "demo"}))
+    reasons = {e.reason for e in backend.cluster_events("alice", "demo")}
+    assert {"Created", "CreatedHeadPod", "CreatedWorkerPod"} <= reasons
+
+    backend.delete_cluster("alice", "demo")
+    with contextlib.suppress(NotFoundError):  # stopping until the watch sees it go (maybe already)
+        assert backend.get_cluster("alice", "demo").phase == Phase.STOPPING
+    wait_until(lambda: backend.list_clusters("alice") == [], what="cluster gone")
+    with pytest.raises(NotFoundError):
+        backend.get_cluster("alice", "demo")
+    wait_until(lambda: not fakekube.list_objects("pods", ALICE_NS), what="pods garbage-collected")
+
+
+def test_cluster_limit(make_backend: Callable[..., KubeRayBackend]) -> None:
+    backend = make_backend(max_clusters_per_owner=1)
+    backend.create_cluster("alice", spec_of({"name": "one"}))
+    with pytest.raises(ConflictError, match="max_clusters_per_owner"):
+        backend.create_cluster("alice", spec_of({"name": "two"}))
+
+
+def test_operator_refusal_is_failed(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    body = backend.manifest("alice", spec_of(CPU_SPEC))
+    body["spec"]["workerGroupSpecs"][0]["minReplicas"] = 9  # > maxReplicas: only the operator checks it
+    fakekube.create("namespaces", "", {"metadata": {"name": ALICE_NS}})
+    fakekube.create("rayclusters", ALICE_NS, body)
+    failed = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.FAILED and c)
+    assert "InvalidRayClusterSpec" in (failed.reason or "")
+
+
+def test_failed_scheduling_is_surfaced(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    fakekube.configure_operator(node_capacity={"cpu": "4", "memory": "64Gi"})
+    spec = spec_of(
+        {"name": "big", "workerGroups": [{"groupName": "cpu", "replicas": 1, "cpu": 8, "memory": 8}]}
+    )
+    backend.create_cluster("alice", spec)
+    cluster = wait_until(
+        lambda: (c := backend.get_cluster("alice", "big")).reason and "cannot be scheduled" in c.reason and c,
+        what="unschedulable reason",
+    )
+    assert cluster.phase == Phase.STARTING
+    assert "Insufficient cpu" in (cluster.reason or "")
+    warning = wait_until(
+        lambda: [e for e in backend.cluster_events("alice", "big") if e.reason == "FailedScheduling"],
+        what="FailedScheduling event",
+    )[0]
+    assert warning.source == "kubernetes"
+    assert warning.severity.value == "warning"
+    assert warning.message.startswith("Pod big-cpu-worker-")
+
+
+def test_head_image_pull_failure_is_failed(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    fakekube.configure_operator(pod_ready_delay=None)
+    backend.create_cluster("alice", spec_of({"name": "demo"}))
+    head = wait_until(lambda: fakekube.list_objects("pods", ALICE_NS, "ray.io/node-type=head"))[0]
+
+    def break_image() -> None:
+        pod = fakekube.store.get(fakekube.store.types["pods"], ALICE_NS, head["metadata"]["name"])
+        pod["status"]["containerStatuses"][0]["state"] = {
+            "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+        }
+        fakekube.store.replace(fakekube.store.types["pods"], pod)
+
+    wait_until(
+        lambda: fakekube.get("pods", ALICE_NS, head["metadata"]["name"])["status"].get("containerStatuses")
+    )
+    fakekube.call(break_image)
+    failed = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.FAILED and c)
+    assert "ImagePullBackOff" in (failed.reason or "")
+
+
+def test_head_creation_failure_is_failed(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    fakekube.configure_operator(fail_pod_creation=True)
+    backend.create_cluster("alice", spec_of({"name": "demo"}))
+    failed = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.FAILED and c)
+    assert "exceeded quota" in (failed.reason or "")
+    fakekube.configure_operator(fail_pod_creation=False)
+    ready(backend, "alice", "demo")  # ReplicaFailure clears once the operator succeeds
+
+
+def test_suspended_by_kueue_is_stopped(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer
+) -> None:
+    backend = make_backend(batch_scheduler="kueue", queue="{username}-queue")
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    assert cr(fakekube, "demo")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "alice-queue"
+    rc = fakekube.store.types["ray.io/rayclusters"]
+    fakekube.call(
+        lambda: fakekube.store.patch(
+            rc, ALICE_NS, "demo", "application/merge-patch+json", {"spec": {"suspend": True}}
+        )
+    )
+    stopped = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.STOPPED and c)
+    assert stopped.reason == "Waiting for admission by Kueue (LocalQueue alice-queue)"
+    assert not stopped.nodes and not stopped.dashboard_available
+
+
+def test_clusters_work_without_rbac_for_events(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fakekube.inject_error(403, count=1000, method="GET", path="/events")
+    backend = make_backend()
+    with caplog.at_level(logging.WARNING):
+        backend.create_cluster("alice", spec_of({"name": "demo"}))
+        ready(backend, "alice", "demo")
+    assert "may not list events" in caplog.text
+    assert all(e.source != "kubernetes" for e in backend.cluster_events("alice", "demo"))
+    fakekube.clear_faults()
+
+
+# --- scaling alongside the autoscaler -------------------------------------------------------------
+
+
+def test_scale_retries_on_fresh_state_without_losing_the_autoscalers_write(
+    backend: KubeRayBackend,
+    fakekube: FakeKubeServer,
+) -> None:
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    before = ready(backend, "alice", "demo")
+    real_get = backend.api.get_cluster
+    reads: list[str] = []
+
+    def get_then_autoscaler_writes(namespace: str, name: str, not_found: str) -> dict[str, Any]:
+        obj = real_get(namespace, name, not_found)
+        reads.append(obj["metadata"]["resourceVersion"])
+        if len(reads) == 1:  # the in-tree autoscaler writes between our read and our write
+            fakekube.autoscale(namespace, name, "cpu", replicas=3)
+        return obj
+
+    backend.api.get_cluster = get_then_autoscaler_writes  # type: ignore[method-assign]
+    scaled = backend.scale_cluster_request(
+        "alice", "demo", {"workerGroups": [{"groupName": "cpu", "maxReplicas": 8}]}, before
+    )
+    live = cr(fakekube, "demo")["spec"]["workerGroupSpecs"][0]
+    assert (live["replicas"], live["maxReplicas"]) == (3, 8), "the autoscaler's replicas survived"
+    assert (scaled.worker_groups[0].replicas, scaled.worker_groups[0].max_replicas) == (3, 8)
+    assert len(set(reads)) >= 2, "retried on a fresh read"
+    events = wait_until(lambda: [e for e in backend.cluster_events("alice", "demo") if e.reason == "Scaled"])
+    assert events[0].message == "Scaled by alice: cpu: maxReplicas 5→8"
+    assert events[0].source == "backend"
+
+
+def test_scale_through_the_service_under_concurrent_autoscaler(
+    backend: KubeRayBackend,
+    fakekube: FakeKubeServer,
+) -> None:
+    """Many bound changes while the autoscaler keeps writing replicas: every write survives."""
+    from eksray_jupyter.core.config import EKSRay
+    from eksray_jupyter.core.service import ClusterService
+
+    service = ClusterService(EKSRay(owner="alice", backend="local"), backend=backend)
+    service.create(CPU_SPEC)
+    ready(backend, "alice", "demo")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def autoscaler() -> None:
+        n = 0
+        while not stop.is_set():
+            n = n % 4 + 1
+            fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=n)
+            written.append(n)
+            stop.wait(0.02)  # a very busy autoscaler (the real one writes every few seconds)
+
+    thread = threading.Thread(target=autoscaler)
+    thread.start()
+    try:
+        for i in range(10):
+            service.scale("demo", {"workerGroups": [{"groupName": "cpu", "maxReplicas": 6 + i % 2}]})
+    finally:
+        stop.set()
+        thread.join()
+    live = cr(fakekube, "demo")["spec"]["workerGroupSpecs"][0]
+    assert live["replicas"] == written[-1], "our bound changes never overwrote replicas"
+    assert live["maxReplicas"] == 7
+
+
+def test_lowering_replicas_with_autoscaling_names_the_victims(
+    backend: KubeRayBackend,
+    fakekube: FakeKubeServer,
+) -> None:
+    backend.create_cluster(
+        "alice", spec_of({**CPU_SPEC, "workerGroups": [{**CPU_SPEC["workerGroups"][0], "replicas": 3}]})
+    )
+    cluster = ready(backend, "alice", "demo")
+    newest = max((n for n in cluster.nodes if n.kind == "worker"), key=lambda n: (n.started_at or 0, n.id))
+    scaled = backend.scale_cluster_request(
+        "alice", "demo", {"workerGroups": [{"groupName": "cpu", "replicas": 1}]}, cluster
+    )
+    victims = cr(fakekube, "demo")["spec"]["workerGroupSpecs"][0]["scaleStrategy"]["workersToDelete"]
+    assert len(victims) == 2 and all(v.startswith("demo-cpu-worker-") for v in victims)
+    assert scaled.worker_groups[0].replicas == 1
+    after = ready(backend, "alice", "demo")
+    remaining = [n.id for n in after.nodes if n.kind == "worker"]
+    assert len(remaining) == 1 and remaining[0] not in victims
+    assert newest.id in victims or (newest.started_at or 0) == max(n.started_at or 0 for n in cluster.nodes)
+
+
+def test_lowering_max_leaves_the_victims_to_the_autoscaler(
+    backend: KubeRayBackend,
+    fakekube: FakeKubeServer,
+) -> None:
+    backend.create_cluster(
+        "alice", spec_of({**CPU_SPEC, "workerGroups": [{**CPU_SPEC["workerGroups"][0], "replicas": 3}]})
+    )
+    cluster = ready(backend, "alice", "demo")
+    backend.scale_cluster_request(
+        "alice", "demo", {"workerGroups": [{"groupName": "cpu", "maxReplicas": 2}]}, cluster
+    )
+    live = cr(fakekube, "demo")["spec"]["workerGroupSpecs"][0]
+    assert (live["maxReplicas"], live["replicas"]) == (2, 3)
+    assert not (live.get("scaleStrategy") or {}).get("workersToDelete")
+    scaling = backend.get_cluster("alice", "demo")
+    assert scaling.phase == Phase.SCALING and scaling.worker_groups[0].desired == 2
+    fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2, workers_to_delete=[scaling.nodes[-1].id])
+    ready(backend, "alice", "demo")
+
+
+def test_scale_without_autoscaling_and_direct_scale_cluster(
+    backend: KubeRayBackend,
+    fakekube: FakeKubeServer,
+) -> None:
+    backend.create_cluster("alice", spec_of({**CPU_SPEC, "autoscaling": {"enabled": False}}))
+    ready(backend, "alice", "demo")
+    groups = [{"groupName": "cpu", "replicas": 2, "minReplicas": 0, "maxReplicas": 5}]
+    backend.scale_cluster("alice", "demo", groups)
+    assert cr(fakekube, "demo")["spec"]["workerGroupSpecs"][0]["replicas"] == 2
+    cluster = ready(backend, "alice", "demo")
+    assert cluster.worker_groups[0].ready == 2
+    with pytest.raises(InvalidRequestError):
+        backend.scale_cluster_request(
+            "alice", "demo", {"workerGroups": [{"groupName": "gpu", "replicas": 1}]}, cluster
+        )
+
+
+# --- isolation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["namespace-per-user", "one-namespace"])
+def test_users_never_see_each_others_clusters(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+    shared: bool,
+) -> None:
+    settings = {"namespace": "ray-shared"} if shared else {}
+    if shared:
+        fakekube.create("namespaces", "", {"metadata": {"name": "ray-shared"}})
+    backend = make_backend(**settings)
+    backend.create_cluster("alice", spec_of({"name": "demo"}))
+    backend.create_cluster("bob", spec_of({"name": "bobs"}))
+    ready(backend, "alice", "demo")
+    ready(backend, "bob", "bobs")
+    assert [c.name for c in backend.list_clusters("alice")] == ["demo"]
+    assert [c.name for c in backend.list_clusters("bob")] == ["bobs"]
+    for call in (
+        lambda: backend.get_cluster("bob", "demo"),
+        lambda: backend.scale_cluster_request(
+            "bob", "demo", {"workerGroups": [{"groupName": "x", "replicas": 1}]}, None
+        ),
+        lambda: backend.delete_cluster("bob", "demo"),
+        lambda: backend.cluster_events("bob", "demo"),
+        lambda: backend.dashboard_address("bob", "demo"),
+        lambda: backend.dashboard_request_headers("bob", "demo"),
+        lambda: backend.connection_address("bob", "demo"),
+    ):
+        with pytest.raises(NotFoundError):
+            call()
+    assert backend.get_cluster("alice", "demo").phase == Phase.READY  # untouched
+    if shared:
+        # One namespace: a name is taken for everyone, yet the other's cluster stays invisible.
+        with pytest.raises(ConflictError):
+            backend.create_cluster("bob", spec_of({"name": "demo"}))
+        assert [c.name for c in backend.list_clusters("bob")] == ["bobs"]
+    else:
+        assert cr(fakekube, "bobs", "eksray-bob")["metadata"]["labels"]["eksray.io/owner"] == "bob"
+
+
+def test_spec_namespace_must_be_allowed(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer
+) -> None:
+    fakekube.create("namespaces", "", {"metadata": {"name": "team"}})
+    backend = make_backend(allowed_namespaces=["team"])
+    with pytest.raises(InvalidRequestError, match="namespace"):
+        backend.create_cluster("alice", spec_of({"name": "x", "namespace": "kube-system"}))
+    created = backend.create_cluster("alice", spec_of({"name": "x", "namespace": "team"}))
+    assert created.namespace == "team"
+    assert [c.name for c in backend.list_clusters("alice")] == ["x"]
+    assert backend.list_clusters("bob") == []
+
+
+def test_tampered_owner_label_hides_the_cluster(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    backend.create_cluster("alice", spec_of({"name": "demo"}))
+    obj = cr(fakekube, "demo")
+    obj["metadata"]["labels"]["eksray.io/owner"] = "bob"
+    fakekube.call(
+        lambda: fakekube.store.update(fakekube.store.types["ray.io/rayclusters"], ALICE_NS, "demo", obj)
+    )
+    wait_until(lambda: backend.list_clusters("alice") == [], what="alice loses it")
+    assert backend.list_clusters("bob") == []
+
+
+# --- clusters not made by eksray --------------------------------------------------------------------
+
+
+def test_every_official_sample_reads_without_error(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fakekube.configure_operator(rayjob_lifecycle=True, job_duration=60)
+    backend = make_backend()
+    fakekube.create("namespaces", "", {"metadata": {"name": ALICE_NS}})
+    names = []
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        for doc in docs:
+            doc.setdefault("metadata", {})["namespace"] = ALICE_NS
+            if doc["kind"] == "ConfigMap" and fakekube.get("configmaps", ALICE_NS, doc["metadata"]["name"]):
+                continue  # several samples share one
+            if doc["kind"] == "RayCluster":
+                names.append(doc["metadata"]["name"])
+            fakekube.apply_manifest([doc], ALICE_NS)
+    # Plus one broken by hand: claims to be ours but its spec annotation is not JSON.
+    broken = yaml.safe_load((SAMPLES / "ray-cluster.sample.yaml").read_text())
+    broken["metadata"] = {
+        "name": "broken",
+        "labels": {"eksray.io/managed-by": "eksray-jupyter", "eksray.io/owner": "alice"},
+        "annotations": {"eksray.io/owner": "alice", "eksray.io/spec": "{not json"},
+    }
+    fakekube.create("rayclusters", ALICE_NS, broken)
+
+    def listed() -> list[Any]:
+        clusters = backend.list_clusters("alice")
+        return clusters if len(clusters) > len(names) else []
+
+    with caplog.at_level(logging.WARNING):
+        clusters = wait_until(listed, what="RayJob clusters appear")
+    by_name = {c.name: c for c in clusters}
+    assert set(names) <= set(by_name)
+    assert "broken" not in by_name
+    assert "skipping RayCluster eksray-alice/broken" in caplog.text
+    assert all(c.read_only for c in clusters)
+    assert any(n.startswith("rayjob-sample") for n in by_name), "clusters made by RayJobs are listed too"
+    sample = wait_until(
+        lambda: (c := backend.get_cluster("alice", "raycluster-kuberay")).phase == Phase.READY and c
+    )
+    assert sample.spec["head"] == {"cpu": 1, "memory": 5}
+    assert sample.worker_groups[0].max_replicas == 5
+    labelled = backend.get_cluster("alice", "ray-label-cluster")
+    assert labelled.spec["head"]["cpu"] == 0  # from headGroupSpec.resources
+    json.dumps([c.to_dict() for c in clusters])  # serialisable
+    with pytest.raises(ConflictError, match="read-only"):
+        backend.delete_cluster("alice", "raycluster-kuberay")
+    with pytest.raises(ConflictError, match="read-only"):
+        backend.scale_cluster_request(
+            "alice",
+            "raycluster-kuberay",
+            {"workerGroups": [{"groupName": "workergroup", "replicas": 2}]},
+            sample,
+        )
+    assert backend.list_clusters("bob") == []
+
+
+def test_foreign_clusters_are_skipped_in_a_shared_namespace(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+) -> None:
+    fakekube.create("namespaces", "", {"metadata": {"name": "ray-shared"}})
+    sample = yaml.safe_load((SAMPLES / "ray-cluster.sample.yaml").read_text())
+    fakekube.create("rayclusters", "ray-shared", sample)
+    backend = make_backend(namespace="ray-shared")
+    assert backend.list_clusters("alice") == []
+
+
+# --- watches ------------------------------------------------------------------------------------------
+
+
+def test_watch_resumes_after_a_dropped_stream(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    lists_before = backend.watch_stats()[ALICE_NS]["lists"]
+    assert fakekube.drop_watches() >= 3
+    fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
+    cluster = wait_until(
+        lambda: (c := backend.get_cluster("alice", "demo")).worker_groups[0].ready == 2 and c
+    )
+    assert cluster.worker_groups[0].replicas == 2
+    stats = backend.watch_stats()[ALICE_NS]
+    assert stats["lists"] == lists_before, "resumed from the last resourceVersion, no re-list"
+    assert stats["watches"] >= 6
+
+
+@pytest.mark.parametrize("how", ["force_410", "compact"])
+def test_watch_relists_after_410(backend: KubeRayBackend, fakekube: FakeKubeServer, how: str) -> None:
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    backend.create_cluster("alice", spec_of({"name": "other"}))
+    ready(backend, "alice", "other")
+    if how == "force_410":
+        fakekube.force_410(3)
+        fakekube.drop_watches()
+    else:
+        fakekube.drop_watches()
+        fakekube.compact()
+    # Changes while the watches were away: one scaled, one deleted.
+    fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=3)
+    fakekube.delete("rayclusters", ALICE_NS, "other")
+    wait_until(lambda: [c.name for c in backend.list_clusters("alice")] == ["demo"], what="deletion seen")
+    wait_until(lambda: backend.get_cluster("alice", "demo").worker_groups[0].ready == 3, what="scale seen")
+    stats = backend.watch_stats()[ALICE_NS]
+    assert stats["expired"] >= 1
+    assert stats["lists"] >= 4
+
+
+def test_api_errors_become_backend_errors(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
+    from eksray_jupyter.core.errors import BackendError
+
+    backend.list_clusters("alice")
+    fakekube.inject_error(403, count=1, method="POST", path="rayclusters")
+    with pytest.raises(BackendError, match="denied") as info:
+        backend.create_cluster("alice", spec_of({"name": "demo"}))
+    assert info.value.__cause__ is not None  # chained from the ApiException
+    fakekube.inject_error(500, count=1, method="POST", path="rayclusters")
+    with pytest.raises(BackendError, match="500"):
+        backend.create_cluster("alice", spec_of({"name": "demo"}))
+
+
+# --- observing ----------------------------------------------------------------------------------------
+
+
+class DashboardStub:
+    """A tiny Ray dashboard answering /api/v0/cluster_events."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not self.path.startswith("/api/v0/cluster_events"):
+                    self.send_error(404)
+                    return
+                body = json.dumps(
+                    {
+                        "result": True,
+                        "msg": "",
+                        "data": {"result": {"total": len(stub.events), "result": stub.events}},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def add(self, message: str, severity: str = "INFO") -> None:
+        self.events.append(
+            {"event_id": f"e{len(self.events)}", "source_type": "AUTOSCALER", "severity": severity,
+             "message": message, "timestamp": int(time.time())}
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def dashboard_stub() -> Iterator[DashboardStub]:
+    stub = DashboardStub()
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+def test_observer_pushes_changes_events_and_autoscaler_events(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+    dashboard_stub: DashboardStub,
+) -> None:
+    backend = make_backend(dashboard_access="apiserver-proxy")
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", dashboard_stub.url, port="dashboard")
+    changes: list[Change] = []
+    unsubscribe = backend.subscribe(changes.append)
+    try:
+        dashboard_stub.add("Adding 1 node(s) of type cpu.")
+        fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
+        wait_until(
+            lambda: any(
+                c.kind == "cluster" and c.cluster and c.cluster.worker_groups[0].ready == 2 for c in changes
+            ),
+            what="cluster change pushed",
+        )
+        wait_until(
+            lambda: any(c.kind == "event" and c.event and c.event.source == "autoscaler" for c in changes),
+            what="autoscaler event pushed",
+        )
+        wait_until(
+            lambda: any(
+                c.kind == "event" and c.event and c.event.reason == "CreatedWorkerPod" for c in changes
+            ),
+            what="operator event pushed",
+        )
+        assert all(c.owner == "alice" and c.name == "demo" for c in changes)
+        pushed = [c for c in changes if c.kind == "cluster"]
+        assert len(pushed) <= 6, "bursts are coalesced; unchanged states are not resent"
+        events = backend.cluster_events("alice", "demo")
+        autoscaler = [e for e in events if e.source == "autoscaler"]
+        assert autoscaler[0].message == "Adding 1 node(s) of type cpu." and autoscaler[0].id == "a-e0"
+        backend.delete_cluster("alice", "demo")
+        wait_until(lambda: any(c.kind == "deleted" for c in changes), what="deletion pushed")
+    finally:
+        unsubscribe()
+
+
+def test_dashboard_and_driver_addresses(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer
+) -> None:
+    fakekube.configure_operator(pod_ready_delay=None)
+    proxy = make_backend(dashboard_access="apiserver-proxy")
+    proxy.create_cluster("alice", spec_of({"name": "demo"}))
+    wait_until(lambda: proxy.get_cluster("alice", "demo").nodes, what="head pod")
+    with pytest.raises(NotReadyError):
+        proxy.dashboard_address("alice", "demo")
+    fakekube.release_pods()
+    ready(proxy, "alice", "demo")
+    assert proxy.dashboard_address("alice", "demo") == (
+        f"{fakekube.url}/api/v1/namespaces/{ALICE_NS}/services/demo-head-svc:dashboard/proxy"
+    )
+    assert proxy.dashboard_request_headers("alice", "demo") == {"Authorization": "Bearer fake-token"}
+    assert proxy.dashboard_request_options("alice", "demo") == {}  # plain http to the fake
+    service = make_backend(
+        dashboard_access="service", driver_address="gcs", service_domain="svc.cluster.local"
+    )
+    assert (
+        service.dashboard_address("alice", "demo")
+        == f"http://demo-head-svc.{ALICE_NS}.svc.cluster.local:8265"
+    )
+    assert service.dashboard_request_headers("alice", "demo") == {}
+    assert service.connection_address("alice", "demo") == f"demo-head-svc.{ALICE_NS}.svc.cluster.local:6379"
+    assert proxy.connection_address("alice", "demo") == f"ray://demo-head-svc.{ALICE_NS}.svc:10001"
