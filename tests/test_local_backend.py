@@ -188,3 +188,27 @@ def test_workers_that_exit_on_their_own_are_replaced(
     finally:
         service.delete("flaky")
     assert head.wait(timeout=30) is not None
+
+
+def test_a_head_that_fails_to_start_is_retried_then_reported(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import time
+
+    from eksray_jupyter.backends.local import processes
+
+    failing = "print('Exception: The current node timed out during startup.'); raise SystemExit(1)"
+    monkeypatch.setattr(processes, "ray_command", lambda: [sys.executable, "-c", failing])
+    service.create({"name": "unlucky", "workerGroups": []})
+    try:
+        deadline = time.monotonic() + 60
+        while (cluster := service.get("unlucky")).phase != Phase.FAILED:
+            assert time.monotonic() < deadline, cluster
+            time.sleep(0.1)
+        assert "timed out during startup" in (cluster.reason or "")
+        reasons = [e.reason for e in service.events("unlucky")]
+        assert reasons.count("HeadRestarted") == 2
+        assert reasons[-1] == "Failed"
+    finally:
+        service.delete("unlucky")

@@ -69,6 +69,10 @@ class LocalBackend(ClusterBackend):
     def _default_temp_root(self) -> str:
         return f"/tmp/eksray-{os.getuid()}"
 
+    max_head_restarts = Int(
+        2, help="How many times a head that dies before the cluster was first ready is started again."
+    ).tag(config=True)
+
     max_worker_restarts = Int(
         10, help="How many times workers that exit on their own are replaced before giving up."
     ).tag(config=True)
@@ -218,18 +222,66 @@ class LocalBackend(ClusterBackend):
         try:
             self._write_autoscaler_config(cdir, record)
             self._event(cdir, "Created", f"Cluster {name} created; starting the head node")
-            head = self._start_head(cdir, record)
-            cdir.update(head=head)
-            processes.spawn(
-                [sys.executable, "-m", "eksray_jupyter.backends.local.bootstrap", str(cdir.root)],
-                processes.ray_env(),
-                cdir.logs / "bootstrap.log",
-            )
+            self._launch(cdir, record)
         except Exception:
             # Nothing half-made: undo what was started.
             self._teardown(cdir, cdir.read() or record)
             raise
         return self.get_cluster(owner, name)
+
+    def _launch(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
+        """Start the head, then (detached) the initial workers once its GCS answers."""
+        cdir.update(head=self._start_head(cdir, record), bootstrapped=False, startedAt=time.time())
+        processes.spawn(
+            [sys.executable, "-m", "eksray_jupyter.backends.local.bootstrap", str(cdir.root)],
+            processes.ray_env(),
+            cdir.logs / "bootstrap.log",
+        )
+
+    def _stop_processes(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
+        """Stop every process of the cluster (head, its autoscaler, workers) at once.
+
+        All at once: a half-stopped head could relaunch workers.
+        """
+        refs = [record.get("head")] + [n.get("process") for n in cdir.read_nodes().values()]
+        marker = record.get("tempDir") or str(cdir.root)
+        for _attempt in range(3):
+            found = processes.cluster_processes([r for r in refs if r], marker)
+            if not found:
+                break
+            processes.terminate(found, grace=5.0)
+
+    def _retry_failed_start(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
+        """Start the head again when it died before the cluster was ever ready.
+
+        On a busy laptop `ray start --head` gives up after 30 s ("The current node timed out
+        during startup"); a bounded number of clean retries hides that from the user.
+        """
+        with cdir.locked():
+            fresh = cdir.read() or record
+            if (
+                fresh.get("status") != "running"
+                or fresh.get("readyAt") is not None
+                or processes.is_alive(fresh.get("head"))
+                or fresh.get("headRestarts", 0) >= self.max_head_restarts
+            ):
+                return fresh
+            attempt = fresh.get("headRestarts", 0) + 1
+            fresh["headRestarts"] = attempt
+            cdir.write(fresh)
+        reason = processes.log_tail(cdir.logs / "head.log")
+        self._event(
+            cdir,
+            "HeadRestarted",
+            f"The head node failed to start ({reason}); starting it again ({attempt}/{self.max_head_restarts})",
+            Severity.WARNING,
+        )
+        self._stop_processes(cdir, fresh)
+        cdir.write_nodes({})
+        shutil.rmtree(fresh["tempDir"], ignore_errors=True)
+        (cdir.logs / "head.log").rename(cdir.logs / f"head.{attempt}.log")
+        self._launch(cdir, fresh)
+        return cdir.read() or fresh
 
     def _start_head(self, cdir: ClusterDir, record: dict[str, Any]) -> processes.ProcessRef:
         spec = record["spec"]
@@ -545,7 +597,8 @@ class LocalBackend(ClusterBackend):
             phase = Phase.FAILED
             reason = record.get("failure") or self._head_failure(cdir)
         elif ray_nodes is None:
-            if time.time() - record["createdAt"] > self.start_timeout and record.get("readyAt") is None:
+            started = record.get("startedAt", record["createdAt"])
+            if time.time() - started > self.start_timeout and record.get("readyAt") is None:
                 phase, reason = (
                     Phase.FAILED,
                     f"The head node did not answer within {self.start_timeout:.0f} s",
@@ -620,6 +673,8 @@ class LocalBackend(ClusterBackend):
         """Build a cluster's state and record the transitions that must persist (ready, failed)."""
         if processes.is_alive(record.get("head")):
             record = self._replace_failed_workers(cdir, record)
+        elif record.get("status") == "running" and record.get("readyAt") is None:
+            record = self._retry_failed_start(cdir, record)
         ray_nodes = self._ray_nodes(record)
         cluster = self._build(cdir, record, ray_nodes)
         if cluster.phase == Phase.READY and record.get("readyAt") is None:
@@ -729,14 +784,7 @@ class LocalBackend(ClusterBackend):
         self.notify(Change("deleted", owner, name))
 
     def _teardown(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
-        refs = [record.get("head")] + [n.get("process") for n in cdir.read_nodes().values()]
-        marker = record.get("tempDir") or str(cdir.root)
-        # Everything at once (head, its autoscaler, workers): a half-stopped head could relaunch workers.
-        for _attempt in range(3):
-            found = processes.cluster_processes([r for r in refs if r], marker)
-            if not found:
-                break
-            processes.terminate(found, grace=5.0)
+        self._stop_processes(cdir, record)
         shutil.rmtree(cdir.root, ignore_errors=True)
         if record.get("tempDir"):
             shutil.rmtree(record["tempDir"], ignore_errors=True)
