@@ -23,6 +23,7 @@ class MemoryBackend(ClusterBackend):
         self.clusters: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: dict[tuple[str, str], list[ClusterEvent]] = {}
         self.dashboards: dict[tuple[str, str], str] = {}
+        self.dashboard_headers: dict[str, str] = {}
 
     def _event(self, key: tuple[str, str], message: str) -> None:
         event = ClusterEvent(time.time(), "backend", Severity.INFO, message, f"m-{time.time_ns()}")
@@ -106,6 +107,9 @@ class MemoryBackend(ClusterBackend):
         if (owner, name) not in self.dashboards:
             raise NotReadyError(f"The Ray dashboard of {name!r} is still starting.")
         return self.dashboards[(owner, name)]
+
+    def dashboard_request_headers(self, owner: str, name: str) -> dict[str, str]:
+        return dict(self.dashboard_headers)
 
     def connection_address(self, owner: str, name: str) -> str:
         return self._cluster(owner, name).address or ""

@@ -200,3 +200,27 @@ async def test_stream_refuses_unauthenticated(jp_ws_fetch: Any) -> None:
     with pytest.raises(HTTPClientError) as info:
         await jp_ws_fetch("eksray", "api", "stream", headers={"Authorization": ""})
     assert info.value.code == 403
+
+
+async def test_proxy_keeps_the_upstream_path_and_sends_backend_headers(
+    jp_fetch: Any, service: Any, upstream: str
+) -> None:
+    """As for a Kubernetes API server's service proxy: a path prefix and a bearer token."""
+    service.create(dict(SPEC))
+    backend = service.backend
+    backend.dashboards[(service.owner, "demo")] = (
+        upstream + "/api/v1/namespaces/ns/services/demo-head-svc:dashboard/proxy"
+    )
+    backend.dashboard_headers = {"Authorization": "Bearer upstream-secret"}
+    response = await jp_fetch("eksray", "clusters", "demo", "dashboard", "api", "version")
+    echoed = json.loads(response.body)
+    assert echoed["path"] == "api/v1/namespaces/ns/services/demo-head-svc:dashboard/proxy/api/version"
+    assert echoed["headers"]["authorization"] == "Bearer upstream-secret"
+
+
+@pytest.mark.parametrize("path", ["..%2f..%2fsecrets", "%2e%2e/x", "a/%252e%252e/b", "a/..%5c..%5cb"])
+async def test_proxy_refuses_paths_that_climb_out(jp_fetch: Any, demo: MemoryBackend, path: str) -> None:
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("eksray", "clusters", "demo", "dashboard/" + path)
+    assert info.value.code == 400
+    assert "may not contain" in info.value.response.body.decode()

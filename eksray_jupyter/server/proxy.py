@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import html
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
@@ -25,6 +25,8 @@ from ..core.errors import EKSRayError
 from .errors import http_status
 from .handlers import AUTH_RESOURCE
 
+# RFC 3986 reserved and unreserved characters: quote only what a request line cannot carry.
+_SAFE_PATH_CHARS = ":/?#[]@!$&'()*+,;=-._~"
 _STRIPPED_HEADERS = ("Authorization", "Cookie", "X-XSRFToken", "X-Xsrftoken")
 
 
@@ -49,13 +51,38 @@ class DashboardProxyHandler(ProxyHandler):
         return JupyterHandler.check_xsrf_cookie(self)
 
     async def _resolve(self, name: str) -> tuple[str, int]:
-        """The dashboard's host and port for the owner's cluster ``name`` (EKSRayError if none)."""
+        """The dashboard's host and port for the owner's cluster ``name`` (EKSRayError if none).
+
+        Also fetches what the backend needs sent upstream (e.g. the Kubernetes API server's
+        bearer token and CA for its service proxy); secrets, so never logged.
+        """
         service = self.settings["eksray_service"]
         executor = self.settings["eksray_executor"]
-        address = await asyncio.get_running_loop().run_in_executor(executor, service.dashboard_address, name)
-        parts = urlsplit(address)
-        self._resolved_host = parts.hostname
-        return str(parts.hostname), int(parts.port or 80)
+        loop = asyncio.get_running_loop()
+        address = await loop.run_in_executor(executor, service.dashboard_address, name)
+        backend = service.backend
+        self._upstream_headers = await loop.run_in_executor(
+            executor, backend.dashboard_request_headers, service.owner, name
+        )
+        self._upstream_options = await loop.run_in_executor(
+            executor, backend.dashboard_request_options, service.owner, name
+        )
+        self._upstream: SplitResult = urlsplit(address)
+        self._resolved_host = self._upstream.hostname
+        default_port = 443 if self._upstream.scheme == "https" else 80
+        return str(self._upstream.hostname), int(self._upstream.port or default_port)
+
+    @staticmethod
+    def _climbs_out(proxied_path: str) -> bool:
+        """True if the path has a '..' segment, however percent-encoded.
+
+        Behind a Kubernetes service proxy such a path could reach other API resources with
+        the server's credentials.
+        """
+        decoded, previous = proxied_path, None
+        while decoded != previous:
+            previous, decoded = decoded, unquote(decoded)
+        return any(segment == ".." for segment in decoded.replace("\\", "/").split("/"))
 
     def _error_page(self, status: int, message: str) -> None:
         self.set_status(status)
@@ -76,18 +103,29 @@ class DashboardProxyHandler(ProxyHandler):
         headers = super().proxy_request_headers()
         for header in _STRIPPED_HEADERS:
             headers.pop(header, None)
+        headers.update(getattr(self, "_upstream_headers", {}))
         return headers
 
+    def proxy_request_options(self) -> dict[str, Any]:
+        return {**super().proxy_request_options(), **getattr(self, "_upstream_options", {})}
+
     def get_client_uri(self, protocol: str, host: str, port: int, proxied_path: str) -> str:
-        uri = super().get_client_uri(protocol, host, port, proxied_path)
-        if self.request.query:
-            # Never hand Jupyter's token to the dashboard (or its logs).
-            base, _, query = uri.partition("?")
-            kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "token"]
-            uri = base + ("?" + urlencode(kept) if kept else "")
-        return uri
+        """The upstream URL: the resolved address's scheme and path, then the proxied path.
+
+        Jupyter's token is dropped from the query: never hand it to the dashboard (or its logs).
+        """
+        upstream = self._upstream
+        if upstream.scheme == "https":
+            protocol = {"http": "https", "ws": "wss"}[protocol]
+        path = upstream.path.rstrip("/") + "/" + proxied_path.lstrip("/")
+        uri = f"{protocol}://{upstream.netloc}{quote(path, safe=_SAFE_PATH_CHARS)}"
+        kept = [(k, v) for k, v in parse_qsl(self.request.query, keep_blank_values=True) if k != "token"]
+        return uri + ("?" + urlencode(kept) if kept else "")
 
     async def _forward(self, name: str, proxied_path: str) -> Any:
+        if self._climbs_out(proxied_path):
+            self._error_page(400, "The dashboard path may not contain '..' segments.")
+            return None
         if not proxied_path:
             # Relative asset paths need the trailing slash.
             self.redirect(url_path_join(self.base_url, "eksray", "clusters", name, "dashboard") + "/")
@@ -103,6 +141,9 @@ class DashboardProxyHandler(ProxyHandler):
         return await self._forward(name, proxied_path)
 
     async def open(self, name: str, proxied_path: str = "") -> Any:
+        if self._climbs_out(proxied_path):
+            self.close(code=1008, reason="the dashboard path may not contain '..' segments")
+            return None
         try:
             host, port = await self._resolve(name)
         except EKSRayError as e:
