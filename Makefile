@@ -42,6 +42,8 @@ test: lint pytest ui-test
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.server_start
 	$(BIN)/python -m benchmarks.create_ready
+	$(BIN)/python -m benchmarks.kernel_start
+	$(BIN)/python -m benchmarks.kuberay_list
 
 clean:
 	rm -rf $(VENV) node_modules ui-tests/node_modules lib eksray_jupyter/labextension
