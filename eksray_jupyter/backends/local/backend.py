@@ -608,7 +608,10 @@ class LocalBackend(ClusterBackend):
                 if record.get("readyAt") is not None:
                     reason = "The Ray dashboard does not answer"
         else:
-            settled = all(grp.ready >= grp.desired for grp in groups)
+            # The dashboard can answer before the head's raylet has registered (and Ray may
+            # still give up on it): the head node itself must be alive too.
+            head_up = bool(head_info) and head_info.get("state") == "ALIVE"
+            settled = head_up and all(grp.ready >= grp.desired for grp in groups)
             if record.get("readyAt") is None:
                 phase = Phase.READY if settled else Phase.STARTING
             else:
