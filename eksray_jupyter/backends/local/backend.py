@@ -251,6 +251,13 @@ class LocalBackend(ClusterBackend):
                 break
             processes.terminate(found, grace=5.0)
 
+    def _will_retry_start(self, record: dict[str, Any]) -> bool:
+        return (
+            record.get("status") == "running"
+            and record.get("readyAt") is None
+            and record.get("headRestarts", 0) < self.max_head_restarts
+        )
+
     def _retry_failed_start(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
         """Start the head again when it died before the cluster was ever ready.
 
@@ -259,12 +266,7 @@ class LocalBackend(ClusterBackend):
         """
         with cdir.locked():
             fresh = cdir.read() or record
-            if (
-                fresh.get("status") != "running"
-                or fresh.get("readyAt") is not None
-                or processes.is_alive(fresh.get("head"))
-                or fresh.get("headRestarts", 0) >= self.max_head_restarts
-            ):
+            if processes.is_alive(fresh.get("head")) or not self._will_retry_start(fresh):
                 return fresh
             attempt = fresh.get("headRestarts", 0) + 1
             fresh["headRestarts"] = attempt
@@ -593,6 +595,8 @@ class LocalBackend(ClusterBackend):
             )
         if status == "stopping":
             phase = Phase.STOPPING
+        elif not head_alive and self._will_retry_start(record):
+            phase, reason = Phase.STARTING, "The head node exited while starting; starting it again"
         elif not head_alive:
             phase = Phase.FAILED
             reason = record.get("failure") or self._head_failure(cdir)
