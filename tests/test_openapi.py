@@ -12,6 +12,7 @@ from tornado import web
 
 from eksray_jupyter.core.models import Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
 from eksray_jupyter.server.handlers import handlers
+from eksray_jupyter.server.jobs import job_handlers
 from eksray_jupyter.server.proxy import proxy_handlers
 from eksray_jupyter.server.stream import stream_handlers
 
@@ -27,7 +28,7 @@ def template(pattern: str) -> str:
 
 
 def served() -> set[tuple[str, str]]:
-    routes = handlers("/") + stream_handlers("/") + proxy_handlers("/")
+    routes = handlers("/") + job_handlers("/") + stream_handlers("/") + proxy_handlers("/")
     out = set()
     for pattern, cls in routes:
         for method in METHODS:

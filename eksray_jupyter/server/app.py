@@ -10,7 +10,7 @@ from traitlets import Int
 from ..core.config import EKSRay
 from ..core.service import ClusterService
 from ..kernel import setup_kernel_provisioner
-from . import handlers
+from . import handlers, jobs
 from .proxy import proxy_handlers
 from .stream import StreamHub, stream_handlers
 
@@ -40,6 +40,7 @@ class EKSRayExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))
+        self.handlers.extend(jobs.job_handlers("/"))
         self.handlers.extend(stream_handlers("/"))
         self.handlers.extend(proxy_handlers("/"))
 

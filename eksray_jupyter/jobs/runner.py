@@ -1,0 +1,124 @@
+"""Who runs a job: the :class:`JobRunner` interface and the local implementation.
+
+A runner takes a job whose first record is persisted (state ``pending``) and drives it to
+a terminal state, writing the record, logs and results to the job's store. It must
+survive the caller: the server or a CLI may exit while the job runs.
+
+:class:`LocalJobRunner` starts one detached supervisor process per job
+(``python -m eksray_jupyter.jobs.supervisor``) that creates the cluster through the
+:class:`~eksray_jupyter.core.service.ClusterService` (so it works with any backend whose
+dashboard this machine can reach), submits with Ray's Jobs API and cleans up. A KubeRay
+runner would instead create a RayJob and mirror its status into the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from traitlets import Any as AnyTrait
+from traitlets.config import LoggingConfigurable
+
+from ..core.service import CONFIG_ENV
+from ..core.state_files import read_json, write_json_atomic
+from .models import Job
+from .store import owner_key
+
+RUNNERS = {"local": "eksray_jupyter.jobs.runner.LocalJobRunner"}
+
+
+class JobRunner(LoggingConfigurable):
+    """Base class of job runners. Subclasses implement the methods that raise NotImplementedError."""
+
+    #: Short name recorded in each job (``runner``).
+    name = "abstract"
+
+    service = AnyTrait(help="The ClusterService whose settings and backend the runner uses.")
+
+    def start(self, job: Job) -> None:
+        """Begin running a persisted ``pending`` job; return at once. Raise BackendError if it cannot start."""
+        raise NotImplementedError
+
+    def stop(self, job: Job) -> bool:
+        """Ask the job to stop (the runner records ``stopped``); return at once.
+
+        Returns False when no live runner drives the job (the caller records the stop).
+        """
+        raise NotImplementedError
+
+    def is_active(self, job: Job) -> bool | None:
+        """Whether a runner still drives ``job``; None when this machine cannot tell."""
+        raise NotImplementedError
+
+    def failure_hint(self, job: Job) -> str:
+        """The reason recorded for a job whose runner ended without recording an end."""
+        return "its runner stopped unexpectedly without recording how the job ended"
+
+
+class LocalJobRunner(JobRunner):
+    """One detached supervisor process per job on this machine.
+
+    Its run directory ``<state_dir>/job-runs/<owner>/<id>/`` holds ``supervisor.json`` (pid
+    and start time, written by the spawner), ``supervisor.log`` (its own output), the stop
+    request file and each attempt's results directory ($EKSRAY_RESULTS_DIR).
+    """
+
+    name = "local"
+
+    def run_dir(self, owner: str, job_id: str) -> Path:
+        return Path(self.service.config.state_dir) / "job-runs" / owner_key(owner) / job_id
+
+    def start(self, job: Job) -> None:
+        from ..backends.local import processes
+
+        run_dir = self.run_dir(job.owner, job.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "eksray_jupyter.jobs.supervisor",
+            job.id,
+            "--store",
+            json.dumps(job.store),
+            "--run-dir",
+            str(run_dir),
+        ]
+        # The server's effective settings (backend, owner, state dir, stores) travel as for kernels.
+        env = processes.ray_env({CONFIG_ENV: self.service.environment_config()})
+        ref = processes.spawn(argv, env, run_dir / "supervisor.log")
+        write_json_atomic(run_dir / "supervisor.json", ref)
+
+    def _process(self, job: Job) -> Any:
+        from ..backends.local import processes
+
+        return processes.process_of(read_json(self.run_dir(job.owner, job.id) / "supervisor.json"))
+
+    def stop(self, job: Job) -> bool:
+        run_dir = self.run_dir(job.owner, job.id)
+        if run_dir.is_dir():
+            (run_dir / "stop").touch()  # read by the supervisor even if the signal is missed
+        proc = self._process(job)
+        if proc is None:
+            return False
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGTERM)
+        return True
+
+    def is_active(self, job: Job) -> bool | None:
+        if not (self.run_dir(job.owner, job.id) / "supervisor.json").is_file():
+            return None  # started elsewhere (or this machine's state was lost)
+        return self._process(job) is not None
+
+    def failure_hint(self, job: Job) -> str:
+        log = self.run_dir(job.owner, job.id) / "supervisor.log"
+        try:
+            lines = log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        last = f" (last words: {lines[-1].strip()[:300]})" if lines else ""
+        return f"its supervisor process exited without recording how the job ended{last}; see {log}"

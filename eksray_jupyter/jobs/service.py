@@ -1,0 +1,264 @@
+"""The job operations every face offers: submit, list, get, read logs, stop.
+
+``ClusterService.jobs`` gives the :class:`JobService` of a cluster service: the REST
+handlers (``server/jobs.py``), and later the ``eksray rj`` CLI and ``%eksray job`` magics,
+call it. Methods block (stores may be S3); the server calls them on its thread pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from traitlets.utils.importstring import import_item
+
+from ..core.errors import (
+    BackendError,
+    EKSRayError,
+    FieldError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from .models import Job, JobState, new_record, transition
+from .runner import RUNNERS, JobRunner
+from .spec import new_job_id, resolve_job_spec
+from .store import JobStore, JobStores, check_id
+
+if TYPE_CHECKING:
+    from ..core.service import ClusterService
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Part of a job's log: bytes ``[offset, next_offset)``, and the job's state when read."""
+
+    data: bytes
+    offset: int
+    next_offset: int
+    state: JobState
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def make_runner(clusters: ClusterService) -> JobRunner:
+    config = clusters.config
+    cls = import_item(RUNNERS.get(config.job_runner, config.job_runner))
+    if not (isinstance(cls, type) and issubclass(cls, JobRunner)):
+        raise TypeError(f"{config.job_runner} is not a JobRunner")
+    return cls(parent=config, log=config.log, service=clusters)
+
+
+class JobService:
+    def __init__(
+        self,
+        clusters: ClusterService,
+        runner: JobRunner | None = None,
+        stores: JobStores | None = None,
+    ) -> None:
+        self.clusters = clusters
+        self.config = clusters.config
+        self.runner = runner if runner is not None else make_runner(clusters)
+        self.stores = stores if stores is not None else JobStores.from_config(self.config)
+
+    @property
+    def owner(self) -> str:
+        return self.config.owner
+
+    # --- submit -----------------------------------------------------------------------------
+
+    def submit(self, request: Any, base_dir: str | None = None) -> Job:
+        """Validate, persist (state ``pending``) and hand to the runner; returns at once.
+
+        ``base_dir`` resolves a relative ``workingDir`` (the server's root dir, the CLI's cwd).
+        A store that cannot be written (e.g. a bucket that does not exist) is refused here,
+        before anything is created: the user gets the reason at once and nothing is lost.
+        """
+        spec = resolve_job_spec(
+            request,
+            self.config.profiles,
+            default_profile=self.config.default_profile,
+            default_store=self.stores.default_spec(),
+            base_dir=base_dir,
+        )
+        if "clusterName" in spec:
+            try:
+                self.clusters.get(spec["clusterName"])
+            except NotFoundError:
+                raise InvalidRequestError(
+                    "Invalid job spec",
+                    [
+                        FieldError(
+                            "clusterName",
+                            f"you have no cluster named {spec['clusterName']!r}; list your clusters, "
+                            "or give `cluster` to have the job create one",
+                        )
+                    ],
+                ) from None
+        store = self.stores.open(spec["store"])
+        store.check()
+        job_id = new_job_id(spec["name"])
+        cluster_name = spec.get("clusterName") or job_id
+        record = new_record(
+            job_id,
+            self.owner,
+            spec,
+            cluster_name,
+            store.location,
+            store.describe(self.owner, job_id),
+            self.runner.name,
+        )
+        store.create(record)
+        self.stores.remember(store.location)
+        job = Job.from_record(record)
+        try:
+            self.runner.start(job)
+        except Exception as e:
+            transition(record, JobState.FAILED, f"the job could not be started: {e}")
+            store.write(record)
+            raise BackendError(f"Job {job_id} could not be started: {e}") from e
+        return job
+
+    # --- read -------------------------------------------------------------------------------
+
+    def _find(self, job_id: str) -> tuple[JobStore, dict[str, Any]]:
+        """The job's newest record among the stores (a copy kept locally when S3 failed may be newer).
+
+        A store that cannot be read does not hide the others; its error is raised only if
+        no other store has the job.
+        """
+        check_id(job_id)
+        found: list[tuple[JobStore, dict[str, Any]]] = []
+        failures: list[EKSRayError] = []
+        for store in self.stores.known():
+            try:
+                record = store.read(self.owner, job_id)
+            except EKSRayError as e:
+                failures.append(e)
+                continue
+            if record is not None:
+                found.append((store, record))
+                if store is self.stores.local and (record.get("store") or {}).get("type") != "s3":
+                    break
+        if not found:
+            if failures:
+                raise failures[0]
+            raise NotFoundError(f"No job with id {job_id!r}. List your jobs to see their ids.")
+        store, record = max(found, key=lambda f: f[1].get("updatedAt") or 0)
+        return store, self._reconcile(store, record)
+
+    def _reconcile(self, store: JobStore, record: dict[str, Any]) -> dict[str, Any]:
+        """A job whose runner died without recording an end is failed; record that."""
+        if JobState(record["state"]).terminal:
+            return record
+        job = Job.from_record(record)
+        if self.runner.name != job.runner or self.runner.is_active(job) is not False:
+            return record
+        fresh = store.read(job.owner, job.id) or record  # it may have ended while we looked
+        if JobState(fresh["state"]).terminal:
+            return fresh
+        reason = self.runner.failure_hint(job)
+        if fresh.get("clusterCreated") and not fresh.get("clusterDeletedAt"):
+            reason += f"; its cluster {fresh['clusterName']} may still be running: delete it if so"
+        transition(fresh, JobState.FAILED, reason)
+        store.write(fresh)
+        return fresh
+
+    def list(self) -> list[Job]:
+        """Every job of the owner in every readable store, newest first."""
+        return self.list_with_warnings()[0]
+
+    def list_with_warnings(self) -> tuple[list[Job], list[str]]:
+        """:meth:`list`, and why a store could not be read (its jobs are missing from the list)."""
+        newest: dict[str, dict[str, Any]] = {}
+        where: dict[str, JobStore] = {}
+        warnings: list[str] = []
+        for store in self.stores.known():
+            try:
+                records = store.list(self.owner)
+            except EKSRayError as e:
+                self.config.log.warning("eksray: cannot list jobs in %s: %s", store.location, e)
+                warnings.append(e.message)
+                continue
+            for record in records:
+                current = newest.get(record["id"])
+                if current is None or (record.get("updatedAt") or 0) > (current.get("updatedAt") or 0):
+                    newest[record["id"]] = record
+                    where[record["id"]] = store
+        jobs = [Job.from_record(self._reconcile(where[i], r)) for i, r in newest.items()]
+        return sorted(jobs, key=lambda j: j.created_at, reverse=True), warnings
+
+    def get(self, job_id: str) -> Job:
+        return Job.from_record(self._find(job_id)[1])
+
+    def logs(self, job_id: str, offset: int = 0) -> LogChunk:
+        """The job's log from byte ``offset`` on (0: all of it)."""
+        if offset < 0:
+            raise InvalidRequestError("Invalid query", [FieldError("offset", "must be 0 or more")])
+        found, record = self._find(job_id)
+        declared = self.stores.open(record.get("store") or {"type": "local"})
+        try:
+            data, end = declared.read_log(self.owner, job_id, offset)
+        except EKSRayError:
+            if found is declared:
+                raise
+            data, end = found.read_log(self.owner, job_id, offset)
+        return LogChunk(data, offset, end, JobState(record["state"]))
+
+    def result(self, job_id: str, path: str) -> bytes:
+        """The content of one result file (a path from the job's ``results``)."""
+        _, record = self._find(job_id)
+        if path not in {r.get("path") for r in record.get("results") or []}:
+            raise NotFoundError(f"Job {job_id!r} has no result {path!r}.")
+        return self.stores.open(record.get("store") or {"type": "local"}).read_result(
+            self.owner, job_id, path
+        )
+
+    def wait(self, job_id: str, timeout: float = 600.0, interval: float = 1.0) -> Job:
+        """Block until the job is terminal; BackendError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.terminal:
+                return job
+            if time.monotonic() > deadline:
+                raise BackendError(f"Job {job_id!r} is still {job.state.value} after {timeout:.0f} s.")
+            time.sleep(interval)
+
+    # --- stop -------------------------------------------------------------------------------
+
+    def stop(self, job_id: str, wait: float = 0.0) -> Job:
+        """Stop a job: its runner stops the Ray job, records ``stopped`` and deletes its cluster.
+
+        Waits up to ``wait`` seconds for the job to be stopped. A finished job is returned as
+        it is (a cluster it still keeps for ``ttlSecondsAfterFinished`` is deleted now).
+        """
+        store, record = self._find(job_id)
+        job = Job.from_record(record)
+        if job.terminal:
+            if job.cluster_created and job.cluster_deleted_at is None:
+                self.runner.stop(job)
+            return job
+        if not self.runner.stop(job):
+            # No live runner: record the stop here, and remove what it may have left behind.
+            fresh = store.read(self.owner, job_id) or record
+            if not JobState(fresh["state"]).terminal:
+                transition(fresh, JobState.STOPPED, "stopped on request (its runner was not running)")
+                if fresh.get("clusterCreated") and not fresh.get("clusterDeletedAt"):
+                    try:
+                        self.clusters.delete(fresh["clusterName"])
+                        fresh["clusterDeletedAt"] = time.time()
+                    except NotFoundError:
+                        fresh["clusterDeletedAt"] = time.time()
+                    except EKSRayError:
+                        pass
+                store.write(fresh)
+            return Job.from_record(fresh)
+        deadline = time.monotonic() + wait
+        while True:
+            job = self.get(job_id)
+            if job.terminal or time.monotonic() >= deadline:
+                return job
+            time.sleep(0.25)

@@ -1,0 +1,475 @@
+"""Where jobs are persisted: records, logs and result files, in a local directory or S3.
+
+Every job lives under ``<root>/<owner>/<id>/``::
+
+    job.json          the record (spec, state, timestamps, reason, attempts, cluster, results)
+    log.txt           the complete log (local store), appended while the job runs
+    logs/<offset>     the same log in S3: one object per flush, keyed by its byte offset
+    results/...       the result files, relative paths kept
+
+The local root is ``<EKSRay.state_dir>/jobs``; an S3 root is ``s3://<bucket>/<prefix>``.
+Records outlive servers and clusters: the job list is read back from the stores.
+
+One writer at a time per record: the server writes the first record, then the runner
+(the job's supervisor) owns it; the server writes again only for a runner that died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ..core.errors import BackendError, ConflictError, NotFoundError
+from ..core.state_files import read_json, write_json_atomic
+
+ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def owner_key(owner: str) -> str:
+    """The owner as one safe path segment or key part (JupyterHub names may hold '@', '.' or '/')."""
+    key = quote(owner, safe="@+")
+    return key.replace(".", "%2E") if key.strip(".") == "" else key
+
+
+def check_id(job_id: str) -> None:
+    if not isinstance(job_id, str) or len(job_id) > 63 or not _ID_RE.match(job_id):
+        raise NotFoundError(f"No job with id {job_id!r}. List your jobs to see their ids.")
+
+
+class JobStore:
+    """One place where job records, logs and results are kept."""
+
+    #: ``{"type": "local"}`` or ``{"type": "s3", "bucket", "prefix"}``: recorded in each job.
+    location: dict[str, Any]
+
+    def describe(self, owner: str, job_id: str) -> str:
+        """Where a job's files are, for people (a directory or an ``s3://`` URI)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise ConflictError (what to do) or BackendError if jobs cannot be written here."""
+
+    def create(self, record: dict[str, Any]) -> None:
+        """Persist a new record; ConflictError if the id exists."""
+        raise NotImplementedError
+
+    def write(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def append_log(self, owner: str, job_id: str, data: bytes) -> None:
+        """Append to the job's log (only its runner writes logs)."""
+        raise NotImplementedError
+
+    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
+        """The log from byte ``offset`` to its current end, and that end."""
+        raise NotImplementedError
+
+    def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
+        raise NotImplementedError
+
+    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+        raise NotImplementedError
+
+
+class LocalJobStore(JobStore):
+    """Jobs in ``<state_dir>/jobs/<owner>/<id>/``, written with a lock and atomic replaces."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.location = {"type": "local"}
+
+    def _dir(self, owner: str, job_id: str) -> Path:
+        check_id(job_id)
+        return self.root / owner_key(owner) / job_id
+
+    def describe(self, owner: str, job_id: str) -> str:
+        return str(self._dir(owner, job_id))
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+    def create(self, record: dict[str, Any]) -> None:
+        path = self._dir(record["owner"], record["id"])
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            raise ConflictError(f"A job with id {record['id']!r} already exists.") from None
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        path = self._dir(record["owner"], record["id"])
+        with self._locked(path):
+            write_json_atomic(path / "job.json", record)
+
+    def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
+        data = read_json(self._dir(owner, job_id) / "job.json")
+        return data if isinstance(data, dict) and data.get("owner") == owner else None
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        base = self.root / owner_key(owner)
+        if not base.is_dir():
+            return []
+        out = []
+        for path in sorted(base.iterdir()):
+            data = read_json(path / "job.json")
+            if isinstance(data, dict) and data.get("owner") == owner:
+                out.append(data)
+        return out
+
+    def append_log(self, owner: str, job_id: str, data: bytes) -> None:
+        path = self._dir(owner, job_id)
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
+        try:
+            with open(self._dir(owner, job_id) / "log.txt", "rb") as f:
+                f.seek(max(0, offset))
+                data = f.read()
+                return data, max(0, offset) + len(data)
+        except FileNotFoundError:
+            return b"", max(0, offset)
+
+    def _result_path(self, owner: str, job_id: str, relpath: str) -> Path:
+        base = (self._dir(owner, job_id) / "results").resolve()
+        target = (base / relpath).resolve()
+        if base not in target.parents:
+            raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
+        return target
+
+    def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
+        target = self._result_path(owner, job_id, relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+        try:
+            return self._result_path(owner, job_id, relpath).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.") from None
+
+
+class S3JobStore(JobStore):
+    """Jobs under ``s3://<bucket>/<prefix>/<owner>/<id>/`` (boto3, imported on first use).
+
+    S3 objects cannot be appended to, so the log is a series of objects ``logs/<offset>``
+    (zero-padded byte offset of their first byte), one per flush of the runner; reading
+    from an offset lists them and fetches only the ones that reach past it.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url or None
+        self.region = region or None
+        self.location = {"type": "s3", "bucket": bucket, "prefix": self.prefix}
+        self._client_obj: Any = None
+        self._lock = threading.Lock()
+        self._log_ends: dict[tuple[str, str], int] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def _client(self) -> Any:
+        with self._lock:
+            if self._client_obj is None:
+                import boto3  # lazy: the server must start without boto3
+                from botocore.config import Config
+
+                self._client_obj = boto3.client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    config=Config(
+                        retries={"max_attempts": 3, "mode": "standard"},
+                        connect_timeout=5,
+                        read_timeout=30,
+                        s3={"addressing_style": "path"} if self.endpoint_url else {},
+                    ),
+                )
+            return self._client_obj
+
+    def _key(self, owner: str, job_id: str, *rest: str) -> str:
+        check_id(job_id)
+        parts = [self.prefix] if self.prefix else []
+        return "/".join([*parts, owner_key(owner), job_id, *rest])
+
+    def _where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def _fail(self, error: Exception, doing: str) -> Exception:
+        """A domain error for a boto3/botocore failure, saying what to do."""
+        code = ""
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404", "NotFound"):
+            return ConflictError(
+                f"The S3 bucket {self.bucket!r} does not exist ({self._where()}). Create it "
+                f'(aws s3 mb s3://{self.bucket}) or choose another: "store": {{"type": "s3", '
+                f'"bucket": ...}} in the job, c.EKSRay.job_s3_bucket for everyone, or '
+                '"store": {"type": "local"} to keep the job on this machine.'
+            )
+        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return ConflictError(
+                f"No access to the S3 bucket {self.bucket!r} ({code}) while {doing}. Check the AWS "
+                "credentials of the Jupyter server (its IAM role or AWS_* environment variables)."
+            )
+        return BackendError(f"S3 failed while {doing} in {self._where()}: {error}")
+
+    def describe(self, owner: str, job_id: str) -> str:
+        return f"s3://{self.bucket}/{self._key(owner, job_id)}/"
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, "checking the bucket") from e
+
+    def _put(self, key: str, body: bytes, doing: str, content_type: str = "application/octet-stream") -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, doing) from e
+
+    def _get(self, key: str, doing: str, byte_range: str | None = None) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            kwargs = {"Range": byte_range} if byte_range else {}
+            return self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._fail(e, doing) from e
+        except BotoCoreError as e:
+            raise self._fail(e, doing) from e
+
+    def _list(self, prefix: str, doing: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for item in page.get("CommonPrefixes") or []:
+                    yield {"Prefix": item["Prefix"]}
+                yield from page.get("Contents") or []
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, doing) from e
+
+    # --- records ----------------------------------------------------------------------------
+
+    def create(self, record: dict[str, Any]) -> None:
+        if self.read(record["owner"], record["id"]) is not None:
+            raise ConflictError(f"A job with id {record['id']!r} already exists.")
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        body = json.dumps(record, indent=1, sort_keys=True).encode()
+        key = self._key(record["owner"], record["id"], "job.json")
+        self._put(key, body, "saving the job record", "application/json")
+
+    def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
+        raw = self._get(self._key(owner, job_id, "job.json"), "reading the job record")
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) and data.get("owner") == owner else None
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        base = "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
+        out = []
+        for item in self._list(base, "listing jobs", delimiter="/"):
+            job_id = item.get("Prefix", "")[len(base) :].rstrip("/")
+            if job_id and _ID_RE.match(job_id):
+                record = self.read(owner, job_id)
+                if record is not None:
+                    out.append(record)
+        return out
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def _chunks(self, owner: str, job_id: str) -> list[tuple[int, int, str]]:
+        """``(offset, size, key)`` of the log's objects, in order, up to the first gap."""
+        base = self._key(owner, job_id, "logs") + "/"
+        found = []
+        for item in self._list(base, "reading the job's log"):
+            name = item.get("Key", "")[len(base) :]
+            if name.isdigit():
+                found.append((int(name), int(item["Size"]), item["Key"]))
+        found.sort()
+        chunks, end = [], 0
+        for start, size, key in found:
+            if start != end:
+                break  # a chunk still being written by the runner; the rest comes next read
+            chunks.append((start, size, key))
+            end = start + size
+        return chunks
+
+    def append_log(self, owner: str, job_id: str, data: bytes) -> None:
+        if not data:
+            return
+        key = (owner, job_id)
+        end = self._log_ends.get(key)
+        if end is None:
+            end = sum(size for _, size, _ in self._chunks(owner, job_id))
+        self._put(self._key(owner, job_id, "logs", f"{end:016d}"), data, "saving the job's log", "text/plain")
+        self._log_ends[key] = end + len(data)
+
+    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
+        offset = max(0, offset)
+        parts = []
+        for start, size, key in self._chunks(owner, job_id):
+            if start + size <= offset:
+                continue
+            skip = max(0, offset - start)
+            data = self._get(key, "reading the job's log", f"bytes={skip}-" if skip else None)
+            if data is None:
+                break
+            parts.append(data)
+        data = b"".join(parts)
+        return data, offset + len(data)
+
+    # --- results ----------------------------------------------------------------------------
+
+    def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(owner, job_id, "results", relpath)
+        try:
+            self._client.upload_file(str(source), self.bucket, key)
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, f"saving the result {relpath}") from e
+        except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
+            raise self._fail(getattr(e, "__cause__", None) or e, f"saving the result {relpath}") from e
+
+    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+        if ".." in relpath.split("/"):
+            raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
+        data = self._get(self._key(owner, job_id, "results", relpath), f"reading the result {relpath}")
+        if data is None:
+            raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
+        return data
+
+
+class JobStores:
+    """The stores a server knows: the local one, the configured S3 one, and S3 places jobs were sent to.
+
+    Jobs may name their own bucket (``"store": {"type": "s3", "bucket": ...}``); such places
+    are remembered in ``<state_dir>/jobs/.locations.json`` so the job list finds them again.
+    """
+
+    def __init__(
+        self,
+        state_dir: str,
+        default_type: str = "local",
+        s3_bucket: str = "",
+        s3_prefix: str = "",
+        s3_endpoint_url: str = "",
+        s3_region: str = "",
+    ) -> None:
+        self.local = LocalJobStore(Path(state_dir) / "jobs")
+        self.default_type = default_type
+        self.s3_bucket = s3_bucket
+        self.s3_prefix = s3_prefix.strip("/")
+        self.s3_endpoint_url = s3_endpoint_url
+        self.s3_region = s3_region
+        self._opened: dict[tuple[str, str], S3JobStore] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Any) -> JobStores:
+        """From ``EKSRay`` settings (``state_dir`` and the ``job_*`` traits)."""
+        return cls(
+            config.state_dir,
+            config.job_store,
+            config.job_s3_bucket,
+            config.job_s3_prefix,
+            config.job_s3_endpoint_url,
+            config.job_s3_region,
+        )
+
+    def default_spec(self) -> dict[str, Any]:
+        """The ``store`` a job gets when it names none, and the defaults of an ``s3`` one."""
+        return {"type": self.default_type, "bucket": self.s3_bucket, "prefix": self.s3_prefix}
+
+    def open(self, location: dict[str, Any]) -> JobStore:
+        """The store of a resolved spec's or a record's ``store``."""
+        if location.get("type") != "s3":
+            return self.local
+        key = (location["bucket"], (location.get("prefix") or "").strip("/"))
+        with self._lock:
+            if key not in self._opened:
+                self._opened[key] = S3JobStore(key[0], key[1], self.s3_endpoint_url, self.s3_region)
+            return self._opened[key]
+
+    @property
+    def _index(self) -> Path:
+        return self.local.root / ".locations.json"
+
+    def remember(self, location: dict[str, Any]) -> None:
+        if location.get("type") != "s3":
+            return
+        entry = {"type": "s3", "bucket": location["bucket"], "prefix": location.get("prefix") or ""}
+        self.local.root.mkdir(parents=True, exist_ok=True)
+        with open(self.local.root / ".locations.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            known = read_json(self._index) or []
+            if entry not in known:
+                write_json_atomic(self._index, [*known, entry])
+
+    def known(self) -> list[JobStore]:
+        """Every store to list jobs from: local, the configured S3 place, the remembered ones."""
+        locations: list[dict[str, Any]] = []
+        if self.s3_bucket:
+            locations.append({"type": "s3", "bucket": self.s3_bucket, "prefix": self.s3_prefix})
+        for entry in read_json(self._index) or []:
+            if isinstance(entry, dict) and entry.get("bucket"):
+                locations.append(entry)
+        stores: list[JobStore] = [self.local]
+        for location in locations:
+            store = self.open(location)
+            if store not in stores:
+                stores.append(store)
+        return stores

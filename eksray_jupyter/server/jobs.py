@@ -1,0 +1,125 @@
+"""REST handlers for jobs: thin translations between HTTP and :class:`~eksray_jupyter.jobs.service.JobService`.
+
+Same rules as :mod:`.handlers`: authenticated and authorized (resource ``eksray``), service
+calls on the extension's thread pool, domain errors mapped in :mod:`.errors` only.
+
+``GET /jobs/{id}/logs`` returns the log as text; ``?offset=N`` starts at byte N (the
+``X-Next-Offset`` header says where to continue), ``?follow=1`` streams it (chunked) until
+the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..core.errors import FieldError, InvalidRequestError
+from .handlers import EKSRayHandler
+
+if TYPE_CHECKING:
+    from ..jobs.service import JobService
+
+JOB_ID = r"(?P<job_id>[^/]+)"
+#: How long ``DELETE`` waits for the job to be stopped before answering 202.
+STOP_WAIT_S = 30.0
+#: Seconds between two reads of the store while following a log.
+FOLLOW_POLL_S = 1.0
+TEXT = "text/plain; charset=utf-8"
+
+
+class JobsBaseHandler(EKSRayHandler):
+    @property
+    def jobs(self) -> JobService:
+        return self.service.jobs
+
+    def int_query(self, name: str, default: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise InvalidRequestError(
+                "Invalid query", [FieldError(name, "must be a whole number, 0 or more")]
+            )
+        return value
+
+
+class JobsHandler(JobsBaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        jobs, warnings = await self.call(self.jobs.list_with_warnings)
+        # warnings: stores that could not be read (e.g. a deleted bucket); their jobs are missing.
+        self.write_json({"jobs": [j.to_dict() for j in jobs], "warnings": warnings})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        # A relative workingDir is relative to the directory the file browser shows.
+        root = self.settings.get("server_root_dir")  # may start with '~'; the spec expands it
+        job = await self.call(self.jobs.submit, self.json_body(), root)
+        self.set_header("Location", url_path_join(self.base_url, "eksray/api/jobs", job.id))
+        self.write_json(job.to_dict(), status=201)
+
+
+class JobHandler(JobsBaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        job = await self.call(self.jobs.get, job_id)
+        self.write_json(job.to_dict())
+
+    @web.authenticated
+    @authorized
+    async def delete(self, job_id: str) -> None:
+        """Stop the job: 200 once it is stopped (or had ended), 202 while it is still stopping."""
+        job = await self.call(self.jobs.stop, job_id, STOP_WAIT_S)
+        self.write_json(job.to_dict(), status=200 if job.terminal else 202)
+
+
+class JobLogsHandler(JobsBaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        offset = self.int_query("offset", 0)
+        follow = self.get_query_argument("follow", "0").lower() in ("1", "true", "yes")
+        chunk = await self.call(self.jobs.logs, job_id, offset)
+        self.set_header("Content-Type", TEXT)
+        self.set_header("X-Job-State", chunk.state.value)
+        self.set_header("X-Log-Offset", str(offset))
+        if not follow:
+            self.set_header("X-Next-Offset", str(chunk.next_offset))
+            self.finish(chunk.data, set_content_type=TEXT)  # APIHandler.finish would say JSON
+            return
+        # Streamed: the body grows while the job runs; the response ends when the job has.
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # nginx (JupyterHub's proxy) must not buffer
+        try:
+            while True:
+                if chunk.data:
+                    self.write(chunk.data)
+                await self.flush()
+                if chunk.state.terminal:
+                    break  # this read happened after the job ended: nothing more will come
+                await asyncio.sleep(FOLLOW_POLL_S)
+                chunk = await self.call(self.jobs.logs, job_id, chunk.next_offset)
+        except StreamClosedError:
+            return  # the client went away
+        self.finish(set_content_type=TEXT)
+
+
+def job_handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    api = url_path_join(base_url, "eksray", "api", "jobs")
+    return [
+        (api, JobsHandler),
+        (url_path_join(api, JOB_ID), JobHandler),
+        (url_path_join(api, JOB_ID, "logs"), JobLogsHandler),
+    ]

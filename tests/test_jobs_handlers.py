@@ -1,0 +1,319 @@
+"""REST handlers for jobs (jp_fetch, in-memory cluster backend, a scripted runner; no Ray):
+auth, validation with field paths, 404s, logs by offset and followed, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from eksray_jupyter.jobs.models import Job, JobState, transition
+from eksray_jupyter.jobs.runner import JobRunner
+
+
+class ScriptedRunner(JobRunner):
+    """Runs a job in a thread: running, three log lines (each waits for ``gate``), then an end.
+
+    An entrypoint containing ``exit 1`` fails; a stop request ends it as stopped.
+    """
+
+    name = "scripted"
+    gate = threading.Event()
+    threads: dict[str, threading.Thread] = {}
+    stops: dict[str, threading.Event] = {}
+
+    def start(self, job: Job) -> None:
+        store = self.service.jobs.stores.open(job.store)
+        stop = self.stops[job.id] = threading.Event()
+
+        def run() -> None:
+            record = store.read(job.owner, job.id)
+            store.write(transition(record, JobState.RUNNING))
+            for i in range(1, 4):
+                while not self.gate.wait(0.02) and not stop.is_set():
+                    pass
+                if stop.is_set():
+                    break
+                store.append_log(job.owner, job.id, f"line {i}\n".encode())
+            record = store.read(job.owner, job.id)
+            if stop.is_set():
+                transition(record, JobState.STOPPED, "stopped on request")
+            elif "exit 1" in job.spec["entrypoint"]:
+                transition(record, JobState.FAILED, "the entrypoint exited with code 1")
+            else:
+                transition(record, JobState.SUCCEEDED)
+            store.write(record)
+
+        thread = self.threads[job.id] = threading.Thread(target=run, daemon=True)
+        thread.start()
+
+    def stop(self, job: Job) -> bool:
+        if job.id in self.stops and self.is_active(job):
+            self.stops[job.id].set()
+            return True
+        return False
+
+    def is_active(self, job: Job) -> bool | None:
+        thread = self.threads.get(job.id)
+        return None if thread is None else thread.is_alive()
+
+
+@pytest.fixture
+def jp_server_config(state_dir: Path, backend_class: str) -> dict[str, Any]:
+    return {
+        "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
+        "EKSRay": {
+            "state_dir": str(state_dir),
+            "backend": backend_class,
+            "job_runner": "tests.test_jobs_handlers.ScriptedRunner",
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
+def open_gate() -> Any:
+    ScriptedRunner.gate.set()
+    yield
+    for stop in ScriptedRunner.stops.values():
+        stop.set()
+    for thread in ScriptedRunner.threads.values():
+        thread.join(5)
+    ScriptedRunner.threads.clear()
+    ScriptedRunner.stops.clear()
+
+
+async def call(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, **kwargs: Any) -> Any:
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    return await jp_fetch("eksray", "api", *path, method=method, body=body, **kwargs)
+
+
+async def json_of(jp_fetch: Any, *path: str, **kwargs: Any) -> Any:
+    return json.loads((await call(jp_fetch, *path, **kwargs)).body)
+
+
+async def error_of(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(HTTPClientError) as info:
+        await call(jp_fetch, *path, **kwargs)
+    return info.value.code, json.loads(info.value.response.body)
+
+
+async def until(jp_fetch: Any, job_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await json_of(jp_fetch, "jobs", job_id)
+        if job["state"] == state:
+            return job
+        assert time.monotonic() < deadline, f"job still {job['state']}, waited for {state}"
+        await asyncio.sleep(0.05)
+
+
+async def test_submit_list_get_and_logs(jp_fetch: Any, jp_root_dir: Path) -> None:
+    (jp_root_dir / "proj").mkdir()
+    response = await call(
+        jp_fetch,
+        "jobs",
+        method="POST",
+        body={
+            "entrypoint": "python train.py",
+            "workingDir": "proj",
+            "runtimeEnv": {"envVars": {"GREETING": "hi"}},
+            "results": ["out/*.csv"],
+        },
+    )
+    assert response.code == 201
+    job = json.loads(response.body)
+    assert response.headers["Location"].endswith(f"/eksray/api/jobs/{job['id']}")
+    assert job["name"] == "train" and job["id"].startswith("train-")
+    assert job["state"] == "pending"
+    assert job["spec"]["workingDir"] == str(jp_root_dir / "proj")  # relative to the server's root dir
+    assert job["clusterName"] == job["id"] and job["clusterCreated"] is True
+    assert job["runner"] == "scripted"
+
+    done = await until(jp_fetch, job["id"], "succeeded")
+    assert [h["state"] for h in done["history"]] == ["pending", "running", "succeeded"]
+    assert done["finishedAt"] is not None
+
+    listed = await json_of(jp_fetch, "jobs")
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+    assert listed["warnings"] == []
+
+    logs = await call(jp_fetch, "jobs", job["id"], "logs")
+    assert logs.body == b"line 1\nline 2\nline 3\n"
+    assert logs.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert logs.headers["X-Next-Offset"] == str(len(logs.body))
+    assert logs.headers["X-Job-State"] == "succeeded"
+    tail = await call(jp_fetch, "jobs", job["id"], "logs", params={"offset": "7"})
+    assert tail.body == b"line 2\nline 3\n"
+    assert tail.headers["X-Log-Offset"] == "7"
+    nothing = await call(jp_fetch, "jobs", job["id"], "logs", params={"offset": str(len(logs.body))})
+    assert nothing.body == b""
+
+
+async def test_follow_streams_until_the_job_ends(jp_fetch: Any, service: Any) -> None:
+    ScriptedRunner.gate.clear()
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python slow.py"})
+    await until(jp_fetch, job["id"], "running")
+    chunks: list[bytes] = []
+    follow = asyncio.ensure_future(
+        call(
+            jp_fetch,
+            "jobs",
+            job["id"],
+            "logs",
+            params={"follow": "1"},
+            streaming_callback=chunks.append,
+            request_timeout=60,
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert not follow.done()  # the job has not ended: the response stays open
+    ScriptedRunner.gate.set()
+    response = await asyncio.wait_for(follow, 30)
+    assert response.code == 200
+    assert b"".join(chunks) == b"line 1\nline 2\nline 3\n"
+    assert service.jobs.get(job["id"]).state == JobState.SUCCEEDED
+
+
+async def test_stop(jp_fetch: Any) -> None:
+    ScriptedRunner.gate.clear()
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python forever.py"})
+    await until(jp_fetch, job["id"], "running")
+    response = await call(jp_fetch, "jobs", job["id"], method="DELETE")
+    assert response.code == 200
+    stopped = json.loads(response.body)
+    assert (stopped["state"], stopped["reason"]) == ("stopped", "stopped on request")
+    again = await call(jp_fetch, "jobs", job["id"], method="DELETE")  # a finished job is left as it is
+    assert (again.code, json.loads(again.body)["state"]) == (200, "stopped")
+
+
+async def test_failed_job_has_a_reason(jp_fetch: Any) -> None:
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "sh -c 'exit 1'"})
+    failed = await until(jp_fetch, job["id"], "failed")
+    assert failed["reason"] == "the entrypoint exited with code 1"
+
+
+async def test_existing_cluster(jp_fetch: Any, service: Any) -> None:
+    service.create({"name": "shared"})
+    job = await json_of(
+        jp_fetch, "jobs", method="POST", body={"entrypoint": "python a.py", "clusterName": "shared"}
+    )
+    assert (job["clusterName"], job["clusterCreated"]) == ("shared", False)
+    code, body = await error_of(
+        jp_fetch, "jobs", method="POST", body={"entrypoint": "python a.py", "clusterName": "ghost"}
+    )
+    assert code == 400
+    assert [e["path"] for e in body["errors"]] == ["clusterName"]
+
+
+async def test_invalid_spec_lists_every_field(jp_fetch: Any, service: Any) -> None:
+    bad = {
+        "name": "Not_A_Name",
+        "colour": "blue",
+        "backoffLimit": -1,
+        "results": ["/etc/passwd"],
+        "workingDir": "nowhere",
+        "cluster": {
+            "head": {"cpu": -1},
+            "workerGroups": [{"groupName": "cpu", "minReplicas": 3, "maxReplicas": 1}],
+        },
+    }
+    code, body = await error_of(jp_fetch, "jobs", method="POST", body=bad)
+    assert code == 400
+    paths = {e["path"] for e in body["errors"]}
+    assert {
+        "entrypoint",
+        "name",
+        "colour",
+        "backoffLimit",
+        "results[0]",
+        "workingDir",
+        "cluster.head.cpu",
+        "cluster.workerGroups[0].minReplicas",
+    } <= paths
+    assert service.jobs.list() == []  # nothing persisted
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'"python x.py"', "JSON object"),
+        (json.dumps({"entrypoint": "x" * 70_000}), "limit is 65536 bytes"),
+        (json.dumps({"entrypoint": "x", "store": {"type": "s3"}}), "c.EKSRay.job_s3_bucket"),
+    ],
+)
+async def test_bad_bodies_are_400(jp_fetch: Any, body: Any, needle: str) -> None:
+    code, response = await error_of(jp_fetch, "jobs", method="POST", body=body)
+    assert code == 400
+    assert needle in response["message"]
+
+
+async def test_unknown_job_is_404_everywhere(jp_fetch: Any) -> None:
+    for method, path in [
+        ("GET", ("jobs", "ghost-aaaaa")),
+        ("GET", ("jobs", "ghost-aaaaa", "logs")),
+        ("DELETE", ("jobs", "ghost-aaaaa")),
+        ("GET", ("jobs", "..%2Fetc")),
+        ("GET", ("jobs", "Bad_Id")),
+    ]:
+        code, response = await error_of(jp_fetch, *path, method=method)
+        assert code == 404, (method, path)
+        assert "List your jobs" in response["message"]
+
+
+async def test_bad_offset_is_400(jp_fetch: Any) -> None:
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python a.py"})
+    for raw in ("-1", "abc"):
+        code, response = await error_of(jp_fetch, "jobs", job["id"], "logs", params={"offset": raw})
+        assert code == 400
+        assert response["errors"][0]["path"] == "offset"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", ("jobs",), None),
+        ("POST", ("jobs",), {"entrypoint": "python a.py"}),
+        ("GET", ("jobs", "JOB"), None),
+        ("DELETE", ("jobs", "JOB"), None),
+        ("GET", ("jobs", "JOB", "logs"), None),
+    ],
+)
+async def test_every_route_refuses_unauthenticated(
+    jp_fetch: Any, service: Any, method: str, path: tuple[str, ...], body: Any
+) -> None:
+    ScriptedRunner.gate.clear()
+    job = service.jobs.submit({"entrypoint": "python a.py"})
+    path = tuple(job.id if p == "JOB" else p for p in path)
+    code, _ = await error_of(jp_fetch, *path, method=method, body=body, headers={"Authorization": ""})
+    assert code == 403
+    # Nothing was changed by the refused request.
+    assert [j.id for j in service.jobs.list()] == [job.id]
+    assert service.jobs.get(job.id).state != JobState.STOPPED
+
+
+def test_job_model_matches_the_openapi_document() -> None:
+    import yaml
+
+    from eksray_jupyter.jobs.models import new_record
+
+    doc = yaml.safe_load((Path(__file__).parent.parent / "schema" / "openapi.yaml").read_text())
+    schema = doc["components"]["schemas"]["Job"]
+    record = new_record(
+        "a-bcdef", "o", {"name": "a", "entrypoint": "x"}, "a-bcdef", {"type": "local"}, "/x", "local"
+    )
+    record["attempts"] = [{"attempt": 1, "rayJobId": "a-bcdef-1", "status": "SUCCEEDED"}]
+    body = Job.from_record(record).to_dict()
+    assert set(body) == set(schema["properties"]) == set(schema["required"])
+    assert schema["properties"]["state"]["enum"] == [s.value for s in JobState]
+    attempt = schema["properties"]["attempts"]["items"]
+    assert set(body["attempts"][0]) == set(attempt["properties"]) == set(attempt["required"])
+    history = schema["properties"]["history"]["items"]
+    assert set(body["history"][0]) == set(history["properties"])

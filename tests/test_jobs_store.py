@@ -1,0 +1,311 @@
+"""Job stores (a local directory, S3 on a moto server over loopback) and the JobService on top.
+
+No Ray here: a runner that does nothing stands in, so these tests look only at what is
+persisted where, what a fresh service reads back, and the errors users get.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
+from eksray_jupyter.jobs.runner import JobRunner, LocalJobRunner
+from eksray_jupyter.jobs.service import JobService
+from eksray_jupyter.jobs.store import JobStore, LocalJobStore, S3JobStore
+from eksray_jupyter.jobs.supervisor import Supervisor
+
+MEMORY = "tests.memory_backend.MemoryBackend"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """An S3 server (moto) on a free loopback port; credentials for it in the environment.
+
+    The environment is also what a job's supervisor process inherits.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            mp.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(key, raising=False)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
+
+
+def make_bucket(url: str, name: str) -> Any:
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    s3.create_bucket(Bucket=name)
+    return s3
+
+
+class NullRunner(JobRunner):
+    """Starts nothing: the job stays pending (as if its runner had not begun yet)."""
+
+    name = "null"
+    started: list[str] = []
+
+    def start(self, job: Job) -> None:
+        self.started.append(job.id)
+
+    def stop(self, job: Job) -> bool:
+        return False
+
+    def is_active(self, job: Job) -> bool | None:
+        return None
+
+
+def job_service(state_dir: Path, runner: JobRunner | None = None, **settings: Any) -> JobService:
+    clusters = ClusterService(EKSRay(state_dir=str(state_dir), backend=MEMORY, **settings))
+    return JobService(clusters, runner=runner or NullRunner(service=clusters))
+
+
+# --- the stores, same contract ------------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
+    if request.param == "local":
+        return LocalJobStore(tmp_path / "jobs")
+    url = request.getfixturevalue("moto_url")
+    bucket = f"contract-{time.time_ns()}"
+    make_bucket(url, bucket)
+    return S3JobStore(bucket, "some/prefix", endpoint_url=url, region="us-east-1")
+
+
+def record(job_id: str = "etl-abcde", owner: str = "alice@example.org") -> dict[str, Any]:
+    spec = {"name": "etl", "entrypoint": "python etl.py", "store": {"type": "local"}}
+    return new_record(job_id, owner, spec, job_id, {"type": "local"}, "/x", "null", now=10.0)
+
+
+def test_records_logs_and_results(store: JobStore, tmp_path: Path) -> None:
+    store.check()
+    first = record()
+    store.create(first)
+    with pytest.raises(ConflictError):
+        store.create(first)
+    store.create(record("other-fghij"))
+    store.create(record("bobs-klmno", owner="bob"))
+    assert sorted(r["id"] for r in store.list("alice@example.org")) == ["etl-abcde", "other-fghij"]
+    assert [r["id"] for r in store.list("bob")] == ["bobs-klmno"]
+    assert store.read("bob", "etl-abcde") is None  # another owner's id is not found
+
+    transition(first, JobState.RUNNING)
+    store.write(first)
+    assert store.read("alice@example.org", "etl-abcde")["state"] == "running"
+
+    owner, job_id = "alice@example.org", "etl-abcde"
+    assert store.read_log(owner, job_id) == (b"", 0)
+    store.append_log(owner, job_id, b"line 1\n")
+    store.append_log(owner, job_id, "line 2 \u2713\n".encode())
+    store.append_log(owner, job_id, b"line 3\n")
+    whole, end = store.read_log(owner, job_id)
+    assert whole.decode() == "line 1\nline 2 \u2713\nline 3\n"
+    assert end == len(whole)
+    assert store.read_log(owner, job_id, 7) == (whole[7:], end)  # from the middle
+    assert store.read_log(owner, job_id, 9) == (whole[9:], end)  # from inside a chunk
+    assert store.read_log(owner, job_id, end) == (b"", end)  # nothing new
+    store.append_log(owner, job_id, b"line 4\n")
+    assert store.read_log(owner, job_id, end) == (b"line 4\n", end + 7)
+
+    source = tmp_path / "r.csv"
+    source.write_text("a,b\n1,2\n")
+    store.put_result(owner, job_id, "out/r.csv", source)
+    assert store.read_result(owner, job_id, "out/r.csv") == b"a,b\n1,2\n"
+    with pytest.raises(NotFoundError):
+        store.read_result(owner, job_id, "../../job.json")
+    with pytest.raises(NotFoundError):
+        store.read(owner, "../etc")
+
+
+def test_a_fresh_store_continues_an_s3_log(moto_url: str) -> None:
+    make_bucket(moto_url, "continued")
+    one = S3JobStore("continued", "", endpoint_url=moto_url)
+    one.append_log("o", "job-aaaaa", b"first\n")
+    two = S3JobStore("continued", "", endpoint_url=moto_url)  # e.g. a restarted supervisor
+    two.append_log("o", "job-aaaaa", b"second\n")
+    assert one.read_log("o", "job-aaaaa") == (b"first\nsecond\n", 13)
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=moto_url).list_objects_v2(Bucket="continued")["Contents"]
+    ]
+    assert keys == ["o/job-aaaaa/logs/0000000000000000", "o/job-aaaaa/logs/0000000000000006"]
+
+
+# --- the service: where jobs go, what a restarted server reads back ------------------------------
+
+
+def test_s3_store_keeps_jobs_for_a_fresh_service(moto_url: str, tmp_path: Path) -> None:
+    s3 = make_bucket(moto_url, "team-jobs")
+    settings = {"job_store": "s3", "job_s3_bucket": "team-jobs", "job_s3_endpoint_url": moto_url}
+    service = job_service(tmp_path / "a", **settings)
+    job = service.submit({"entrypoint": "python train.py"})
+    assert job.state == JobState.PENDING
+    assert job.store == {"type": "s3", "bucket": "team-jobs", "prefix": "eksray/jobs"}
+    assert job.location == f"s3://team-jobs/eksray/jobs/{service.owner}/{job.id}/"
+    assert job.cluster_name == job.id and job.cluster_created
+    key = f"eksray/jobs/{service.owner}/{job.id}/job.json"
+    assert json.loads(s3.get_object(Bucket="team-jobs", Key=key)["Body"].read())["state"] == "pending"
+    # Nothing of it on this machine's disk: another machine (a new Jupyter pod) finds it.
+    elsewhere = job_service(tmp_path / "b", **settings)
+    assert [j.id for j in elsewhere.list()] == [job.id]
+    assert elsewhere.get(job.id).spec["entrypoint"] == "python train.py"
+
+
+def test_a_job_may_name_its_own_bucket_and_is_listed_again(moto_url: str, tmp_path: Path) -> None:
+    make_bucket(moto_url, "my-own")
+    service = job_service(tmp_path, job_s3_endpoint_url=moto_url)
+    local = service.submit({"entrypoint": "python a.py"})
+    mine = service.submit({"entrypoint": "python b.py", "store": {"type": "s3", "bucket": "my-own"}})
+    assert local.store == {"type": "local"}
+    assert mine.store == {"type": "s3", "bucket": "my-own", "prefix": "eksray/jobs"}
+    restarted = job_service(tmp_path, job_s3_endpoint_url=moto_url)
+    assert {j.id for j in restarted.list()} == {local.id, mine.id}
+    assert restarted.get(mine.id).location.startswith("s3://my-own/")
+
+
+def test_bucket_that_does_not_exist_is_refused_before_anything_is_created(
+    moto_url: str, tmp_path: Path
+) -> None:
+    NullRunner.started.clear()
+    service = job_service(
+        tmp_path, job_store="s3", job_s3_bucket="no-such-bucket", job_s3_endpoint_url=moto_url
+    )
+    with pytest.raises(ConflictError) as info:
+        service.submit({"entrypoint": "python train.py"})
+    message = info.value.message
+    assert "'no-such-bucket' does not exist" in message
+    assert "aws s3 mb s3://no-such-bucket" in message  # what to do
+    assert '"type": "local"' in message
+    assert NullRunner.started == []  # no runner, no cluster
+    jobs, warnings = service.list_with_warnings()
+    assert jobs == []
+    assert ["does not exist" in w for w in warnings] == [True]  # the list says why it may be short
+    assert not (tmp_path / "jobs" / service.owner).exists()
+    # The same request with the local store goes through.
+    assert (
+        service.submit({"entrypoint": "python train.py", "store": {"type": "local"}}).state
+        == JobState.PENDING
+    )
+
+
+def test_unreachable_s3_is_a_backend_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eksray_jupyter.core.errors import BackendError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    store = S3JobStore("b-unreachable", endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
+    with pytest.raises(BackendError, match="S3 failed while checking the bucket"):
+        store.check()
+
+
+def test_unknown_existing_cluster_is_a_field_error(tmp_path: Path) -> None:
+    service = job_service(tmp_path)
+    with pytest.raises(InvalidRequestError) as info:
+        service.submit({"entrypoint": "x", "clusterName": "ghost"})
+    assert [e.path for e in info.value.errors] == ["clusterName"]
+    service.clusters.create({"name": "shared"})
+    job = service.submit({"entrypoint": "x", "clusterName": "shared"})
+    assert (job.cluster_name, job.cluster_created) == ("shared", False)
+
+
+def test_record_survives_s3_failing_mid_run(moto_url: str, tmp_path: Path) -> None:
+    """The bucket disappears while the job runs: its end is kept on this machine, saying so."""
+    s3 = make_bucket(moto_url, "vanishing")
+    service = job_service(tmp_path, job_store="s3", job_s3_bucket="vanishing", job_s3_endpoint_url=moto_url)
+    job = service.submit({"entrypoint": "python train.py"})
+    store = service.stores.open(job.store)
+    record = store.read(service.owner, job.id)
+    supervisor = Supervisor(service.clusters, service.stores, store, record, tmp_path / "run")
+    supervisor.say("some output")
+    supervisor.log.flush()
+    for item in s3.list_objects_v2(Bucket="vanishing").get("Contents", []):
+        s3.delete_object(Bucket="vanishing", Key=item["Key"])
+    s3.delete_bucket(Bucket="vanishing")
+    supervisor.say("the last words")
+    assert not supervisor.log.flush()
+    supervisor.stores.local.append_log(service.owner, job.id, supervisor.log.take())
+    supervisor.save(JobState.SUCCEEDED)
+    found = job_service(tmp_path, job_s3_endpoint_url=moto_url, job_s3_bucket="vanishing").get(job.id)
+    assert found.state == JobState.SUCCEEDED
+    assert "could not be saved to s3://vanishing/" in (found.reason or "")
+    assert "does not exist" in (found.reason or "")
+    log = service.stores.local.read_log(service.owner, job.id)[0].decode()
+    assert "the last words" in log
+
+
+def test_stop_without_a_live_runner_records_stopped(tmp_path: Path) -> None:
+    service = job_service(tmp_path)
+    job = service.submit({"entrypoint": "python train.py"})
+    stopped = service.stop(job.id)
+    assert stopped.state == JobState.STOPPED
+    assert "runner was not running" in (stopped.reason or "")
+    assert service.stop(job.id).state == JobState.STOPPED  # idempotent
+    with pytest.raises(NotFoundError):
+        service.stop("ghost-aaaaa")
+    with pytest.raises(NotFoundError):
+        service.get("Not/An/Id")
+
+
+def test_job_whose_supervisor_died_reads_as_failed(tmp_path: Path) -> None:
+    from eksray_jupyter.backends.local import processes
+
+    clusters = ClusterService(EKSRay(state_dir=str(tmp_path), backend=MEMORY))
+    runner = LocalJobRunner(service=clusters)
+    service = JobService(clusters, runner=runner)
+    spawned: list[Job] = []
+    runner.start = spawned.append  # type: ignore[method-assign]  # persist only; start by hand
+    job = service.submit({"entrypoint": "python train.py"})
+    run_dir = runner.run_dir(job.owner, job.id)
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "supervisor.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "print('Traceback: boom')"], stdout=log)
+        ref = processes.ref_of(proc)
+        proc.wait()
+    (run_dir / "supervisor.json").write_text(json.dumps(ref))
+    failed = service.get(job.id)
+    assert failed.state == JobState.FAILED
+    assert "supervisor process exited" in (failed.reason or "")
+    assert "Traceback: boom" in (failed.reason or "")
+    assert f"its cluster {job.id} may still be running" in (failed.reason or "")
+    assert service.list()[0].state == JobState.FAILED
+
+
+def test_owner_names_are_one_safe_path_segment(tmp_path: Path) -> None:
+    from eksray_jupyter.jobs.store import owner_key
+
+    assert owner_key("alice@example.org") == "alice@example.org"
+    assert owner_key("team/alice") == "team%2Falice"
+    assert owner_key("..") == "%2E%2E"
+    store = LocalJobStore(tmp_path / "jobs")
+    store.create(record(owner=".."))
+    assert (tmp_path / "jobs" / "%2E%2E" / "etl-abcde" / "job.json").is_file()
+    assert [r["owner"] for r in store.list("..")] == [".."]
