@@ -4,7 +4,17 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import type { ICluster, IClusterList, IErrorBody, IFieldError } from './models';
+import type {
+  ICluster,
+  IClusterEvent,
+  IClusterList,
+  ICreateRequest,
+  IErrorBody,
+  IEventList,
+  IFieldError,
+  IGroupScale,
+  IServerConfig
+} from './models';
 
 /** Path of the REST API below the server's base URL. */
 export const API_NAMESPACE = 'eksray/api';
@@ -80,6 +90,92 @@ export async function requestAPI<T>(
 export async function listClusters(): Promise<ICluster[]> {
   const data = await requestAPI<IClusterList>('clusters');
   return data?.clusters ?? [];
+}
+
+/** One cluster by name. */
+export function getCluster(name: string): Promise<ICluster> {
+  return requestAPI<ICluster>(clusterPath(name));
+}
+
+/**
+ * Create a cluster. The server validates the spec (merged over `profile`)
+ * and answers 400 with per-field `errors` when something is wrong.
+ */
+export function createCluster(request: ICreateRequest): Promise<ICluster> {
+  return requestAPI<ICluster>('clusters', {
+    method: 'POST',
+    body: JSON.stringify(request)
+  });
+}
+
+/** Change replicas and bounds of one or more worker groups. */
+export function scaleCluster(
+  name: string,
+  workerGroups: IGroupScale[]
+): Promise<ICluster> {
+  return requestAPI<ICluster>(clusterPath(name), {
+    method: 'PATCH',
+    body: JSON.stringify({ workerGroups })
+  });
+}
+
+/** Stop a cluster and forget it; resolves once the server has torn it down. */
+export async function deleteCluster(name: string): Promise<void> {
+  await requestAPI<void>(clusterPath(name), { method: 'DELETE' });
+}
+
+/**
+ * A cluster's events, oldest first.
+ *
+ * @param since - only events after this time (seconds since the epoch).
+ */
+export async function listEvents(
+  name: string,
+  since?: number
+): Promise<IClusterEvent[]> {
+  const query = since === undefined ? '' : `?since=${since}`;
+  const data = await requestAPI<IEventList>(
+    `${clusterPath(name)}/events${query}`
+  );
+  return data?.events ?? [];
+}
+
+/** Backend, profiles, limits and the cluster JSON schema. */
+export function getConfig(): Promise<IServerConfig> {
+  return requestAPI<IServerConfig>('config');
+}
+
+/**
+ * Open the push stream, `<wsUrl>eksray/api/stream`.
+ *
+ * Authenticated like JupyterLab's own websockets: the browser sends the login
+ * cookie with the upgrade request; when the page was given a token it is also
+ * passed as `?token=` (websocket upgrades cannot carry an `Authorization`
+ * header from a browser).
+ */
+export function openStream(
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): WebSocket {
+  let url = URLExt.join(settings.wsUrl, API_NAMESPACE, 'stream');
+  if (settings.token) {
+    url += `?token=${encodeURIComponent(settings.token)}`;
+  }
+  return new settings.WebSocket(url);
+}
+
+function clusterPath(name: string): string {
+  return `clusters/${encodeURIComponent(name)}`;
+}
+
+/**
+ * Split the path of a server field error into keys: `workerGroups[0].maxReplicas`
+ * (or `workerGroups/0/maxReplicas`) gives `['workerGroups', '0', 'maxReplicas']`.
+ */
+export function splitErrorPath(path: string): string[] {
+  return path
+    .replace(/\[(\d+)\]/g, '.$1')
+    .split(/[./]/)
+    .filter(part => part.length > 0);
 }
 
 /** A plain-words description of any error thrown while calling the API. */

@@ -3,41 +3,71 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStateDB } from '@jupyterlab/statedb';
 
-import { rayClustersIcon } from './icons';
-import { ClusterSidebar } from './sidebar';
+import { addCommands, CommandIDs, PALETTE_COMMANDS } from './commands';
+import { DashboardWidget } from './dashboard';
+import { type PanelView, ClusterSidebar } from './sidebar';
+import { ClusterStore } from './store';
 
 /** Must match the name of the settings schema file, `schema/settings/plugin.json`. */
 const PLUGIN_ID = 'eksray-jupyter:plugin';
 
-const CommandIDs = {
-  showClusters: 'eksray:show-clusters'
-} as const;
+/** Where the panel's view (list, form, a cluster) is remembered across reloads. */
+const VIEW_STATE_KEY = `${PLUGIN_ID}:view`;
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'Lists the Ray clusters managed by the eksray server extension.',
+  description:
+    'A panel to create, watch, scale and delete Ray clusters managed by the eksray server extension.',
   autoStart: true,
-  optional: [ILayoutRestorer, ISettingRegistry, ICommandPalette],
+  optional: [ILayoutRestorer, ISettingRegistry, ICommandPalette, IStateDB],
   activate: (
     app: JupyterFrontEnd,
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    state: IStateDB | null
   ) => {
-    const sidebar = new ClusterSidebar();
-    app.shell.add(sidebar, 'left', { rank: 850 });
-    restorer?.add(sidebar, sidebar.id);
-
-    app.commands.addCommand(CommandIDs.showClusters, {
-      label: 'Show Ray Clusters',
-      caption: 'Open the Ray clusters panel',
-      icon: rayClustersIcon,
-      execute: () => app.shell.activateById(sidebar.id)
+    // One store per app, shared by the panel, the commands and the tabs.
+    const store = new ClusterStore({
+      serverSettings: app.serviceManager.serverSettings
     });
-    palette?.addItem({ command: CommandIDs.showClusters, category: 'Ray' });
+    const sidebar = new ClusterSidebar({ store, commands: app.commands });
+    app.shell.add(sidebar, 'left', { rank: 850 });
+
+    const tracker = new WidgetTracker<DashboardWidget>({
+      namespace: 'eksray-dashboard'
+    });
+    addCommands({ app, store, sidebar, tracker });
+    for (const command of PALETTE_COMMANDS) {
+      palette?.addItem({ command, category: 'Ray' });
+    }
+
+    if (restorer) {
+      restorer.add(sidebar, sidebar.id);
+      void restorer.restore(tracker, {
+        command: CommandIDs.openDashboard,
+        args: widget => ({ name: widget.clusterName, restoring: true }),
+        name: widget => widget.clusterName
+      });
+    }
+
+    if (state) {
+      void app.restored
+        .then(() => state.fetch(VIEW_STATE_KEY))
+        .then(saved => {
+          const view = saved as PanelView | undefined;
+          if (view && ['list', 'create', 'detail'].includes(view.kind)) {
+            sidebar.view = view;
+          }
+          sidebar.viewChanged.connect((_, next) => {
+            void state.save(VIEW_STATE_KEY, next);
+          });
+        });
+    }
 
     if (settingRegistry) {
       settingRegistry

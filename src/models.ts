@@ -1,6 +1,7 @@
 /**
  * TypeScript mirrors of the JSON models served by the eksray server extension
- * under `/eksray/api`. Field names are camelCase, as on the wire.
+ * under `/eksray/api` (see `eksray_jupyter/core/models.py`, `to_dict`).
+ * Field names are camelCase, as on the wire.
  */
 
 /** Lifecycle phase of a Ray cluster. */
@@ -24,14 +25,25 @@ export const CLUSTER_PHASES: readonly ClusterPhase[] = [
   'stopped'
 ];
 
+/** Phases in which nodes are still coming up or going away. */
+export const TRANSITIONAL_PHASES: readonly ClusterPhase[] = [
+  'pending',
+  'starting',
+  'scaling',
+  'stopping'
+];
+
 /** Amount of each resource (e.g. `CPU`, `GPU`, `memory`) by resource name. */
 export type Resources = Record<string, number>;
 
 /** One worker group of a cluster, with its replica counts. */
 export interface IWorkerGroup {
   groupName: string;
+  /** What the spec asks for. */
   replicas: number;
+  /** What the backend (or the autoscaler) is currently bringing up. */
   desired: number;
+  /** Workers alive and registered with Ray. */
   ready: number;
   minReplicas: number;
   maxReplicas: number;
@@ -46,9 +58,14 @@ export interface IClusterNode {
   id: string;
   group: string;
   kind: NodeKind;
+  /** `pending`, `alive` or `dead`. */
   state: string;
   resources: Resources;
   address: string | null;
+  /** ISO 8601 timestamp, if known. */
+  startedAt: string | null;
+  /** Fraction 0..1 in use, per resource, where the backend can tell. */
+  utilization: Resources;
 }
 
 /** A Ray cluster as reported by the server. */
@@ -56,17 +73,23 @@ export interface ICluster {
   name: string;
   backend: string;
   owner: string;
+  /** Kubernetes namespace (kuberay backend), else `null`. */
+  namespace: string | null;
   phase: ClusterPhase;
   /** Why the cluster is in its phase (e.g. the cause of `failed`), if known. */
   reason: string | null;
   /** ISO 8601 timestamp. */
   createdAt: string;
-  /** The cluster spec as submitted; its shape is given by the cluster JSON schema. */
-  spec: Record<string, unknown>;
+  /** The cluster spec as resolved by the server; see {@link IClusterSpec}. */
+  spec: IClusterSpec;
   workerGroups: IWorkerGroup[];
   nodes: IClusterNode[];
+  /** Server-relative URL of the proxied Ray dashboard, `null` while it is not up. */
   dashboardUrl: string | null;
+  /** What a Ray driver passes to `ray.init()`. */
   address: string | null;
+  /** The cluster may be looked at but not changed (e.g. not created by eksray). */
+  readOnly: boolean;
 }
 
 /** Body of `GET /eksray/api/clusters`. */
@@ -74,9 +97,96 @@ export interface IClusterList {
   clusters: ICluster[];
 }
 
+/** One worker group of a cluster spec (`schema/cluster.schema.json`). */
+export interface IWorkerGroupSpec {
+  groupName: string;
+  replicas?: number;
+  minReplicas?: number;
+  maxReplicas?: number;
+  cpu?: number;
+  memory?: number;
+  gpu?: number;
+  resources?: Resources;
+  rayStartParams?: Record<string, string>;
+}
+
+/**
+ * A cluster spec; its one definition is the JSON schema the server serves in
+ * `GET /eksray/api/config` (`clusterSchema`). Only the fields the panel reads
+ * are typed here.
+ */
+export interface IClusterSpec {
+  name?: string;
+  head?: { cpu?: number; memory?: number; gpu?: number };
+  workerGroups?: IWorkerGroupSpec[];
+  autoscaling?: {
+    enabled?: boolean;
+    idleTimeoutSeconds?: number;
+    upscalingMode?: string;
+  };
+  [key: string]: unknown;
+}
+
+/** Body of `POST /eksray/api/clusters`: a spec, optionally based on a profile. */
+export interface ICreateRequest extends IClusterSpec {
+  profile?: string;
+}
+
+/** One group's change in a scale request. */
+export interface IGroupScale {
+  groupName: string;
+  replicas?: number;
+  minReplicas?: number;
+  maxReplicas?: number;
+}
+
+/** Body of `PATCH /eksray/api/clusters/{name}`. */
+export interface IScaleRequest {
+  workerGroups: IGroupScale[];
+}
+
+/** What reported an event. */
+export type EventSource = 'autoscaler' | 'backend' | 'ray' | 'kubernetes';
+
+/** Severity of an event. */
+export type EventSeverity = 'info' | 'warning' | 'error';
+
+/** One entry of a cluster's events timeline. */
+export interface IClusterEvent {
+  id: string;
+  /** ISO 8601 timestamp. */
+  time: string;
+  /** Seconds since the epoch (the same instant as `time`). */
+  timestamp: number;
+  source: EventSource | string;
+  severity: EventSeverity;
+  /** Short machine-readable cause, e.g. `NodeJoined`, if any. */
+  reason: string | null;
+  message: string;
+}
+
+/** Body of `GET /eksray/api/clusters/{name}/events` (oldest first). */
+export interface IEventList {
+  events: IClusterEvent[];
+}
+
+/** Body of `GET /eksray/api/config`. */
+export interface IServerConfig {
+  backend: string;
+  owner: string;
+  /** Named partial specs users can start from. */
+  profiles: Record<string, IClusterSpec>;
+  /** The administrator's default profile, if it exists. */
+  defaultProfile: string | null;
+  limits: Record<string, number>;
+  schemaVersion: string;
+  /** The cluster JSON schema (`schema/cluster.schema.json`). */
+  clusterSchema: Record<string, unknown>;
+}
+
 /** One problem in a request, e.g. a spec field that failed validation. */
 export interface IFieldError {
-  /** Location of the problem in the request body, e.g. `workerGroups/0/replicas`. */
+  /** Location of the problem in the request body, e.g. `workerGroups[0].maxReplicas`. */
   path: string;
   message: string;
 }
@@ -86,3 +196,13 @@ export interface IErrorBody {
   message: string;
   errors?: IFieldError[];
 }
+
+/**
+ * Messages of the push stream (`<baseUrl>eksray/api/stream`, server to client).
+ * A `snapshot` comes first after every (re)connection.
+ */
+export type StreamMessage =
+  | { type: 'snapshot'; clusters: ICluster[] }
+  | { type: 'cluster'; cluster: ICluster }
+  | { type: 'deleted'; name: string }
+  | { type: 'event'; name: string; event: IClusterEvent };

@@ -1,23 +1,61 @@
+/**
+ * The left-area panel: the list of clusters, the "new cluster" form and one
+ * cluster's details, one at a time.
+ */
 import {
+  addIcon,
   ReactWidget,
-  ToolbarButtonComponent,
-  refreshIcon
+  refreshIcon,
+  ToolbarButtonComponent
 } from '@jupyterlab/ui-components';
+import type { CommandRegistry } from '@lumino/commands';
 import type { Message } from '@lumino/messaging';
+import { type ISignal, Signal } from '@lumino/signaling';
 import React from 'react';
 
+import { ClusterDetail } from './components/ClusterDetail';
+import { ClusterList, EmptyState } from './components/ClusterList';
+import { CreateClusterForm } from './components/CreateClusterForm';
+import { PanelContext, useStore } from './context';
 import { rayClustersIcon } from './icons';
-import type { ClusterPhase, ICluster } from './models';
-import { useClusters } from './useClusters';
+import type { ClusterStore } from './store';
 
-/** The left-area panel that lists Ray clusters. */
+/** What the panel shows. */
+export type PanelView =
+  { kind: 'list' } | { kind: 'create' } | { kind: 'detail'; name: string };
+
 export class ClusterSidebar extends ReactWidget {
-  constructor() {
+  constructor(options: IClusterSidebarOptions) {
     super();
     this.id = 'eksray-sidebar';
     this.title.icon = rayClustersIcon;
     this.title.caption = 'Ray clusters';
     this.addClass('eksray-Sidebar');
+    this._context = { store: options.store, commands: options.commands };
+  }
+
+  get store(): ClusterStore {
+    return this._context.store;
+  }
+
+  /** What the panel shows. */
+  get view(): PanelView {
+    return this._view;
+  }
+  set view(view: PanelView) {
+    this._view = view;
+    this._viewChanged.emit(view);
+    this.update();
+  }
+
+  /** Emitted when the panel shows something else. */
+  get viewChanged(): ISignal<this, PanelView> {
+    return this._viewChanged;
+  }
+
+  /** The cluster whose details are shown, if any. */
+  get selected(): string | null {
+    return this._view.kind === 'detail' ? this._view.name : null;
   }
 
   /** Profile preselected for new clusters (from the settings), if any. */
@@ -31,109 +69,120 @@ export class ClusterSidebar extends ReactWidget {
     }
   }
 
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    // Restored open on reload: shown without a show message.
+    if (this.isVisible) {
+      this.store.setVisible(true);
+    }
+  }
+
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    this.update();
+    this.store.setVisible(true);
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
-    this.update();
+    this.store.setVisible(false);
   }
 
   protected render(): React.ReactElement {
     return (
-      <ClusterPanel
-        visible={this.isVisible}
-        defaultProfile={this._defaultProfile}
-      />
+      <PanelContext.Provider value={this._context}>
+        <ClusterPanel
+          view={this._view}
+          defaultProfile={this._defaultProfile}
+          navigate={this._navigate}
+        />
+      </PanelContext.Provider>
     );
   }
 
+  private _navigate = (view: PanelView) => {
+    this.view = view;
+  };
+
+  private _context: { store: ClusterStore; commands: CommandRegistry };
+  private _view: PanelView = { kind: 'list' };
+  private _viewChanged = new Signal<this, PanelView>(this);
   private _defaultProfile = '';
 }
 
+/** Options of a {@link ClusterSidebar}. */
+export interface IClusterSidebarOptions {
+  store: ClusterStore;
+  commands: CommandRegistry;
+}
+
 function ClusterPanel(props: {
-  visible: boolean;
+  view: PanelView;
   defaultProfile: string;
+  navigate: (view: PanelView) => void;
 }): React.ReactElement {
-  const { clusters, error, refresh } = useClusters(props.visible);
+  const store = useStore();
+  const { view, navigate } = props;
+  const clusters = store.clusters;
 
   let body: React.ReactNode;
-  if (clusters === null) {
-    body = error ? null : (
+  if (view.kind === 'create') {
+    body = (
+      <CreateClusterForm
+        defaultProfile={props.defaultProfile}
+        onCreated={name => navigate({ kind: 'detail', name })}
+        onCancel={() => navigate({ kind: 'list' })}
+      />
+    );
+  } else if (view.kind === 'detail') {
+    body = (
+      <ClusterDetail
+        name={view.name}
+        onBack={() => navigate({ kind: 'list' })}
+      />
+    );
+  } else if (clusters === null) {
+    body = store.error ? null : (
       <p className="eksray-Panel-status">Loading clusters…</p>
     );
   } else if (clusters.length === 0) {
-    body = <EmptyState />;
+    body = <EmptyState onCreate={() => navigate({ kind: 'create' })} />;
   } else {
-    body = <ClusterList clusters={clusters} />;
+    body = (
+      <ClusterList
+        clusters={clusters}
+        onSelect={name => navigate({ kind: 'detail', name })}
+      />
+    );
   }
 
   return (
     <div className="eksray-Panel">
       <div className="eksray-Panel-header">
         <h2 className="eksray-Panel-title">Ray clusters</h2>
-        <ToolbarButtonComponent
-          icon={refreshIcon}
-          onClick={refresh}
-          tooltip="Refresh the list of clusters"
-        />
+        <div className="eksray-Panel-toolbar">
+          <ToolbarButtonComponent
+            icon={addIcon}
+            onClick={() => navigate({ kind: 'create' })}
+            tooltip="New cluster"
+          />
+          <ToolbarButtonComponent
+            icon={refreshIcon}
+            onClick={() => void store.refresh()}
+            tooltip="Refresh the list of clusters"
+          />
+        </div>
       </div>
-      {props.defaultProfile && (
-        <p className="eksray-Panel-hint">
-          Default profile: {props.defaultProfile}
-        </p>
-      )}
-      {error && (
+      {store.error && (
         <div className="eksray-Error" role="alert">
-          {error}
+          {store.error}
         </div>
       )}
-      {body}
+      {store.status === 'offline' && !store.error && (
+        <p className="eksray-Panel-hint" role="status">
+          Live updates are unavailable; refreshing every few seconds instead.
+        </p>
+      )}
+      <div className="eksray-Panel-body">{body}</div>
     </div>
-  );
-}
-
-function EmptyState(): React.ReactElement {
-  return (
-    <div className="eksray-EmptyState">
-      <rayClustersIcon.react tag="span" className="eksray-EmptyState-icon" />
-      <p>No Ray clusters yet</p>
-    </div>
-  );
-}
-
-function ClusterList(props: { clusters: ICluster[] }): React.ReactElement {
-  return (
-    <ul className="eksray-ClusterList">
-      {props.clusters.map(cluster => (
-        <li
-          key={`${cluster.backend}/${cluster.name}`}
-          className="eksray-ClusterList-item"
-        >
-          <div className="eksray-ClusterList-row">
-            <span className="eksray-ClusterList-name" title={cluster.name}>
-              {cluster.name}
-            </span>
-            <PhaseBadge phase={cluster.phase} />
-          </div>
-          {cluster.reason && (
-            <div className="eksray-ClusterList-reason">{cluster.reason}</div>
-          )}
-        </li>
-      ))}
-    </ul>
-  );
-}
-
-function PhaseBadge(props: { phase: ClusterPhase }): React.ReactElement {
-  return (
-    <span
-      className={`eksray-PhaseBadge eksray-PhaseBadge-${props.phase}`}
-      data-phase={props.phase}
-    >
-      {props.phase}
-    </span>
   );
 }

@@ -13,6 +13,10 @@ configure_jupyter_server(c)
 c.ServerApp.allow_root = True
 
 # A private, empty state directory per run: the tests must not see (or touch) a developer's clusters.
+# The tests delete the clusters they create; the directory goes when the server exits.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 c.EKSRay.state_dir = tempfile.mkdtemp(prefix="eksray-ui-")
+atexit.register(shutil.rmtree, c.EKSRay.state_dir, ignore_errors=True)

@@ -28,6 +28,8 @@ module.exports = {
     command: 'jlpm start',
     url: 'http://localhost:8888/lab',
     timeout: 120 * 1000,
-    reuseExistingServer: !process.env.CI
+    reuseExistingServer: !process.env.CI,
+    // Let Jupyter stop cleanly (its extensions' shutdown, the state dir removal).
+    gracefulShutdown: { signal: 'SIGTERM', timeout: 10 * 1000 }
   }
 };

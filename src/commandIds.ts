@@ -1,0 +1,10 @@
+/** Ids of the commands the extension adds (palette category "Ray"). */
+export const CommandIDs = {
+  showClusters: 'eksray:show-clusters',
+  newCluster: 'eksray:new-cluster',
+  openDashboard: 'eksray:open-dashboard',
+  openDashboardInBrowser: 'eksray:open-dashboard-in-browser',
+  scaleCluster: 'eksray:scale-cluster',
+  deleteCluster: 'eksray:delete-cluster',
+  refresh: 'eksray:refresh-clusters'
+} as const;

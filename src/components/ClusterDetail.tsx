@@ -1,0 +1,185 @@
+/**
+ * One cluster: its state, worker groups (with scaling), nodes, a chart of its
+ * workers and its events.
+ */
+import {
+  caretLeftIcon,
+  deleteIcon,
+  launchIcon
+} from '@jupyterlab/ui-components';
+import React, { useEffect } from 'react';
+
+import { CommandIDs } from '../commandIds';
+import { usePanelContext, useStore } from '../context';
+import { formatAge, formatDateTime } from '../format';
+import { TRANSITIONAL_PHASES } from '../models';
+import { PhaseBadge } from './ClusterList';
+import { EventsTimeline } from './EventsTimeline';
+import { NodeTable } from './NodeTable';
+import { WorkerChart } from './WorkerChart';
+import { WorkerGroups } from './WorkerGroups';
+
+function Section(props: {
+  title: string;
+  children: React.ReactNode;
+}): React.ReactElement {
+  const id = `eksray-section-${props.title.toLowerCase().replace(/\W+/g, '-')}`;
+  return (
+    <section className="eksray-Section" aria-labelledby={id}>
+      <h3 className="eksray-Section-title" id={id}>
+        {props.title}
+      </h3>
+      {props.children}
+    </section>
+  );
+}
+
+export function ClusterDetail(props: {
+  name: string;
+  onBack: () => void;
+}): React.ReactElement {
+  const store = useStore();
+  const { commands } = usePanelContext();
+  const { name } = props;
+  const cluster = store.get(name);
+
+  useEffect(() => {
+    store.watchEvents(name);
+    return () => store.unwatchEvents(name);
+  }, [store, name]);
+
+  const back = (
+    <button
+      type="button"
+      className="eksray-BackButton"
+      onClick={props.onBack}
+      title="Back to the list of clusters"
+    >
+      <caretLeftIcon.react tag="span" className="eksray-Button-icon" />
+      All clusters
+    </button>
+  );
+
+  if (!cluster) {
+    return (
+      <div className="eksray-Detail">
+        {back}
+        <p className="eksray-Panel-status">
+          {store.clusters === null
+            ? 'Loading…'
+            : `There is no cluster named “${name}” (any more).`}
+        </p>
+      </div>
+    );
+  }
+
+  const deleting = store.isDeleting(name) || cluster.phase === 'stopping';
+  const dashboardTitle = cluster.dashboardUrl
+    ? undefined
+    : 'The dashboard is available once the head node is up';
+  const maxWorkers = cluster.workerGroups.reduce(
+    (sum, g) => sum + g.maxReplicas,
+    0
+  );
+
+  return (
+    <div className="eksray-Detail" aria-label={`Cluster ${name}`}>
+      {back}
+      <div className="eksray-Detail-header">
+        <h2 className="eksray-Detail-name" title={name}>
+          {name}
+        </h2>
+        <PhaseBadge phase={cluster.phase} />
+      </div>
+      {cluster.reason && (
+        <div
+          className={
+            cluster.phase === 'failed' ? 'eksray-Error' : 'eksray-Detail-reason'
+          }
+          role={cluster.phase === 'failed' ? 'alert' : undefined}
+        >
+          {cluster.reason}
+        </div>
+      )}
+      <dl className="eksray-Facts">
+        <dt>Backend</dt>
+        <dd>
+          {cluster.backend}
+          {cluster.namespace ? ` (namespace ${cluster.namespace})` : ''}
+        </dd>
+        <dt>Address</dt>
+        <dd className="eksray-Facts-code">{cluster.address ?? '–'}</dd>
+        <dt>Created</dt>
+        <dd title={formatDateTime(cluster.createdAt)}>
+          {formatAge(cluster.createdAt)}
+        </dd>
+      </dl>
+      <div className="eksray-Actions">
+        <button
+          type="button"
+          className="jp-mod-styled jp-mod-accept eksray-Button"
+          disabled={!cluster.dashboardUrl || deleting}
+          title={dashboardTitle}
+          onClick={() =>
+            void commands.execute(CommandIDs.openDashboard, { name })
+          }
+        >
+          Open dashboard
+        </button>
+        <button
+          type="button"
+          className="jp-mod-styled eksray-Button"
+          disabled={!cluster.dashboardUrl || deleting}
+          title={
+            dashboardTitle ?? 'Open the Ray dashboard in a new browser tab'
+          }
+          aria-label="Open dashboard in a new browser tab"
+          onClick={() =>
+            void commands.execute(CommandIDs.openDashboardInBrowser, { name })
+          }
+        >
+          <launchIcon.react tag="span" className="eksray-Button-icon" />
+          Browser tab
+        </button>
+        <button
+          type="button"
+          className="jp-mod-styled jp-mod-warn eksray-Button"
+          disabled={deleting || cluster.readOnly}
+          onClick={() =>
+            void commands.execute(CommandIDs.deleteCluster, { name })
+          }
+        >
+          <deleteIcon.react tag="span" className="eksray-Button-icon" />
+          {deleting ? 'Stopping…' : 'Delete'}
+        </button>
+      </div>
+      {TRANSITIONAL_PHASES.includes(cluster.phase) && (
+        <p className="eksray-Detail-live">
+          {cluster.phase === 'stopping'
+            ? 'Stopping the cluster; this takes a few seconds.'
+            : 'Nodes are coming up; this panel updates as they do.'}
+        </p>
+      )}
+      <Section title="Worker groups">
+        <WorkerGroups cluster={cluster} />
+      </Section>
+      <Section title="Workers over time">
+        <WorkerChart
+          samples={store.history(name)}
+          events={store.events(name)}
+          maxWorkers={maxWorkers}
+          createdAt={cluster.createdAt}
+        />
+      </Section>
+      <Section title="Nodes">
+        <NodeTable nodes={cluster.nodes} />
+      </Section>
+      <Section title="Events">
+        <EventsTimeline
+          events={store.events(name)}
+          error={store.eventsError(name)}
+        />
+      </Section>
+    </div>
+  );
+}
