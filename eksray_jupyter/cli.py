@@ -2,12 +2,16 @@
 
     eksray rc create [NAME] [-f SPEC.yaml] [--profile P] [--workers N] [--wait]
     eksray rc list | status | scale | events | dashboard | delete | use
+    eksray rj submit [SPEC.yaml] [--entrypoint CMD] [--working-dir DIR] [--env K=V] [--follow] ...
+    eksray rj list | status ID | logs ID [--follow] | stop ID
 
-``rc`` is for Ray clusters; RayJobs will get ``eksray rj``. Every command acts through
-the same :class:`ClusterService` as the server and the magics, configured by the same
-Jupyter config files. Results go to stdout (``-o json`` for scripts), progress and
-errors to stderr. Exit codes: 0 success, 1 failure (the backend failed, the cluster is
-not there or failed to start), 2 bad usage or invalid input.
+``rc`` is for Ray clusters, ``rj`` for RayJobs (docs/jobs.md). Every command acts through
+the same :class:`ClusterService` (and its ``jobs``) as the server and the magics,
+configured by the same Jupyter config files. Results go to stdout (``-o json`` for
+scripts), progress and errors to stderr; a followed job's log goes to stdout (to stderr
+with ``-o json``, so stdout stays one JSON document). Exit codes: 0 success, 1 failure
+(the backend failed, the cluster or job is not there, the cluster failed to start, a
+followed job failed or was stopped), 2 bad usage or invalid input.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, commands, present
 from .commands import Parser, ParserExit, UsageProblem
@@ -24,8 +28,12 @@ from .core.errors import EKSRayError, InvalidRequestError
 from .core.models import Cluster
 from .core.service import ClusterService
 
+if TYPE_CHECKING:
+    from .jobs.models import Job, JobState
+
 OK, FAILED, USAGE = 0, 1, 2
 HINT = "Create one with `eksray rc create`, or choose one with `eksray rc use NAME`."
+JOB_HINT = 'Submit one with `eksray rj submit --entrypoint "python main.py"`.'
 
 
 class CLI:
@@ -188,9 +196,138 @@ class CLI:
         )
         return OK
 
+    # --- rj commands -----------------------------------------------------------------------
+
+    def follow_job(self, job: Job) -> Job:
+        """Stream ``job``'s log (stdout; stderr with -o json) with progress on stderr until it ends."""
+        tty = self.err.isatty()
+        log = self.err if self.as_json else self.out
+        shown = False  # a progress line is on the terminal, to be cleared before log text
+        last: Any = None
+
+        def on_text(text: str) -> None:
+            nonlocal shown
+            if shown:
+                print("\r\033[K", end="", file=self.err, flush=True)
+                shown = False
+            print(text, end="", file=log, flush=True)
+
+        def on_state(state: JobState, elapsed: float) -> None:
+            nonlocal shown, last
+            if state.value not in commands.WAITING_STATES:
+                if shown:
+                    print(file=self.err, flush=True)
+                    shown = False
+                return
+            cluster = None
+            if job.cluster_name:
+                try:
+                    cluster = self.service.get(job.cluster_name)
+                except EKSRayError:
+                    cluster = None  # not created yet
+            line = present.job_progress_line(job.id, state, elapsed, cluster)
+            key = (state, cluster and (cluster.phase, [(g.ready, g.desired) for g in cluster.worker_groups]))
+            if tty:
+                print("\r\033[K" + line, end="", file=self.err, flush=True)
+                shown = True
+            elif key != last:
+                print(line, file=self.err, flush=True)
+            last = key
+
+        try:
+            return commands.follow_job(self.service.jobs, job.id, on_text, on_state)
+        finally:
+            if shown:
+                print(file=self.err)
+
+    def job_outcome(self, job: Job) -> int:
+        print(present.job_end_line(job), file=self.err)
+        return OK if commands.job_succeeded(job) else FAILED
+
+    def rj_submit(self) -> int:
+        job = commands.submit_job(self.service, self.args)
+        if not self.args.follow:
+            print(
+                f"{job.id} is {job.state.value}; `eksray rj logs {job.id} --follow` streams its log.",
+                file=self.err,
+            )
+            self.emit(present.job_detail(job), job.to_dict())
+            return OK
+        print(
+            f"Submitted {job.id} (cluster {job.cluster_name}); Ctrl-C stops following, not the job.",
+            file=self.err,
+        )
+        try:
+            job = self.follow_job(job)
+        except KeyboardInterrupt:
+            print(
+                f"Stopped following; {job.id} carries on (`eksray rj stop {job.id}` stops it).", file=self.err
+            )
+            return 130
+        if self.as_json:
+            self.emit("", job.to_dict())
+        return self.job_outcome(job)
+
+    def rj_list(self) -> int:
+        jobs, warnings = self.service.jobs.list_with_warnings()
+        for warning in warnings:
+            print(f"eksray rj list: {warning}", file=self.err)
+        self.emit(
+            present.job_list(jobs, JOB_HINT),
+            {"jobs": [j.to_dict() for j in jobs], "warnings": warnings},
+        )
+        return OK
+
+    def rj_status(self) -> int:
+        job = self.service.jobs.get(self.args.job_id)
+        self.emit(present.job_detail(job), job.to_dict())
+        return OK
+
+    def rj_logs(self) -> int:
+        job_id = self.args.job_id
+        if not self.args.follow:
+            chunk = self.service.jobs.logs(job_id)
+            if self.as_json:
+                self.emit(
+                    "",
+                    {
+                        "id": job_id,
+                        "state": chunk.state.value,
+                        "log": chunk.text,
+                        "nextOffset": chunk.next_offset,
+                    },
+                )
+            else:
+                print(chunk.text, end="", file=self.out, flush=True)
+            return OK
+
+        def show(text: str) -> None:
+            if self.as_json:  # JSON lines, so a script can read a stream
+                print(json.dumps({"id": job_id, "log": text}), file=self.out, flush=True)
+            else:
+                print(text, end="", file=self.out, flush=True)
+
+        try:
+            job = commands.follow_job(self.service.jobs, job_id, show)
+        except KeyboardInterrupt:
+            return OK
+        print(present.job_end_line(job), file=self.err)
+        return OK
+
+    def rj_stop(self) -> int:
+        job = self.service.jobs.stop(self.args.job_id, wait=commands.STOP_WAIT)
+        if not job.terminal:
+            print(
+                f"{job.id} is still stopping; `eksray rj status {job.id}` shows when it has.", file=self.err
+            )
+        self.emit(present.job_detail(job), job.to_dict())
+        return OK
+
 
 def build_parser() -> Parser:
-    parser = Parser(prog="eksray", description="Ray clusters (local or KubeRay on EKS) from the terminal.")
+    parser = Parser(
+        prog="eksray", description="Ray clusters and jobs (local or KubeRay on EKS) from the terminal."
+    )
     parser.add_argument("--version", action="version", version=f"eksray-jupyter {__version__}")
     parser.set_defaults(help_parser=parser)
     nouns = parser.add_subparsers(dest="noun", metavar="COMMAND", parser_class=Parser)
@@ -230,6 +367,30 @@ def build_parser() -> Parser:
     add("use", "make a cluster active: new Jupyter kernels connect to it").add_argument(
         "name", metavar="NAME"
     )
+
+    rj = nouns.add_parser(
+        "rj",
+        help="Ray jobs",
+        description="Run a command on a Ray cluster created for it (or an existing one); keep its log "
+        "and result files.",
+    )
+    rj.set_defaults(help_parser=rj)
+    jobs = rj.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add_job(name: str, summary: str) -> argparse.ArgumentParser:
+        return jobs.add_parser(
+            name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=[output]
+        )
+
+    submit = add_job("submit", "submit a job from flags or a spec file")
+    commands.add_job_submit_options(submit)
+    submit.epilog = "With --follow the exit code is the job's outcome: 0 succeeded, 1 failed or stopped."
+    add_job("list", "your jobs, newest first")
+    commands.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
+    logs = add_job("logs", "the log of a job")
+    commands.add_job_id(logs)
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends (Ctrl-C stops)")
+    commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 

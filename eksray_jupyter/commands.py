@@ -1,8 +1,9 @@
 """What the ``%eksray`` magics and the ``eksray`` CLI share besides presentation.
 
 Argument shapes (so ``%eksray up`` and ``eksray rc create`` accept the same flags), the
-translation of those flags into service requests, free names, dashboard links, waiting
-and following events. The faces keep only their own verbs and their own output.
+translation of those flags into service requests (clusters and jobs), free names,
+dashboard links, waiting, following events and following a job's log. The faces keep
+only their own verbs and their own output.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from .core.errors import EKSRayError, FieldError, InvalidRequestError, NotFoundError, NotReadyError
 from .core.models import Cluster, ClusterEvent
 from .core.service import ClusterService
+
+if TYPE_CHECKING:
+    from .jobs.models import Job, JobState
+    from .jobs.service import JobService
 
 #: Set in kernels by the provisioner: the Jupyter server's URL (or base path behind JupyterHub).
 SERVER_URL_ENV = "JUPYTER_SERVER_URL"
@@ -204,8 +209,12 @@ def scale_request(
     return {"workerGroups": [change]}
 
 
-def load_spec_file(path: str, read_stdin: Callable[[], str] | None = None) -> dict[str, Any]:
-    """A cluster spec from a YAML or JSON file (``-`` reads standard input)."""
+def load_spec_file(
+    path: str,
+    read_stdin: Callable[[], str] | None = None,
+    what: str = "one cluster spec (a mapping with at least 'name')",
+) -> dict[str, Any]:
+    """A cluster (or job: ``what``) spec from a YAML or JSON file (``-`` reads standard input)."""
     import yaml
 
     try:
@@ -223,7 +232,7 @@ def load_spec_file(path: str, read_stdin: Callable[[], str] | None = None) -> di
     except yaml.YAMLError as e:
         raise InvalidRequestError(f"{path} is not valid YAML or JSON: {e}") from None
     if not isinstance(spec, dict):
-        raise InvalidRequestError(f"{path} must contain one cluster spec (a mapping with at least 'name')")
+        raise InvalidRequestError(f"{path} must contain {what}")
     return spec
 
 
@@ -326,3 +335,143 @@ def follow_events(
                 seen.add(event.id)
                 on_event(event)
         time.sleep(interval)
+
+
+# --- jobs (``eksray rj`` and ``%eksray job``) ------------------------------------------------
+
+JOB_SPEC_WHAT = "one job spec (a mapping with at least 'entrypoint')"
+#: Seconds between two reads of a job's record and log while following it.
+FOLLOW_JOB_INTERVAL = 1.0
+#: How long a stop waits for the job's runner to record ``stopped`` (the REST API's 30 s too).
+STOP_WAIT = 30.0
+#: States in which a followed job shows progress (its cluster is being created or waited for).
+WAITING_STATES = ("pending", "starting")
+
+
+def whole_number(value: str) -> int:
+    """argparse type of retries and deadlines (the schema checks the range)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def env_var(value: str) -> tuple[str, str]:
+    """argparse type of ``--env K=V``."""
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
+    return key, val
+
+
+def add_job_submit_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``eksray rj submit`` and ``%eksray job submit``; they override a spec file."""
+    parser.add_argument(
+        "spec", nargs="?", metavar="SPEC", help="job spec, YAML or JSON ('-' reads stdin); flags override it"
+    )
+    parser.add_argument("--entrypoint", metavar="CMD", help="the shell command to run on the head node")
+    parser.add_argument("--name", metavar="NAME", help="job name (default: from the entrypoint)")
+    parser.add_argument(
+        "--working-dir", metavar="DIR", help="local directory uploaded for the job (relative: to the cwd)"
+    )
+    parser.add_argument(
+        "--env", type=env_var, action="append", metavar="K=V", help="environment variable (repeatable)"
+    )
+    parser.add_argument("--pip", action="append", metavar="PKG", help="pip requirement (repeatable)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--profile", metavar="P", help="create the job's cluster from this profile")
+    where.add_argument("--cluster-name", metavar="NAME", help="run on this existing cluster instead")
+    parser.add_argument(
+        "--deadline", type=whole_number, metavar="S", help="fail the job after S seconds (start included)"
+    )
+    parser.add_argument("--retries", type=whole_number, metavar="N", help="retries after a failed attempt")
+    parser.add_argument(
+        "--results", action="append", metavar="GLOB", help="result files to keep (repeatable, ** allowed)"
+    )
+    parser.add_argument(
+        "--follow", action="store_true", help="show progress and stream the log until the job ends"
+    )
+
+
+def add_job_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", metavar="ID", help="job id (see the job list)")
+
+
+def job_request(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A submit request from a face's flags (see :func:`add_job_submit_options`) over a spec file."""
+    request = copy.deepcopy(base) if base else {}
+    if args.entrypoint is not None:
+        request["entrypoint"] = args.entrypoint
+    if args.name is not None:
+        request["name"] = args.name
+    if args.working_dir is not None:
+        request["workingDir"] = args.working_dir
+    if args.env or args.pip:
+        runtime_env = request.get("runtimeEnv")
+        runtime_env = dict(runtime_env) if isinstance(runtime_env, dict) else {}
+        if args.env:
+            env_vars = runtime_env.get("envVars")
+            runtime_env["envVars"] = {**(env_vars if isinstance(env_vars, dict) else {}), **dict(args.env)}
+        if args.pip:
+            runtime_env["pip"] = list(args.pip)
+        request["runtimeEnv"] = runtime_env
+    if args.profile is not None:
+        request.pop("clusterName", None)
+        cluster = request.get("cluster")
+        request["cluster"] = {**(cluster if isinstance(cluster, dict) else {}), "profile": args.profile}
+    if args.cluster_name is not None:
+        request.pop("cluster", None)
+        request["clusterName"] = args.cluster_name
+    if args.deadline is not None:
+        request["activeDeadlineSeconds"] = args.deadline
+    if args.retries is not None:
+        request["backoffLimit"] = args.retries
+    if args.results:
+        request["results"] = list(args.results)
+    if "entrypoint" not in request:
+        raise InvalidRequestError(
+            "Nothing to run: give --entrypoint CMD, or a spec file with an entrypoint",
+        )
+    return request
+
+
+def submit_job(service: ClusterService, args: argparse.Namespace) -> Job:
+    """Submit the job a face's flags describe; a relative working dir is relative to the current directory."""
+    base = load_spec_file(args.spec, what=JOB_SPEC_WHAT) if args.spec else None
+    return service.jobs.submit(job_request(args, base))
+
+
+def job_succeeded(job: Job) -> bool:
+    from .jobs.models import JobState
+
+    return job.state == JobState.SUCCEEDED
+
+
+def follow_job(
+    jobs: JobService,
+    job_id: str,
+    on_text: Callable[[str], None],
+    on_state: Callable[[JobState, float], None] | None = None,
+    offset: int = 0,
+    interval: float | None = None,
+) -> Job:
+    """Stream the job's log from ``offset`` to ``on_text`` until the job has ended; returns it.
+
+    ``on_state(state, elapsed_seconds)`` is called on every look (progress while the cluster
+    starts). The log is read after the state, so the text of an ended job is complete.
+    """
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
+    started = time.monotonic()
+    while True:
+        chunk = jobs.logs(job_id, offset)
+        text = decoder.decode(chunk.data, final=chunk.state.terminal)
+        if text:
+            on_text(text)
+        offset = chunk.next_offset
+        if on_state is not None:
+            on_state(chunk.state, time.monotonic() - started)
+        if chunk.state.terminal:
+            return jobs.get(job_id)
+        time.sleep(FOLLOW_JOB_INTERVAL if interval is None else interval)

@@ -1,4 +1,4 @@
-"""``%eksray``: create, watch, scale and use Ray clusters from a notebook.
+"""``%eksray``: create, watch, scale and use Ray clusters, and run jobs, from a notebook.
 
 Loaded by ``%load_ext eksray_jupyter``, and without it in every kernel the Jupyter server
 starts (its kernel provisioner adds ``--ext=eksray_jupyter``). Loading must stay cheap:
@@ -13,6 +13,7 @@ argparse never exits the kernel.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -25,11 +26,13 @@ from IPython.display import display
 
 from . import commands, present
 from .commands import CLUSTER_ENV, Parser, ParserExit, UsageProblem
-from .core.errors import BackendError, EKSRayError, NotReadyError
+from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotReadyError
 from .core.models import Cluster
 from .core.service import CONNECTABLE_PHASES, ClusterService, port_open
+from .jobs.models import Job, JobState
 
 HINT = "Create one with %eksray up, or choose one with %eksray use NAME."
+JOB_HINT = 'Submit one with %eksray job submit --entrypoint "python main.py".'
 
 
 def build_parser() -> Parser:
@@ -63,6 +66,20 @@ def build_parser() -> Parser:
         "name", nargs="?", metavar="NAME", help="default: the active cluster"
     )
     add("down", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
+
+    job = add("job", "run a command on a Ray cluster created for it; keep its log and results")
+    jobs = job.add_subparsers(dest="job_command", metavar="JOB_COMMAND", parser_class=Parser)
+
+    def add_job(name: str, summary: str) -> argparse.ArgumentParser:
+        return jobs.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+    commands.add_job_submit_options(add_job("submit", "submit a job from flags or a spec file"))
+    add_job("list", "your jobs, newest first")
+    commands.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
+    logs = add_job("logs", "the log of a job")
+    commands.add_job_id(logs)
+    logs.add_argument("--follow", action="store_true", help="keep showing the log until the job ends")
+    commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 
@@ -137,10 +154,17 @@ class EKSRayMagics(Magics):
         if args.command is None:
             self.parser.print_help()
             return
+        command = args.command
+        if command == "job":
+            if args.job_command is None:
+                with contextlib.suppress(ParserExit):
+                    self.parser.parse_args(["job", "--help"])
+                return
+            command = f"job_{args.job_command}"
         try:
-            getattr(self, f"_cmd_{args.command}")(args)
+            getattr(self, f"_cmd_{command}")(args)
         except EKSRayError as e:
-            raise UsageError(f"%eksray {args.command}: {e.message}") from None
+            raise UsageError(f"%eksray {command.replace('_', ' ')}: {e.message}") from None
 
     # --- output --------------------------------------------------------------------------
 
@@ -306,6 +330,88 @@ class EKSRayMagics(Magics):
             os.environ.pop("RAY_ADDRESS", None)
             os.environ.pop(CLUSTER_ENV, None)
         self._say(f"Deleted {args.name}.")
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def _follow_job(self, job: Job) -> Job | None:
+        """Progress in one updating display while the cluster starts, then the log as cell output.
+
+        None if the user interrupted (the job carries on).
+        """
+        handle: Any = None
+        last: str | None = None
+
+        def on_state(state: JobState, elapsed: float) -> None:
+            nonlocal handle, last
+            if state.value in commands.WAITING_STATES:
+                cluster = None
+                if job.cluster_name:
+                    try:
+                        cluster = self.service.get(job.cluster_name)
+                    except EKSRayError:
+                        cluster = None  # not created yet
+                line = present.job_progress_line(job.id, state, elapsed, cluster)
+            else:
+                line = f"{job.id}: {state.value}"
+            if line == last:
+                return
+            view = present.paragraph(line)
+            if handle is None:
+                handle = display(view.bundle(), raw=True, display_id=True)
+            else:
+                handle.update(view.bundle(), raw=True)
+            last = line
+
+        try:
+            return commands.follow_job(
+                self.service.jobs, job.id, lambda text: print(text, end="", flush=True), on_state
+            )
+        except KeyboardInterrupt:
+            self._say(f"Stopped following; {job.id} carries on. %eksray job stop {job.id} stops it.")
+            return None
+
+    def _job_outcome(self, job: Job) -> None:
+        """Show the ended job; a failed or stopped one fails the cell (so "run all" stops)."""
+        self._show(present.job_detail(job))
+        if not commands.job_succeeded(job):
+            raise UsageError(f"%eksray job submit: {present.job_end_line(job)}")
+
+    def _cmd_job_submit(self, args: argparse.Namespace) -> None:
+        if args.spec == "-":
+            raise InvalidRequestError("A notebook has no standard input to read a spec from; name a file")
+        job = commands.submit_job(self.service, args)
+        if not args.follow:
+            self._show(present.job_detail(job))
+            self._say(f"{job.id} is {job.state.value}. %eksray job logs {job.id} --follow streams its log.")
+            return
+        ended = self._follow_job(job)
+        if ended is not None:
+            self._job_outcome(ended)
+
+    def _cmd_job_list(self, args: argparse.Namespace) -> None:
+        jobs, warnings = self.service.jobs.list_with_warnings()
+        self._show(present.job_list(jobs, JOB_HINT, warnings))
+
+    def _cmd_job_status(self, args: argparse.Namespace) -> None:
+        self._show(present.job_detail(self.service.jobs.get(args.job_id)))
+
+    def _cmd_job_logs(self, args: argparse.Namespace) -> None:
+        if not args.follow:
+            print(self.service.jobs.logs(args.job_id).text, end="", flush=True)
+            return
+        try:
+            job = commands.follow_job(
+                self.service.jobs, args.job_id, lambda text: print(text, end="", flush=True)
+            )
+        except KeyboardInterrupt:
+            return
+        self._say(present.job_end_line(job))
+
+    def _cmd_job_stop(self, args: argparse.Namespace) -> None:
+        job = self.service.jobs.stop(args.job_id, wait=commands.STOP_WAIT)
+        self._show(present.job_detail(job))
+        if not job.terminal:
+            self._say(f"{job.id} is still stopping; %eksray job status {job.id} shows when it has.")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,4 +1,4 @@
-"""How clusters, worker groups and events look: one definition for the magics and the CLI.
+"""How clusters, worker groups, events and jobs look: one definition for the magics and the CLI.
 
 Every view comes in two renderings, plain text and HTML, built from the same rows. The
 magics send both in one display bundle (``text/plain`` + ``text/html``: JupyterLab and VS
@@ -13,8 +13,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .core.models import Cluster, ClusterEvent
+
+if TYPE_CHECKING:
+    from .jobs.models import Job, JobState
 
 TABLE_STYLE = "border-collapse: collapse; margin: 0.25em 0"
 
@@ -221,3 +225,101 @@ def events_view(events: Iterable[ClusterEvent]) -> View:
         [[clock(e.time), e.source, e.severity.value, e.message] for e in events],
     )
     return View(table.text(), table.html())
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def span(seconds: float) -> str:
+    """A duration: ``42s``, ``3m 05s``, ``2h 01m``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def job_duration(job: Job, now: float | None = None) -> str:
+    """From submission (cluster start included, as the deadline counts) to the end, or until now."""
+    end = job.finished_at if job.finished_at is not None else (now if now is not None else time.time())
+    return span(end - job.created_at)
+
+
+def _log_location(job: Job) -> str | None:
+    if not job.location:
+        return None
+    if job.location.startswith("s3://"):
+        return job.location.rstrip("/") + "/logs/"
+    return job.location.rstrip("/") + "/log.txt"
+
+
+def _results_location(job: Job) -> str | None:
+    if not job.location or not job.results:
+        return None
+    return job.location.rstrip("/") + "/results/"
+
+
+def _cluster_note(job: Job) -> str:
+    if not job.cluster_name:
+        return "-"
+    if not job.cluster_created:
+        return f"{job.cluster_name} (existing)"
+    if job.cluster_deleted_at is not None:
+        return f"{job.cluster_name} (created for the job, deleted)"
+    return f"{job.cluster_name} (created for the job)"
+
+
+def job_list(jobs: Sequence[Job], empty_hint: str, warnings: Sequence[str] = ()) -> View:
+    """Jobs, newest first: state, how long they ran, their cluster and where their log is."""
+    notes = [paragraph(f"Warning: {w}") for w in warnings]
+    if not jobs:
+        return join(paragraph(f"No jobs. {empty_hint}"), *notes)
+    rows: list[list[Cell]] = [
+        [j.id, j.state.value, job_duration(j), j.cluster_name, age(j.created_at), _log_location(j)]
+        for j in jobs
+    ]
+    table = Table(["id", "state", "duration", "cluster", "age", "log"], rows)
+    return join(View(table.text(), table.html()), *notes)
+
+
+def job_detail(job: Job) -> View:
+    """One job: state and reason, entrypoint, cluster, attempts, log and result locations."""
+    head = paragraph(f"({job.state.value}) {job.name}, {job_duration(job)}", bold=job.id)
+    parts = [head]
+    if job.reason:
+        parts.append(paragraph(f"Reason: {job.reason}"))
+    attempts = len(job.attempts)
+    facts: list[list[Cell]] = [
+        ["entrypoint", job.spec.get("entrypoint")],
+        ["cluster", _cluster_note(job)],
+        ["submitted", clock(job.created_at)],
+        ["finished", clock(job.finished_at) if job.finished_at is not None else None],
+        ["attempts", f"{attempts} of {1 + int(job.spec.get('backoffLimit') or 0)}" if attempts else None],
+        ["log", _log_location(job)],
+        ["results", _results_location(job)],
+    ]
+    table = Table(["", ""], facts)
+    text = "\n".join(f"{k + ':':<12}{_text(v)}" for k, v in facts)
+    parts.append(View(text, table.html().replace("<thead><tr><th", "<thead hidden><tr><th", 1)))
+    if job.results:
+        files = Table(["result", "size"], [[r.get("path"), r.get("size")] for r in job.results])
+        parts.append(View(files.text(), files.html()))
+    return join(*parts)
+
+
+def job_submitted(job: Job, follow_hint: str) -> View:
+    return paragraph(f"submitted ({job.state.value}); cluster {job.cluster_name}. {follow_hint}", bold=job.id)
+
+
+def job_progress_line(job_id: str, state: JobState, elapsed: float, cluster: Cluster | None = None) -> str:
+    """One line while a followed job waits for its cluster."""
+    line = f"{job_id}: {state.value} after {elapsed:.0f} s"
+    if cluster is not None:
+        line += f"; cluster {cluster.name} {cluster.phase.value}, workers ready {workers(cluster)}"
+    return line
+
+
+def job_end_line(job: Job) -> str:
+    line = f"{job.id} {job.state.value} after {job_duration(job)}"
+    return line + (f": {job.reason}" if job.reason else ".")

@@ -1,0 +1,495 @@
+"""``eksray rj`` and ``%eksray job`` on the fake cluster backend and a stepping runner (no Ray):
+parsing, requests built from flags, exit codes, JSON output, errors and following a job."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import CapturedIO, capture_output
+
+from eksray_jupyter import commands
+from eksray_jupyter.cli import main
+from eksray_jupyter.core.errors import EKSRayError
+from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.jobs.models import Job, JobState, transition
+from eksray_jupyter.jobs.runner import JobRunner
+from eksray_jupyter.jobs.service import JobService
+from eksray_jupyter.magics import EKSRayMagics
+from tests.fakes import isolate_env, make_service
+
+STEP = 0.05
+
+
+class StepRunner(JobRunner):
+    """Runs a job in a thread: starting (creates its cluster), running with two log lines, then an end.
+
+    The entrypoint decides the end: ``exit 1`` fails, ``forever`` runs until stopped,
+    anything else succeeds. Log lines are written before the end is recorded, as the
+    supervisor does.
+    """
+
+    name = "steps"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threads: dict[str, threading.Thread] = {}
+        self.stops: dict[str, threading.Event] = {}
+
+    def start(self, job: Job) -> None:
+        store = self.service.jobs.stores.open(job.store)
+        stop = self.stops[job.id] = threading.Event()
+        entrypoint = job.spec["entrypoint"]
+
+        def update(state: JobState, reason: str | None = None) -> None:
+            store.write(transition(store.read(job.owner, job.id), state, reason))
+
+        def log(text: str) -> None:
+            store.append_log(job.owner, job.id, text.encode())
+
+        def run() -> None:
+            update(JobState.STARTING)
+            if job.cluster_created:
+                self.service.create({**job.spec["cluster"], "name": job.id})
+            stop.wait(4 * STEP)
+            log("[eksray] cluster ready\n")
+            update(JobState.RUNNING)
+            for i in (1, 2):
+                stop.wait(STEP)
+                log(f"line {i} ✓\n")
+            while "forever" in entrypoint and not stop.wait(STEP):
+                pass
+            if stop.is_set():
+                update(JobState.STOPPED, "stopped on request")
+            elif "exit 1" in entrypoint:
+                update(JobState.FAILED, "the entrypoint exited with code 1")
+            else:
+                update(JobState.SUCCEEDED)
+
+        thread = self.threads[job.id] = threading.Thread(target=run, daemon=True)
+        thread.start()
+
+    def stop(self, job: Job) -> bool:
+        if self.is_active(job):
+            self.stops[job.id].set()
+            return True
+        return False
+
+    def is_active(self, job: Job) -> bool | None:
+        thread = self.threads.get(job.id)
+        return None if thread is None else thread.is_alive()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterService]:
+    isolate_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(commands, "FOLLOW_JOB_INTERVAL", 0.01)
+    service = make_service(tmp_path / "state")
+    runner = StepRunner(parent=service.config, log=service.config.log, service=service)
+    service.__dict__["jobs"] = JobService(service, runner=runner)  # the cached property's slot
+    yield service
+    for stop in runner.stops.values():
+        stop.set()
+    for thread in runner.threads.values():
+        thread.join(5)
+
+
+def wait_for(svc: ClusterService, job_id: str, state: str, timeout: float = 10.0) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = svc.jobs.get(job_id)
+        if job.state.value == state:
+            return job
+        assert time.monotonic() < deadline, f"{job_id} is still {job.state.value}, waited for {state}"
+        time.sleep(0.01)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(svc: ClusterService) -> Callable[..., Result]:
+    def run(*argv: str) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["rj", *argv], service_factory=lambda: svc, out=out, err=err)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+def test_help_and_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
+    assert cli("--help").code == 0
+    assert cli("submit", "--help").code == 0
+    assert "usage: eksray rj" in cli().err and cli().code == 2
+    for argv, expected in [
+        (("nope",), "invalid choice: 'nope'"),
+        (("status",), "required: ID"),
+        (("submit", "--env", "NOEQUALS"), "'NOEQUALS' is not KEY=VALUE"),
+        (("submit", "--retries", "x"), "'x' is not a whole number"),
+        (("submit", "--profile", "a", "--cluster-name", "b"), "not allowed with argument"),
+        (("list", "-o", "yaml"), "invalid choice: 'yaml'"),
+    ]:
+        result = cli(*argv)
+        assert (result.code, result.out) == (2, ""), argv
+        assert expected in result.err, (argv, result.err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((), "Nothing to run: give --entrypoint CMD, or a spec file with an entrypoint"),
+        (("--entrypoint", "x", "--working-dir", "nope"), "workingDir: no directory 'nope'"),
+        (("--entrypoint", "x", "--env", "EKSRAY_X=1"), "runtimeEnv.envVars.EKSRAY_X: names starting with"),
+        (("--entrypoint", "x", "--deadline", "0"), "activeDeadlineSeconds"),
+        (("--entrypoint", "x", "--results", "../up"), "results[0]"),
+        (("--entrypoint", "x", "--profile", "gpu"), "cluster.profile"),
+        (("--entrypoint", "x", "--cluster-name", "zz"), "you have no cluster named 'zz'"),
+        (("/nonexistent/job.yaml",), "Cannot read /nonexistent/job.yaml"),
+    ],
+)
+def test_an_invalid_spec_exits_2_with_one_line(
+    cli: Callable[..., Result], svc: ClusterService, argv: tuple[str, ...], message: str
+) -> None:
+    result = cli("submit", *argv)
+    assert result.code == 2, result.err
+    assert result.err.startswith("eksray rj submit: ") and message in result.err
+    assert len(result.err.strip().splitlines()) == 1 and result.out == ""
+    assert svc.jobs.list() == []
+
+
+def test_submit_builds_the_spec_from_flags(cli: Callable[..., Result], tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    result = cli(
+        "submit",
+        "--entrypoint",
+        "python train.py --epochs 3",
+        "--working-dir",
+        "proj",
+        "--env",
+        "A=1",
+        "--env",
+        "B=x=y",
+        "--pip",
+        "lightgbm==4.5.0",
+        "--profile",
+        "tagged",
+        "--deadline",
+        "60",
+        "--retries",
+        "2",
+        "--results",
+        "out/*.csv",
+        "--results",
+        "model.txt",
+        "-o",
+        "json",
+    )
+    assert result.code == 0, result.err
+    job = result.json()
+    assert job["name"] == "train" and job["id"].startswith("train-") and job["state"] == "pending"
+    spec = job["spec"]
+    assert spec["workingDir"] == str(tmp_path / "proj")  # relative to the current directory
+    assert spec["runtimeEnv"] == {"envVars": {"A": "1", "B": "x=y"}, "pip": ["lightgbm==4.5.0"]}
+    assert len(spec["cluster"]["workerGroups"]) == 2  # the tagged profile
+    assert (spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (60, 2)
+    assert spec["results"] == ["out/*.csv", "model.txt"]
+    assert f"`eksray rj logs {job['id']} --follow` streams its log" in result.err
+
+
+def test_submit_a_spec_file_with_flag_overrides(
+    cli: Callable[..., Result], svc: ClusterService, tmp_path: Path
+) -> None:
+    svc.create({"name": "shared"})
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "name: nightly\nentrypoint: python a.py\nruntimeEnv: {envVars: {A: '1'}}\n"
+        "cluster: {profile: tagged}\nresults: ['*.txt']\n"
+    )
+    result = cli("submit", str(spec), "--env", "B=2", "--cluster-name", "shared", "-o", "json")
+    assert result.code == 0, result.err
+    job = result.json()
+    assert job["name"] == "nightly" and job["clusterName"] == "shared" and job["clusterCreated"] is False
+    assert "cluster" not in job["spec"] and job["spec"]["results"] == ["*.txt"]
+    assert job["spec"]["runtimeEnv"]["envVars"] == {"A": "1", "B": "2"}
+
+    spec.write_text("- a list\n")
+    bad = cli("submit", str(spec))
+    assert bad.code == 2 and "must contain one job spec" in bad.err
+
+
+def test_submit_follow_streams_the_log_and_exits_with_the_outcome(
+    cli: Callable[..., Result], svc: ClusterService
+) -> None:
+    ok = cli("submit", "--entrypoint", "python ok.py", "--follow")
+    assert ok.code == 0, ok.err
+    assert ok.out == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"  # the whole log, once, on stdout
+    progress = ok.err.strip().splitlines()
+    assert progress[0].startswith("Submitted ok-")
+    assert any(": starting after" in line and "cluster ok-" in line for line in progress), progress
+    assert progress[-1].startswith("ok-") and " succeeded after " in progress[-1]
+
+    failed = cli("submit", "--entrypoint", "python fail.py; exit 1", "--follow")
+    assert failed.code == 1
+    assert failed.err.strip().splitlines()[-1].endswith(": the entrypoint exited with code 1")
+
+
+def test_submit_follow_as_json_keeps_stdout_one_document(cli: Callable[..., Result]) -> None:
+    result = cli("submit", "--entrypoint", "python ok.py", "--follow", "-o", "json")
+    assert result.code == 0
+    assert result.json()["state"] == "succeeded"
+    assert "line 2 ✓" in result.err  # the log went to stderr
+
+
+def test_a_followed_job_that_is_stopped_exits_1(cli: Callable[..., Result], svc: ClusterService) -> None:
+    def stop_when_running() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            running = [j for j in svc.jobs.list() if j.state == JobState.RUNNING]
+            if running:
+                svc.jobs.stop(running[0].id)
+                return
+            time.sleep(0.01)
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    result = cli("submit", "--entrypoint", "python forever.py", "--follow")
+    stopper.join()
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1].endswith("stopped on request")
+
+
+def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: ClusterService) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out, err = io.StringIO(), Terminal()
+    code = main(["rj", "submit", "--entrypoint", "python ok.py", "--follow"], lambda: svc, out, err)
+    assert code == 0 and out.getvalue() == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    submitted, progress, rest = err.getvalue().split("\n", 2)
+    assert submitted.startswith("Submitted ok-") and rest == ""
+    *updates, end = progress.split("\r\033[K")  # one line, rewritten in place, cleared before the log
+    assert updates[0] == "" and any(": starting after" in u for u in updates) and len(updates) >= 3
+    assert " succeeded after " in end
+
+
+def test_interrupting_a_follow_leaves_the_job_running(
+    cli: Callable[..., Result], svc: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> Job:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "follow_job", interrupted)
+    result = cli("submit", "--entrypoint", "python forever.py", "--follow")
+    (job,) = svc.jobs.list()
+    assert result.code == 130
+    assert result.err.strip().splitlines()[-1] == (
+        f"Stopped following; {job.id} carries on (`eksray rj stop {job.id}` stops it)."
+    )
+    assert not job.terminal
+
+
+def test_list_status_logs_and_stop(cli: Callable[..., Result], svc: ClusterService) -> None:
+    empty = cli("list")
+    assert (
+        empty.code == 0
+        and 'No jobs. Submit one with `eksray rj submit --entrypoint "python main.py"`' in (empty.out)
+    )
+    assert cli("list", "-o", "json").json() == {"jobs": [], "warnings": []}
+
+    done = svc.jobs.submit({"entrypoint": "python first.py"})
+    wait_for(svc, done.id, "succeeded")
+    running = svc.jobs.submit({"entrypoint": "python forever.py"})
+    wait_for(svc, running.id, "running")
+
+    listing = cli("list").out.splitlines()
+    assert listing[0].split() == ["ID", "STATE", "DURATION", "CLUSTER", "AGE", "LOG"]
+    assert listing[1].split()[:2] == [running.id, "running"]  # newest first
+    assert listing[2].split()[:2] == [done.id, "succeeded"]
+    assert listing[2].rstrip().endswith(f"{done.id}/log.txt")
+    assert [j["id"] for j in cli("list", "-o", "json").json()["jobs"]] == [running.id, done.id]
+
+    status = cli("status", done.id)
+    assert status.code == 0 and status.out.startswith(f"{done.id} (succeeded) first, ")
+    assert f"cluster:    {done.id} (created for the job)" in status.out
+    assert cli("status", done.id, "-o", "json").json()["state"] == "succeeded"
+
+    logs = cli("logs", done.id)
+    assert logs.out == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    body = cli("logs", done.id, "-o", "json").json()
+    assert body["state"] == "succeeded" and body["nextOffset"] == len(logs.out.encode())
+
+    stopped = cli("stop", running.id, "-o", "json")
+    assert stopped.code == 0 and stopped.json()["state"] == "stopped"
+    assert stopped.json()["reason"] == "stopped on request"
+    assert cli("stop", done.id, "-o", "json").json()["state"] == "succeeded"  # an ended job stays as it is
+
+    missing = cli("status", "zz-00000")
+    assert missing.code == 1
+    assert (
+        missing.err.strip() == "eksray rj status: No job with id 'zz-00000'. List your jobs to see their ids."
+    )
+    assert cli("logs", "zz-00000").code == 1
+    assert cli("stop", "zz-00000").code == 1
+
+
+def test_logs_follow(cli: Callable[..., Result], svc: ClusterService) -> None:
+    job = svc.jobs.submit({"entrypoint": "python ok.py"})
+    result = cli("logs", job.id, "--follow")
+    assert result.code == 0
+    assert result.out == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    assert " succeeded after " in result.err
+
+    lines = cli("logs", job.id, "--follow", "-o", "json").out.splitlines()
+    assert (
+        "".join(json.loads(line)["log"] for line in lines) == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    )
+
+
+def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: ClusterService) -> None:
+    """follow_job decodes incrementally: a multi-byte character split between reads is not mangled."""
+    job = svc.jobs.submit({"entrypoint": "python ok.py"})
+    wait_for(svc, job.id, "succeeded")
+    full = svc.jobs.logs(job.id).data
+    cut = full.index("✓".encode()) + 1
+    chunks = iter([full[:cut], full[cut:]])
+    real = svc.jobs.logs
+
+    class Split:
+        def logs(self, job_id: str, offset: int = 0) -> Any:
+            chunk = real(job_id, offset)
+            data = next(chunks, b"")
+            return type(chunk)(
+                data, offset, offset + len(data), JobState.RUNNING if offset == 0 else chunk.state
+            )
+
+        def get(self, job_id: str) -> Job:
+            return svc.jobs.get(job_id)
+
+    texts: list[str] = []
+    commands.follow_job(Split(), job.id, texts.append, interval=0)  # type: ignore[arg-type]
+    assert "".join(texts) == full.decode() and "\ufffd" not in "".join(texts)
+
+
+# --- the magics ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell(svc: ClusterService) -> Iterator[InteractiveShell]:
+    ip = InteractiveShell.instance()
+    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    yield ip
+
+
+def run(shell: InteractiveShell, line: str) -> CapturedIO:
+    with capture_output() as cap:
+        shell.run_line_magic("eksray", line)
+    return cap
+
+
+def fail(shell: InteractiveShell, line: str) -> str:
+    with pytest.raises(UsageError) as info:
+        run(shell, line)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_magic_help_and_usage_errors(shell: InteractiveShell) -> None:
+    assert "job" in run(shell, "--help").stdout
+    for line in ("job", "job --help"):
+        out = run(shell, line).stdout
+        assert all(c in out for c in ("submit", "list", "status", "logs", "stop")), out
+    assert "--working-dir DIR" in run(shell, "job submit --help").stdout
+    assert "invalid choice: 'nope'" in fail(shell, "job nope")
+    assert "required: ID" in fail(shell, "job status")
+    assert "is not KEY=VALUE" in fail(shell, "job submit --env X")
+    assert fail(shell, "job submit") == (
+        "%eksray job submit: Nothing to run: give --entrypoint CMD, or a spec file with an entrypoint"
+    )
+    assert "workingDir: no directory 'nope'" in fail(shell, "job submit --entrypoint x --working-dir nope")
+    assert "no standard input" in fail(shell, "job submit -")
+    assert fail(shell, "job status zz-00000") == (
+        "%eksray job status: No job with id 'zz-00000'. List your jobs to see their ids."
+    )
+
+
+def test_magic_submit_list_status_logs_stop(shell: InteractiveShell, svc: ClusterService) -> None:
+    assert (
+        "No jobs. Submit one with %eksray job submit" in run(shell, "job list").outputs[0].data["text/plain"]
+    )
+
+    cap = run(shell, "job submit --entrypoint 'python forever.py' --env A=1 --results 'out/*'")
+    (job,) = svc.jobs.list()
+    assert job.spec["runtimeEnv"] == {"envVars": {"A": "1"}} and job.spec["results"] == ["out/*"]
+    detail, hint = (o.data for o in cap.outputs)
+    assert detail["text/plain"].startswith(f"{job.id} (pending) forever")
+    assert "<b>" in detail["text/html"] and "<table" in detail["text/html"]
+    assert f"%eksray job logs {job.id} --follow" in hint["text/plain"]
+
+    wait_for(svc, job.id, "running")
+    listing = run(shell, "job list").outputs[0].data
+    assert job.id in listing["text/plain"] and "running" in listing["text/plain"]
+    assert (
+        "<th" in listing["text/html"]
+        and f'<td style="text-align: left">{job.id}</td>' in listing["text/html"]
+    )
+
+    status = run(shell, f"job status {job.id}").outputs[0].data
+    assert f"{job.id}/log.txt" in status["text/plain"] and f"{job.id}/log.txt" in status["text/html"]
+
+    stopped = run(shell, f"job stop {job.id}").outputs[0].data
+    assert stopped["text/plain"].startswith(f"{job.id} (stopped)")
+    assert "Reason: stopped on request" in stopped["text/plain"]
+    assert run(shell, f"job logs {job.id}").stdout.startswith("[eksray] cluster ready\nline 1 ✓\n")
+
+
+def test_magic_submit_follow_streams_into_the_cell_and_a_failure_fails_it(
+    shell: InteractiveShell, svc: ClusterService
+) -> None:
+    cap = run(shell, "job submit --entrypoint 'python ok.py' --follow")
+    assert cap.stdout == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    texts = [o.data["text/plain"] for o in cap.outputs]
+    assert texts[0].startswith("ok-") and " after 0 s" in texts[0]  # progress while the cluster starts
+    assert " (succeeded) ok, " in texts[-1]
+
+    with capture_output() as cap:
+        result = shell.run_cell("%eksray job submit --entrypoint 'python bad.py; exit 1' --follow")
+    assert isinstance(result.error_in_exec, UsageError)  # "run all" stops at a failed job
+    assert cap.stderr.strip().splitlines()[-1].startswith("UsageError: %eksray job submit: bad-")
+    assert " failed after " in cap.stderr
+    assert "the entrypoint exited with code 1" in cap.stderr
+
+    job = svc.jobs.list()[0]
+    follow = run(shell, f"job logs {job.id} --follow")
+    assert follow.stdout.endswith("line 2 ✓\n") and "failed after" in follow.outputs[-1].data["text/plain"]
+
+
+def test_magic_errors_from_the_service_are_one_line(shell: InteractiveShell, svc: ClusterService) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise EKSRayError("S3 failed while listing jobs in s3://b/p: AccessDenied")
+
+    svc.jobs.list_with_warnings = broken  # type: ignore[method-assign]
+    assert (
+        fail(shell, "job list") == "%eksray job list: S3 failed while listing jobs in s3://b/p: AccessDenied"
+    )
