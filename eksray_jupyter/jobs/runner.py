@@ -7,8 +7,9 @@ survive the caller: the server or a CLI may exit while the job runs.
 :class:`LocalJobRunner` starts one detached supervisor process per job
 (``python -m eksray_jupyter.jobs.supervisor``) that creates the cluster through the
 :class:`~eksray_jupyter.core.service.ClusterService` (so it works with any backend whose
-dashboard this machine can reach), submits with Ray's Jobs API and cleans up. A KubeRay
-runner would instead create a RayJob and mirror its status into the store.
+dashboard this machine can reach), submits with Ray's Jobs API and cleans up. The KubeRay
+runner (:mod:`.kuberay_runner`, chosen for the kuberay backend) creates a RayJob instead and
+mirrors its status and log into the store.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from ..core.state_files import read_json, write_json_atomic
 from .models import Job
 from .store import owner_key
 
-RUNNERS = {"local": "eksray_jupyter.jobs.runner.LocalJobRunner"}
+RUNNERS = {
+    "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
+    "kuberay": "eksray_jupyter.jobs.kuberay_runner.KubeRayJobRunner",
+}
 
 
 class JobRunner(LoggingConfigurable):

@@ -45,7 +45,10 @@ class LogChunk:
 
 def make_runner(clusters: ClusterService) -> JobRunner:
     config = clusters.config
-    cls = import_item(RUNNERS.get(config.job_runner, config.job_runner))
+    name = config.job_runner
+    if name == "local" and getattr(clusters.backend, "name", "") == "kuberay":
+        name = "kuberay"  # RayJobs; the full import path of LocalJobRunner still selects it
+    cls = import_item(RUNNERS.get(name, name))
     if not (isinstance(cls, type) and issubclass(cls, JobRunner)):
         raise TypeError(f"{config.job_runner} is not a JobRunner")
     return cls(parent=config, log=config.log, service=clusters)

@@ -163,6 +163,9 @@ class OperatorConfig:
     rayjob_lifecycle: bool = False
     job_duration: float = 0.5
     job_result: str = "SUCCEEDED"  # or FAILED
+    # True: a Running RayJob stays Running (no job_duration timer) until the test hook
+    # ``RayJobController.finish_job(ns, name, result)`` decides its outcome.
+    rayjob_hold: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1401,11 +1404,14 @@ class RayJobController(Controller):
             status.update(jobDeploymentStatus="Suspended", jobStatus="")
             status.pop("rayClusterName", None)
             return self._write(job, status)
-        if deploy in ("", "Suspended"):
+        if deploy in ("", "Suspended", "Retrying"):  # Retrying: a new cluster and Ray job id
             status["jobId"] = spec.get("jobId") or f"{name}-{secrets.token_hex(3)[:5]}"
             status["jobDeploymentStatus"] = "Initializing"
             status["jobStatus"] = ""
             status["startTime"] = ts
+            deadline = spec.get("activeDeadlineSeconds")
+            if deadline:
+                self._after(float(deadline), ns, name, "deadline")
             if selector:
                 status["rayClusterName"] = selector
             else:
@@ -1415,7 +1421,9 @@ class RayJobController(Controller):
                     "kind": "RayCluster",
                     "metadata": {
                         "name": cname,
-                        "labels": {L_ORIGIN_NAME: name, L_ORIGIN_CRD: "RayJob"},
+                        # As KubeRay: the RayJob's labels and annotations are copied.
+                        "labels": {**_labels(job), L_ORIGIN_NAME: name, L_ORIGIN_CRD: "RayJob"},
+                        "annotations": dict(_meta(job).get("annotations") or {}),
                         "ownerReferences": [owner_ref(job, self.rj)],
                     },
                     "spec": jcopy(spec.get("rayClusterSpec") or {}),
@@ -1454,7 +1462,8 @@ class RayJobController(Controller):
                 return self._write(job, status)
             status.update(jobDeploymentStatus="Running", jobStatus="RUNNING")
             status["rayJobInfo"] = {"startTime": ts}
-            self._after(self.op.config.job_duration, ns, name, "finish")
+            if not self.op.config.rayjob_hold:
+                self._after(self.op.config.job_duration, ns, name, "finish")
             return self._write(job, status)
         if deploy == "Waiting" and spec.get("jobId"):
             status.update(jobDeploymentStatus="Running", jobStatus="RUNNING", jobId=spec["jobId"])
@@ -1478,12 +1487,31 @@ class RayJobController(Controller):
                 self._after(ttl - elapsed, ns, name, "ttl")
         return None
 
-    def finish(self, ns: str, name: str) -> None:
+    def finish_job(self, namespace: str, name: str, result: str = "SUCCEEDED") -> None:
+        """Test hook (any thread): the running RayJob's Ray job ends with ``result``."""
+        self.op.call_later(0.0, lambda: self.finish(namespace, name, result))
+
+    def _deadline(self, ns: str, name: str) -> None:
+        job = self.store.peek(self.rj, ns, name)
+        status = jcopy((job or {}).get("status") or {})
+        if job is None or status.get("jobDeploymentStatus") in ("Complete", "Failed", "", None):
+            return
+        ts = rfc3339()
+        seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        status.update(jobDeploymentStatus="Failed", reason="DeadlineExceeded", endTime=ts,
+                      message=f"The RayJob has passed the activeDeadlineSeconds ({seconds} s)")  # fmt: skip
+        if status.get("jobStatus") in ("PENDING", "RUNNING"):
+            status["jobStatus"] = "STOPPED"  # the operator stops the Ray job
+        status["failed"] = int(status.get("failed") or 0) + 1
+        self._write(job, status)
+        self.enqueue((ns, name))
+
+    def finish(self, ns: str, name: str, result: str | None = None) -> None:
         job = self.store.peek(self.rj, ns, name)
         if job is None or (job.get("status") or {}).get("jobDeploymentStatus") != "Running":
             return
         status = jcopy(job.get("status") or {})
-        result = self.op.config.job_result
+        result = result or self.op.config.job_result
         ts = rfc3339()
         status.update(jobStatus=result, endTime=ts)
         status["rayJobInfo"] = {**(status.get("rayJobInfo") or {}), "endTime": ts}
@@ -1494,6 +1522,15 @@ class RayJobController(Controller):
             status.update(jobDeploymentStatus="Failed", reason="AppFailed",
                           message="Job entrypoint command failed")  # fmt: skip
             status["failed"] = int(status.get("failed") or 0) + 1
+            spec = job.get("spec") or {}
+            if status["failed"] <= int(spec.get("backoffLimit") or 0) and not spec.get("clusterSelector"):
+                # backoffLimit: the attempt's cluster goes; reconcile builds a new one.
+                cname = status.pop("rayClusterName", "")
+                if cname and self.store.peek(self.rc, ns, cname) is not None:
+                    with _suppress_api():
+                        self.store.delete(self.rc, ns, cname)
+                status.update(jobDeploymentStatus="Retrying")
+                status.pop("endTime", None)
         self._write(job, status)
         self.enqueue((ns, name))
 
@@ -1507,6 +1544,8 @@ class RayJobController(Controller):
             self._timers.discard(key)
             if what == "finish":
                 self.finish(ns, name)
+            elif what == "deadline":
+                self._deadline(ns, name)
             else:
                 self.enqueue((ns, name))
 

@@ -1,0 +1,438 @@
+"""The KubeRay job runner: each job is a ``RayJob`` custom resource (``ray.io/v1``).
+
+The KubeRay operator does the life cycle (creates the cluster from ``rayClusterSpec`` or
+uses ``clusterSelector``, submits, enforces ``activeDeadlineSeconds``/``backoffLimit``,
+deletes the cluster after ``ttlSecondsAfterFinished``). The runner creates the RayJob and a
+*follower* thread in this process mirrors its status into the job's record and copies the
+Ray job's log (read through the backend's dashboard access path) into the job's store.
+
+Logs are persisted before the cluster is gone: the RayJob's ``ttlSecondsAfterFinished`` is
+the job's TTL plus :attr:`KubeRayJobRunner.log_grace_seconds`, so the operator keeps the
+cluster that much longer; the follower reads the final log once the RayJob is terminal,
+persists it, records the terminal state and only then deletes the cluster itself (after
+the job's own TTL). If this process dies, any process that reads the job resumes
+following it (:meth:`KubeRayJobRunner.is_active` adopts a RayJob that still exists) within
+the grace window. See docs/jobs.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import yaml
+from traitlets import Float, Int, Unicode
+
+from ..core.errors import BackendError, EKSRayError, NotFoundError
+from .models import Job, JobState, transition
+from .runner import JobRunner
+from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL
+from .store import JobStore, JobStores
+
+GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
+#: Where a RayJob's Ray job log is read, relative to the dashboard address.
+LOGS_PATH = "api/jobs/{job_id}/logs"
+SUBMISSION_MODE = "K8sJobMode"
+
+_TERMINAL_DEPLOY = {"Complete", "Failed", "ValidationFailed"}
+
+
+def map_status(status: dict[str, Any] | None) -> tuple[JobState, str | None]:
+    """Our state (and reason) for a RayJob status (``jobDeploymentStatus``, ``jobStatus``, reason, message)."""
+    status = status or {}
+    deploy = status.get("jobDeploymentStatus") or ""
+    ray = status.get("jobStatus") or ""
+    reason, message = status.get("reason") or "", status.get("message") or ""
+    detail = f"{reason}: {message}" if reason and message else reason or message
+    if deploy == "Complete":
+        if ray == "SUCCEEDED":
+            return JobState.SUCCEEDED, None
+        return JobState.FAILED, f"the Ray job ended {ray or 'without a status'}" + (
+            f" ({detail})" if detail else ""
+        )
+    if deploy in ("Failed", "ValidationFailed"):
+        if reason == "DeadlineExceeded":
+            return JobState.FAILED, f"deadline exceeded: {message or 'activeDeadlineSeconds passed'}"
+        if reason == "AppFailed" or ray == "FAILED":
+            return JobState.FAILED, f"the entrypoint failed ({detail or 'jobStatus FAILED'})"
+        return JobState.FAILED, f"the RayJob failed ({detail or deploy})"
+    if deploy in ("Running", "Retrying") and ray in ("RUNNING", "PENDING", ""):
+        return JobState.RUNNING, None
+    if deploy in ("Suspending", "Suspended"):
+        return JobState.STARTING, f"the RayJob is {deploy.lower()} (queued)"
+    return (JobState.PENDING if not deploy else JobState.STARTING), None
+
+
+class _Follower:
+    """The thread following one job, and what it was asked (stop the job, or let go of it)."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.released = False
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+class KubeRayJobRunner(JobRunner):
+    """A RayJob per job, followed by a thread of the process that submitted (or read) it."""
+
+    name = "kuberay"
+
+    poll_seconds = Float(1.0, help="How often the follower reads the RayJob and its log.").tag(config=True)
+    log_grace_seconds = Int(
+        300,
+        help="Added to the job's ttlSecondsAfterFinished on the RayJob: how long the operator keeps a "
+        "finished job's cluster for a follower to persist its log (the follower deletes it sooner).",
+    ).tag(config=True)
+    submission_mode = Unicode(SUBMISSION_MODE, help="The RayJob's submissionMode.").tag(config=True)
+
+    # One follower per job in this process, whichever runner instance started it
+    # (``ClusterService.jobs`` builds a JobService, and so a runner, on every use).
+    _lock = threading.Lock()
+    _followers: dict[tuple[str, str], _Follower] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stores: JobStores | None = None
+
+    # --- the RayJob ------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Any:
+        return self.service.backend
+
+    def _custom(self) -> Any:
+        import kubernetes.client
+
+        return kubernetes.client.CustomObjectsApi(self.backend.api.client)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from ..backends.kuberay.errors import kube_call
+
+        return kube_call(what, fn, *args, _request_timeout=self.backend.request_timeout, **kwargs)
+
+    def runtime_env(self, job: Job, attempt: int = 1) -> dict[str, Any]:
+        spec = job.spec
+        runtime = dict(spec.get("runtimeEnv") or {})
+        env = dict(runtime.get("envVars") or {})
+        env.update({JOB_ID_ENV: job.id, ATTEMPT_ENV: str(attempt)})
+        out: dict[str, Any] = {"env_vars": env}
+        if runtime.get("pip"):
+            out["pip"] = list(runtime["pip"])
+        return out
+
+    def rayjob(self, job: Job) -> dict[str, Any]:
+        """The RayJob custom resource for ``job`` (no API call)."""
+        from ..backends.kuberay.names import (
+            ANNOTATION_OWNER,
+            LABEL_MANAGED_BY,
+            LABEL_OWNER,
+            MANAGED_BY,
+            dns_label,
+        )
+
+        spec = job.spec
+        body_spec: dict[str, Any] = {
+            "entrypoint": spec["entrypoint"],
+            "runtimeEnvYAML": yaml.safe_dump(self.runtime_env(job), sort_keys=True),
+            "submissionMode": self.submission_mode,
+        }
+        if spec.get("activeDeadlineSeconds"):
+            body_spec["activeDeadlineSeconds"] = int(spec["activeDeadlineSeconds"])
+        if "clusterName" in spec:
+            cluster = self.backend.get_cluster(job.owner, spec["clusterName"])
+            namespace = cluster.namespace or self.backend.namespace_for(job.owner)
+            labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_OWNER: dns_label(job.owner)}
+            annotations = {ANNOTATION_OWNER: job.owner}
+            # KubeRay never deletes a selected cluster and allows no retries with one.
+            body_spec["clusterSelector"] = {"ray.io/cluster": spec["clusterName"]}
+        else:
+            # The backend's own RayCluster manifest: same images, resources, labels, ownership.
+            manifest = self.backend.manifest(job.owner, {**spec["cluster"], "name": job.id})
+            meta = manifest["metadata"]
+            namespace = meta["namespace"]
+            labels = dict(meta.get("labels") or {})
+            annotations = dict(meta.get("annotations") or {})
+            body_spec["rayClusterSpec"] = manifest["spec"]
+            body_spec["shutdownAfterJobFinishes"] = True
+            body_spec["ttlSecondsAfterFinished"] = int(spec.get("ttlSecondsAfterFinished") or 0) + int(
+                self.log_grace_seconds
+            )
+            body_spec["backoffLimit"] = int(spec.get("backoffLimit") or 0)
+        labels[JOB_LABEL] = job.id
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RayJob",
+            "metadata": {
+                "name": job.id,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": annotations,
+            },
+            "spec": body_spec,
+        }
+
+    def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(
+                f"reading RayJob {namespace}/{name}",
+                self._custom().get_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, name,
+                not_found="gone",
+            )  # fmt: skip
+        except NotFoundError:
+            return None
+
+    def _delete(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._call(
+                f"deleting RayJob {namespace}/{name}",
+                self._custom().delete_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, name,
+                body={"propagationPolicy": "Background"}, not_found="gone",
+            )  # fmt: skip
+
+    # --- JobRunner ---------------------------------------------------------------------------------
+
+    def start(self, job: Job) -> None:
+        if job.spec.get("workingDir"):
+            raise BackendError(
+                "workingDir is not supported yet by the kuberay runner (the RayJob's submitter cannot "
+                "read this machine's files); package the code in the image or fetch it in the entrypoint"
+            )
+        body = self.rayjob(job)
+        namespace = body["metadata"]["namespace"]
+        backend = self.backend
+        if (
+            namespace == backend.namespace_for(job.owner)
+            and not backend.namespace
+            and backend.create_namespaces
+        ):
+            backend._ensure_namespace(namespace, job.owner)  # as create_cluster does
+        self._call(
+            f"creating RayJob {namespace}/{job.id}",
+            self._custom().create_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, body,
+        )  # fmt: skip
+        store = self._store(job)
+        record = store.read(job.owner, job.id) or {}
+        record["kuberay"] = {"namespace": namespace, "rayJob": job.id, "logBytes": 0}
+        store.write(record)
+        self._follow(job)
+
+    def stop(self, job: Job) -> bool:
+        follower = self._followers.get((job.owner, job.id))
+        if job.terminal:
+            self._delete_cluster(self._store(job), job.owner, job.id)
+            return True
+        if follower is not None and follower.alive():
+            follower.stop_requested = True
+            follower.wake.set()
+            return True
+        namespace = self._namespace(job)
+        if namespace:
+            self._delete(namespace, job.id)  # the finalizer stops the Ray job; the cluster goes with it
+        return False
+
+    def is_active(self, job: Job) -> bool | None:
+        follower = self._followers.get((job.owner, job.id))
+        if follower is not None and follower.alive():
+            return True
+        namespace = self._namespace(job)
+        if namespace is None:
+            return None
+        try:
+            if self._get(namespace, job.id) is None:
+                return False
+        except EKSRayError:
+            return None
+        self._follow(job)  # started by a process that is gone: follow it from here
+        return True
+
+    def failure_hint(self, job: Job) -> str:
+        return f"its RayJob {job.id} was deleted before the job ended"
+
+    @classmethod
+    def stop_following(cls, timeout: float = 5.0) -> None:
+        """End every follower of this process (the RayJobs continue; a later read resumes them)."""
+        with cls._lock:
+            followers = list(cls._followers.values())
+            cls._followers.clear()
+        for follower in followers:
+            follower.released = True
+            follower.wake.set()
+        for follower in followers:
+            follower.thread.join(timeout)
+
+    # --- following ---------------------------------------------------------------------------------
+
+    def _store(self, job: Job) -> JobStore:
+        if self._stores is None:
+            self._stores = JobStores.from_config(self.service.config)
+        return self._stores.open(job.store or {"type": "local"})
+
+    def _namespace(self, job: Job) -> str | None:
+        record = self._store(job).read(job.owner, job.id) or {}
+        return (record.get("kuberay") or {}).get("namespace")
+
+    def _follow(self, job: Job) -> None:
+        key = (job.owner, job.id)
+        with self._lock:
+            current = self._followers.get(key)
+            if current is not None and current.alive():
+                return
+            follower = _Follower(threading.Thread(name=f"eksray-rayjob-{job.id}", daemon=True))
+            follower.thread.run = lambda: self._run(job, follower)  # type: ignore[method-assign]
+            self._followers[key] = follower
+        follower.thread.start()
+
+    def _run(self, job: Job, follower: _Follower) -> None:
+        store = self._store(job)
+        try:
+            while not follower.released:  # released: this process lets go of the job
+                follower.wake.clear()
+                if self._step(store, job, follower.stop_requested):
+                    return
+                follower.wake.wait(self.poll_seconds)
+        except Exception as e:  # never die silently: the reason goes to the server log
+            self.log.warning("eksray: following RayJob %s failed: %s", job.id, e)
+
+    def _step(self, store: JobStore, job: Job, stop_requested: bool) -> bool:
+        """One look at the RayJob; True when the follower is done."""
+        record = store.read(job.owner, job.id)
+        if record is None:
+            return True
+        before = json.dumps(record, sort_keys=True)
+        info = record.setdefault("kuberay", {})
+        namespace = info["namespace"]
+        if JobState(record["state"]).terminal:
+            return self._after_end(store, record)
+        rj = self._get(namespace, job.id)
+        if rj is None:
+            transition(record, JobState.STOPPED if stop_requested else JobState.FAILED, (
+                "stopped on request" if stop_requested else self.failure_hint(job)
+            ))  # fmt: skip
+            store.write(record)
+            return True
+        status = rj.get("status") or {}
+        if status.get("rayClusterName") and record.get("clusterCreated"):
+            record["clusterName"] = status["rayClusterName"]
+        self._attempt(record, status)
+        self._copy_log(store, record, status)
+        if stop_requested:
+            transition(record, JobState.STOPPED, "stopped on request")
+            store.write(record)
+            self._delete(namespace, job.id)  # stops the Ray job; its cluster goes with it
+            if record.get("clusterCreated"):
+                record["clusterDeletedAt"] = time.time()
+                store.write(record)
+            return True
+        state, reason = map_status(status)
+        if state.terminal:
+            # The final log is persisted before the end is recorded and before the cluster goes.
+            self._copy_log(store, record, status, final=True)
+            transition(record, state, reason)
+            store.write(record)
+            return self._after_end(store, record)
+        if state != JobState(record["state"]) or reason != record.get("reason"):
+            transition(record, state, reason)
+        if json.dumps(record, sort_keys=True) != before:  # one write per change, not per poll (S3)
+            store.write(record)
+        return False
+
+    @staticmethod
+    def _attempt(record: dict[str, Any], status: dict[str, Any]) -> None:
+        ray_id = status.get("jobId")
+        if not ray_id:
+            return
+        attempts = record.setdefault("attempts", [])
+        if not attempts or attempts[-1].get("rayJobId") != ray_id:
+            if attempts and not attempts[-1].get("finishedAt"):
+                # KubeRay retries only a failed attempt (its Failed status may come and go between polls).
+                attempts[-1]["finishedAt"] = time.time()
+                if attempts[-1].get("status") not in ("FAILED", "STOPPED"):
+                    attempts[-1]["status"] = "FAILED"
+            attempts.append({"attempt": len(attempts) + 1, "rayJobId": ray_id, "startedAt": time.time()})
+            record["kuberay"]["logBytes"] = 0  # a retry's log starts again
+        current = attempts[-1]
+        current["status"] = status.get("jobStatus") or None
+        current["message"] = status.get("message") or None
+        if status.get("jobDeploymentStatus") in _TERMINAL_DEPLOY and not current.get("finishedAt"):
+            current["finishedAt"] = time.time()
+
+    def _copy_log(
+        self, store: JobStore, record: dict[str, Any], status: dict[str, Any], final: bool = False
+    ) -> None:
+        ray_id, cluster = status.get("jobId"), status.get("rayClusterName")
+        if not ray_id or not cluster:
+            return
+        owner = record["owner"]
+        tries = 3 if final else 1
+        for i in range(tries):
+            try:
+                text = self._read_log(owner, cluster, ray_id)
+                break
+            except EKSRayError as e:
+                if i == tries - 1:
+                    if final:
+                        store.append_log(
+                            owner, record["id"], f"[eksray] could not read the final log: {e}\n".encode()
+                        )
+                    return
+                time.sleep(self.poll_seconds)
+        data = text.encode("utf-8")
+        sent = int(record["kuberay"].get("logBytes") or 0)
+        if len(data) > sent:
+            store.append_log(owner, record["id"], data[sent:])
+            record["kuberay"]["logBytes"] = len(data)
+
+    def _read_log(self, owner: str, cluster: str, ray_id: str) -> str:
+        """The Ray job's whole log, through the backend's dashboard access path (service or API proxy)."""
+        backend = self.backend
+        base = backend.dashboard_address(owner, cluster)  # NotReadyError until the head is ready
+        headers = backend.dashboard_request_headers(owner, cluster)
+        ssl_context = backend.dashboard_request_options(owner, cluster).get("ssl_options")
+        url = f"{base.rstrip('/')}/{LOGS_PATH.format(job_id=ray_id)}"
+        request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(
+                request, timeout=backend.request_timeout, context=ssl_context
+            ) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise BackendError(f"cannot read the log of Ray job {ray_id}: {e}") from e
+        return str(body.get("logs") or "")
+
+    def _after_end(self, store: JobStore, record: dict[str, Any]) -> bool:
+        """Delete the created cluster once the job's own TTL has passed; True when nothing is left to do."""
+        if not record.get("clusterCreated") or record.get("clusterDeletedAt"):
+            return True
+        ttl = float(record["spec"].get("ttlSecondsAfterFinished") or 0)
+        if time.time() < (record.get("finishedAt") or 0) + ttl:
+            return False
+        self._delete_cluster(store, record["owner"], record["id"])
+        return True
+
+    def _delete_cluster(self, store: JobStore, owner: str, job_id: str) -> None:
+        record = store.read(owner, job_id)
+        if record is None or not record.get("clusterCreated") or record.get("clusterDeletedAt"):
+            return
+        name = record.get("clusterName")
+        if name and name != job_id:
+            try:
+                self.backend.delete_cluster(owner, name)
+            except NotFoundError:
+                pass
+            except EKSRayError as e:
+                self.log.warning("eksray: could not delete cluster %s of job %s: %s", name, job_id, e)
+                return  # the operator deletes it after its ttlSecondsAfterFinished
+        record["clusterDeletedAt"] = time.time()
+        store.write(record)
