@@ -124,7 +124,7 @@ def _defaults_from(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return schema.get("default")
 
 
-def _fill_defaults(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+def fill_defaults(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """Fill schema defaults into objects (and array items) the request left out."""
     while "$ref" in schema:
         target: Any = root
@@ -139,9 +139,9 @@ def _fill_defaults(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> 
                 if default is not None:
                     value[key] = copy.deepcopy(default)
             if key in value:
-                value[key] = _fill_defaults(value[key], sub, root)
+                value[key] = fill_defaults(value[key], sub, root)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_fill_defaults(item, schema["items"], root) for item in value]
+        return [fill_defaults(item, schema["items"], root) for item in value]
     return value
 
 
@@ -216,7 +216,7 @@ def resolve_cluster_spec(request: Any, profiles: dict[str, dict[str, Any]]) -> d
                 [FieldError("profile", f"no profile {profile_name!r}; available: {known}")],
             )
         request = merge_profile(profiles[profile_name], request)
-    spec = _fill_defaults(copy.deepcopy(request), load_schema(), load_schema())
+    spec = fill_defaults(copy.deepcopy(request), load_schema(), load_schema())
     errors = schema_errors(spec) + semantic_errors(spec)
     if errors:
         raise InvalidRequestError("Invalid cluster spec", errors)
