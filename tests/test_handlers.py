@@ -231,6 +231,7 @@ async def test_config_shows_backend_profiles_limits_and_no_secrets(jp_fetch: Any
     assert body["limits"]["maxClustersPerOwner"] == 10
     assert body["schemaVersion"] == "1"
     assert body["clusterSchema"]["properties"]["name"]["maxLength"] == 53
+    assert "entrypoint" in body["jobSchema"]["properties"]
     assert str(state_dir) not in json.dumps(body)
 
 

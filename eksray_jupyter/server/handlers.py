@@ -156,6 +156,7 @@ class ConfigHandler(EKSRayHandler):
 
         body = self.service.config.public_config(self.service.backend)
         body["clusterSchema"] = load_schema()
+        body["jobSchema"] = load_schema("job")
         self.write_json(body)
 
 
