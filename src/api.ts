@@ -13,7 +13,11 @@ import type {
   IEventList,
   IFieldError,
   IGroupScale,
-  IServerConfig
+  IJob,
+  IJobList,
+  IJobLogChunk,
+  IServerConfig,
+  JobState
 } from './models';
 
 /** Path of the REST API below the server's base URL. */
@@ -161,6 +165,76 @@ export function openStream(
     url += `?token=${encodeURIComponent(settings.token)}`;
   }
   return new settings.WebSocket(url);
+}
+
+/** The user's jobs, newest first, and the stores that could not be read. */
+export async function listJobs(): Promise<IJobList> {
+  const data = await requestAPI<IJobList>('jobs');
+  return { jobs: data?.jobs ?? [], warnings: data?.warnings ?? [] };
+}
+
+/** One job by id. */
+export function getJob(id: string): Promise<IJob> {
+  return requestAPI<IJob>(jobPath(id));
+}
+
+/**
+ * Stop a job. Resolves with the job once it is stopped (or still stopping
+ * after the server's wait); a job that had already ended comes back unchanged.
+ */
+export function stopJob(id: string): Promise<IJob> {
+  return requestAPI<IJob>(jobPath(id), { method: 'DELETE' });
+}
+
+/**
+ * A job's log from byte `offset` on.
+ *
+ * @param decoder - keeps a character split between two reads; pass the same
+ *   one for every read of a log.
+ */
+export async function getJobLog(
+  id: string,
+  offset = 0,
+  decoder: TextDecoder = new TextDecoder()
+): Promise<IJobLogChunk> {
+  const settings = ServerConnection.makeSettings();
+  const url =
+    URLExt.join(settings.baseUrl, API_NAMESPACE, jobPath(id), 'logs') +
+    `?offset=${offset}`;
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, {}, settings);
+  } catch (error) {
+    throw new EKSRayAPIError(
+      `Could not reach the Jupyter server (${errorText(error)}).`,
+      0
+    );
+  }
+  if (!response.ok) {
+    let body: unknown = undefined;
+    try {
+      body = JSON.parse(await response.text());
+    } catch {
+      // Not JSON: the default message says enough.
+    }
+    throw new EKSRayAPIError(
+      isErrorBody(body) ? body.message : defaultMessage(response),
+      response.status
+    );
+  }
+  const bytes = await response.arrayBuffer();
+  const text = decoder.decode(bytes, { stream: true });
+  const next = Number(response.headers.get('X-Next-Offset'));
+  return {
+    text,
+    nextOffset:
+      Number.isFinite(next) && next > 0 ? next : offset + bytes.byteLength,
+    state: (response.headers.get('X-Job-State') as JobState | null) ?? null
+  };
+}
+
+function jobPath(id: string): string {
+  return `jobs/${encodeURIComponent(id)}`;
 }
 
 function clusterPath(name: string): string {

@@ -9,6 +9,8 @@ import { IStateDB } from '@jupyterlab/statedb';
 
 import { addCommands, CommandIDs, PALETTE_COMMANDS } from './commands';
 import { DashboardWidget } from './dashboard';
+import { JobLogWidget, JobStore } from './jobs';
+import type { IJob } from './models';
 import { type PanelView, ClusterSidebar } from './sidebar';
 import { ClusterStore } from './store';
 
@@ -35,7 +37,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const store = new ClusterStore({
       serverSettings: app.serviceManager.serverSettings
     });
-    const sidebar = new ClusterSidebar({ store, commands: app.commands });
+    const jobs = new JobStore();
+    const openJobLog = (job: IJob) => {
+      const id = JobLogWidget.idFor(job.id);
+      let widget = [...app.shell.widgets('main')].find(w => w.id === id);
+      if (!widget) {
+        widget = new JobLogWidget({ id: job.id, name: job.name || job.id });
+        app.shell.add(widget, 'main');
+      }
+      app.shell.activateById(id);
+    };
+    const sidebar = new ClusterSidebar({
+      store,
+      commands: app.commands,
+      jobs,
+      openJobLog
+    });
     app.shell.add(sidebar, 'left', { rank: 850 });
 
     const tracker = new WidgetTracker<DashboardWidget>({

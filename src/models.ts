@@ -206,3 +206,81 @@ export type StreamMessage =
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'deleted'; name: string }
   | { type: 'event'; name: string; event: IClusterEvent };
+
+/** Where a job is in its life (`jobs/models.py` `JobState`). */
+export type JobState =
+  'pending' | 'starting' | 'running' | 'succeeded' | 'failed' | 'stopped';
+
+/** States after which a job does not change any more. */
+export const TERMINAL_JOB_STATES: readonly JobState[] = [
+  'succeeded',
+  'failed',
+  'stopped'
+];
+
+/** One attempt of a job (one Ray submission). */
+export interface IJobAttempt {
+  attempt: number | null;
+  rayJobId: string | null;
+  status: string | null;
+  exitCode: number | null;
+  message: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+/** One state change of a job. */
+export interface IJobHistoryEntry {
+  state: JobState;
+  time: string | null;
+  reason: string | null;
+}
+
+/** A result file the runner kept, relative to the job's `results/`. */
+export interface IJobResult {
+  path: string;
+  size?: number;
+}
+
+/** A job as the server reports it (`Job.to_dict` in `jobs/models.py`). */
+export interface IJob {
+  id: string;
+  name: string;
+  owner: string;
+  state: JobState;
+  reason: string | null;
+  /** ISO 8601 times; `null` when it has not happened. */
+  createdAt: string | null;
+  updatedAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** The resolved job spec (`schema/job.schema.json`). */
+  spec: Record<string, unknown>;
+  clusterName: string | null;
+  clusterCreated: boolean;
+  clusterDeletedAt: string | null;
+  attempts: IJobAttempt[];
+  history: IJobHistoryEntry[];
+  /** The store the job's record, logs and results are in. */
+  store: Record<string, unknown>;
+  /** Where the job's store directory is, e.g. a path or `s3://bucket/prefix/id`. */
+  location: string;
+  results: IJobResult[];
+  runner: string;
+}
+
+/** Body of `GET /jobs`. */
+export interface IJobList {
+  jobs: IJob[];
+  /** Stores that could not be read, in plain words. */
+  warnings: string[];
+}
+
+/** A piece of a job's log (`GET /jobs/{id}/logs?offset=N`). */
+export interface IJobLogChunk {
+  text: string;
+  /** Byte offset to continue from (`X-Next-Offset`). */
+  nextOffset: number;
+  /** The job's state at the time of the read (`X-Job-State`), if sent. */
+  state: JobState | null;
+}

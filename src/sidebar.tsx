@@ -16,8 +16,11 @@ import React from 'react';
 import { ClusterDetail } from './components/ClusterDetail';
 import { ClusterList, EmptyState } from './components/ClusterList';
 import { CreateClusterForm } from './components/CreateClusterForm';
+import { JobsSection } from './components/JobList';
 import { PanelContext, useStore } from './context';
 import { rayClustersIcon } from './icons';
+import type { JobStore } from './jobs';
+import type { IJob } from './models';
 import type { ClusterStore } from './store';
 
 /** What the panel shows. */
@@ -32,6 +35,13 @@ export class ClusterSidebar extends ReactWidget {
     this.title.caption = 'Ray clusters';
     this.addClass('eksray-Sidebar');
     this._context = { store: options.store, commands: options.commands };
+    this._jobs = options.jobs ?? null;
+    this._openJobLog = options.openJobLog ?? (() => undefined);
+  }
+
+  /** The jobs shown in the list view, if any. */
+  get jobs(): JobStore | null {
+    return this._jobs;
   }
 
   get store(): ClusterStore {
@@ -74,17 +84,20 @@ export class ClusterSidebar extends ReactWidget {
     // Restored open on reload: shown without a show message.
     if (this.isVisible) {
       this.store.setVisible(true);
+      this._jobs?.setVisible(true);
     }
   }
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this.store.setVisible(true);
+    this._jobs?.setVisible(true);
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this.store.setVisible(false);
+    this._jobs?.setVisible(false);
   }
 
   protected render(): React.ReactElement {
@@ -94,6 +107,8 @@ export class ClusterSidebar extends ReactWidget {
           view={this._view}
           defaultProfile={this._defaultProfile}
           navigate={this._navigate}
+          jobs={this._jobs}
+          openJobLog={this._openJobLog}
         />
       </PanelContext.Provider>
     );
@@ -104,6 +119,8 @@ export class ClusterSidebar extends ReactWidget {
   };
 
   private _context: { store: ClusterStore; commands: CommandRegistry };
+  private _jobs: JobStore | null;
+  private _openJobLog: (job: IJob) => void;
   private _view: PanelView = { kind: 'list' };
   private _viewChanged = new Signal<this, PanelView>(this);
   private _defaultProfile = '';
@@ -113,12 +130,18 @@ export class ClusterSidebar extends ReactWidget {
 export interface IClusterSidebarOptions {
   store: ClusterStore;
   commands: CommandRegistry;
+  /** The user's jobs, shown below the clusters in the list view. */
+  jobs?: JobStore;
+  /** Open a job's log in a main-area tab. */
+  openJobLog?: (job: IJob) => void;
 }
 
 function ClusterPanel(props: {
   view: PanelView;
   defaultProfile: string;
   navigate: (view: PanelView) => void;
+  jobs: JobStore | null;
+  openJobLog: (job: IJob) => void;
 }): React.ReactElement {
   const store = useStore();
   const { view, navigate } = props;
@@ -182,7 +205,12 @@ function ClusterPanel(props: {
           Live updates are unavailable; refreshing every few seconds instead.
         </p>
       )}
-      <div className="eksray-Panel-body">{body}</div>
+      <div className="eksray-Panel-body">
+        {body}
+        {view.kind === 'list' && props.jobs && (
+          <JobsSection store={props.jobs} onOpenLog={props.openJobLog} />
+        )}
+      </div>
     </div>
   );
 }

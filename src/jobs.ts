@@ -1,0 +1,323 @@
+/**
+ * The client-side list of the user's jobs and the job log tabs.
+ *
+ * Jobs are not on the push stream (yet): the store polls `GET /jobs` with a
+ * lumino `Poll`, backing off on errors, only while the panel is visible.
+ */
+import { MainAreaWidget } from '@jupyterlab/apputils';
+import { refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
+import type { IDisposable } from '@lumino/disposable';
+import type { Message } from '@lumino/messaging';
+import { Poll } from '@lumino/polling';
+import { type ISignal, Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+
+import { errorText, getJobLog, listJobs, stopJob } from './api';
+import { rayClustersIcon } from './icons';
+import { type IJob, type JobState, TERMINAL_JOB_STATES } from './models';
+
+/** Whether a job has ended. */
+export function isTerminal(state: JobState): boolean {
+  return TERMINAL_JOB_STATES.includes(state);
+}
+
+/** Whether a job can still be stopped. */
+export function isStoppable(state: JobState): boolean {
+  return !isTerminal(state);
+}
+
+export class JobStore implements IDisposable {
+  constructor(options: IJobStoreOptions = {}) {
+    this._poll = new Poll({
+      name: 'eksray-jupyter:jobs',
+      auto: false,
+      factory: () => this._fetch(),
+      frequency: {
+        interval: options.pollInterval ?? 5_000,
+        backoff: true,
+        max: options.maxPollInterval ?? 120_000
+      },
+      standby: () => !this._visible || 'when-hidden'
+    });
+  }
+
+  /** Emitted after every change. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Increases with every change: a cheap snapshot for React. */
+  get version(): number {
+    return this._version;
+  }
+
+  /** Listen to changes; returns the function that stops listening. */
+  readonly subscribe = (listener: () => void): (() => void) => {
+    const slot = () => listener();
+    this._changed.connect(slot);
+    return () => {
+      this._changed.disconnect(slot);
+    };
+  };
+
+  /** The jobs, newest first; `null` until the first answer. */
+  get jobs(): IJob[] | null {
+    return this._jobs;
+  }
+
+  /** Stores the server could not read, in plain words. */
+  get warnings(): string[] {
+    return this._warnings;
+  }
+
+  /** Why the last attempt to get the jobs failed, in plain words. */
+  get error(): string | null {
+    return this._error;
+  }
+
+  /** Whether this client is stopping the job. */
+  isStopping(id: string): boolean {
+    return this._stopping.has(id);
+  }
+
+  /** Why stopping the job failed, if it did. */
+  stopError(id: string): string | null {
+    return this._stopErrors.get(id) ?? null;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** Whether someone looks at the jobs; polling runs only while they do. */
+  setVisible(visible: boolean): void {
+    if (visible === this._visible || this._isDisposed) {
+      return;
+    }
+    this._visible = visible;
+    if (visible) {
+      // Starting runs a first fetch at once.
+      void this._poll.start();
+    } else {
+      void this._poll.stop();
+    }
+  }
+
+  /** Fetch the list now. */
+  async refresh(): Promise<void> {
+    try {
+      await this._fetch();
+    } catch {
+      // _fetch recorded the error for the panel.
+    }
+  }
+
+  /** Stop a job; the error, if any, is kept for the panel. */
+  async stop(id: string): Promise<void> {
+    this._stopping.add(id);
+    this._stopErrors.delete(id);
+    this._emit();
+    try {
+      const job = await stopJob(id);
+      this._upsert(job);
+    } catch (error) {
+      this._stopErrors.set(id, `Could not stop the job: ${errorText(error)}`);
+    } finally {
+      this._stopping.delete(id);
+      this._emit();
+    }
+    await this.refresh();
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._poll.dispose();
+    Signal.clearData(this);
+  }
+
+  private async _fetch(): Promise<void> {
+    try {
+      const { jobs, warnings } = await listJobs();
+      this._jobs = jobs;
+      this._warnings = warnings;
+      this._error = null;
+    } catch (error) {
+      this._error = `Could not load the jobs: ${errorText(error)}`;
+      this._emit();
+      throw error; // Lets the poll back off.
+    }
+    this._emit();
+  }
+
+  private _upsert(job: IJob): void {
+    const jobs = this._jobs ?? [];
+    const index = jobs.findIndex(j => j.id === job.id);
+    this._jobs =
+      index < 0
+        ? [job, ...jobs]
+        : [...jobs.slice(0, index), job, ...jobs.slice(index + 1)];
+  }
+
+  private _emit(): void {
+    this._version++;
+    this._changed.emit();
+  }
+
+  private _poll: Poll;
+  private _jobs: IJob[] | null = null;
+  private _warnings: string[] = [];
+  private _error: string | null = null;
+  private _stopping = new Set<string>();
+  private _stopErrors = new Map<string, string>();
+  private _visible = false;
+  private _isDisposed = false;
+  private _version = 0;
+  private _changed = new Signal<this, void>(this);
+}
+
+/** Options of a {@link JobStore}. */
+export interface IJobStoreOptions {
+  /** Milliseconds between polls. */
+  pollInterval?: number;
+  /** Longest wait between polls after errors. */
+  maxPollInterval?: number;
+}
+
+/** The body of a log tab: the whole log in a `<pre>`. */
+class JobLogView extends Widget {
+  constructor(jobId: string) {
+    super();
+    this.addClass('eksray-JobLog');
+    this._status = document.createElement('div');
+    this._status.className = 'eksray-JobLog-status';
+    this._status.setAttribute('role', 'status');
+    this._pre = document.createElement('pre');
+    this._pre.className = 'eksray-JobLog-text';
+    this.node.append(this._status, this._pre);
+    this._jobId = jobId;
+    this._poll = new Poll({
+      name: `eksray-jupyter:job-log:${jobId}`,
+      factory: () => this._read(),
+      frequency: { interval: 2_000, backoff: true, max: 60_000 },
+      standby: 'when-hidden'
+    });
+  }
+
+  /** Read the log again from the start. */
+  reload(): void {
+    this._offset = 0;
+    this._decoder = new TextDecoder();
+    this._pre.textContent = '';
+    this._ended = false;
+    this._generation++;
+    void this._poll.start().then(() => this._poll.refresh());
+  }
+
+  dispose(): void {
+    this._poll.dispose();
+    super.dispose();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    if (!this._ended) {
+      void this._poll.refresh();
+    }
+  }
+
+  /** One read at a time: a refresh during a read waits for it. */
+  private _read(): Promise<void> {
+    if (!this._reading) {
+      this._reading = this._readOnce().finally(() => {
+        this._reading = null;
+      });
+    }
+    return this._reading;
+  }
+
+  private async _readOnce(): Promise<void> {
+    const generation = this._generation;
+    let chunk;
+    try {
+      chunk = await getJobLog(this._jobId, this._offset, this._decoder);
+    } catch (error) {
+      if (generation !== this._generation) {
+        return;
+      }
+      this._status.textContent = `Could not read the log: ${errorText(error)}`;
+      this._status.classList.add('eksray-JobLog-error');
+      throw error; // Lets the poll back off.
+    }
+    if (generation !== this._generation) {
+      return; // Reloaded meanwhile: this piece belongs to the old read.
+    }
+    this._status.classList.remove('eksray-JobLog-error');
+    const scroller = this.node;
+    const atBottom =
+      scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 24;
+    if (chunk.text) {
+      this._pre.append(chunk.text);
+    }
+    this._offset = chunk.nextOffset;
+    if (atBottom && chunk.text) {
+      scroller.scrollTop = scroller.scrollHeight;
+    }
+    const state = chunk.state;
+    if (state && isTerminal(state)) {
+      this._ended = true;
+      this._status.textContent = `The job ${state}; this is its complete log.`;
+      void this._poll.stop();
+    } else {
+      this._status.textContent = state
+        ? `The job is ${state}; the log follows it.`
+        : '';
+    }
+    if (!this._pre.textContent) {
+      this._status.textContent =
+        `${this._status.textContent} The log is empty so far.`.trim();
+    }
+  }
+
+  private _jobId: string;
+  private _offset = 0;
+  private _decoder = new TextDecoder();
+  private _ended = false;
+  private _generation = 0;
+  private _reading: Promise<void> | null = null;
+  private _poll: Poll;
+  private _pre: HTMLPreElement;
+  private _status: HTMLDivElement;
+}
+
+/** A main-area tab with the complete log of one job, followed while it runs. */
+export class JobLogWidget extends MainAreaWidget<Widget> {
+  constructor(options: { id: string; name: string }) {
+    const content = new JobLogView(options.id);
+    super({ content });
+    this.jobId = options.id;
+    this.id = JobLogWidget.idFor(options.id);
+    this.title.label = `Log: ${options.name}`;
+    this.title.caption = `Log of the Ray job ${options.name} (${options.id})`;
+    this.title.icon = rayClustersIcon;
+    this.title.closable = true;
+    this.addClass('eksray-JobLogWidget');
+    this.toolbar.addItem(
+      'reload',
+      new ToolbarButton({
+        icon: refreshIcon,
+        tooltip: 'Read the log again',
+        onClick: () => content.reload()
+      })
+    );
+  }
+
+  /** The id of a job's log tab. */
+  static idFor(jobId: string): string {
+    return `eksray-job-log-${jobId}`;
+  }
+
+  readonly jobId: string;
+}
