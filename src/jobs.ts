@@ -9,9 +9,10 @@ import { refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
 import type { IDisposable } from '@lumino/disposable';
 import type { Message } from '@lumino/messaging';
 import { Poll } from '@lumino/polling';
-import { type ISignal, Signal } from '@lumino/signaling';
+import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
+import { ObservableStore } from './observable';
 import { errorText, getJobLog, listJobs, stopJob } from './api';
 import { rayClustersIcon } from './icons';
 import { type IJob, type JobState, TERMINAL_JOB_STATES } from './models';
@@ -26,8 +27,9 @@ export function isStoppable(state: JobState): boolean {
   return !isTerminal(state);
 }
 
-export class JobStore implements IDisposable {
+export class JobStore extends ObservableStore implements IDisposable {
   constructor(options: IJobStoreOptions = {}) {
+    super();
     this._poll = new Poll({
       name: 'eksray-jupyter:jobs',
       auto: false,
@@ -40,25 +42,6 @@ export class JobStore implements IDisposable {
       standby: () => !this._visible || 'when-hidden'
     });
   }
-
-  /** Emitted after every change. */
-  get changed(): ISignal<this, void> {
-    return this._changed;
-  }
-
-  /** Increases with every change: a cheap snapshot for React. */
-  get version(): number {
-    return this._version;
-  }
-
-  /** Listen to changes; returns the function that stops listening. */
-  readonly subscribe = (listener: () => void): (() => void) => {
-    const slot = () => listener();
-    this._changed.connect(slot);
-    return () => {
-      this._changed.disconnect(slot);
-    };
-  };
 
   /** The jobs, newest first; `null` until the first answer. */
   get jobs(): IJob[] | null {
@@ -161,11 +144,6 @@ export class JobStore implements IDisposable {
         : [...jobs.slice(0, index), job, ...jobs.slice(index + 1)];
   }
 
-  private _emit(): void {
-    this._version++;
-    this._changed.emit();
-  }
-
   private _poll: Poll;
   private _jobs: IJob[] | null = null;
   private _warnings: string[] = [];
@@ -174,8 +152,6 @@ export class JobStore implements IDisposable {
   private _stopErrors = new Map<string, string>();
   private _visible = false;
   private _isDisposed = false;
-  private _version = 0;
-  private _changed = new Signal<this, void>(this);
 }
 
 /** Options of a {@link JobStore}. */

@@ -9,8 +9,9 @@
 import type { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
-import { type ISignal, Signal } from '@lumino/signaling';
+import { Signal } from '@lumino/signaling';
 
+import { ObservableStore } from './observable';
 import { errorText, listClusters, listEvents, openStream } from './api';
 import type {
   ICluster,
@@ -43,8 +44,9 @@ export function aliveWorkers(nodes: IClusterNode[]): number {
   return nodes.filter(n => n.kind === 'worker' && n.state === 'alive').length;
 }
 
-export class ClusterStore implements IDisposable {
+export class ClusterStore extends ObservableStore implements IDisposable {
   constructor(options: IClusterStoreOptions = {}) {
+    super();
     this._serverSettings = options.serverSettings;
     this._reconnectDelays = options.reconnectDelays ?? [
       1_000, 2_000, 4_000, 8_000, 15_000, 30_000
@@ -61,25 +63,6 @@ export class ClusterStore implements IDisposable {
       standby: () => !this._visible || 'when-hidden'
     });
   }
-
-  /** Emitted (synchronously) after every change of the store's state. */
-  get changed(): ISignal<this, void> {
-    return this._changed;
-  }
-
-  /** Increases with every change: a cheap snapshot for React. */
-  get version(): number {
-    return this._version;
-  }
-
-  /** Listen to changes; returns the function that stops listening. */
-  readonly subscribe = (listener: () => void): (() => void) => {
-    const slot = () => listener();
-    this._changed.connect(slot);
-    return () => {
-      this._changed.disconnect(slot);
-    };
-  };
 
   /** Every cluster, oldest first; `null` until the first answer. */
   get clusters(): ICluster[] | null {
@@ -494,11 +477,6 @@ export class ClusterStore implements IDisposable {
     }
   }
 
-  private _emit(): void {
-    this._version++;
-    this._changed.emit();
-  }
-
   private _serverSettings: ServerConnection.ISettings | undefined;
   private _reconnectDelays: number[];
   private _poll: Poll;
@@ -523,9 +501,7 @@ export class ClusterStore implements IDisposable {
   private _history = new Map<string, IWorkerSample[]>();
   private _watched = new Map<string, number>();
   private _deleting = new Set<string>();
-  private _version = 0;
   private _isDisposed = false;
-  private _changed = new Signal<this, void>(this);
 }
 
 /** Options of a {@link ClusterStore}. */
