@@ -3,18 +3,31 @@
 The fake operator holds each RayJob ``Running`` until the test decides its outcome
 (``finish_job``); the Ray job's log is served by a stub dashboard registered as the head
 service's upstream, so the runner reads it through the API server's service proxy.
+
+For jobs with a working directory and results, :class:`Head` does what a Ray head does
+with the RayJob: it downloads the ``working_dir`` package from S3 (moto over loopback) and
+unpacks it with Ray's own unpacker, runs the entrypoint with the runtime env's variables
+in a shell, serves its output as the Ray job's log and ends the RayJob with its outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import io
 import json
+import os
+import shlex
+import subprocess
+import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import pytest
 import yaml
 from traitlets.config import Config
@@ -22,6 +35,7 @@ from traitlets.config import Config
 from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.kuberay.names import head_service
 from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.errors import InvalidRequestError, LimitExceededError
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner, map_status
@@ -31,6 +45,9 @@ from eksray_jupyter.jobs.spec import resolve_job_spec
 
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
+from .test_jobs_store import make_bucket, moto_url
+
+__all__ = ["moto_url"]  # a fixture, used by name
 
 T = TypeVar("T")
 NS = "eksray-alice"
@@ -128,15 +145,21 @@ class Env:
         self.fk.operator.rayjobs.finish_job(NS, job_id, result)
 
 
-@pytest.fixture
-def env(fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path) -> Iterator[Env]:
+@contextlib.contextmanager
+def make_env(
+    fakekube: FakeKubeServer, kubeconfig: Path, tmp_path: Path, backend_options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[Env]:  # fmt: skip
     fakekube.configure_operator(rayjob_lifecycle=True, rayjob_hold=True)
     backend = KubeRayBackend(
-        credentials="kubeconfig", kubeconfig=str(fakekube_kubeconfig), dashboard_poll_seconds=0.1
+        credentials="kubeconfig",
+        kubeconfig=str(kubeconfig),
+        dashboard_poll_seconds=0.1,
+        **(backend_options or {}),
     )
     config = Config({"KubeRayJobRunner": {"poll_seconds": 0.05}})
     service = ClusterService(
-        EKSRay(config=config, owner="alice", backend="local", state_dir=str(tmp_path / "state")),
+        EKSRay(config=config, owner="alice", backend="local", state_dir=str(tmp_path / "state"), **settings),
         backend=backend,
     )
     e = Env(fakekube, backend, service)
@@ -146,6 +169,64 @@ def env(fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path) -> 
         KubeRayJobRunner.stop_following()
         e.dashboard.close()
         backend.close()
+
+
+@pytest.fixture
+def env(fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path) -> Iterator[Env]:
+    with make_env(fakekube, fakekube_kubeconfig, tmp_path) as e:
+        yield e
+
+
+@pytest.fixture
+def s3env(
+    fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path, moto_url: str
+) -> Iterator[Env]:
+    """Jobs stored in S3 (moto over loopback): what a working directory and results need."""
+    make_bucket(moto_url, "team-jobs")
+    with make_env(
+        fakekube, fakekube_kubeconfig, tmp_path,
+        job_store="s3", job_s3_bucket="team-jobs", job_s3_endpoint_url=moto_url,
+    ) as e:  # fmt: skip
+        yield e
+
+
+class Head:
+    """Runs a RayJob's entrypoint as a Ray head would (see the module docstring)."""
+
+    def __init__(self, env: Env, s3_url: str, tmp_path: Path) -> None:
+        self.env, self.s3_url, self.tmp_path = env, s3_url, tmp_path
+
+    def run(self, job_id: str) -> subprocess.CompletedProcess[str]:
+        from ray._private.runtime_env.packaging import unzip_package
+
+        _, ray_id = self.env.started(job_id)
+        rj = self.env.rayjob(job_id)
+        assert rj is not None
+        runtime_env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])
+        cwd = self.tmp_path / f"head-{ray_id}"
+        cwd.mkdir()
+        uri = runtime_env.get("working_dir")
+        if uri:
+            bucket, key = uri.removeprefix("s3://").split("/", 1)
+            package = self.tmp_path / f"{ray_id}.zip"
+            boto3.client("s3", endpoint_url=self.s3_url).download_file(bucket, key, str(package))
+            unzip_package(package, cwd, remove_top_level_directory=True, unlink_zip=True)
+        # The head's python is this one; the head has no AWS credentials of its own.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        env = {"PATH": path, "HOME": str(self.tmp_path), **runtime_env.get("env_vars", {})}
+        # K8sJobMode: the submitter's bash parses `ray job submit ... -- <entrypoint>`, Ray's CLI
+        # shlex-joins the words again, and the head runs that string in a shell.
+        words = f"{shlex.quote(sys.executable)} -c 'import shlex,sys; print(shlex.join(sys.argv[1:]))' "
+        submitted = subprocess.run(
+            ["bash", "-c", words + rj["spec"]["entrypoint"]], capture_output=True, text=True, check=True
+        ).stdout.rstrip("\n")
+        done = subprocess.run(
+            submitted, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        )
+        self.env.dashboard.logs[ray_id] = done.stdout + done.stderr
+        self.env.state(job_id, JobState.RUNNING)
+        self.env.finish(job_id, "SUCCEEDED" if done.returncode == 0 else "FAILED")
+        return done
 
 
 # --- the RayJob resource ------------------------------------------------------------------------
@@ -203,16 +284,33 @@ def test_generated_rayjobs_validate_against_the_crd(tmp_path: Path) -> None:
     assert spec["rayClusterSpec"] == manifest["spec"]
 
 
-def test_a_local_working_dir_is_refused(env: Env, tmp_path: Path) -> None:
-    from eksray_jupyter.core.errors import BackendError
-
-    with pytest.raises(BackendError, match="workingDir"):
+def test_working_dir_and_results_need_an_s3_store(env: Env, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
         env.jobs.submit(
-            {"entrypoint": "python a.py", "workingDir": str(tmp_path), "cluster": {"profile": "cpu-small"}}
+            {
+                "entrypoint": "python a.py",
+                "workingDir": str(tmp_path),
+                "results": ["*.csv"],
+                "cluster": {"profile": "cpu-small"},
+            }
         )
-    (job,) = env.jobs.list()
-    assert job.state == JobState.FAILED and "workingDir" in (job.reason or "")
-    assert env.rayjob(job.id) is None  # refused before anything was created
+    assert [e.path for e in refused.value.errors] == ["workingDir", "results"]
+    assert '"store": {"type": "s3"' in refused.value.errors[0].message
+    assert (
+        env.jobs.list() == [] and env.fk.list_objects("rayjobs", NS) == []
+    )  # refused before anything was made
+
+
+def test_the_cluster_limit_counts_a_jobs_cluster(
+    fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path
+) -> None:
+    with make_env(fakekube, fakekube_kubeconfig, tmp_path, {"max_clusters_per_owner": 1}) as e:
+        e.service.create({"name": "mine", "profile": "cpu-small"})
+        with pytest.raises(LimitExceededError, match="max_clusters_per_owner"):
+            e.jobs.submit({"entrypoint": "python a.py", "cluster": {"profile": "cpu-small"}})
+        assert e.jobs.list() == [] and e.fk.list_objects("rayjobs", NS) == []
+        # On an existing cluster the job creates none: allowed.
+        assert e.jobs.submit({"entrypoint": "python a.py", "clusterName": "mine"}).state == JobState.PENDING
 
 
 def test_explicit_local_runner_still_wins(tmp_path: Path) -> None:
@@ -361,3 +459,131 @@ def test_backoff_limit_retries_on_a_new_cluster(env: Env) -> None:
     assert done.attempts[0]["status"] == "FAILED"
     assert env.jobs.logs(job.id).text == "attempt 1 failed\nattempt 2 ok\n"
     wait_until(lambda: env.fk.get("rayclusters", NS, second_cluster) is None, what="cluster deleted")
+
+
+# --- working directory and results through S3 ----------------------------------------------------
+
+TRAIN = """\
+import os, pathlib
+print("data is", os.environ["DATA"], "attempt", os.environ["EKSRAY_JOB_ATTEMPT"])
+print("helper says", open("lib/helper.txt").read().strip())
+pathlib.Path("out").mkdir()
+pathlib.Path("out/metrics.csv").write_text("epoch,loss\\n1,0.5\\n")
+pathlib.Path(os.environ["EKSRAY_RESULTS_DIR"], "model.txt").write_text("weights")
+raise SystemExit(int(os.environ.get("FAIL", "0")))
+"""
+
+
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "lib").mkdir(parents=True)
+    (root / "train.py").write_text(TRAIN)
+    (root / "lib" / "helper.txt").write_text("hello from the working dir\n")
+    (root / ".gitignore").write_text("secret.txt\n")
+    (root / "secret.txt").write_text("not for the cluster")
+    return root
+
+
+def test_working_dir_is_uploaded_and_results_come_back(s3env: Env, tmp_path: Path, moto_url: str) -> None:
+    job = s3env.jobs.submit(
+        {
+            "entrypoint": "python train.py",
+            "workingDir": str(project(tmp_path)),
+            "runtimeEnv": {"envVars": {"DATA": "s3://team/data"}},
+            "results": ["out/*.csv", "nothing/*"],
+            "cluster": {"profile": "cpu-small"},
+        }
+    )
+    rj = s3env.rayjob(job.id)
+    assert rj is not None
+    runtime_env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])
+    assert runtime_env["working_dir"].startswith(
+        f"s3://team-jobs/eksray/jobs/alice/{job.id}/package/working_dir-"
+    )
+    assert runtime_env["working_dir"].endswith(".zip")
+    upload = json.loads(runtime_env["env_vars"]["EKSRAY_RESULTS_UPLOAD"])
+    assert upload["prefix"] == f"eksray/jobs/alice/{job.id}/results/"
+    # The presigned upload is for the head only: never in what the API returns.
+    assert "policy" not in json.dumps(s3env.jobs.get(job.id).to_dict()).lower()
+
+    done = Head(s3env, moto_url, tmp_path).run(job.id)
+    assert done.returncode == 0, done.stderr
+    finished = s3env.state(job.id, JobState.SUCCEEDED)
+    assert finished.results == [
+        {"path": "model.txt", "size": 7},
+        {"path": "out/metrics.csv", "size": 17},
+    ]
+    assert s3env.jobs.result(job.id, "out/metrics.csv") == b"epoch,loss\n1,0.5\n"
+    log = s3env.jobs.logs(job.id).text
+    assert "data is s3://team/data attempt 1" in log
+    assert "helper says hello from the working dir" in log
+    assert "no file matches the results pattern 'nothing/*'" in log
+    assert "[eksray] uploaded 2 result file(s)" in log
+    assert f"saved 2 result file(s) to s3://team-jobs/eksray/jobs/alice/{job.id}/results/" in log
+    # Ray's packager skipped the .gitignore'd file.
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=moto_url).list_objects_v2(Bucket="team-jobs")["Contents"]
+    ]
+    package = next(k for k in keys if "/package/" in k)
+    assert f"eksray/jobs/alice/{job.id}/results/model.txt" in keys
+    with zipfile.ZipFile(io.BytesIO(boto3.client("s3", endpoint_url=moto_url).get_object(
+        Bucket="team-jobs", Key=package)["Body"].read())) as z:  # fmt: skip
+        names = z.namelist()
+    assert "proj/train.py" in names and "proj/lib/helper.txt" in names
+    assert not any(n.endswith("secret.txt") for n in names)
+    wait_until(lambda: s3env.jobs.get(job.id).cluster_deleted_at, what="cluster deleted")
+
+
+def test_a_failed_job_still_keeps_its_results(s3env: Env, tmp_path: Path, moto_url: str) -> None:
+    job = s3env.jobs.submit(
+        {
+            "entrypoint": "python train.py",
+            "workingDir": str(project(tmp_path)),
+            "runtimeEnv": {"envVars": {"DATA": "x", "FAIL": "3"}},
+            "results": ["out/*.csv"],
+            "cluster": {"profile": "cpu-small"},
+        }
+    )
+    done = Head(s3env, moto_url, tmp_path).run(job.id)
+    assert done.returncode == 3  # the wrapper keeps the entrypoint's exit code
+    failed = s3env.state(job.id, JobState.FAILED)
+    assert [r["path"] for r in failed.results] == ["model.txt", "out/metrics.csv"]
+
+
+def test_without_a_working_dir_the_entrypoint_runs_as_is_and_results_still_upload(
+    s3env: Env, tmp_path: Path, moto_url: str
+) -> None:
+    job = s3env.jobs.submit(
+        {
+            "entrypoint": 'echo made > "$EKSRAY_RESULTS_DIR/report.txt" && echo \'quoted "args" survive\'',
+            "cluster": {"profile": "cpu-small"},
+        }
+    )
+    rj = s3env.rayjob(job.id)
+    assert rj is not None and "working_dir" not in yaml.safe_load(rj["spec"]["runtimeEnvYAML"])
+    done = Head(s3env, moto_url, tmp_path).run(job.id)
+    assert done.returncode == 0, done.stderr
+    finished = s3env.state(job.id, JobState.SUCCEEDED)
+    assert finished.results == [{"path": "report.txt", "size": 5}]
+    assert 'quoted "args" survive' in s3env.jobs.logs(job.id).text
+
+
+def test_the_driver_streams_large_results_under_the_prefix_only(moto_url: str, tmp_path: Path) -> None:
+    from eksray_jupyter.jobs.driver import upload
+    from eksray_jupyter.jobs.store import S3JobStore
+
+    make_bucket(moto_url, "big-results")
+    store = S3JobStore("big-results", "p", endpoint_url=moto_url)
+    target = store.results_upload("alice", "train-abcde", 600)
+    assert target["prefix"] == "p/alice/train-abcde/results/"
+    blob = os.urandom(3 * 1024 * 1024 + 17)  # several 1 MiB blocks of the streamed body
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "deep" / "er" / "model.bin").write_bytes(blob)
+    assert upload(["deep/er/model.bin"], str(tmp_path), target) == []
+    assert store.list_results("alice", "train-abcde") == [{"path": "deep/er/model.bin", "size": len(blob)}]
+    assert store.read_result("alice", "train-abcde", "deep/er/model.bin") == blob
+    # An unreachable endpoint is reported per file, and does not raise.
+    assert upload(["deep/er/model.bin"], str(tmp_path), {**target, "url": "http://127.0.0.1:9"}, tries=1) == [
+        "deep/er/model.bin"
+    ]

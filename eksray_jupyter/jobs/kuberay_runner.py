@@ -18,21 +18,25 @@ the grace window. See docs/jobs.md.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import yaml
 from traitlets import Float, Int, Unicode
 
-from ..core.errors import BackendError, EKSRayError, NotFoundError
+from ..core.errors import BackendError, EKSRayError, FieldError, InvalidRequestError, NotFoundError
+from .driver import RESULTS_UPLOAD_ENV, inline_command
 from .models import Job, JobState, transition
 from .runner import JobRunner
 from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL
-from .store import JobStore, JobStores
+from .store import JobStore, JobStores, S3JobStore
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
@@ -93,6 +97,11 @@ class KubeRayJobRunner(JobRunner):
         "finished job's cluster for a follower to persist its log (the follower deletes it sooner).",
     ).tag(config=True)
     submission_mode = Unicode(SUBMISSION_MODE, help="The RayJob's submissionMode.").tag(config=True)
+    results_upload_seconds = Int(
+        7 * 24 * 3600,
+        help="How long the head may upload result files for a job without activeDeadlineSeconds "
+        "(with one: the deadline plus an hour). SigV4 allows at most 7 days.",
+    ).tag(config=True)
 
     # One follower per job in this process, whichever runner instance started it
     # (``ClusterService.jobs`` builds a JobService, and so a runner, on every use).
@@ -119,18 +128,38 @@ class KubeRayJobRunner(JobRunner):
 
         return kube_call(what, fn, *args, _request_timeout=self.backend.request_timeout, **kwargs)
 
-    def runtime_env(self, job: Job, attempt: int = 1) -> dict[str, Any]:
+    def runtime_env(
+        self,
+        job: Job,
+        attempt: int = 1,
+        working_dir: str | None = None,
+        results_upload: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         spec = job.spec
         runtime = dict(spec.get("runtimeEnv") or {})
         env = dict(runtime.get("envVars") or {})
         env.update({JOB_ID_ENV: job.id, ATTEMPT_ENV: str(attempt)})
+        if results_upload is not None:
+            env[RESULTS_UPLOAD_ENV] = json.dumps(results_upload, sort_keys=True)
         out: dict[str, Any] = {"env_vars": env}
+        if working_dir:
+            out["working_dir"] = working_dir
         if runtime.get("pip"):
             out["pip"] = list(runtime["pip"])
         return out
 
-    def rayjob(self, job: Job) -> dict[str, Any]:
-        """The RayJob custom resource for ``job`` (no API call)."""
+    def rayjob(
+        self,
+        job: Job,
+        working_dir: str | None = None,
+        results_upload: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The RayJob custom resource for ``job`` (no API call).
+
+        ``working_dir``: the ``s3://`` URI of the uploaded working directory. ``results_upload``:
+        the presigned POST the head uploads result files with; the entrypoint is then wrapped in
+        the results driver (shipped inline, nothing to install on the head).
+        """
         from ..backends.kuberay.names import (
             ANNOTATION_OWNER,
             LABEL_MANAGED_BY,
@@ -140,9 +169,13 @@ class KubeRayJobRunner(JobRunner):
         )
 
         spec = job.spec
+        entrypoint = spec["entrypoint"]
+        if results_upload is not None:
+            entrypoint = inline_command(list(spec.get("results") or []), entrypoint)
+        runtime_env = self.runtime_env(job, working_dir=working_dir, results_upload=results_upload)
         body_spec: dict[str, Any] = {
-            "entrypoint": spec["entrypoint"],
-            "runtimeEnvYAML": yaml.safe_dump(self.runtime_env(job), sort_keys=True),
+            "entrypoint": entrypoint,
+            "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
             "submissionMode": self.submission_mode,
         }
         if spec.get("activeDeadlineSeconds"):
@@ -202,13 +235,47 @@ class KubeRayJobRunner(JobRunner):
 
     # --- JobRunner ---------------------------------------------------------------------------------
 
-    def start(self, job: Job) -> None:
-        if job.spec.get("workingDir"):
-            raise BackendError(
-                "workingDir is not supported yet by the kuberay runner (the RayJob's submitter cannot "
-                "read this machine's files); package the code in the image or fetch it in the entrypoint"
+    def check(self, spec: dict[str, Any], store: JobStore) -> None:
+        """The head cannot read this machine's disk: a working directory and results need S3."""
+        if not isinstance(store, S3JobStore):
+            why = (
+                "with the kuberay backend {what} through the job's S3 store, and this job's store is "
+                'local: give the job "store": {{"type": "s3", "bucket": "..."}}, or set '
+                'c.EKSRay.job_store = "s3" and c.EKSRay.job_s3_bucket'
             )
-        body = self.rayjob(job)
+            errors = []
+            if spec.get("workingDir"):
+                errors.append(FieldError("workingDir", why.format(what="the directory is uploaded")))
+            if spec.get("results"):
+                errors.append(FieldError("results", why.format(what="result files are collected")))
+            if errors:
+                raise InvalidRequestError("Invalid job spec", errors)
+        if "cluster" in spec:  # the operator creates it, so the backend's own check would not run
+            self.backend.check_cluster_quota(self.service.owner)
+
+    def package(self, job: Job, store: S3JobStore) -> str:
+        """Zip the working directory as Ray would for a local one, upload it; its ``s3://`` URI."""
+        # Ray's own packager: the same .gitignore and exclude rules as a local working_dir,
+        # with the directory itself as the single top level Ray strips from a remote package.
+        from ray._private.runtime_env.packaging import create_package
+
+        source = Path(job.spec["workingDir"])
+        with tempfile.TemporaryDirectory(prefix="eksray-package-") as tmp:
+            target = Path(tmp) / "working_dir.zip"
+            create_package(str(source), target, include_gitignore=True, include_parent_dir=True)
+            digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
+            return store.put_package(job.owner, job.id, target, digest)
+
+    def start(self, job: Job) -> None:
+        store = self._store(job)
+        working_dir = results_upload = None
+        if isinstance(store, S3JobStore):
+            if job.spec.get("workingDir"):
+                working_dir = self.package(job, store)
+            deadline = job.spec.get("activeDeadlineSeconds")
+            expires = int(deadline) + 3600 if deadline else int(self.results_upload_seconds)
+            results_upload = store.results_upload(job.owner, job.id, min(expires, 7 * 24 * 3600))
+        body = self.rayjob(job, working_dir=working_dir, results_upload=results_upload)
         namespace = body["metadata"]["namespace"]
         backend = self.backend
         if (
@@ -222,9 +289,10 @@ class KubeRayJobRunner(JobRunner):
             self._custom().create_namespaced_custom_object,
             GROUP, VERSION, namespace, PLURAL, body,
         )  # fmt: skip
-        store = self._store(job)
         record = store.read(job.owner, job.id) or {}
         record["kuberay"] = {"namespace": namespace, "rayJob": job.id, "logBytes": 0}
+        if working_dir:
+            record["kuberay"]["workingDir"] = working_dir
         store.write(record)
         self._follow(job)
 
@@ -339,6 +407,7 @@ class KubeRayJobRunner(JobRunner):
         if state.terminal:
             # The final log is persisted before the end is recorded and before the cluster goes.
             self._copy_log(store, record, status, final=True)
+            self._record_results(store, record)
             transition(record, state, reason)
             store.write(record)
             return self._after_end(store, record)
@@ -393,6 +462,25 @@ class KubeRayJobRunner(JobRunner):
         if len(data) > sent:
             store.append_log(owner, record["id"], data[sent:])
             record["kuberay"]["logBytes"] = len(data)
+
+    def _record_results(self, store: JobStore, record: dict[str, Any]) -> None:
+        """List the result files the head uploaded (S3 stores only)."""
+        if not isinstance(store, S3JobStore):
+            return
+        try:
+            record["results"] = store.list_results(record["owner"], record["id"])
+        except EKSRayError as e:
+            store.append_log(
+                record["owner"], record["id"], f"[eksray] could not list the results: {e}\n".encode()
+            )
+            return
+        if record["results"]:
+            where = store.describe(record["owner"], record["id"])
+            store.append_log(
+                record["owner"],
+                record["id"],
+                f"[eksray] saved {len(record['results'])} result file(s) to {where}results/\n".encode(),
+            )
 
     def _read_log(self, owner: str, cluster: str, ray_id: str) -> str:
         """The Ray job's whole log, through the backend's dashboard access path (service or API proxy)."""

@@ -28,7 +28,7 @@ from traitlets.config import LoggingConfigurable
 from ..core.service import CONFIG_ENV
 from ..core.state_files import read_json, write_json_atomic
 from .models import Job
-from .store import owner_key
+from .store import JobStore, owner_key
 
 RUNNERS = {
     "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
@@ -43,6 +43,12 @@ class JobRunner(LoggingConfigurable):
     name = "abstract"
 
     service = AnyTrait(help="The ClusterService whose settings and backend the runner uses.")
+
+    def check(self, spec: dict[str, Any], store: JobStore) -> None:
+        """Refuse a resolved spec this runner cannot run (InvalidRequestError, LimitExceededError, ...).
+
+        Called before anything is persisted or created, so a refusal leaves nothing behind.
+        """
 
     def start(self, job: Job) -> None:
         """Begin running a persisted ``pending`` job; return at once. Raise BackendError if it cannot start."""

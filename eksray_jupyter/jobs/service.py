@@ -102,6 +102,7 @@ class JobService:
                 ) from None
         store = self.stores.open(spec["store"])
         store.check()
+        self.runner.check(spec, store)
         job_id = new_job_id(spec["name"])
         cluster_name = spec.get("clusterName") or job_id
         record = new_record(

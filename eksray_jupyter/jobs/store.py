@@ -392,6 +392,66 @@ class S3JobStore(JobStore):
             raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
         return data
 
+    # --- for a head on another machine (the kuberay runner) --------------------------------------
+
+    def put_package(self, owner: str, job_id: str, source: Path, digest: str) -> str:
+        """Upload a working-directory zip; return its ``s3://`` URI for Ray's ``working_dir``.
+
+        The name carries the content digest: Ray caches a remote package by its URI.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(owner, job_id, "package", f"working_dir-{digest}.zip")
+        try:
+            self._client.upload_file(str(source), self.bucket, key)
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, "uploading the working directory") from e
+        except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
+            raise self._fail(getattr(e, "__cause__", None) or e, "uploading the working directory") from e
+        return f"s3://{self.bucket}/{key}"
+
+    def results_upload(self, owner: str, job_id: str, expires_seconds: int) -> dict[str, Any]:
+        """A presigned POST with which a head uploads files under the job's ``results/`` and nowhere else.
+
+        ``{"url", "fields", "prefix"}``: the head needs no AWS credentials of its own, and the
+        signature is good for ``expires_seconds`` (bounded by the server's own credentials).
+        """
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = self._key(owner, job_id, "results") + "/"
+        # SigV4 explicitly: a plain client may still sign a POST policy with the legacy SigV2.
+        signer = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"} if self.endpoint_url else {},
+            ),
+        )
+        try:
+            post = signer.generate_presigned_post(
+                self.bucket,
+                prefix + "${filename}",
+                Conditions=[["starts-with", "$key", prefix]],
+                ExpiresIn=int(expires_seconds),
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, "signing the results upload") from e
+        return {"url": post["url"], "fields": post["fields"], "prefix": prefix}
+
+    def list_results(self, owner: str, job_id: str) -> list[dict[str, Any]]:
+        """The result files a head uploaded: ``[{"path", "size"}]``, sorted by path."""
+        prefix = self._key(owner, job_id, "results") + "/"
+        found = [
+            {"path": item["Key"][len(prefix) :], "size": int(item.get("Size") or 0)}
+            for item in self._list(prefix, "listing the results")
+            if "Key" in item and not item["Key"].endswith("/")
+        ]
+        return sorted(found, key=lambda r: r["path"])
+
 
 class JobStores:
     """The stores a server knows: the local one, the configured S3 one, and S3 places jobs were sent to.

@@ -516,6 +516,17 @@ class KubeRayBackend(ClusterBackend):
             )
         return wanted
 
+    def check_cluster_quota(self, owner: str, mine: list[Cluster] | None = None) -> None:
+        """LimitExceededError if ``owner`` may not have one more cluster (also for a RayJob's cluster)."""
+        if mine is None:
+            mine = self.list_clusters(owner)
+        owned = sum(1 for c in mine if not c.read_only)
+        if owned >= self.max_clusters_per_owner:
+            raise LimitExceededError(
+                f"You already have {owned} clusters, the most allowed "
+                f"(c.KubeRayBackend.max_clusters_per_owner = {self.max_clusters_per_owner}). Delete one first."
+            )
+
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
         namespace = self._target_namespace(owner, spec)
         body = build_raycluster(spec, self._manifest_options(owner, namespace, spec))
@@ -525,12 +536,7 @@ class KubeRayBackend(ClusterBackend):
             raise ConflictError(
                 f"A cluster named {name!r} already exists. Pick another name or delete it first."
             )
-        owned = sum(1 for c in mine if not c.read_only)
-        if owned >= self.max_clusters_per_owner:
-            raise LimitExceededError(
-                f"You already have {owned} clusters, the most allowed "
-                f"(c.KubeRayBackend.max_clusters_per_owner = {self.max_clusters_per_owner}). Delete one first."
-            )
+        self.check_cluster_quota(owner, mine)
         own = namespace == self.namespace_for(owner) and not self.namespace
         if own and self.create_namespaces:
             self._ensure_namespace(namespace, owner)
