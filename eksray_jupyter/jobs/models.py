@@ -108,6 +108,8 @@ class Job:
     location: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
     runner: str = ""
+    #: The machine whose supervisor drives the job (local runner), if it said.
+    runner_host: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Job:
@@ -131,6 +133,7 @@ class Job:
             location=record.get("location") or "",
             results=copy.deepcopy(record.get("results") or []),
             runner=record.get("runner") or "",
+            runner_host=(record.get("supervisor") or {}).get("host"),
         )
 
     @property

@@ -18,11 +18,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from traitlets import Any as AnyTrait
+from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from ..core.service import CONFIG_ENV
@@ -80,6 +83,12 @@ class LocalJobRunner(JobRunner):
 
     name = "local"
 
+    lost_after_seconds = Float(
+        120.0,
+        help="A job whose supervisor runs on another machine is taken as lost (and failed) when its "
+        "record is older than this; supervisors rewrite it every 30 s.",
+    ).tag(config=True)
+
     def run_dir(self, owner: str, job_id: str) -> Path:
         return Path(self.service.config.state_dir) / "job-runs" / owner_key(owner) / job_id
 
@@ -120,11 +129,21 @@ class LocalJobRunner(JobRunner):
         return True
 
     def is_active(self, job: Job) -> bool | None:
-        if not (self.run_dir(job.owner, job.id) / "supervisor.json").is_file():
-            return None  # started elsewhere (or this machine's state was lost)
-        return self._process(job) is not None
+        if (self.run_dir(job.owner, job.id) / "supervisor.json").is_file():
+            return self._process(job) is not None
+        if not job.runner_host or job.runner_host == socket.gethostname():
+            return None  # not started yet, or this machine's state was lost
+        # A supervisor on another machine (e.g. a Jupyter pod that was replaced): alive while
+        # it keeps rewriting the record.
+        return time.time() - job.updated_at < self.lost_after_seconds
 
     def failure_hint(self, job: Job) -> str:
+        if job.runner_host and job.runner_host != socket.gethostname():
+            silent = time.time() - job.updated_at
+            return (
+                f"its supervisor on {job.runner_host} stopped reporting {silent:.0f} s ago (it reports "
+                "every 30 s): that machine or its Jupyter server went away while the job ran"
+            )
         log = self.run_dir(job.owner, job.id) / "supervisor.log"
         try:
             lines = log.read_text(errors="replace").strip().splitlines()

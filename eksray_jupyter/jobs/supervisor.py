@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -49,6 +50,9 @@ CLUSTER_START_TIMEOUT_S = 900.0
 SUBMIT_RETRY_S = 90.0
 STOP_WAIT_S = 30.0
 LOST_CONTACT_S = 60.0
+#: How often a running job's record is rewritten even if nothing changed: readers on other
+#: machines take a record older than LocalJobRunner.lost_after_seconds for a dead supervisor.
+HEARTBEAT_S = 30.0
 TAIL_LINES = 15
 
 RAY_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -143,6 +147,8 @@ class Supervisor:
         self.cluster_name: str = record["clusterName"]
         self.created = bool(record.get("clusterCreated"))
         self.results_dir: Path | None = None
+        self.record["supervisor"] = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._saved_at = 0.0
 
     # --- small helpers ----------------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class Supervisor:
             transition(self.record, state, reason)
         self.record.update(changes)
         self.record["updatedAt"] = time.time()
+        self._saved_at = time.monotonic()
         try:
             self.store.write(self.record)
         except EKSRayError as e:
@@ -171,16 +178,37 @@ class Supervisor:
     def stop_requested(self) -> bool:
         return self.stop_event.is_set() or (self.run_dir / "stop").exists()
 
-    def check(self) -> None:
-        """Raise Interrupted when the job must end now."""
+    def check(self, heartbeat_now: bool = False) -> None:
+        """Raise Interrupted when the job must end now; keep the record's heartbeat."""
         if self.stop_requested():
             raise Interrupted(JobState.STOPPED, "stopped on request")
+        if heartbeat_now or time.monotonic() - self._saved_at >= HEARTBEAT_S:
+            self.heartbeat()
         if self.deadline is not None and time.time() >= self.deadline:
             raise Interrupted(
                 JobState.FAILED,
                 f"deadline exceeded: the job ran longer than activeDeadlineSeconds "
                 f"({self.spec['activeDeadlineSeconds']} s)",
             )
+
+    def heartbeat(self) -> None:
+        """Rewrite the record (its ``updatedAt`` says this supervisor lives), unless another machine ended it.
+
+        A job is stopped from a machine that cannot signal this process by recording it
+        ``stopped`` in the store: the supervisor sees that here and ends the job.
+        """
+        ended = self.ended_elsewhere()
+        if ended is not None:
+            raise Interrupted(JobState(ended["state"]), ended.get("reason") or "stopped on request")
+        self.save()
+
+    def ended_elsewhere(self) -> dict[str, Any] | None:
+        """The stored record if another machine recorded the job's end (a stop), else None."""
+        try:
+            current = self.store.read(self.owner, self.job_id)
+        except EKSRayError:
+            return None
+        return current if current is not None and JobState(current["state"]).terminal else None
 
     def pause(self, seconds: float) -> None:
         self.log.tick()
@@ -436,7 +464,7 @@ class Supervisor:
         try:
             for attempt in range(1, total + 1):
                 try:
-                    self.check()
+                    self.check(heartbeat_now=attempt > 1)
                     self.run_attempt(attempt, total)
                     state, reason = JobState.SUCCEEDED, None
                     break
@@ -456,6 +484,9 @@ class Supervisor:
         except Exception as e:
             traceback.print_exc()
             reason = ((reason or "") + f" (its result files could not be saved: {e})").strip()
+        ended = self.ended_elsewhere()
+        if ended is not None:  # stopped from another machine: its record stands
+            state, reason, summary = JobState(ended["state"]), ended.get("reason"), None
         if reason:
             summary = summary or reason.splitlines()[0]
         self.say(f"job {state.value}" + (f": {summary}" if reason else ""))

@@ -1,0 +1,90 @@
+"""A job whose supervisor runs on another machine (e.g. a Jupyter pod that was replaced).
+
+The supervisor rewrites the record every HEARTBEAT_S; a reader elsewhere takes a record
+older than ``LocalJobRunner.lost_after_seconds`` for a lost job and fails it, and a stop
+from elsewhere is recorded in the store, where the supervisor sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.jobs import supervisor as supervisor_module
+from eksray_jupyter.jobs.models import JobState, new_record, transition
+from eksray_jupyter.jobs.runner import LocalJobRunner
+from eksray_jupyter.jobs.service import JobService
+from eksray_jupyter.jobs.spec import resolve_job_spec
+from eksray_jupyter.jobs.store import JobStores
+from eksray_jupyter.jobs.supervisor import Interrupted, Supervisor
+
+MEMORY = "tests.memory_backend.MemoryBackend"
+
+
+def setup(state_dir: Path) -> tuple[JobService, dict[str, Any]]:
+    clusters = ClusterService(EKSRay(state_dir=str(state_dir), backend=MEMORY, owner="alice"))
+    jobs = JobService(clusters, runner=LocalJobRunner(service=clusters))
+    spec = resolve_job_spec(
+        {"entrypoint": "python train.py", "clusterName": "x"}, {}, default_store={"type": "local"}
+    )
+    record = new_record("train-abcde", "alice", spec, "x", {"type": "local"}, "", "local")
+    transition(record, JobState.RUNNING)
+    return jobs, record
+
+
+def running_elsewhere(jobs: JobService, record: dict[str, Any], silent_for: float) -> None:
+    record["supervisor"] = {"host": "jupyter-alice-old-pod", "pid": 4242}
+    record["updatedAt"] = time.time() - silent_for
+    jobs.stores.local.create(record)
+
+
+def test_a_job_driven_from_another_machine_that_still_reports_stays_running(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=20)
+    assert jobs.get("train-abcde").state == JobState.RUNNING
+
+
+def test_a_job_whose_remote_supervisor_went_silent_is_failed(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=600)
+    job = jobs.get("train-abcde")
+    assert job.state == JobState.FAILED
+    assert job.reason is not None
+    assert job.reason.startswith("its supervisor on jupyter-alice-old-pod stopped reporting 600 s ago")
+    assert jobs.stores.local.read("alice", "train-abcde")["state"] == "failed"  # recorded, not only shown
+
+
+def test_a_stop_from_another_machine_is_recorded_and_the_supervisor_obeys(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=5)
+    stopped = jobs.stop("train-abcde")
+    assert stopped.state == JobState.STOPPED and stopped.reason == "stopped on request (from another machine)"
+
+    # The supervisor on that machine: its next heartbeat reads the stop and ends the job.
+    stores = JobStores.from_config(jobs.config)
+    mine = dict(record, state="running")
+    supervisor = Supervisor(jobs.clusters, stores, stores.local, mine, tmp_path / "run")
+    with pytest.raises(Interrupted) as ended:
+        supervisor.check(heartbeat_now=True)
+    assert ended.value.state == JobState.STOPPED
+    assert stores.local.read("alice", "train-abcde")["state"] == "stopped"  # not overwritten
+
+
+def test_the_supervisor_rewrites_its_record_as_a_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, record = setup(tmp_path)
+    record["updatedAt"] = time.time() - 100
+    jobs.stores.local.create(record)
+    stores = JobStores.from_config(jobs.config)
+    supervisor = Supervisor(jobs.clusters, stores, stores.local, dict(record), tmp_path / "run")
+    monkeypatch.setattr(supervisor_module, "HEARTBEAT_S", 0.0)
+    supervisor.check()
+    saved = stores.local.read("alice", "train-abcde")
+    assert saved["updatedAt"] > time.time() - 5
+    assert saved["supervisor"]["pid"] > 0 and saved["supervisor"]["host"]
