@@ -58,6 +58,11 @@ class CLI:
             self._service = self._service_factory()
         return self._service
 
+    def close(self) -> None:
+        """Stop the backend's threads: a watch thread left in a socket read can abort the interpreter's exit."""
+        if self._service is not None:
+            self._service.backend.close()
+
     @property
     def as_json(self) -> bool:
         return self.args.output == "json"
@@ -426,6 +431,8 @@ def main(
     except KeyboardInterrupt:
         print("Interrupted.", file=err)
         return 130
+    finally:
+        cli.close()
 
 
 if __name__ == "__main__":

@@ -386,8 +386,16 @@ def add_job_submit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--retries", type=whole_number, metavar="N", help="retries after a failed attempt")
     parser.add_argument(
+        "--ttl", type=whole_number, metavar="S", help="keep the job's cluster S seconds after the end"
+    )
+    parser.add_argument(
         "--results", action="append", metavar="GLOB", help="result files to keep (repeatable, ** allowed)"
     )
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--store", choices=["local", "s3"], help="where the log and results are kept (default: configured)"
+    )
+    store.add_argument("--s3-bucket", metavar="BUCKET", help="keep the log and results in this S3 bucket")
     parser.add_argument(
         "--follow", action="store_true", help="show progress and stream the log until the job ends"
     )
@@ -426,8 +434,14 @@ def job_request(args: argparse.Namespace, base: dict[str, Any] | None = None) ->
         request["activeDeadlineSeconds"] = args.deadline
     if args.retries is not None:
         request["backoffLimit"] = args.retries
+    if args.ttl is not None:
+        request["ttlSecondsAfterFinished"] = args.ttl
     if args.results:
         request["results"] = list(args.results)
+    if args.store is not None:
+        request["store"] = {"type": args.store}
+    if args.s3_bucket is not None:
+        request["store"] = {"type": "s3", "bucket": args.s3_bucket}
     if "entrypoint" not in request:
         raise InvalidRequestError(
             "Nothing to run: give --entrypoint CMD, or a spec file with an entrypoint",

@@ -13,6 +13,7 @@ argparse never exits the kernel.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import shlex
@@ -138,6 +139,8 @@ class EKSRayMagics(Magics):
     def service(self) -> ClusterService:
         if self._service is None:
             self._service = self._service_factory()
+            # A backend's watch threads must stop before the kernel's interpreter finalizes.
+            atexit.register(self._service.backend.close)
         return self._service
 
     @line_magic

@@ -148,6 +148,11 @@ def test_help_and_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
         (("submit", "--retries", "x"), "'x' is not a whole number"),
         (("submit", "--profile", "a", "--cluster-name", "b"), "not allowed with argument"),
         (("list", "-o", "yaml"), "invalid choice: 'yaml'"),
+        (
+            ("submit", "--entrypoint", "x", "--store", "local", "--s3-bucket", "b"),
+            "not allowed with argument",
+        ),
+        (("submit", "--entrypoint", "x", "--store", "gcs"), "invalid choice: 'gcs'"),
     ]:
         result = cli(*argv)
         assert (result.code, result.out) == (2, ""), argv
@@ -201,6 +206,10 @@ def test_submit_builds_the_spec_from_flags(cli: Callable[..., Result], tmp_path:
         "out/*.csv",
         "--results",
         "model.txt",
+        "--ttl",
+        "30",
+        "--store",
+        "local",
         "-o",
         "json",
     )
@@ -213,6 +222,7 @@ def test_submit_builds_the_spec_from_flags(cli: Callable[..., Result], tmp_path:
     assert len(spec["cluster"]["workerGroups"]) == 2  # the tagged profile
     assert (spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (60, 2)
     assert spec["results"] == ["out/*.csv", "model.txt"]
+    assert spec["ttlSecondsAfterFinished"] == 30 and spec["store"] == {"type": "local"}
     assert f"`eksray rj logs {job['id']} --follow` streams its log" in result.err
 
 

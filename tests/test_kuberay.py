@@ -793,3 +793,35 @@ def test_dashboard_and_driver_addresses(
     assert service.dashboard_request_headers("alice", "demo") == {}
     assert service.connection_address("alice", "demo") == f"demo-head-svc.{ALICE_NS}.svc.cluster.local:6379"
     assert proxy.connection_address("alice", "demo") == f"ray://demo-head-svc.{ALICE_NS}.svc:10001"
+
+
+def test_the_cli_exits_cleanly_after_a_refusal(
+    fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A refused create leaves the backend's watch threads running; the CLI closes them before exiting.
+
+    Without that the interpreter aborted at exit (SIGABRT, code 134) instead of exiting 1.
+    """
+    config = {
+        "EKSRay": {"backend": "kuberay", "owner": "alice", "state_dir": str(tmp_path / "state")},
+        "KubeRayBackend": {
+            "credentials": "kubeconfig",
+            "kubeconfig": str(fakekube_kubeconfig),
+            "max_clusters_per_owner": 0,
+        },
+    }
+    env = {
+        "EKSRAY_CONFIG": json.dumps(config),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "none"),
+        "PATH": "/usr/bin:/bin",
+    }
+    for argv in (["rc", "create", "t1"], ["rj", "submit", "--entrypoint", "python a.py"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "eksray_jupyter.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert out.returncode == 1, (argv, out.returncode, out.stderr)
+        assert "max_clusters_per_owner = 0" in out.stderr

@@ -240,8 +240,8 @@ class KubeRayJobRunner(JobRunner):
         if not isinstance(store, S3JobStore):
             why = (
                 "with the kuberay backend {what} through the job's S3 store, and this job's store is "
-                'local: give the job "store": {{"type": "s3", "bucket": "..."}}, or set '
-                'c.EKSRay.job_store = "s3" and c.EKSRay.job_s3_bucket'
+                'local: give the job "store": {{"type": "s3", "bucket": "..."}} (--s3-bucket BUCKET in '
+                '`eksray rj submit` and `%eksray job submit`), or have c.EKSRay.job_store = "s3" set'
             )
             errors = []
             if spec.get("workingDir"):
