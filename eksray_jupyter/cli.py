@@ -61,7 +61,7 @@ class CLI:
     def close(self) -> None:
         """Stop the backend's threads: a watch thread left in a socket read can abort the interpreter's exit."""
         if self._service is not None:
-            self._service.backend.close()
+            self._service.close()
 
     @property
     def as_json(self) -> bool:

@@ -140,7 +140,7 @@ class EKSRayMagics(Magics):
         if self._service is None:
             self._service = self._service_factory()
             # A backend's watch threads must stop before the kernel's interpreter finalizes.
-            atexit.register(self._service.backend.close)
+            atexit.register(self._service.close)
         return self._service
 
     @line_magic

@@ -13,6 +13,7 @@ in a shell, serves its output as the Ray job's log and ends the RayJob with its 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import http.server
 import io
 import json
@@ -435,9 +436,14 @@ def test_a_job_is_followed_again_after_its_follower_is_gone(env: Env) -> None:
     env.dashboard.logs[ray_id] = "one\ntwo\n"
     env.finish(job.id, "SUCCEEDED")
     wait_until(lambda: env.rayjob(job.id)["status"]["jobDeploymentStatus"] == "Complete", what="Complete")  # type: ignore[index]
-    # A later read (any process) adopts the RayJob: the end and the rest of the log are recorded.
-    env.state(job.id, JobState.SUCCEEDED)
+    # A later read (any process, e.g. a short-lived CLI) adopts the RayJob and catches the
+    # record up at once: the end and the rest of the log are recorded before it answers.
+    caught_up = env.jobs.get(job.id)
+    assert caught_up.state == JobState.SUCCEEDED
     assert env.jobs.logs(job.id).text == "one\ntwo\n"
+    # Finished when the operator says, not when the record was caught up.
+    end = env.rayjob(job.id)["status"]["endTime"]  # type: ignore[index]
+    assert caught_up.finished_at == datetime.datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp()
 
 
 def test_backoff_limit_retries_on_a_new_cluster(env: Env) -> None:

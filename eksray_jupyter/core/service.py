@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -69,6 +70,13 @@ class ClusterService:
     @property
     def owner(self) -> str:
         return self.config.owner
+
+    def close(self) -> None:
+        """Stop this process's background threads (RayJob followers, the backend's watches)."""
+        runner = sys.modules.get("eksray_jupyter.jobs.kuberay_runner")
+        if runner is not None:  # followers live only where RayJobs were submitted or read
+            runner.KubeRayJobRunner.stop_following()
+        self.backend.close()
 
     @cached_property
     def jobs(self) -> JobService:

@@ -18,6 +18,7 @@ the grace window. See docs/jobs.md.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import tempfile
@@ -72,6 +73,16 @@ def map_status(status: dict[str, Any] | None) -> tuple[JobState, str | None]:
     return (JobState.PENDING if not deploy else JobState.STARTING), None
 
 
+def _rfc3339(text: Any) -> float | None:
+    """Seconds since the epoch of a Kubernetes timestamp (``2026-11-26T07:53:26Z``), None if absent."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 class _Follower:
     """The thread following one job, and what it was asked (stop the job, or let go of it)."""
 
@@ -89,6 +100,7 @@ class KubeRayJobRunner(JobRunner):
     """A RayJob per job, followed by a thread of the process that submitted (or read) it."""
 
     name = "kuberay"
+    updates_on_read = True
 
     poll_seconds = Float(1.0, help="How often the follower reads the RayJob and its log.").tag(config=True)
     log_grace_seconds = Int(
@@ -107,6 +119,8 @@ class KubeRayJobRunner(JobRunner):
     # (``ClusterService.jobs`` builds a JobService, and so a runner, on every use).
     _lock = threading.Lock()
     _followers: dict[tuple[str, str], _Follower] = {}
+    # One look at a RayJob at a time per job in this process (a reader's catch-up and the follower).
+    _step_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -262,7 +276,9 @@ class KubeRayJobRunner(JobRunner):
         source = Path(job.spec["workingDir"])
         with tempfile.TemporaryDirectory(prefix="eksray-package-") as tmp:
             target = Path(tmp) / "working_dir.zip"
-            create_package(str(source), target, include_gitignore=True, include_parent_dir=True)
+            create_package(
+                str(source), target, include_gitignore=True, include_parent_dir=True, logger=self.log
+            )
             digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
             return store.put_package(job.owner, job.id, target, digest)
 
@@ -320,9 +336,12 @@ class KubeRayJobRunner(JobRunner):
         try:
             if self._get(namespace, job.id) is None:
                 return False
+            # Started by a process that is gone: catch the record up now, so that this read
+            # (e.g. a short-lived CLI) shows the RayJob's state, then follow it from here.
+            self._locked_step(self._store(job), job, False)
         except EKSRayError:
             return None
-        self._follow(job)  # started by a process that is gone: follow it from here
+        self._follow(job)
         return True
 
     def failure_hint(self, job: Job) -> str:
@@ -367,11 +386,17 @@ class KubeRayJobRunner(JobRunner):
         try:
             while not follower.released:  # released: this process lets go of the job
                 follower.wake.clear()
-                if self._step(store, job, follower.stop_requested):
+                if self._locked_step(store, job, follower.stop_requested):
                     return
                 follower.wake.wait(self.poll_seconds)
         except Exception as e:  # never die silently: the reason goes to the server log
             self.log.warning("eksray: following RayJob %s failed: %s", job.id, e)
+
+    def _locked_step(self, store: JobStore, job: Job, stop_requested: bool) -> bool:
+        with self._lock:
+            lock = self._step_locks.setdefault((job.owner, job.id), threading.Lock())
+        with lock:
+            return self._step(store, job, stop_requested)
 
     def _step(self, store: JobStore, job: Job, stop_requested: bool) -> bool:
         """One look at the RayJob; True when the follower is done."""
@@ -409,6 +434,11 @@ class KubeRayJobRunner(JobRunner):
             self._copy_log(store, record, status, final=True)
             self._record_results(store, record)
             transition(record, state, reason)
+            ended = _rfc3339(status.get("endTime"))
+            if ended is not None and ended <= record["finishedAt"]:
+                # The operator's time, not when we noticed (a reader may catch up much later).
+                record["finishedAt"] = ended
+                record["history"][-1]["time"] = ended
             store.write(record)
             return self._after_end(store, record)
         if state != JobState(record["state"]) or reason != record.get("reason"):

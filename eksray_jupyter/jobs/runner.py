@@ -44,6 +44,8 @@ class JobRunner(LoggingConfigurable):
 
     #: Short name recorded in each job (``runner``).
     name = "abstract"
+    #: Whether ``is_active`` may bring the stored record up to date (then readers read it again).
+    updates_on_read = False
 
     service = AnyTrait(help="The ClusterService whose settings and backend the runner uses.")
 

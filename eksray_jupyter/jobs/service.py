@@ -158,9 +158,14 @@ class JobService:
         if JobState(record["state"]).terminal:
             return record
         job = Job.from_record(record)
-        if self.runner.name != job.runner or self.runner.is_active(job) is not False:
+        if self.runner.name != job.runner:
             return record
-        fresh = store.read(job.owner, job.id) or record  # it may have ended while we looked
+        active = self.runner.is_active(job)
+        if active is None or (active and not self.runner.updates_on_read):
+            return record
+        fresh = store.read(job.owner, job.id) or record  # the runner may have caught it up, or ended it
+        if active:
+            return fresh
         if JobState(fresh["state"]).terminal:
             return fresh
         reason = self.runner.failure_hint(job)
