@@ -593,3 +593,36 @@ def test_the_driver_streams_large_results_under_the_prefix_only(moto_url: str, t
     assert upload(["deep/er/model.bin"], str(tmp_path), {**target, "url": "http://127.0.0.1:9"}, tries=1) == [
         "deep/er/model.bin"
     ]
+
+
+def test_a_long_log_is_read_less_often_but_always_at_the_end(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eksray_jupyter.jobs import kuberay_runner
+    from eksray_jupyter.jobs.store import LocalJobStore
+
+    runner = KubeRayJobRunner(service=env.service)
+    store = LocalJobStore(tmp_path / "jobs")
+    job = _job(env.service, {"entrypoint": "python a.py", "cluster": {"profile": "cpu-small"}})
+    record = {**job.to_dict(), "owner": "alice", "id": "train-abcde", "kuberay": {"logBytes": 0}}
+    log = "x" * (4 << 20)  # 4 MiB: read again at most every 4 s
+    reads: list[float] = []
+    clock = [1000.0]
+    monkeypatch.setattr(kuberay_runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(runner, "_read_log", lambda *_: reads.append(clock[0]) or log)
+    status = {"jobId": "train-abcde-1", "rayClusterName": "train-abcde-xyz12"}
+    runner._copy_log(store, record, status)  # first read: small so far
+    clock[0] += 1.0
+    runner._copy_log(store, record, status)  # 4 MiB known: reads every 4 s now
+    assert len(reads) == 2
+    clock[0] += 1.0
+    runner._copy_log(store, record, status)
+    clock[0] += 2.0
+    runner._copy_log(store, record, status)
+    assert len(reads) == 2
+    clock[0] += 1.5
+    runner._copy_log(store, record, status)
+    assert len(reads) == 3
+    runner._copy_log(store, record, status, final=True)  # the end is never skipped
+    assert len(reads) == 4
+    assert store.read_log("alice", "train-abcde")[1] == len(log)  # written once, not per read

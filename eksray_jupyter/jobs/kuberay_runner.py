@@ -121,6 +121,7 @@ class KubeRayJobRunner(JobRunner):
     _followers: dict[tuple[str, str], _Follower] = {}
     # One look at a RayJob at a time per job in this process (a reader's catch-up and the follower).
     _step_locks: dict[tuple[str, str], threading.Lock] = {}
+    _next_log_read: dict[tuple[str, str], float] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -474,6 +475,13 @@ class KubeRayJobRunner(JobRunner):
         if not ray_id or not cluster:
             return
         owner = record["owner"]
+        key = (owner, record["id"])
+        # Ray's HTTP API gives only the whole log: read a long one less often (one second per
+        # MiB, at most every 30 s) so that following stays linear; the final read is always done.
+        if not final and time.monotonic() < self._next_log_read.get(key, 0.0):
+            return
+        size = int(record["kuberay"].get("logBytes") or 0)
+        self._next_log_read[key] = time.monotonic() + min(30.0, size / (1 << 20))
         tries = 3 if final else 1
         for i in range(tries):
             try:
