@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.kernel_start
 	$(BIN)/python -m benchmarks.kuberay_list
 	PYTHONPATH=. $(BIN)/python -m benchmarks.push_latency
+	PYTHONPATH=. $(BIN)/python -m benchmarks.job_push_latency
 
 clean:
 	rm -rf $(VENV) node_modules ui-tests/node_modules lib eksray_jupyter/labextension

@@ -37,7 +37,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const store = new ClusterStore({
       serverSettings: app.serviceManager.serverSettings
     });
-    const jobs = new JobStore();
+    const jobs = new JobStore({ stream: store });
     const openJobLog = (job: IJob) => {
       const id = JobLogWidget.idFor(job.id);
       let widget = [...app.shell.widgets('main')].find(w => w.id === id);

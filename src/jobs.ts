@@ -1,8 +1,14 @@
 /**
  * The client-side list of the user's jobs and the job log tabs.
  *
- * Jobs are not on the push stream (yet): the store polls `GET /jobs` with a
- * lumino `Poll`, backing off on errors, only while the panel is visible.
+ * The jobs come from the server's push stream, through the `ClusterStore`
+ * that owns the app's one socket ({@link IPushStream}): after every
+ * (re)connection a `jobs` message with the whole list (`GET /jobs`), then
+ * `job`, `jobDeleted` and `jobWarnings` as records change (the server reads
+ * them every second). Only while the stream is down, or up but without jobs
+ * (a server without job push), does the store poll `GET /jobs` with a lumino
+ * `Poll`, backing off on errors, and only while the panel is visible.
+ * Stopping a job is a REST call; its answer is shown at once.
  */
 import { MainAreaWidget } from '@jupyterlab/apputils';
 import { refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
@@ -15,7 +21,14 @@ import { Widget } from '@lumino/widgets';
 import { ObservableStore } from './observable';
 import { errorText, getJobLog, listJobs, stopJob } from './api';
 import { rayClustersIcon } from './icons';
-import { type IJob, type JobState, TERMINAL_JOB_STATES } from './models';
+import {
+  type IJob,
+  type IJobList,
+  type JobState,
+  type JobStreamMessage,
+  TERMINAL_JOB_STATES
+} from './models';
+import type { IPushStream, StreamStatus } from './store';
 
 /** Whether a job has ended. */
 export function isTerminal(state: JobState): boolean {
@@ -30,6 +43,15 @@ export function isStoppable(state: JobState): boolean {
 export class JobStore extends ObservableStore implements IDisposable {
   constructor(options: IJobStoreOptions = {}) {
     super();
+    this._stream = options.stream ?? null;
+    this._streamGrace = options.streamGrace ?? 5_000;
+    // Without a stream, polling is the only source.
+    this._fallback = this._stream === null;
+    this._stream?.jobMessage.connect(this._onMessage, this);
+    this._stream?.statusChanged.connect(this._onStatus, this);
+    if (this._stream && this._stream.status !== 'connecting') {
+      this._onStatus(this._stream, this._stream.status);
+    }
     this._poll = new Poll({
       name: 'eksray-jupyter:jobs',
       auto: false,
@@ -46,6 +68,11 @@ export class JobStore extends ObservableStore implements IDisposable {
   /** The jobs, newest first; `null` until the first answer. */
   get jobs(): IJob[] | null {
     return this._jobs;
+  }
+
+  /** Whether the jobs are pushed by the stream (else polled, or not loaded yet). */
+  get live(): boolean {
+    return this._live;
   }
 
   /** Stores the server could not read, in plain words. */
@@ -78,12 +105,7 @@ export class JobStore extends ObservableStore implements IDisposable {
       return;
     }
     this._visible = visible;
-    if (visible) {
-      // Starting runs a first fetch at once.
-      void this._poll.start();
-    } else {
-      void this._poll.stop();
-    }
+    this._updatePoll();
   }
 
   /** Fetch the list now. */
@@ -109,7 +131,9 @@ export class JobStore extends ObservableStore implements IDisposable {
       this._stopping.delete(id);
       this._emit();
     }
-    await this.refresh();
+    if (!this._live) {
+      await this.refresh(); // Else the stream brings what follows.
+    }
   }
 
   dispose(): void {
@@ -117,21 +141,96 @@ export class JobStore extends ObservableStore implements IDisposable {
       return;
     }
     this._isDisposed = true;
+    window.clearTimeout(this._graceTimer);
     this._poll.dispose();
     Signal.clearData(this);
   }
 
+  // --- the stream ---------------------------------------------------------
+
+  private _onMessage(_: IPushStream, message: JobStreamMessage): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._pushed++;
+    switch (message.type) {
+      case 'jobs':
+        this._jobs = sortJobs(message.jobs);
+        this._warnings = message.warnings;
+        this._error = null;
+        this._live = true;
+        this._fallback = false;
+        window.clearTimeout(this._graceTimer);
+        this._updatePoll();
+        break;
+      case 'job':
+        this._upsert(message.job);
+        break;
+      case 'jobDeleted':
+        this._jobs = (this._jobs ?? []).filter(j => j.id !== message.id);
+        break;
+      case 'jobWarnings':
+        this._warnings = message.warnings;
+        break;
+      default:
+        return;
+    }
+    this._emit();
+  }
+
+  private _onStatus(_: IPushStream, status: StreamStatus): void {
+    window.clearTimeout(this._graceTimer);
+    if (status !== 'live') {
+      // The jobs come again, as a whole, after the next connection.
+      this._live = false;
+    }
+    if (status === 'offline') {
+      this._fallback = true;
+    } else if (status === 'live' && !this._live) {
+      // The jobs follow the clusters at once; a server that does not send
+      // them (an older one) is polled instead.
+      this._graceTimer = window.setTimeout(() => {
+        if (!this._live && !this._isDisposed) {
+          this._fallback = true;
+          this._updatePoll();
+        }
+      }, this._streamGrace);
+    }
+    this._updatePoll();
+  }
+
+  // --- polling (only while the stream does not bring the jobs) -------------
+
+  /** Poll while someone looks and the stream does not bring the jobs. */
+  private _updatePoll(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    if (this._visible && this._fallback && !this._live) {
+      // Starting runs a first fetch at once; a running poll goes on as it is.
+      void this._poll.start();
+    } else {
+      void this._poll.stop();
+    }
+  }
+
   private async _fetch(): Promise<void> {
+    const pushedBefore = this._pushed;
+    let answer: IJobList;
     try {
-      const { jobs, warnings } = await listJobs();
-      this._jobs = jobs;
-      this._warnings = warnings;
-      this._error = null;
+      answer = await listJobs();
     } catch (error) {
       this._error = `Could not load the jobs: ${errorText(error)}`;
       this._emit();
       throw error; // Lets the poll back off.
     }
+    if (this._pushed !== pushedBefore) {
+      // The stream spoke while we waited: its news is newer than this answer.
+      return;
+    }
+    this._jobs = sortJobs(answer.jobs);
+    this._warnings = answer.warnings;
+    this._error = null;
     this._emit();
   }
 
@@ -140,10 +239,19 @@ export class JobStore extends ObservableStore implements IDisposable {
     const index = jobs.findIndex(j => j.id === job.id);
     this._jobs =
       index < 0
-        ? [job, ...jobs]
+        ? sortJobs([job, ...jobs])
         : [...jobs.slice(0, index), job, ...jobs.slice(index + 1)];
   }
 
+  private _stream: IPushStream | null;
+  private _streamGrace: number;
+  /** Whether this connection's `jobs` message has arrived. */
+  private _live = false;
+  /** Whether to poll (when visible and not live): the stream is down or brings no jobs. */
+  private _fallback: boolean;
+  private _graceTimer: number | undefined = undefined;
+  /** Job messages received on the stream so far. */
+  private _pushed = 0;
   private _poll: Poll;
   private _jobs: IJob[] | null = null;
   private _warnings: string[] = [];
@@ -154,9 +262,23 @@ export class JobStore extends ObservableStore implements IDisposable {
   private _isDisposed = false;
 }
 
+/** Newest first, as the server sorts them (ISO times compare as strings). */
+function sortJobs(jobs: IJob[]): IJob[] {
+  return [...jobs].sort((a, b) =>
+    (b.createdAt ?? '').localeCompare(a.createdAt ?? '')
+  );
+}
+
 /** Options of a {@link JobStore}. */
 export interface IJobStoreOptions {
-  /** Milliseconds between polls. */
+  /** The push stream to take the jobs from; without it the store polls. */
+  stream?: IPushStream;
+  /**
+   * How long, in ms, to wait for the jobs after the stream came up before
+   * polling instead (a server that does not push jobs).
+   */
+  streamGrace?: number;
+  /** Milliseconds between polls (while the stream does not bring the jobs). */
   pollInterval?: number;
   /** Longest wait between polls after errors. */
   maxPollInterval?: number;

@@ -199,13 +199,24 @@ export interface IErrorBody {
 
 /**
  * Messages of the push stream (`<baseUrl>eksray/api/stream`, server to client).
- * A `snapshot` comes first after every (re)connection.
+ * A `snapshot` (the clusters) comes first after every (re)connection, then
+ * `jobs` (the body of `GET /jobs`); job changes come only after `jobs`.
  */
-export type StreamMessage =
+export type StreamMessage = ClusterStreamMessage | JobStreamMessage;
+
+/** The stream's messages about clusters (handled by the `ClusterStore`). */
+export type ClusterStreamMessage =
   | { type: 'snapshot'; clusters: ICluster[] }
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'deleted'; name: string }
   | { type: 'event'; name: string; event: IClusterEvent };
+
+/** The stream's messages about jobs (handled by the `JobStore`). */
+export type JobStreamMessage =
+  | { type: 'jobs'; jobs: IJob[]; warnings: string[] }
+  | { type: 'job'; job: IJob }
+  | { type: 'jobDeleted'; id: string }
+  | { type: 'jobWarnings'; warnings: string[] };
 
 /** Where a job is in its life (`jobs/models.py` `JobState`). */
 export type JobState =

@@ -5,11 +5,15 @@
  * Kept up to date by the server's push stream (`eksray/api/stream`). Only
  * while the stream is down does the store poll `GET /clusters`, with backoff,
  * and it stands by while the panel is hidden.
+ *
+ * The store owns the app's one stream socket. Messages that are not about
+ * clusters (the jobs) and the stream's status are passed on through
+ * {@link IPushStream}, which the `JobStore` consumes.
  */
 import type { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
-import { Signal } from '@lumino/signaling';
+import { type ISignal, Signal } from '@lumino/signaling';
 
 import { ObservableStore } from './observable';
 import { errorText, listClusters, listEvents, openStream } from './api';
@@ -17,11 +21,22 @@ import type {
   ICluster,
   IClusterEvent,
   IClusterNode,
+  JobStreamMessage,
   StreamMessage
 } from './models';
 
 /** State of the push stream. */
 export type StreamStatus = 'connecting' | 'live' | 'offline';
+
+/** The push stream as the other stores see it (the `ClusterStore` owns the socket). */
+export interface IPushStream {
+  /** `live` once the stream's first message (the clusters) has arrived. */
+  readonly status: StreamStatus;
+  /** Emitted when {@link status} changes. */
+  readonly statusChanged: ISignal<IPushStream, StreamStatus>;
+  /** The stream's messages about jobs, in the order they arrive. */
+  readonly jobMessage: ISignal<IPushStream, JobStreamMessage>;
+}
 
 /** Worker count of a cluster at one moment, for the chart. */
 export interface IWorkerSample {
@@ -44,7 +59,10 @@ export function aliveWorkers(nodes: IClusterNode[]): number {
   return nodes.filter(n => n.kind === 'worker' && n.state === 'alive').length;
 }
 
-export class ClusterStore extends ObservableStore implements IDisposable {
+export class ClusterStore
+  extends ObservableStore
+  implements IDisposable, IPushStream
+{
   constructor(options: IClusterStoreOptions = {}) {
     super();
     this._serverSettings = options.serverSettings;
@@ -84,6 +102,16 @@ export class ClusterStore extends ObservableStore implements IDisposable {
   /** Whether changes are pushed (`live`) or polled (`offline`). */
   get status(): StreamStatus {
     return this._status;
+  }
+
+  /** Emitted when {@link status} changes. */
+  get statusChanged(): ISignal<this, StreamStatus> {
+    return this._statusChanged;
+  }
+
+  /** The stream's messages about jobs, passed on as they arrive. */
+  get jobMessage(): ISignal<this, JobStreamMessage> {
+    return this._jobMessage;
   }
 
   /** Why the last attempt to get the clusters failed, in plain words. */
@@ -265,7 +293,6 @@ export class ClusterStore extends ObservableStore implements IDisposable {
   }
 
   private _onMessage(data: unknown): void {
-    this._pushed++;
     let message: StreamMessage;
     try {
       message = JSON.parse(String(data));
@@ -276,6 +303,12 @@ export class ClusterStore extends ObservableStore implements IDisposable {
       return;
     }
     switch (message.type) {
+      case 'jobs':
+      case 'job':
+      case 'jobDeleted':
+      case 'jobWarnings':
+        this._jobMessage.emit(message);
+        return;
       case 'snapshot': {
         const names = new Set(message.clusters.map(c => c.name));
         for (const name of [...this._clusters.keys()]) {
@@ -312,6 +345,7 @@ export class ClusterStore extends ObservableStore implements IDisposable {
       default:
         return;
     }
+    this._pushed++;
     this._emit();
   }
 
@@ -474,6 +508,7 @@ export class ClusterStore extends ObservableStore implements IDisposable {
     if (status !== this._status) {
       this._status = status;
       this._emit();
+      this._statusChanged.emit(status);
     }
   }
 
@@ -483,8 +518,10 @@ export class ClusterStore extends ObservableStore implements IDisposable {
   private _socket: WebSocket | null = null;
   private _reconnectTimer: number | undefined = undefined;
   private _attempt = 0;
-  /** Stream messages received so far. */
+  /** Cluster messages received on the stream so far. */
   private _pushed = 0;
+  private _statusChanged = new Signal<this, StreamStatus>(this);
+  private _jobMessage = new Signal<this, JobStreamMessage>(this);
   private _started = false;
   private _visible = false;
   private _status: StreamStatus = 'connecting';

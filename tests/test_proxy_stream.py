@@ -168,6 +168,7 @@ async def test_stream_snapshot_then_changes(jp_ws_fetch: Any, service: Any) -> N
     assert snapshot["type"] == "snapshot"
     assert [c["name"] for c in snapshot["clusters"]] == ["demo"]
     assert snapshot["clusters"][0]["dashboardUrl"] is None
+    assert (await read_json(ws))["type"] == "jobs"  # then the jobs (tests/test_jobs_stream.py)
 
     # A change made through the core (as the CLI or a magic would) reaches the socket.
     await asyncio.get_running_loop().run_in_executor(
@@ -189,6 +190,7 @@ async def test_stream_snapshot_then_changes(jp_ws_fetch: Any, service: Any) -> N
 async def test_stream_only_carries_the_owners_changes(jp_ws_fetch: Any, service: Any) -> None:
     ws = await jp_ws_fetch("eksray", "api", "stream")
     assert (await read_json(ws))["clusters"] == []
+    assert (await read_json(ws))["type"] == "jobs"
     service.backend.create_cluster("somebody-else", dict(SPEC, name="theirs"))
     service.create(dict(SPEC, name="mine"))
     first = await read_json(ws)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Dict, Int, Unicode, default, validate
+from traitlets import Dict, Float, Int, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
@@ -108,6 +108,17 @@ class EKSRay(LoggingConfigurable):
     ).tag(config=True)
 
     job_s3_region = Unicode(help="AWS region of the S3 bucket; empty: boto3's default.").tag(config=True)
+
+    job_watch_seconds = Float(
+        1.0,
+        help="While a panel is connected, how often the server reads the job records to push changes "
+        "(local store; unchanged records are not parsed again).",
+    ).tag(config=True)
+
+    job_watch_s3_seconds = Float(
+        10.0,
+        help="How often the job push lists S3 job stores (one LIST, then GETs only of changed records).",
+    ).tag(config=True)
 
     @validate("job_store")
     def _check_job_store(self, proposal: Any) -> str:

@@ -100,7 +100,6 @@ class KubeRayJobRunner(JobRunner):
     """A RayJob per job, followed by a thread of the process that submitted (or read) it."""
 
     name = "kuberay"
-    updates_on_read = True
 
     poll_seconds = Float(1.0, help="How often the follower reads the RayJob and its log.").tag(config=True)
     log_grace_seconds = Int(
@@ -122,6 +121,7 @@ class KubeRayJobRunner(JobRunner):
     # One look at a RayJob at a time per job in this process (a reader's catch-up and the follower).
     _step_locks: dict[tuple[str, str], threading.Lock] = {}
     _next_log_read: dict[tuple[str, str], float] = {}
+    _taken_over: set[tuple[str, str]] = set()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -343,7 +343,16 @@ class KubeRayJobRunner(JobRunner):
         except EKSRayError:
             return None
         self._follow(job)
+        with self._lock:
+            self._taken_over.add((job.owner, job.id))
         return True
+
+    def took_over(self, job: Job) -> bool:
+        with self._lock:
+            key = (job.owner, job.id)
+            taken = key in self._taken_over
+            self._taken_over.discard(key)
+        return taken
 
     def failure_hint(self, job: Job) -> str:
         return f"its RayJob {job.id} was deleted before the job ended"

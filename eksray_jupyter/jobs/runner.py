@@ -44,8 +44,6 @@ class JobRunner(LoggingConfigurable):
 
     #: Short name recorded in each job (``runner``).
     name = "abstract"
-    #: Whether ``is_active`` may bring the stored record up to date (then readers read it again).
-    updates_on_read = False
 
     service = AnyTrait(help="The ClusterService whose settings and backend the runner uses.")
 
@@ -69,6 +67,11 @@ class JobRunner(LoggingConfigurable):
     def is_active(self, job: Job) -> bool | None:
         """Whether a runner still drives ``job``; None when this machine cannot tell."""
         raise NotImplementedError
+
+    def took_over(self, job: Job) -> bool:
+        """Whether the last ``is_active(job)`` took the job over and updated its stored record
+        (then the reader reads it again); asking clears it."""
+        return False
 
     def failure_hint(self, job: Job) -> str:
         """The reason recorded for a job whose runner ended without recording an end."""

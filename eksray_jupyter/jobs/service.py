@@ -161,7 +161,7 @@ class JobService:
         if self.runner.name != job.runner:
             return record
         active = self.runner.is_active(job)
-        if active is None or (active and not self.runner.updates_on_read):
+        if active is None or (active and not self.runner.took_over(job)):
             return record
         fresh = store.read(job.owner, job.id) or record  # the runner may have caught it up, or ended it
         if active:

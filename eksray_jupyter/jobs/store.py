@@ -93,6 +93,8 @@ class LocalJobStore(JobStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.location = {"type": "local"}
+        self._parsed: dict[Path, tuple[tuple[int, int, int], Any]] = {}  # see list()
+        self._parsed_lock = threading.Lock()
 
     def _dir(self, owner: str, job_id: str) -> Path:
         check_id(job_id)
@@ -126,15 +128,42 @@ class LocalJobStore(JobStore):
         return data if isinstance(data, dict) and data.get("owner") == owner else None
 
     def list(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's records. Polled every second while a panel watches (``jobs/watch.py``), so
+        a ``job.json`` whose (mtime_ns, size, inode) did not change is not parsed again.
+
+        The records returned are shared with that cache: callers must not change them.
+        """
         base = self.root / owner_key(owner)
         if not base.is_dir():
             return []
         out = []
+        seen: set[Path] = set()
         for path in sorted(base.iterdir()):
-            data = read_json(path / "job.json")
+            data = self._parse(path / "job.json")
+            seen.add(path / "job.json")
             if isinstance(data, dict) and data.get("owner") == owner:
                 out.append(data)
+        with self._parsed_lock:
+            for gone in [p for p in self._parsed if p.parent.parent == base and p not in seen]:
+                del self._parsed[gone]
         return out
+
+    def _parse(self, path: Path) -> Any:
+        """``read_json(path)``, reusing the last parse while the file is unchanged (replaced files
+        are new inodes: ``write_json_atomic`` renames)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._parsed_lock:
+            cached = self._parsed.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = read_json(path)
+        with self._parsed_lock:
+            self._parsed[path] = (key, data)
+        return data
 
     def append_log(self, owner: str, job_id: str, data: bytes) -> None:
         path = self._dir(owner, job_id)
@@ -198,6 +227,7 @@ class S3JobStore(JobStore):
         self._client_obj: Any = None
         self._lock = threading.Lock()
         self._log_ends: dict[tuple[str, str], int] = {}
+        self._listed: dict[str, tuple[tuple[str, str], dict[str, Any] | None]] = {}  # see list()
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -318,14 +348,32 @@ class S3JobStore(JobStore):
         return data if isinstance(data, dict) and data.get("owner") == owner else None
 
     def list(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's records: one LIST of the owner's keys, then a GET only of the ``job.json``
+        whose ETag or LastModified changed since this store object last read it.
+
+        The LIST also returns the jobs' other objects (log chunks, results): a page per 1000.
+        The records returned are shared with that cache: callers must not change them.
+        """
         base = "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
         out = []
-        for item in self._list(base, "listing jobs", delimiter="/"):
-            job_id = item.get("Prefix", "")[len(base) :].rstrip("/")
-            if job_id and _ID_RE.match(job_id):
+        seen: set[str] = set()
+        for item in self._list(base, "listing jobs"):
+            key = item.get("Key", "")
+            job_id, _, name = key[len(base) :].partition("/")
+            if name != "job.json" or not _ID_RE.match(job_id):
+                continue
+            seen.add(key)
+            version = (str(item.get("ETag", "")), str(item.get("LastModified", "")))
+            cached = self._listed.get(key)
+            if cached is not None and cached[0] == version:
+                record = cached[1]
+            else:
                 record = self.read(owner, job_id)
-                if record is not None:
-                    out.append(record)
+                self._listed[key] = (version, record)
+            if record is not None:
+                out.append(record)
+        for gone in [k for k in list(self._listed) if k.startswith(base) and k not in seen]:
+            self._listed.pop(gone, None)
         return out
 
     # --- logs -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The push stream: one authenticated websocket per panel, fed by one backend observer.
+"""The push stream: one authenticated websocket per panel, fed by one backend observer and one job watcher.
 
 Why our own websocket rather than jupyter_server's event bus: the bus broadcasts every
 event of the server to every subscriber and validates each against a schema; the panel
@@ -9,10 +9,21 @@ tests can read it with any websocket client. The protocol (server -> client, JSO
     {"type": "cluster", "cluster": Cluster}                   a cluster changed
     {"type": "deleted", "name": "..."}                        a cluster is gone
     {"type": "event", "name": "...", "event": Event}          a new cluster event
+    {"type": "jobs", "jobs": [Job, ...], "warnings": [...]}   the jobs, second, on connect
+    {"type": "job", "job": Job}                               a job is new or changed
+    {"type": "jobDeleted", "id": "..."}                       a job's record is gone
+    {"type": "jobWarnings", "warnings": [...]}                the stores that cannot be read changed
 
-The backend calls the hub from its observer thread; the hub serialises each change once
-and hands it to the event loop, so fifty panels cost one backend observer and one
-``json.dumps`` per change.
+``Job`` is exactly the body of ``GET /eksray/api/jobs/{id}``; ``jobs`` and ``warnings`` are
+those of ``GET /eksray/api/jobs`` (newest first; a store that cannot be read is named in
+``warnings`` and its jobs are missing, so they arrive as ``jobDeleted`` and come back as
+``job`` when it can be read again).
+
+The backend calls the hub from its observer thread, the job watcher
+(:mod:`eksray_jupyter.jobs.watch`) from its own; the hub serialises each change once and
+hands it to the event loop, so fifty panels cost one backend observer, one job watcher and
+one ``json.dumps`` per change. Both run only while a socket is connected. A socket gets job
+changes only after its ``jobs`` snapshot, which the watcher orders with its changes.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
@@ -33,6 +44,9 @@ from ..core.models import Change
 from ..core.service import ClusterService
 from .handlers import AUTH_RESOURCE
 
+if TYPE_CHECKING:
+    from ..jobs.watch import JobChange, JobSnapshot, JobWatcher
+
 
 class StreamHub:
     """Fans backend changes out to the connected sockets of their owner."""
@@ -41,21 +55,42 @@ class StreamHub:
         self.service = service
         self.dashboard_url = dashboard_url
         self.sockets: set[StreamHandler] = set()
+        #: Sockets that have had their ``jobs`` snapshot: job changes go to them only.
+        self.job_sockets: set[StreamHandler] = set()
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_jobs: Callable[[], None] | None = None
+        self._job_watcher: JobWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def job_watcher(self) -> JobWatcher:
+        """Built on first use: the server starts without loading the jobs code."""
+        if self._job_watcher is None:
+            from ..jobs.watch import JobWatcher
+
+            self._job_watcher = JobWatcher.for_service(self.service)
+        return self._job_watcher
 
     def add(self, socket: StreamHandler) -> None:
         self.sockets.add(socket)
         if self._unsubscribe is None:
             self._loop = asyncio.get_running_loop()
             self._unsubscribe = self.service.backend.subscribe(self._on_change)
+            try:
+                self._unsubscribe_jobs = self.job_watcher.subscribe(self._on_job_change)
+            except Exception:  # e.g. a job runner that cannot be loaded: clusters are still pushed
+                self.service.config.log.exception("eksray: jobs are not on the stream")
 
     def remove(self, socket: StreamHandler) -> None:
         self.sockets.discard(socket)
+        self.job_sockets.discard(socket)
         if not self.sockets and self._unsubscribe is not None:
-            unsubscribe, self._unsubscribe = self._unsubscribe, None
-            # Stopping the observer joins its thread: not on the event loop.
-            asyncio.get_running_loop().run_in_executor(None, unsubscribe)
+            unsubscribes = [self._unsubscribe, self._unsubscribe_jobs]
+            self._unsubscribe = self._unsubscribe_jobs = None
+            # Stopping the observer and the watcher joins their threads: not on the event loop.
+            for unsubscribe in unsubscribes:
+                if unsubscribe is not None:
+                    asyncio.get_running_loop().run_in_executor(None, unsubscribe)
 
     def encode(self, change: Change) -> str:
         if change.kind == "cluster" and change.cluster is not None:
@@ -76,10 +111,60 @@ class StreamHub:
         for socket in list(self.sockets):
             socket.send(message)
 
+    # --- jobs -------------------------------------------------------------------------------
+
+    @staticmethod
+    def encode_job_change(change: JobChange) -> str:
+        if change.kind == "job" and change.job is not None:
+            return json.dumps({"type": "job", "job": change.job.to_dict()})
+        if change.kind == "warnings":
+            return json.dumps({"type": "jobWarnings", "warnings": change.warnings})
+        return json.dumps({"type": "jobDeleted", "id": change.job_id})
+
+    @staticmethod
+    def encode_jobs(snapshot: JobSnapshot) -> str:
+        return json.dumps(
+            {"type": "jobs", "jobs": [j.to_dict() for j in snapshot.jobs], "warnings": snapshot.warnings}
+        )
+
+    def _on_job_change(self, change: JobChange) -> None:
+        """Called on the job watcher's thread."""
+        if change.owner != self.service.owner or self._loop is None:
+            return
+        message = self.encode_job_change(change)
+        self._loop.call_soon_threadsafe(self._broadcast_jobs, message)
+
+    def _broadcast_jobs(self, message: str) -> None:
+        for socket in list(self.job_sockets):
+            socket.send(message)
+
+    def send_jobs(self, socket: StreamHandler) -> None:
+        """Send ``socket`` the jobs snapshot, then the job changes after it; blocks (call on a thread).
+
+        The snapshot is queued to the event loop from inside the watcher's lock, so it is sent
+        after every change it includes and before every change it does not.
+        """
+        loop = self._loop
+        if loop is None or self._unsubscribe_jobs is None:
+            return
+
+        def deliver(snapshot: JobSnapshot) -> None:
+            loop.call_soon_threadsafe(self._start_jobs, socket, self.encode_jobs(snapshot))
+
+        self.job_watcher.snapshot(deliver)
+
+    def _start_jobs(self, socket: StreamHandler, message: str) -> None:
+        if socket in self.sockets:
+            socket.send(message)
+            self.job_sockets.add(socket)
+
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unsubscribe_jobs is not None:
+            self._unsubscribe_jobs()
+            self._unsubscribe_jobs = None
 
 
 class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -112,6 +197,13 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
         )
         snapshot = [c.to_dict(dashboard_url=self.hub.dashboard_url(c.name)) for c in clusters]
         self.send(json.dumps({"type": "snapshot", "clusters": snapshot}))
+        # Then the jobs (queued to the loop in order with the job changes; see StreamHub.send_jobs).
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.settings["eksray_executor"], self.hub.send_jobs, self
+            )
+        except Exception:
+            self.log.exception("eksray: cannot send the jobs on the stream")
 
     def send(self, message: str) -> None:
         try:

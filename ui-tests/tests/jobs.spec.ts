@@ -1,12 +1,46 @@
 /**
- * The Jobs section, against a fake server: the jobs REST endpoints are
- * answered by the test (a running job and a failed one).
+ * The Jobs section, against a fake server: the push stream and the jobs REST
+ * endpoints are answered by the test (a running job and a failed one).
  */
 import { expect, test } from '@jupyterlab/galata';
+import type { Page, WebSocketRoute } from '@playwright/test';
 
 import { screenshotPanel, SIDEBAR_ID } from './helpers';
 
+const STREAM = /\/eksray\/api\/stream/;
+const JOB_LIST = /\/eksray\/api\/jobs(\?.*)?$/;
+
 test.use({ autoGoto: false });
+
+/** Answer the page's stream with no clusters and these jobs; returns the sockets it got. */
+async function fakeStream(
+  page: Page,
+  jobs: () => Record<string, unknown>[],
+  up: () => boolean = () => true
+): Promise<WebSocketRoute[]> {
+  const sockets: WebSocketRoute[] = [];
+  await page.routeWebSocket(STREAM, ws => {
+    if (!up()) {
+      ws.close({ code: 1011, reason: 'down for the test' });
+      return;
+    }
+    sockets.push(ws);
+    ws.send(JSON.stringify({ type: 'snapshot', clusters: [] }));
+    ws.send(JSON.stringify({ type: 'jobs', jobs: jobs(), warnings: [] }));
+  });
+  return sockets;
+}
+
+/** Count the page's `GET /eksray/api/jobs` (the list: polls and refreshes). */
+function countListRequests(page: Page): { count: number } {
+  const counter = { count: 0 };
+  page.on('request', request => {
+    if (request.method() === 'GET' && JOB_LIST.test(request.url())) {
+      counter.count++;
+    }
+  });
+  return counter;
+}
 
 /** A job as the server reports it (`Job.to_dict`). */
 function fakeJob(
@@ -57,7 +91,8 @@ test.describe('Jobs', () => {
     const deletes: string[] = [];
     const logReads: string[] = [];
 
-    await page.route(/\/eksray\/api\/jobs(\?.*)?$/, route =>
+    await fakeStream(page, () => [train, broken]);
+    await page.route(JOB_LIST, route =>
       route.fulfill({ json: { jobs: [train, broken], warnings: [] } })
     );
     await page.route(/\/eksray\/api\/jobs\/[^/?]+\/logs(\?.*)?$/, route => {
@@ -149,5 +184,100 @@ test.describe('Jobs', () => {
     await expect(list.getByRole('button', { name: 'Stop train' })).toHaveCount(
       0
     );
+  });
+});
+
+test.describe('Jobs on the push stream', () => {
+  test('a state change arrives on the socket, without polling; polls only while the stream is down', async ({
+    page
+  }) => {
+    test.setTimeout(120_000);
+    const train = fakeJob('train-7f3a', { name: 'train' });
+    const etl = fakeJob('etl-91bc', { name: 'etl', state: 'pending' });
+    let streamUp = true;
+    let polled = [fakeJob('train-7f3a', { name: 'train', state: 'failed' })];
+    const sockets = await fakeStream(page, () => [train, etl], () => streamUp);
+    const lists = countListRequests(page);
+    await page.route(JOB_LIST, route =>
+      route.fulfill({ json: { jobs: polled, warnings: [] } })
+    );
+
+    await page.goto();
+    await page.sidebar.openTab(SIDEBAR_ID);
+    const list = page
+      .locator(`#${SIDEBAR_ID}`)
+      .getByRole('list', { name: 'Ray jobs' });
+    await expect(
+      list.getByRole('listitem', { name: 'Job train, running' })
+    ).toBeVisible();
+    await expect(
+      list.getByRole('listitem', { name: 'Job etl, pending' })
+    ).toBeVisible();
+    expect(sockets).toHaveLength(1);
+
+    // The supervisor records the end: the server pushes the job.
+    sockets[0].send(
+      JSON.stringify({
+        type: 'job',
+        job: {
+          ...train,
+          state: 'succeeded',
+          finishedAt: new Date().toISOString()
+        }
+      })
+    );
+    await expect(
+      list.getByRole('listitem', { name: 'Job train, succeeded' })
+    ).toBeVisible();
+    // A new job goes on top (newest first); a deleted one goes away.
+    sockets[0].send(
+      JSON.stringify({
+        type: 'job',
+        job: fakeJob('new-aaaaa', {
+          name: 'new',
+          state: 'starting',
+          createdAt: new Date().toISOString()
+        })
+      })
+    );
+    sockets[0].send(JSON.stringify({ type: 'jobDeleted', id: 'etl-91bc' }));
+    await expect(list.getByRole('listitem')).toHaveCount(2);
+    await expect(list.getByRole('listitem').first()).toHaveAccessibleName(
+      'Job new, starting'
+    );
+    sockets[0].send(
+      JSON.stringify({
+        type: 'jobWarnings',
+        warnings: ['The S3 bucket gone does not exist.']
+      })
+    );
+    await expect(
+      page.locator(`#${SIDEBAR_ID}`).getByText('The S3 bucket gone does not exist.')
+    ).toBeVisible();
+    // All of it came over the socket: the list was never fetched.
+    expect(lists.count).toBe(0);
+
+    // The stream goes down: the jobs are polled meanwhile...
+    streamUp = false;
+    await sockets[0].close({ code: 1011, reason: 'server restart' });
+    await expect(
+      list.getByRole('listitem', { name: 'Job train, failed' })
+    ).toBeVisible({ timeout: 20_000 });
+    expect(lists.count).toBeGreaterThan(0);
+
+    // ... until it is back: its jobs replace the polled ones, and polling stops.
+    streamUp = true;
+    await expect(
+      list.getByRole('listitem', { name: 'Job train, running' })
+    ).toBeVisible({ timeout: 60_000 });
+    const listsWhenLive = lists.count;
+    polled = [];
+    sockets[sockets.length - 1].send(
+      JSON.stringify({ type: 'job', job: { ...train, state: 'stopped' } })
+    );
+    await expect(
+      list.getByRole('listitem', { name: 'Job train, stopped' })
+    ).toBeVisible();
+    expect(lists.count).toBe(listsWhenLive);
   });
 });

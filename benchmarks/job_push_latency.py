@@ -1,0 +1,199 @@
+"""Job push: record written -> panels told, and what watching costs the server.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.job_push_latency [--jobs 500] [--running 20] [--changes 40]
+        [--subscribers 20]
+
+1. In this process: one read of the job watcher (``JobService.list_with_warnings`` on a
+   local store of --jobs records, --running of them running, the others ended), cold (every ``job.json`` parsed) and warm (unchanged
+   files reused), p50 over 20 reads.
+2. Starts `jupyter server` (in-memory backend, a runner that does nothing) on a state dir
+   with --jobs records, opens --subscribers websockets on /eksray/api/stream, measures the
+   server's CPU while they idle for 10 s (the cost of watching), then writes --changes
+   state changes into job records as a supervisor would (the write time in the reason)
+   and times "record written -> socket received". Expected: up to ``job_watch_seconds``
+   (1 s) plus a few ms, so p50 about half of it. The server is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+from benchmarks.push_latency import free_port, pct
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
+from eksray_jupyter.jobs.runner import JobRunner
+from eksray_jupyter.jobs.service import JobService
+from eksray_jupyter.jobs.store import LocalJobStore
+
+OWNER = "bench"
+
+
+class BenchRunner(JobRunner):
+    """Runs nothing; cannot tell whether a job's runner is alive (so nothing is reconciled)."""
+
+    name = "bench"
+
+    def start(self, job: Job) -> None:
+        pass
+
+    def stop(self, job: Job) -> bool:
+        return False
+
+    def is_active(self, job: Job) -> bool | None:
+        return None
+
+
+def make_jobs(state_dir: str, count: int, running: int) -> LocalJobStore:
+    store = LocalJobStore(Path(state_dir) / "jobs")
+    spec = {"name": "bench", "entrypoint": "python train.py", "store": {"type": "local"}}
+    for i in range(count):
+        job_id = f"bench-{i:05d}"
+        record = new_record(job_id, OWNER, spec, job_id, {"type": "local"}, "/x", "bench")
+        transition(record, JobState.RUNNING)
+        store.create(record if i < running else transition(record, JobState.SUCCEEDED))
+    return store
+
+
+def read_cost(count: int, running: int) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        make_jobs(state, count, running)
+        clusters = ClusterService(
+            EKSRay(state_dir=state, backend="tests.memory_backend.MemoryBackend", owner=OWNER)
+        )
+        cold, warm = [], []
+        for _ in range(20):
+            service = JobService(clusters, runner=BenchRunner(service=clusters))  # fresh stores: cold
+            started = time.perf_counter()
+            service.list_with_warnings()
+            cold.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            service.list_with_warnings()
+            warm.append(time.perf_counter() - started)
+    print(
+        f"one watcher read of {count} local jobs ({running} running): cold {statistics.median(cold) * 1000:.1f} ms, "
+        f"warm (files unchanged) {statistics.median(warm) * 1000:.1f} ms"
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(
+    base: str, token: str, pid: int, store: LocalJobStore, changes: int, subscribers: int, running: int
+) -> None:
+    headers = {"Authorization": f"token {token}"}
+    latencies: list[float] = []
+    sockets = []
+    for _ in range(subscribers):
+        ws = await websocket_connect(
+            HTTPRequest(f"{base.replace('http', 'ws', 1)}/eksray/api/stream", headers=headers)
+        )
+        assert json.loads(await ws.read_message())["type"] == "snapshot"
+        jobs = json.loads(await ws.read_message())
+        assert jobs["type"] == "jobs", jobs["type"]
+        sockets.append(ws)
+    print(f"{subscribers} subscribers, each got {len(jobs['jobs'])} jobs on connect")
+
+    before = cpu_seconds(pid)
+    await asyncio.sleep(10)
+    idle = (cpu_seconds(pid) - before) / 10
+    print(f"server CPU while watching (nothing changes): {idle * 100:.1f} % of one core")
+
+    async def receive(ws: object, expected: int) -> None:
+        got = 0
+        while got < expected:
+            message = await ws.read_message()  # type: ignore[attr-defined]
+            now = time.time()
+            if message is None:
+                return
+            data = json.loads(message)
+            if data["type"] == "job" and (data["job"]["reason"] or "").startswith("bench "):
+                latencies.append(now - float(data["job"]["reason"].split()[1]))
+                got += 1
+
+    receivers = [asyncio.ensure_future(receive(ws, changes)) for ws in sockets]
+    loop = asyncio.get_running_loop()
+    for n in range(changes):
+        job_id = f"bench-{n % running:05d}"
+
+        def write(job_id: str = job_id) -> None:
+            record = store.read(OWNER, job_id)
+            assert record is not None
+            transition(record, JobState.RUNNING, f"bench {time.time():.6f}")
+            store.write(record)
+
+        await loop.run_in_executor(None, write)
+        await asyncio.sleep(0.25)  # spread over the watch interval
+    await asyncio.wait_for(asyncio.gather(*receivers), 60)
+    for ws in sockets:
+        ws.close()  # type: ignore[attr-defined]
+    ms = [x * 1000 for x in latencies]
+    print(f"job push: {len(ms)} deliveries ({changes} changes x {subscribers} subscribers)")
+    print(
+        f"record written -> received, ms: p50 {statistics.median(ms):.0f}, p99 {pct(ms, 99):.0f}, "
+        f"max {max(ms):.0f} (job_watch_seconds = 1)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--running", type=int, default=20)
+    parser.add_argument("--changes", type=int, default=40)
+    parser.add_argument("--subscribers", type=int, default=20)
+    args = parser.parse_args()
+    read_cost(args.jobs, args.running)
+    port, token = free_port(), secrets.token_hex(8)
+    with tempfile.TemporaryDirectory() as state:
+        store = make_jobs(state, args.jobs, args.running)
+        config = os.path.join(state, "config.json")
+        with open(config, "w") as f:
+            json.dump({"ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}}}, f)
+        argv = [
+            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
+            f"--IdentityProvider.token={token}", f"--config={config}", f"--EKSRay.state_dir={state}",
+            "--EKSRay.backend=tests.memory_backend.MemoryBackend", f"--EKSRay.owner={OWNER}",
+            "--EKSRay.job_runner=benchmarks.job_push_latency.BenchRunner",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            asyncio.run(run(base, token, server.pid, store, args.changes, args.subscribers, args.running))
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Push for jobs: one thread reads the owner's job records while someone listens, and reports changes.
+
+Job records are written by other processes (a job's supervisor, a CLI) or by threads of this
+one (the KubeRay runner's follower), so there is nothing to subscribe to: the watcher polls.
+While at least one subscriber exists, a single daemon thread reads the jobs every
+``c.EKSRay.job_watch_seconds`` through :meth:`JobService.list_with_warnings` (so a job whose
+runner died is reconciled to ``failed`` exactly as the REST list does), compares them with
+the previous read by id (and ``updatedAt``, and the rest of the record), and calls each
+subscriber with a :class:`JobChange`: a job that is new or changed, a job that is gone,
+or new ``warnings`` (stores that could not be read, whose jobs are then missing, as in
+``GET /jobs``). The last unsubscribe stops and joins the thread.
+
+It is cheap: the local store reuses the parsed record of every ``job.json`` whose file did
+not change, S3 stores are listed at most every ``c.EKSRay.job_watch_s3_seconds`` (one LIST,
+then a GET only of the records whose ETag changed), and between two S3 listings their last
+answer is used again.
+
+A subscriber gets changes relative to the watcher's state, never the state itself: call
+:meth:`JobWatcher.snapshot` after subscribing. Its ``deliver`` callback runs under the lock
+the changes are emitted under, so whatever a subscriber queues from there is ordered with
+the changes (the server's stream relies on that: snapshot first, then only newer changes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from .models import Job
+from .service import JobService
+from .store import JobStore, JobStores
+
+if TYPE_CHECKING:
+    from ..core.service import ClusterService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """One change of the owner's jobs: ``job`` (new or changed), ``deleted`` or ``warnings``."""
+
+    kind: Literal["job", "deleted", "warnings"]
+    owner: str
+    job_id: str | None = None
+    job: Job | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """The owner's jobs (newest first) and the stores that could not be read, as ``GET /jobs``."""
+
+    jobs: list[Job]
+    warnings: list[str]
+
+
+class _Throttled(JobStore):
+    """A store whose ``list`` asks the real one at most every ``interval`` s, else answers as last time."""
+
+    def __init__(self, store: JobStore, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.location = store.location
+        self._at: float | None = None
+        self._owner: str | None = None
+        self._records: list[dict[str, Any]] = []
+        self._error: Exception | None = None
+
+    def list(self, owner: str) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if self._at is None or owner != self._owner or now - self._at >= self.interval:
+            self._owner, self._at = owner, now
+            try:
+                self._records, self._error = self.store.list(owner), None
+            except Exception as e:  # the same failure again until the next real listing
+                self._records, self._error = [], e
+        if self._error is not None:
+            raise self._error
+        return self._records
+
+    # Reconciling reads and writes the record itself: straight to the store.
+    def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
+        return self.store.read(owner, job_id)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.store.write(record)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class _WatchStores:
+    """The service's stores as the watcher reads them: local ones as they are, S3 ones throttled."""
+
+    def __init__(self, stores: JobStores, s3_interval: float) -> None:
+        self.stores = stores
+        self.local = stores.local
+        self.s3_interval = s3_interval
+        self._throttled: dict[int, _Throttled] = {}
+
+    def known(self) -> list[JobStore]:
+        out: list[JobStore] = []
+        for store in self.stores.known():
+            if store is self.stores.local:
+                out.append(store)
+                continue
+            throttled = self._throttled.get(id(store))
+            if throttled is None or throttled.store is not store:
+                throttled = self._throttled[id(store)] = _Throttled(store, self.s3_interval)
+            out.append(throttled)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stores, name)
+
+
+class JobWatcher:
+    """Reports changes of one owner's jobs to subscribers; a thread runs only while there are some."""
+
+    def __init__(self, jobs: JobService, interval: float = 1.0, s3_interval: float = 10.0) -> None:
+        self.owner = jobs.owner
+        self.interval = interval
+        # The same runner (its followers, its notion of "alive") and stores; S3 listings throttled.
+        self._service = JobService(
+            jobs.clusters, runner=jobs.runner, stores=cast(JobStores, _WatchStores(jobs.stores, s3_interval))
+        )
+        self._callbacks: list[Callable[[JobChange], None]] = []
+        self._subscribers_lock = threading.Lock()  # callbacks, thread lifecycle
+        self._poll_lock = threading.RLock()  # one poll at a time; state and emission
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+        self._generation = 0  # +1 per thread: a new thread starts from a fresh read
+        self._state: dict[str, Job] | None = None
+        self._state_generation = -1
+        self._ordered: list[Job] = []
+        self._warnings: list[str] = []
+        #: Reads done so far (for tests and benchmarks).
+        self.polls = 0
+
+    @classmethod
+    def for_service(cls, clusters: ClusterService) -> JobWatcher:
+        config = clusters.config
+        return cls(clusters.jobs, config.job_watch_seconds, config.job_watch_s3_seconds)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def subscribe(self, callback: Callable[[JobChange], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the watcher's thread) with each change; returns the unsubscribe function.
+
+        The first subscriber starts the thread; the unsubscribe of the last stops and joins it
+        (so do not call that from the event loop, nor from ``callback``'s own thread).
+        """
+        with self._subscribers_lock:
+            self._callbacks.append(callback)
+            if self._thread is None:
+                self._generation += 1
+                stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(stop, self._generation), name="eksray-job-watch", daemon=True
+                )
+                self._stop = stop
+                self._thread.start()
+        done = False
+
+        def unsubscribe() -> None:
+            nonlocal done
+            with self._subscribers_lock:
+                if done:
+                    return
+                done = True
+                self._callbacks.remove(callback)
+                if self._callbacks or self._thread is None or self._stop is None:
+                    return
+                thread, stop = self._thread, self._stop
+                self._thread = self._stop = None
+                stop.set()
+            if thread is not threading.current_thread():
+                thread.join()
+
+        return unsubscribe
+
+    def snapshot(self, deliver: Callable[[JobSnapshot], None] | None = None) -> JobSnapshot:
+        """The jobs as the watcher knows them (read now if no thread keeps them current); blocks.
+
+        ``deliver`` is called with it before any change that comes after it is emitted.
+        """
+        with self._poll_lock:
+            if self._thread is None or self._state is None or self._state_generation != self._generation:
+                self._poll(None, self._generation)
+            snapshot = JobSnapshot(list(self._ordered), list(self._warnings))
+            if deliver is not None:
+                deliver(snapshot)
+            return snapshot
+
+    def _run(self, stop: threading.Event, generation: int) -> None:
+        while not stop.is_set():
+            try:
+                self._poll(stop, generation)
+            except Exception:
+                log.exception("eksray: reading the jobs for the push stream failed")
+            stop.wait(self.interval)
+
+    def _poll(self, stop: threading.Event | None, generation: int) -> None:
+        with self._poll_lock:
+            if stop is not None and stop.is_set():
+                return
+            jobs, warnings = self._service.list_with_warnings()
+            self.polls += 1
+            current = {job.id: job for job in jobs}
+            previous = self._state if self._state_generation == generation else None
+            previous_warnings = self._warnings
+            self._state, self._state_generation = current, generation
+            self._ordered, self._warnings = jobs, warnings
+            if previous is None:
+                return  # the first read of this thread: the baseline, nothing changed yet
+            changes = [
+                JobChange("job", self.owner, job.id, job)
+                for job in jobs
+                if (old := previous.get(job.id)) is None or old.updated_at != job.updated_at or old != job
+            ]
+            changes += [JobChange("deleted", self.owner, gone) for gone in previous.keys() - current.keys()]
+            if warnings != previous_warnings:
+                changes.append(JobChange("warnings", self.owner, warnings=list(warnings)))
+            if not changes:
+                return
+            with self._subscribers_lock:
+                callbacks = list(self._callbacks)
+            for change in changes:
+                for callback in callbacks:
+                    try:
+                        callback(change)
+                    except Exception:
+                        log.exception("eksray: a job watch subscriber failed")
