@@ -208,7 +208,12 @@ function ClusterPanel(props: {
       <div className="eksray-Panel-body">
         {body}
         {view.kind === 'list' && props.jobs && (
-          <JobsSection store={props.jobs} onOpenLog={props.openJobLog} />
+          <JobsSection
+            store={props.jobs}
+            onOpenLog={props.openJobLog}
+            onOpenCluster={name => navigate({ kind: 'detail', name })}
+            clusterNames={new Set((clusters ?? []).map(c => c.name))}
+          />
         )}
       </div>
     </div>

@@ -73,6 +73,9 @@ function useTicker(active: boolean): number {
 export function JobsSection(props: {
   store: JobStore;
   onOpenLog: (job: IJob) => void;
+  /** Show a cluster's details; given with the names of the clusters that exist now. */
+  onOpenCluster?: (name: string) => void;
+  clusterNames?: ReadonlySet<string>;
 }): React.ReactElement {
   const { store } = props;
   useSyncExternalStore(store.subscribe, () => store.version);
@@ -101,6 +104,8 @@ export function JobsSection(props: {
             now={now}
             store={store}
             onOpenLog={props.onOpenLog}
+            onOpenCluster={props.onOpenCluster}
+            clusterNames={props.clusterNames}
           />
         ))}
       </ul>
@@ -135,6 +140,8 @@ function JobItem(props: {
   now: number;
   store: JobStore;
   onOpenLog: (job: IJob) => void;
+  onOpenCluster?: (name: string) => void;
+  clusterNames?: ReadonlySet<string>;
 }): React.ReactElement {
   const { job, store } = props;
   const [showResults, setShowResults] = useState(false);
@@ -181,7 +188,21 @@ function JobItem(props: {
         {' · '}
         {job.clusterName ? (
           <span title={job.clusterDeletedAt ? 'The cluster was deleted' : ''}>
-            on {job.clusterName}
+            on{' '}
+            {props.onOpenCluster &&
+            !job.clusterDeletedAt &&
+            props.clusterNames?.has(job.clusterName) ? (
+              <button
+                type="button"
+                className="eksray-JobList-cluster"
+                onClick={() => props.onOpenCluster?.(job.clusterName as string)}
+                title={`Show cluster ${job.clusterName}: its workers, nodes and events`}
+              >
+                {job.clusterName}
+              </button>
+            ) : (
+              job.clusterName
+            )}
             {job.clusterDeletedAt ? ' (deleted)' : ''}
           </span>
         ) : (

@@ -5,7 +5,7 @@
 import { expect, test } from '@jupyterlab/galata';
 import type { Page, WebSocketRoute } from '@playwright/test';
 
-import { screenshotPanel, SIDEBAR_ID } from './helpers';
+import { fakeCluster, screenshotPanel, SIDEBAR_ID } from './helpers';
 
 const STREAM = /\/eksray\/api\/stream/;
 const JOB_LIST = /\/eksray\/api\/jobs(\?.*)?$/;
@@ -187,6 +187,56 @@ test.describe('Jobs', () => {
   });
 });
 
+test.describe('Jobs and their clusters', () => {
+  test("a job's cluster opens its details while it exists", async ({
+    page
+  }) => {
+    await page.routeWebSocket(STREAM, ws => {
+      ws.send(
+        JSON.stringify({
+          type: 'snapshot',
+          clusters: [fakeCluster('train-7f3a-cluster')]
+        })
+      );
+      ws.send(
+        JSON.stringify({
+          type: 'jobs',
+          jobs: [
+            fakeJob('train-7f3a'),
+            fakeJob('old-1a2b', {
+              state: 'succeeded',
+              finishedAt: new Date().toISOString(),
+              clusterDeletedAt: new Date().toISOString()
+            })
+          ],
+          warnings: []
+        })
+      );
+    });
+    await page.route(
+      /\/eksray\/api\/clusters\/train-7f3a-cluster(\?.*)?$/,
+      route => route.fulfill({ json: fakeCluster('train-7f3a-cluster') })
+    );
+    await page.goto();
+    await page.sidebar.openTab(SIDEBAR_ID);
+    const panel = page.locator(`#${SIDEBAR_ID}`);
+    const list = panel.getByRole('list', { name: 'Ray jobs' });
+    const old = list.getByRole('listitem', { name: 'Job old-1a2b, succeeded' });
+    // A deleted cluster is named, not linked.
+    await expect(old).toContainText('on old-1a2b-cluster (deleted)');
+    await expect(
+      old.getByRole('button', { name: 'old-1a2b-cluster' })
+    ).toHaveCount(0);
+    await list
+      .getByRole('listitem', { name: 'Job train-7f3a, running' })
+      .getByRole('button', { name: 'train-7f3a-cluster' })
+      .click();
+    await expect(
+      panel.getByRole('heading', { name: 'train-7f3a-cluster' })
+    ).toBeVisible();
+  });
+});
+
 test.describe('Jobs on the push stream', () => {
   test('a state change arrives on the socket, without polling; polls only while the stream is down', async ({
     page
@@ -196,7 +246,11 @@ test.describe('Jobs on the push stream', () => {
     const etl = fakeJob('etl-91bc', { name: 'etl', state: 'pending' });
     let streamUp = true;
     let polled = [fakeJob('train-7f3a', { name: 'train', state: 'failed' })];
-    const sockets = await fakeStream(page, () => [train, etl], () => streamUp);
+    const sockets = await fakeStream(
+      page,
+      () => [train, etl],
+      () => streamUp
+    );
     const lists = countListRequests(page);
     await page.route(JOB_LIST, route =>
       route.fulfill({ json: { jobs: polled, warnings: [] } })
@@ -252,7 +306,9 @@ test.describe('Jobs on the push stream', () => {
       })
     );
     await expect(
-      page.locator(`#${SIDEBAR_ID}`).getByText('The S3 bucket gone does not exist.')
+      page
+        .locator(`#${SIDEBAR_ID}`)
+        .getByText('The S3 bucket gone does not exist.')
     ).toBeVisible();
     // All of it came over the socket: the list was never fetched.
     expect(lists.count).toBe(0);
