@@ -20,19 +20,15 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from benchmarks.push_latency import free_port, pct
+from benchmarks.push_latency import jupyter_server, pct
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
@@ -160,39 +156,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20)
     args = parser.parse_args()
     read_cost(args.jobs, args.running)
-    port, token = free_port(), secrets.token_hex(8)
     with tempfile.TemporaryDirectory() as state:
         store = make_jobs(state, args.jobs, args.running)
-        config = os.path.join(state, "config.json")
-        with open(config, "w") as f:
-            json.dump({"ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}}}, f)
-        argv = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
-            f"--IdentityProvider.token={token}", f"--config={config}", f"--EKSRay.state_dir={state}",
-            "--EKSRay.backend=tests.memory_backend.MemoryBackend", f"--EKSRay.owner={OWNER}",
-            "--EKSRay.job_runner=benchmarks.job_push_latency.BenchRunner",
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            asyncio.run(run(base, token, server.pid, store, args.changes, args.subscribers, args.running))
-        finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        runner = "--EKSRay.job_runner=benchmarks.job_push_latency.BenchRunner"
+        with jupyter_server(state, f"--EKSRay.owner={OWNER}", runner) as (base, token, pid):
+            asyncio.run(run(base, token, pid, store, args.changes, args.subscribers, args.running))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -107,38 +109,51 @@ async def run(base: str, token: str, changes: int, subscribers: int) -> None:
     )
 
 
+@contextlib.contextmanager
+def jupyter_server(state: str, *extra: str) -> Iterator[tuple[str, str, int]]:
+    """A Jupyter server with the extension on a memory backend in ``state``: (base URL, token, pid).
+
+    Stopped (by its pid) on exit.
+    """
+    port, token = free_port(), secrets.token_hex(8)
+    config = os.path.join(state, "config.json")
+    with open(config, "w") as f:
+        json.dump({"ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}}}, f)
+    argv = [
+        sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
+        f"--IdentityProvider.token={token}", f"--config={config}", f"--EKSRay.state_dir={state}",
+        "--EKSRay.backend=tests.memory_backend.MemoryBackend", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield base, token, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=50)
     args = parser.parse_args()
-    port, token = free_port(), secrets.token_hex(8)
-    with tempfile.TemporaryDirectory() as state:
-        config = os.path.join(state, "config.json")
-        with open(config, "w") as f:
-            json.dump({"ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}}}, f)
-        argv = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
-            f"--IdentityProvider.token={token}", f"--config={config}", f"--EKSRay.state_dir={state}",
-            "--EKSRay.backend=tests.memory_backend.MemoryBackend",
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            asyncio.run(run(base, token, args.changes, args.subscribers))
-        finally:
-            server.terminate()
-            server.wait(15)
+    with tempfile.TemporaryDirectory() as state, jupyter_server(state) as (base, token, _pid):
+        asyncio.run(run(base, token, args.changes, args.subscribers))
 
 
 if __name__ == "__main__":

@@ -254,9 +254,10 @@ def test_the_s3_store_gets_only_records_whose_etag_changed(moto_url: str) -> Non
     assert len(gets) == 1 and "job-2/job.json" in gets[0][2]
 
 
-def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
-    bucket = f"watched-{time.time_ns()}"
-    make_bucket(moto_url, bucket)
+def s3_job_service(tmp_path: Path, moto_url: str, name: str) -> tuple[JobService, str, Any]:  # noqa: F811
+    """A job service whose default store is a new bucket on the moto server: (service, bucket, client)."""
+    bucket = f"{name}-{time.time_ns()}"
+    client = make_bucket(moto_url, bucket)
     service = job_service(
         tmp_path,
         job_store="s3",
@@ -264,6 +265,11 @@ def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Pa
         job_s3_endpoint_url=moto_url,
         job_s3_region="us-east-1",
     )
+    return service, bucket, client
+
+
+def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
+    service, _bucket, _client = s3_job_service(tmp_path, moto_url, "watched")
     job = service.submit({"entrypoint": "python a.py"})
     local = service.submit({"entrypoint": "python b.py", "store": {"type": "local"}})
     s3 = service.stores.open(job.store)
@@ -295,15 +301,7 @@ def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Pa
 
 
 def test_an_s3_store_that_fails_is_a_warning_and_its_jobs_go(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
-    bucket = f"vanishing-{time.time_ns()}"
-    client = make_bucket(moto_url, bucket)
-    service = job_service(
-        tmp_path,
-        job_store="s3",
-        job_s3_bucket=bucket,
-        job_s3_endpoint_url=moto_url,
-        job_s3_region="us-east-1",
-    )
+    service, bucket, client = s3_job_service(tmp_path, moto_url, "vanishing")
     job = service.submit({"entrypoint": "python a.py"})
     watcher = JobWatcher(service, interval=0.02, s3_interval=0.05)
     changes = Changes()
