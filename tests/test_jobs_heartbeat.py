@@ -88,3 +88,51 @@ def test_the_supervisor_rewrites_its_record_as_a_heartbeat(
     saved = stores.local.read("alice", "train-abcde")
     assert saved["updatedAt"] > time.time() - 5
     assert saved["supervisor"]["pid"] > 0 and saved["supervisor"]["host"]
+
+
+def test_a_shared_state_dir_does_not_make_another_hosts_supervisor_look_dead(tmp_path: Path) -> None:
+    """With the state dir on a volume, supervisor.json is visible here but its pid is another host's."""
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=5)
+    run_dir = tmp_path / "job-runs" / "alice" / "train-abcde"
+    run_dir.mkdir(parents=True)
+    (run_dir / "supervisor.json").write_text('{"pid": 999999, "start": 1.0}')
+    assert jobs.get("train-abcde").state == JobState.RUNNING
+
+
+def test_a_status_save_never_overwrites_a_stop_recorded_elsewhere(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=5)
+    stores = JobStores.from_config(jobs.config)
+    supervisor = Supervisor(jobs.clusters, stores, stores.local, dict(record), tmp_path / "run")
+    jobs.stop("train-abcde")  # from this machine: recorded in the store
+    supervisor.record["attempts"] = [{"attempt": 1, "status": "RUNNING"}]
+    supervisor.save()  # e.g. the Ray job's status changed
+    assert stores.local.read("alice", "train-abcde")["state"] == "stopped"
+    with pytest.raises(Interrupted) as ended:
+        supervisor.check()
+    assert ended.value.state == JobState.STOPPED
+
+
+class FlakyLogs:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def get_job_logs(self, submission_id: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("dashboard restarting")
+        return "all of it\n"
+
+
+def test_the_final_log_read_is_retried(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    jobs.stores.local.create(record)
+    stores = JobStores.from_config(jobs.config)
+    supervisor = Supervisor(jobs.clusters, stores, stores.local, dict(record), tmp_path / "run")
+    supervisor.stop_event.set()  # no waiting between tries in the test
+    assert supervisor.final_log(FlakyLogs(2), "train-abcde-1", "some\n") == "all of it\n"
+    assert supervisor.final_log(FlakyLogs(3), "train-abcde-1", "some\n") == "some\n"
+    supervisor.log.flush()
+    log = jobs.stores.local.read_log("alice", "train-abcde")[0].decode()
+    assert "[eksray] could not read the end of the log: dashboard restarting" in log

@@ -302,6 +302,14 @@ def test_working_dir_and_results_need_an_s3_store(env: Env, tmp_path: Path) -> N
     )  # refused before anything was made
 
 
+def test_retries_need_a_cluster_the_job_creates(env: Env) -> None:
+    env.service.create({"name": "shared", "profile": "cpu-small"})
+    with pytest.raises(InvalidRequestError) as refused:
+        env.jobs.submit({"entrypoint": "python a.py", "clusterName": "shared", "backoffLimit": 2})
+    assert [e.path for e in refused.value.errors] == ["backoffLimit"]
+    assert env.jobs.list() == [] and env.fk.list_objects("rayjobs", NS) == []
+
+
 def test_the_cluster_limit_counts_a_jobs_cluster(
     fakekube: FakeKubeServer, fakekube_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -333,6 +341,8 @@ def test_explicit_local_runner_still_wins(tmp_path: Path) -> None:
         ({}, JobState.PENDING, None),
         ({"jobDeploymentStatus": "Initializing"}, JobState.STARTING, None),
         ({"jobDeploymentStatus": "Running", "jobStatus": "PENDING"}, JobState.RUNNING, None),
+        ({"jobDeploymentStatus": "Running", "jobStatus": "SUCCEEDED"}, JobState.RUNNING, None),
+        ({"jobDeploymentStatus": "Retrying", "jobStatus": "RUNNING"}, JobState.STARTING, None),
         ({"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED"}, JobState.STARTING, None),
         ({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, JobState.SUCCEEDED, None),
         ({"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}, JobState.FAILED, "the Ray job ended STOPPED"),

@@ -66,7 +66,8 @@ def map_status(status: dict[str, Any] | None) -> tuple[JobState, str | None]:
         if reason == "AppFailed" or ray == "FAILED":
             return JobState.FAILED, f"the entrypoint failed ({detail or 'jobStatus FAILED'})"
         return JobState.FAILED, f"the RayJob failed ({detail or deploy})"
-    if deploy in ("Running", "Retrying") and ray in ("RUNNING", "PENDING", ""):
+    if deploy == "Running":
+        # Also with a final jobStatus: in K8sJobMode KubeRay waits for the submitter before Complete.
         return JobState.RUNNING, None
     if deploy in ("Suspending", "Suspended"):
         return JobState.STARTING, f"the RayJob is {deploy.lower()} (queued)"
@@ -265,6 +266,17 @@ class KubeRayJobRunner(JobRunner):
                 errors.append(FieldError("results", why.format(what="result files are collected")))
             if errors:
                 raise InvalidRequestError("Invalid job spec", errors)
+        if "clusterName" in spec and int(spec.get("backoffLimit") or 0) > 0:
+            raise InvalidRequestError(
+                "Invalid job spec",
+                [
+                    FieldError(
+                        "backoffLimit",
+                        "KubeRay retries a job only on a cluster it creates: drop backoffLimit, or give "
+                        "`cluster` instead of clusterName",
+                    )
+                ],
+            )
         if "cluster" in spec:  # the operator creates it, so the backend's own check would not run
             self.backend.check_cluster_quota(self.service.owner)
 

@@ -134,13 +134,13 @@ class LocalJobRunner(JobRunner):
         return True
 
     def is_active(self, job: Job) -> bool | None:
+        if job.runner_host and job.runner_host != socket.gethostname():
+            # A supervisor on another machine (a replaced Jupyter pod, a state dir on a shared
+            # volume): its pid means nothing here; it is alive while it keeps rewriting the record.
+            return time.time() - job.updated_at < self.lost_after_seconds
         if (self.run_dir(job.owner, job.id) / "supervisor.json").is_file():
             return self._process(job) is not None
-        if not job.runner_host or job.runner_host == socket.gethostname():
-            return None  # not started yet, or this machine's state was lost
-        # A supervisor on another machine (e.g. a Jupyter pod that was replaced): alive while
-        # it keeps rewriting the record.
-        return time.time() - job.updated_at < self.lost_after_seconds
+        return None  # not started yet, or this machine's state was lost
 
     def failure_hint(self, job: Job) -> str:
         if job.runner_host and job.runner_host != socket.gethostname():

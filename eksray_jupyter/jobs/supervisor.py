@@ -149,6 +149,10 @@ class Supervisor:
         self.results_dir: Path | None = None
         self.record["supervisor"] = {"host": socket.gethostname(), "pid": os.getpid()}
         self._saved_at = 0.0
+        # A job is stopped from a machine that cannot signal this process by recording it
+        # ``stopped`` in the store; every save while the job runs (and the heartbeat: the record
+        # rewritten every HEARTBEAT_S) looks for that first, and check() then ends the job.
+        self.ended: dict[str, Any] | None = None
 
     # --- small helpers ----------------------------------------------------------------------
 
@@ -157,6 +161,15 @@ class Supervisor:
         self.log.write(f"[eksray] {message}\n")
 
     def save(self, state: JobState | None = None, reason: str | None = None, **changes: Any) -> None:
+        """Write the record; while the job runs, never over an end another machine recorded (a stop)."""
+        if (
+            self.ended is None
+            and not JobState(self.record["state"]).terminal
+            and not (state and state.terminal)
+        ):
+            self.ended = self.ended_elsewhere()
+        if self.ended is not None and not (state and state.terminal):
+            return  # check() ends the job; the final save writes the stop it found
         if state is not None:
             transition(self.record, state, reason)
         self.record.update(changes)
@@ -183,24 +196,15 @@ class Supervisor:
         if self.stop_requested():
             raise Interrupted(JobState.STOPPED, "stopped on request")
         if heartbeat_now or time.monotonic() - self._saved_at >= HEARTBEAT_S:
-            self.heartbeat()
+            self.save()  # the heartbeat; it also notices an end recorded elsewhere
+        if self.ended is not None:
+            raise Interrupted(JobState(self.ended["state"]), self.ended.get("reason") or "stopped on request")
         if self.deadline is not None and time.time() >= self.deadline:
             raise Interrupted(
                 JobState.FAILED,
                 f"deadline exceeded: the job ran longer than activeDeadlineSeconds "
                 f"({self.spec['activeDeadlineSeconds']} s)",
             )
-
-    def heartbeat(self) -> None:
-        """Rewrite the record (its ``updatedAt`` says this supervisor lives), unless another machine ended it.
-
-        A job is stopped from a machine that cannot signal this process by recording it
-        ``stopped`` in the store: the supervisor sees that here and ends the job.
-        """
-        ended = self.ended_elsewhere()
-        if ended is not None:
-            raise Interrupted(JobState(ended["state"]), ended.get("reason") or "stopped on request")
-        self.save()
 
     def ended_elsewhere(self) -> dict[str, Any] | None:
         """The stored record if another machine recorded the job's end (a stop), else None."""
@@ -209,6 +213,18 @@ class Supervisor:
         except EKSRayError:
             return None
         return current if current is not None and JobState(current["state"]).terminal else None
+
+    def final_log(self, client: Any, submission_id: str, seen: str) -> str:
+        """The Ray job's whole log once it has ended (retried: it is the last chance to read it)."""
+        for attempt in range(3):
+            try:
+                return str(client.get_job_logs(submission_id))
+            except Exception as e:
+                if attempt == 2:
+                    self.say(f"could not read the end of the log: {e}")
+                    return seen
+                self.stop_event.wait(1.0)
+        return seen
 
     def pause(self, seconds: float) -> None:
         self.log.tick()
@@ -389,7 +405,9 @@ class Supervisor:
                 # Ray returns the whole log each time: read a long one less often (at most every
                 # 10 s), and always once more when the job has ended.
                 every = min(10.0, max(POLL_S, len(seen) / 1_000_000))
-                if status in RAY_TERMINAL or time.monotonic() - logs_read_at >= every:
+                if status in RAY_TERMINAL:
+                    logs = self.final_log(client, submission_id, seen)
+                elif time.monotonic() - logs_read_at >= every:
                     logs = client.get_job_logs(submission_id)
                     logs_read_at = time.monotonic()
                 else:
