@@ -63,7 +63,7 @@ def test_a_stop_from_another_machine_is_recorded_and_the_supervisor_obeys(tmp_pa
     jobs, record = setup(tmp_path)
     running_elsewhere(jobs, record, silent_for=5)
     stopped = jobs.stop("train-abcde")
-    assert stopped.state == JobState.STOPPED and stopped.reason == "stopped on request (from another machine)"
+    assert stopped.state == JobState.STOPPED and stopped.reason == "stopped on request"
 
     # The supervisor on that machine: its next heartbeat reads the stop and ends the job.
     stores = JobStores.from_config(jobs.config)

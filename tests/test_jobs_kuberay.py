@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
+import kubernetes.client
 import pytest
 import yaml
 from traitlets.config import Config
@@ -636,3 +637,47 @@ def test_a_long_log_is_read_less_often_but_always_at_the_end(
     runner._copy_log(store, record, status, final=True)  # the end is never skipped
     assert len(reads) == 4
     assert store.read_log("alice", "train-abcde")[1] == len(log)  # written once, not per read
+
+
+def test_one_follower_per_rayjob_across_processes(env: Env) -> None:
+    """A second process (a CLI, a kernel) reading a followed job does not follow it too; it takes
+    over only once the follower's lease has expired, and the first follower then lets go."""
+    from eksray_jupyter.jobs.kuberay_runner import FOLLOWER_ANNOTATION
+
+    job = env.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
+    _, ray_id = env.started(job.id)
+    env.dashboard.logs[ray_id] = "one\n"
+    env.state(job.id, JobState.RUNNING)
+    first = KubeRayJobRunner._followers[("alice", job.id)]
+    lease = json.loads(env.rayjob(job.id)["metadata"]["annotations"][FOLLOWER_ANNOTATION])  # type: ignore[index]
+    assert lease["holder"] == KubeRayJobRunner.holder
+
+    other = KubeRayJobRunner(service=env.service)
+    other.holder = "jupyter-other/4242/feedbeef"  # as another process would be
+    assert other._hold(env.rayjob(job.id)) is False  # the lease is fresh: it only reads
+    # The lease runs out (its holder stopped renewing it): the other process takes it ...
+    rj = env.rayjob(job.id)
+    assert rj is not None
+    rj["metadata"]["annotations"][FOLLOWER_ANNOTATION] = json.dumps({"holder": lease["holder"], "until": 0})
+    rj.pop("status", None)
+    kubernetes.client.CustomObjectsApi(env.backend.api.client).replace_namespaced_custom_object(
+        "ray.io", "v1", NS, "rayjobs", job.id, rj
+    )
+    assert other._hold(env.rayjob(job.id)) is True
+    # ... and the first follower, seeing someone else's fresh lease, stops following.
+    wait_until(lambda: not first.alive(), what="the first follower let go")
+    assert env.jobs.logs(job.id).text == "one\n"  # appended once
+
+
+def test_a_process_that_exits_releases_its_lease(env: Env) -> None:
+    from eksray_jupyter.jobs.kuberay_runner import FOLLOWER_ANNOTATION
+
+    job = env.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
+    env.started(job.id)
+    env.state(job.id, JobState.RUNNING)
+    KubeRayJobRunner.stop_following()  # what ClusterService.close does when a CLI exits
+    lease = json.loads(env.rayjob(job.id)["metadata"]["annotations"][FOLLOWER_ANNOTATION])  # type: ignore[index]
+    assert lease["until"] == 0
+    other = KubeRayJobRunner(service=env.service)
+    other.holder = "jupyter-server/7/cafe"
+    assert other._hold(env.rayjob(job.id)) is True  # taken over at once, no lease to wait out

@@ -18,9 +18,13 @@ the grace window. See docs/jobs.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import hashlib
 import json
+import os
+import secrets
+import socket
 import tempfile
 import threading
 import time
@@ -32,7 +36,14 @@ from typing import Any
 import yaml
 from traitlets import Float, Int, Unicode
 
-from ..core.errors import BackendError, EKSRayError, FieldError, InvalidRequestError, NotFoundError
+from ..core.errors import (
+    BackendError,
+    ConflictError,
+    EKSRayError,
+    FieldError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from .driver import RESULTS_UPLOAD_ENV, inline_command
 from .models import Job, JobState, transition
 from .runner import JobRunner
@@ -43,6 +54,10 @@ GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
 LOGS_PATH = "api/jobs/{job_id}/logs"
 SUBMISSION_MODE = "K8sJobMode"
+#: On the RayJob: which process follows it, until when (JSON ``{"holder", "until"}``). One
+#: follower per job across processes (the server, CLIs, kernels), so the log is appended once
+#: and records are written by one writer; a lease that is not renewed expires.
+FOLLOWER_ANNOTATION = "eksray.io/follower"
 
 _TERMINAL_DEPLOY = {"Complete", "Failed", "ValidationFailed"}
 
@@ -114,6 +129,13 @@ class KubeRayJobRunner(JobRunner):
         help="How long the head may upload result files for a job without activeDeadlineSeconds "
         "(with one: the deadline plus an hour). SigV4 allows at most 7 days.",
     ).tag(config=True)
+
+    lease_seconds = Float(
+        30.0, help="How long a process's claim to follow a RayJob lasts unless renewed (every half of it)."
+    ).tag(config=True)
+
+    #: This process, as a follower lease holder.
+    holder = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
 
     # One follower per job in this process, whichever runner instance started it
     # (``ClusterService.jobs`` builds a JobService, and so a runner, on every use).
@@ -217,6 +239,7 @@ class KubeRayJobRunner(JobRunner):
             )
             body_spec["backoffLimit"] = int(spec.get("backoffLimit") or 0)
         labels[JOB_LABEL] = job.id
+        annotations[FOLLOWER_ANNOTATION] = self._lease_value()  # the submitter follows it first
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "RayJob",
@@ -228,6 +251,35 @@ class KubeRayJobRunner(JobRunner):
             },
             "spec": body_spec,
         }
+
+    def _lease_value(self) -> str:
+        return json.dumps({"holder": self.holder, "until": time.time() + self.lease_seconds})
+
+    def _hold(self, rj: dict[str, Any]) -> bool:
+        """Take or renew this process's lease to follow ``rj``; False while another live process holds it."""
+        meta = rj.get("metadata") or {}
+        try:
+            lease = json.loads((meta.get("annotations") or {}).get(FOLLOWER_ANNOTATION) or "{}")
+            holder, until = lease.get("holder"), float(lease.get("until") or 0)
+        except (ValueError, TypeError, AttributeError):
+            holder, until = None, 0.0
+        now = time.time()
+        if holder not in (None, self.holder) and until > now:
+            return False
+        if holder == self.holder and until - now > self.lease_seconds / 2:
+            return True
+        body = copy.deepcopy(rj)
+        body.pop("status", None)
+        body["metadata"].setdefault("annotations", {})[FOLLOWER_ANNOTATION] = self._lease_value()
+        try:  # with the resourceVersion just read: of two processes taking it, one gets a 409
+            self._call(
+                f"claiming RayJob {meta.get('namespace')}/{meta.get('name')}",
+                self._custom().replace_namespaced_custom_object,
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
+            )  # fmt: skip
+        except (ConflictError, NotFoundError):
+            return False
+        return True
 
     def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -347,8 +399,11 @@ class KubeRayJobRunner(JobRunner):
         if namespace is None:
             return None
         try:
-            if self._get(namespace, job.id) is None:
+            rj = self._get(namespace, job.id)
+            if rj is None:
                 return False
+            if not self._hold(rj):
+                return True  # another process follows it and keeps the record current
             # Started by a process that is gone: catch the record up now, so that this read
             # (e.g. a short-lived CLI) shows the RayJob's state, then follow it from here.
             self._locked_step(self._store(job), job, False)
@@ -411,8 +466,29 @@ class KubeRayJobRunner(JobRunner):
                 if self._locked_step(store, job, follower.stop_requested):
                     return
                 follower.wake.wait(self.poll_seconds)
+            self._release(job)  # e.g. a CLI exiting: the server may take over at once
         except Exception as e:  # never die silently: the reason goes to the server log
             self.log.warning("eksray: following RayJob %s failed: %s", job.id, e)
+
+    def _release(self, job: Job) -> None:
+        """Give up this process's follower lease on the job's RayJob, if it holds it."""
+        namespace = self._namespace(job)
+        rj = self._get(namespace, job.id) if namespace else None
+        if rj is None:
+            return
+        annotations = (rj.get("metadata") or {}).get("annotations") or {}
+        with contextlib.suppress(ValueError, TypeError):
+            if json.loads(annotations.get(FOLLOWER_ANNOTATION) or "{}").get("holder") != self.holder:
+                return
+        rj.pop("status", None)
+        annotations[FOLLOWER_ANNOTATION] = json.dumps({"holder": self.holder, "until": 0})
+        rj["metadata"]["annotations"] = annotations
+        with contextlib.suppress(EKSRayError):
+            self._call(
+                f"releasing RayJob {namespace}/{job.id}",
+                self._custom().replace_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, job.id, rj,
+            )  # fmt: skip
 
     def _locked_step(self, store: JobStore, job: Job, stop_requested: bool) -> bool:
         with self._lock:
@@ -432,11 +508,16 @@ class KubeRayJobRunner(JobRunner):
             return self._after_end(store, record)
         rj = self._get(namespace, job.id)
         if rj is None:
+            fresh = store.read(job.owner, job.id)
+            if fresh is not None and JobState(fresh["state"]).terminal:
+                return True  # stopped by another process, which deleted the RayJob
             transition(record, JobState.STOPPED if stop_requested else JobState.FAILED, (
                 "stopped on request" if stop_requested else self.failure_hint(job)
             ))  # fmt: skip
             store.write(record)
             return True
+        if not stop_requested and not self._hold(rj):
+            return True  # another process follows it now
         status = rj.get("status") or {}
         if status.get("rayClusterName") and record.get("clusterCreated"):
             record["clusterName"] = status["rayClusterName"]

@@ -251,13 +251,14 @@ class JobService:
                 self.runner.stop(job)
             return job
         if not self.runner.stop(job):
-            # No runner this machine can reach: record the stop here, and remove what it may have
-            # left behind. A live supervisor on another machine sees the record and ends too.
-            remote = self.runner.is_active(job) is True
+            # No runner this process can signal: record the stop here, and remove what it may
+            # have left behind. A runner elsewhere (a supervisor on another machine, a RayJob
+            # follower in another process) sees the record and ends too.
+            elsewhere = self.runner.is_active(job) is True
             fresh = store.read(self.owner, job_id) or record
             if not JobState(fresh["state"]).terminal:
-                why = "from another machine" if remote else "its runner was not running"
-                transition(fresh, JobState.STOPPED, f"stopped on request ({why})")
+                why = "" if elsewhere else " (its runner was not running)"
+                transition(fresh, JobState.STOPPED, f"stopped on request{why}")
                 if fresh.get("clusterCreated") and not fresh.get("clusterDeletedAt"):
                     try:
                         self.clusters.delete(fresh["clusterName"])

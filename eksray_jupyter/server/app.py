@@ -47,5 +47,5 @@ class EKSRayExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         # Clusters keep running: their state lives in the backend, not in this process.
         self.hub.close()
-        self.service.backend.close()
+        self.service.close()  # followers release their RayJob leases; watches stop
         self.executor.shutdown(wait=False, cancel_futures=True)
