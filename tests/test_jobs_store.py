@@ -135,6 +135,10 @@ def test_records_logs_and_results(store: JobStore, tmp_path: Path) -> None:
     assert store.read_log(owner, job_id, end) == (b"", end)  # nothing new
     store.append_log(owner, job_id, b"line 4\n")
     assert store.read_log(owner, job_id, end) == (b"line 4\n", end + 7)
+    with pytest.raises(InvalidRequestError, match=f"past the end of the log \\({end + 7} bytes"):
+        store.read_log(owner, job_id, end + 8)  # never skip what was not read
+    with pytest.raises(InvalidRequestError):
+        store.read_log(owner, "never-logged", 1)
 
     source = tmp_path / "r.csv"
     source.write_text("a,b\n1,2\n")
@@ -309,3 +313,35 @@ def test_owner_names_are_one_safe_path_segment(tmp_path: Path) -> None:
     store.create(record(owner=".."))
     assert (tmp_path / "jobs" / "%2E%2E" / "etl-abcde" / "job.json").is_file()
     assert [r["owner"] for r in store.list("..")] == [".."]
+
+
+def test_a_log_split_by_an_s3_failure_is_read_whole(moto_url: str, tmp_path: Path) -> None:
+    """S3 fails at the end of a job: the supervisor keeps the record and the rest of the log
+    locally; once S3 is back, the log reads as the S3 part followed by the local part."""
+    from eksray_jupyter.core.errors import BackendError
+    from eksray_jupyter.jobs.supervisor import Supervisor
+
+    make_bucket(moto_url, "flaky")
+    service = job_service(tmp_path, job_store="s3", job_s3_bucket="flaky", job_s3_endpoint_url=moto_url)
+    job = service.submit({"entrypoint": "python train.py"})
+    store = service.stores.open(job.store)
+    supervisor = Supervisor(
+        service.clusters, service.stores, store, store.read(service.owner, job.id), tmp_path
+    )
+    supervisor.say("the beginning")
+    assert supervisor.log.flush()
+
+    def s3_down(*_: Any, **__: Any) -> None:
+        raise BackendError("S3 is down")
+
+    real_put, store._put = store._put, s3_down  # type: ignore[attr-defined]
+    supervisor.say("the last words")
+    assert not supervisor.log.flush()
+    service.stores.local.append_log(service.owner, job.id, supervisor.log.take())  # as run() does
+    supervisor.save(JobState.SUCCEEDED)
+    store._put = real_put  # type: ignore[attr-defined]
+    whole = service.logs(job.id)
+    assert whole.text == "[eksray] the beginning\n[eksray] the last words\n"
+    assert service.get(job.id).state == JobState.SUCCEEDED
+    rest = service.logs(job.id, offset=len(b"[eksray] the beginning\n"))
+    assert rest.text == "[eksray] the last words\n" and rest.next_offset == whole.next_offset

@@ -23,7 +23,7 @@ from ..core.errors import (
 from .models import Job, JobState, new_record, transition
 from .runner import RUNNERS, JobRunner
 from .spec import new_job_id, resolve_job_spec
-from .store import JobStore, JobStores, check_id
+from .store import JobStore, JobStores, check_id, check_log_offset
 
 if TYPE_CHECKING:
     from ..core.service import ClusterService
@@ -207,14 +207,21 @@ class JobService:
         if offset < 0:
             raise InvalidRequestError("Invalid query", [FieldError("offset", "must be 0 or more")])
         found, record = self._find(job_id)
+        state = JobState(record["state"])
         declared = self.stores.open(record.get("store") or {"type": "local"})
-        try:
+        if found is declared:
             data, end = declared.read_log(self.owner, job_id, offset)
+            return LogChunk(data, offset, end, state)
+        # S3 failed while the job ran: its runner kept the record and the rest of the log on
+        # this machine (see the supervisor). The log is the S3 part, then the local part.
+        try:
+            head, _ = declared.read_log(self.owner, job_id, 0)
         except EKSRayError:
-            if found is declared:
-                raise
-            data, end = found.read_log(self.owner, job_id, offset)
-        return LogChunk(data, offset, end, JobState(record["state"]))
+            head = b""  # S3 still unreachable: what this machine has
+        tail, _ = found.read_log(self.owner, job_id, 0)
+        whole = head + tail
+        check_log_offset(offset, len(whole))
+        return LogChunk(whole[offset:], offset, len(whole), state)
 
     def result(self, job_id: str, path: str) -> bytes:
         """The content of one result file (a path from the job's ``results``)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..core.errors import BackendError, ConflictError, NotFoundError
+from ..core.errors import BackendError, ConflictError, FieldError, InvalidRequestError, NotFoundError
 from ..core.state_files import read_json, write_json_atomic
 
 ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -39,6 +39,18 @@ def owner_key(owner: str) -> str:
     """The owner as one safe path segment or key part (JupyterHub names may hold '@', '.' or '/')."""
     key = quote(owner, safe="@+")
     return key.replace(".", "%2E") if key.strip(".") == "" else key
+
+
+def check_log_offset(offset: int, size: int) -> None:
+    if offset > size:
+        raise InvalidRequestError(
+            "Invalid query",
+            [
+                FieldError(
+                    "offset", f"{offset} is past the end of the log ({size} bytes so far); read from {size}"
+                )
+            ],
+        )
 
 
 def check_id(job_id: str) -> None:
@@ -77,7 +89,10 @@ class JobStore:
         raise NotImplementedError
 
     def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
-        """The log from byte ``offset`` to its current end, and that end."""
+        """The log from byte ``offset`` to its current end, and that end.
+
+        InvalidRequestError for an offset past the end: a client must not skip what it never read.
+        """
         raise NotImplementedError
 
     def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
@@ -177,13 +192,17 @@ class LocalJobStore(JobStore):
             os.close(fd)
 
     def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
+        offset = max(0, offset)
         try:
             with open(self._dir(owner, job_id) / "log.txt", "rb") as f:
-                f.seek(max(0, offset))
+                size = os.fstat(f.fileno()).st_size
+                check_log_offset(offset, size)
+                f.seek(offset)
                 data = f.read()
-                return data, max(0, offset) + len(data)
+                return data, offset + len(data)
         except FileNotFoundError:
-            return b"", max(0, offset)
+            check_log_offset(offset, 0)
+            return b"", 0
 
     def _result_path(self, owner: str, job_id: str, relpath: str) -> Path:
         base = (self._dir(owner, job_id) / "results").resolve()
@@ -407,8 +426,10 @@ class S3JobStore(JobStore):
 
     def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
         offset = max(0, offset)
+        chunks = self._chunks(owner, job_id)
+        check_log_offset(offset, chunks[-1][0] + chunks[-1][1] if chunks else 0)
         parts = []
-        for start, size, key in self._chunks(owner, job_id):
+        for start, size, key in chunks:
             if start + size <= offset:
                 continue
             skip = max(0, offset - start)
