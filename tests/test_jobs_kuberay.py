@@ -681,3 +681,25 @@ def test_a_process_that_exits_releases_its_lease(env: Env) -> None:
     other = KubeRayJobRunner(service=env.service)
     other.holder = "jupyter-server/7/cafe"
     assert other._hold(env.rayjob(job.id)) is True  # taken over at once, no lease to wait out
+
+
+def test_an_unreadable_working_dir_is_a_400_and_the_job_is_recorded_failed(
+    s3env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray._private.runtime_env import packaging
+
+    root = project(tmp_path)
+
+    def unreadable(*_: Any, **__: Any) -> None:  # as for a file the server may not read (tests run as root)
+        raise PermissionError(13, "Permission denied", str(root / "lib" / "helper.txt"))
+
+    monkeypatch.setattr(packaging, "create_package", unreadable)
+    with pytest.raises(InvalidRequestError) as refused:
+        s3env.jobs.submit(
+            {"entrypoint": "python train.py", "workingDir": str(root), "cluster": {"profile": "cpu-small"}}
+        )
+    assert refused.value.errors[0].path == "workingDir"
+    assert "Permission denied" in refused.value.errors[0].message
+    (job,) = s3env.jobs.list()  # recorded, not lost: failed, with the reason
+    assert job.state == JobState.FAILED and "cannot package" in (job.reason or "")
+    assert s3env.fk.list_objects("rayjobs", NS) == []

@@ -341,9 +341,15 @@ class KubeRayJobRunner(JobRunner):
         source = Path(job.spec["workingDir"])
         with tempfile.TemporaryDirectory(prefix="eksray-package-") as tmp:
             target = Path(tmp) / "working_dir.zip"
-            create_package(
-                str(source), target, include_gitignore=True, include_parent_dir=True, logger=self.log
-            )
+            try:
+                create_package(
+                    str(source), target, include_gitignore=True, include_parent_dir=True, logger=self.log
+                )
+            except OSError as e:
+                raise InvalidRequestError(
+                    "Invalid job spec",
+                    [FieldError("workingDir", f"cannot package {source}: {e}; make its files readable")],
+                ) from e
             digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
             return store.put_package(job.owner, job.id, target, digest)
 

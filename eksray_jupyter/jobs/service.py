@@ -120,8 +120,12 @@ class JobService:
         try:
             self.runner.start(job)
         except Exception as e:
+            # Recorded, so the job is not lost; the answer keeps the error's kind (a 4xx the
+            # user can act on stays one).
             transition(record, JobState.FAILED, f"the job could not be started: {e}")
             store.write(record)
+            if isinstance(e, EKSRayError):
+                raise
             raise BackendError(f"Job {job_id} could not be started: {e}") from e
         return job
 
