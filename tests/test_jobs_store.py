@@ -345,3 +345,18 @@ def test_a_log_split_by_an_s3_failure_is_read_whole(moto_url: str, tmp_path: Pat
     assert service.get(job.id).state == JobState.SUCCEEDED
     rest = service.logs(job.id, offset=len(b"[eksray] the beginning\n"))
     assert rest.text == "[eksray] the last words\n" and rest.next_offset == whole.next_offset
+
+
+def test_a_local_job_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    store = LocalJobStore(tmp_path / "jobs")
+    store.create(record())
+    source = tmp_path / "r.csv"
+    source.write_text("secret,1\n")
+    source.chmod(0o644)
+    store.put_result("alice@example.org", "etl-abcde", "out/r.csv", source)
+    store.append_log("alice@example.org", "etl-abcde", b"token=...\n")
+    job_dir = Path(store.describe("alice@example.org", "etl-abcde"))
+    for path in [job_dir.parent, job_dir, job_dir / "results" / "out"]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    for path in [job_dir / "job.json", job_dir / "log.txt", job_dir / "results" / "out" / "r.csv"]:
+        assert path.stat().st_mode & 0o077 == 0, path

@@ -101,7 +101,7 @@ class LocalJobRunner(JobRunner):
         from ..backends.local import processes
 
         run_dir = self.run_dir(job.owner, job.id)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             sys.executable,
             "-m",

@@ -127,8 +127,10 @@ class LocalJobStore(JobStore):
 
     def create(self, record: dict[str, Any]) -> None:
         path = self._dir(record["owner"], record["id"])
+        # Only the user reads a job (its spec, log and results may hold anything): 0700 dirs.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            path.mkdir(parents=True)
+            path.mkdir(mode=0o700)
         except FileExistsError:
             raise ConflictError(f"A job with id {record['id']!r} already exists.") from None
         self.write(record)
@@ -213,8 +215,9 @@ class LocalJobStore(JobStore):
 
     def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
         target = self._result_path(owner, job_id, relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(source, target)
+        target.chmod(0o600)
 
     def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
         try:
