@@ -233,6 +233,28 @@ export async function getJobLog(
   };
 }
 
+/**
+ * Where a job's result file is downloaded: `GET <baseUrl>eksray/api/jobs/<id>/results/<path>`.
+ *
+ * A plain same-origin link: the browser sends the Jupyter login cookie with it,
+ * like the dashboard links. Each segment of `path` (e.g. `out/2024/a b.csv`)
+ * is URL-encoded; the slashes between them are kept.
+ */
+export function jobResultUrl(
+  id: string,
+  path: string,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): string {
+  const encoded = path.split('/').map(encodeURIComponent).join('/');
+  return URLExt.join(
+    settings.baseUrl,
+    API_NAMESPACE,
+    jobPath(id),
+    'results',
+    encoded
+  );
+}
+
 function jobPath(id: string): string {
   return `jobs/${encodeURIComponent(id)}`;
 }

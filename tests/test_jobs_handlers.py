@@ -1,12 +1,14 @@
 """REST handlers for jobs (jp_fetch, in-memory cluster backend, a scripted runner; no Ray):
-auth, validation with field paths, 404s, logs by offset and followed, stop."""
+auth, validation with field paths, 404s, logs by offset and followed, stop, result downloads."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +17,25 @@ from tornado.httpclient import HTTPClientError
 
 from eksray_jupyter.jobs.models import Job, JobState, transition
 from eksray_jupyter.jobs.runner import JobRunner
+from eksray_jupyter.jobs.store import LocalJobStore
+from eksray_jupyter.server import jobs as jobs_handlers
 
 
 class ScriptedRunner(JobRunner):
     """Runs a job in a thread: running, three log lines (each waits for ``gate``), then an end.
 
-    An entrypoint containing ``exit 1`` fails; a stop request ends it as stopped.
+    An entrypoint containing ``exit 1`` fails; a stop request ends it as stopped, once
+    ``stop_gate`` is open. A job with ``results`` patterns that succeeds keeps ``result_files``
+    (path: content), stored and recorded like the supervisor does.
     """
 
     name = "scripted"
     gate = threading.Event()
+    stop_gate = threading.Event()
     threads: dict[str, threading.Thread] = {}
     stops: dict[str, threading.Event] = {}
+    stop_calls: dict[str, int] = {}
+    result_files: dict[str, bytes] = {}
 
     def start(self, job: Job) -> None:
         store = self.service.jobs.stores.open(job.store)
@@ -41,19 +50,34 @@ class ScriptedRunner(JobRunner):
                 if stop.is_set():
                     break
                 store.append_log(job.owner, job.id, f"line {i}\n".encode())
+            if stop.is_set():
+                self.stop_gate.wait(30)  # the stop takes effect when the test says so
             record = store.read(job.owner, job.id)
             if stop.is_set():
                 transition(record, JobState.STOPPED, "stopped on request")
             elif "exit 1" in job.spec["entrypoint"]:
                 transition(record, JobState.FAILED, "the entrypoint exited with code 1")
             else:
+                if job.spec.get("results"):
+                    record["results"] = self.keep_results(store, job)
                 transition(record, JobState.SUCCEEDED)
             store.write(record)
 
         thread = self.threads[job.id] = threading.Thread(target=run, daemon=True)
         thread.start()
 
+    def keep_results(self, store: Any, job: Job) -> list[dict[str, Any]]:
+        results = []
+        with tempfile.TemporaryDirectory() as staging:
+            for path, content in sorted(self.result_files.items()):
+                source = Path(staging) / "file"
+                source.write_bytes(content)
+                store.put_result(job.owner, job.id, path, source)
+                results.append({"path": path, "size": len(content)})
+        return results
+
     def stop(self, job: Job) -> bool:
+        self.stop_calls[job.id] = self.stop_calls.get(job.id, 0) + 1
         if job.id in self.stops and self.is_active(job):
             self.stops[job.id].set()
             return True
@@ -79,13 +103,17 @@ def jp_server_config(state_dir: Path, backend_class: str) -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def open_gate() -> Any:
     ScriptedRunner.gate.set()
+    ScriptedRunner.stop_gate.set()
     yield
+    ScriptedRunner.stop_gate.set()
     for stop in ScriptedRunner.stops.values():
         stop.set()
     for thread in ScriptedRunner.threads.values():
         thread.join(5)
     ScriptedRunner.threads.clear()
     ScriptedRunner.stops.clear()
+    ScriptedRunner.stop_calls.clear()
+    ScriptedRunner.result_files.clear()
 
 
 async def call(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, **kwargs: Any) -> Any:
@@ -102,6 +130,13 @@ async def error_of(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[
     with pytest.raises(HTTPClientError) as info:
         await call(jp_fetch, *path, **kwargs)
     return info.value.code, json.loads(info.value.response.body)
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        await asyncio.sleep(0.01)
 
 
 async def until(jp_fetch: Any, job_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -191,6 +226,44 @@ async def test_stop(jp_fetch: Any) -> None:
     assert (stopped["state"], stopped["reason"]) == ("stopped", "stopped on request")
     again = await call(jp_fetch, "jobs", job["id"], method="DELETE")  # a finished job is left as it is
     assert (again.code, json.loads(again.body)["state"]) == (200, "stopped")
+
+
+async def test_a_slow_stop_holds_no_worker(jp_fetch: Any, jp_serverapp: Any) -> None:
+    """DELETE waits for the stop on the event loop: as many slow stops as the pool has workers
+    still leave the pool free for other requests."""
+    ScriptedRunner.gate.clear()
+    ScriptedRunner.stop_gate.clear()  # the stops take effect only when opened
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python forever.py"})
+    await until(jp_fetch, job["id"], "running")
+    workers = jp_serverapp.web_app.settings["eksray_executor"]._max_workers
+    deletes = [
+        asyncio.ensure_future(call(jp_fetch, "jobs", job["id"], method="DELETE", request_timeout=60))
+        for _ in range(workers)
+    ]
+    # Every DELETE has asked the runner to stop; none can have its answer yet.
+    await eventually(lambda: ScriptedRunner.stop_calls.get(job["id"], 0) == workers, "the stop requests")
+    # Other calls are answered meanwhile (a pool held by waiting stops would leave them queued).
+    got = await asyncio.wait_for(json_of(jp_fetch, "jobs", job["id"]), 10)
+    assert got["state"] == "running"
+    listed = await asyncio.wait_for(json_of(jp_fetch, "jobs"), 10)
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+    assert not any(d.done() for d in deletes)
+
+    ScriptedRunner.stop_gate.set()
+    responses = await asyncio.wait_for(asyncio.gather(*deletes), 20)
+    assert {(r.code, json.loads(r.body)["state"]) for r in responses} == {(200, "stopped")}
+
+
+async def test_stop_still_under_way_is_202(jp_fetch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_handlers, "STOP_WAIT_S", 0.2)
+    ScriptedRunner.gate.clear()
+    ScriptedRunner.stop_gate.clear()
+    job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python forever.py"})
+    await until(jp_fetch, job["id"], "running")
+    response = await call(jp_fetch, "jobs", job["id"], method="DELETE")
+    assert (response.code, json.loads(response.body)["state"]) == (202, "running")
+    ScriptedRunner.stop_gate.set()
+    await until(jp_fetch, job["id"], "stopped")
 
 
 async def test_failed_job_has_a_reason(jp_fetch: Any) -> None:
@@ -284,6 +357,7 @@ async def test_bad_offset_is_400(jp_fetch: Any) -> None:
         ("GET", ("jobs", "JOB"), None),
         ("DELETE", ("jobs", "JOB"), None),
         ("GET", ("jobs", "JOB", "logs"), None),
+        ("GET", ("jobs", "JOB", "results", "out/a.csv"), None),
     ],
 )
 async def test_every_route_refuses_unauthenticated(
@@ -317,3 +391,120 @@ def test_job_model_matches_the_openapi_document() -> None:
     assert set(body["attempts"][0]) == set(attempt["properties"]) == set(attempt["required"])
     history = schema["properties"]["history"]["items"]
     assert set(body["history"][0]) == set(history["properties"])
+
+
+RESULTS = {
+    "model.txt": b"weights\n",
+    "out/2024/metrics.csv": b"epoch,loss\n1,0.5\n",
+    "out/my report.html": b"<script>alert(1)</script>",
+    'out/r\u00e9sum\u00e9 "final".bin': bytes(range(256)),
+    "out/data.csv.gz": b"\x1f\x8b not really",
+}
+
+
+async def job_with_results(jp_fetch: Any) -> dict[str, Any]:
+    ScriptedRunner.result_files.update(RESULTS)
+    job = await json_of(
+        jp_fetch, "jobs", method="POST", body={"entrypoint": "python train.py", "results": ["**/*"]}
+    )
+    done = await until(jp_fetch, job["id"], "succeeded")
+    assert {r["path"]: r["size"] for r in done["results"]} == {p: len(c) for p, c in RESULTS.items()}
+    return done
+
+
+async def raw_get(http_server_client: Any, jp_base_url: str, headers: dict[str, str], path: str) -> Any:
+    """GET a URL path exactly as given (jp_fetch would escape its '%')."""
+    url = jp_base_url.rstrip("/") + "/eksray/api/" + path
+    return await http_server_client.fetch(url, headers=headers, raise_error=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "disposition"),
+    [
+        ("model.txt", "text/plain", 'attachment; filename="model.txt"'),
+        ("out/2024/metrics.csv", "text/csv", 'attachment; filename="metrics.csv"'),
+        ("out/my report.html", "text/html", 'attachment; filename="my report.html"'),
+        (
+            'out/r\u00e9sum\u00e9 "final".bin',
+            "application/octet-stream",
+            "attachment; filename=\"r_sum_ _final_.bin\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22.bin",
+        ),
+        ("out/data.csv.gz", "application/gzip", 'attachment; filename="data.csv.gz"'),
+    ],
+)
+async def test_download_a_result(jp_fetch: Any, path: str, content_type: str, disposition: str) -> None:
+    job = await job_with_results(jp_fetch)
+    response = await call(jp_fetch, "jobs", job["id"], "results", path)
+    assert response.code == 200
+    assert response.body == RESULTS[path]
+    assert response.headers["Content-Type"].split(";")[0] == content_type
+    assert response.headers["Content-Disposition"] == disposition
+    assert response.headers["Content-Length"] == str(len(RESULTS[path]))
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Security-Policy"].startswith("sandbox")
+
+
+async def test_result_path_slashes_may_be_encoded(
+    jp_fetch: Any, http_server_client: Any, jp_base_url: str, jp_auth_header: dict[str, str]
+) -> None:
+    job = await job_with_results(jp_fetch)
+    for raw in ("out%2F2024%2Fmetrics.csv", "out/2024/metrics%2Ecsv", "out%2Fmy%20report.html"):
+        response = await raw_get(
+            http_server_client, jp_base_url, jp_auth_header, f"jobs/{job['id']}/results/{raw}"
+        )
+        assert response.code == 200, raw
+    assert response.body == RESULTS["out/my report.html"]
+
+
+async def test_unknown_job_or_result_is_404(jp_fetch: Any) -> None:
+    job = await job_with_results(jp_fetch)
+    code, body = await error_of(jp_fetch, "jobs", "ghost-aaaaa", "results", "model.txt")
+    assert code == 404
+    assert "List your jobs" in body["message"]
+    for path in ("nothing.txt", "out", "out/2024", "MODEL.TXT", "model.txt/"):
+        code, body = await error_of(jp_fetch, "jobs", job["id"], "results", path)
+        assert code == 404, path
+        assert "has no result" in body["message"]
+    # A job without results has none to give.
+    other = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python a.py"})
+    code, _ = await error_of(jp_fetch, "jobs", other["id"], "results", "model.txt")
+    assert code == 404
+
+
+async def test_traversal_is_404_and_never_reaches_the_store(
+    jp_fetch: Any,
+    http_server_client: Any,
+    jp_base_url: str,
+    jp_auth_header: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = await job_with_results(jp_fetch)
+    read = LocalJobStore.read_result
+    asked: list[str] = []
+
+    def spy(self: LocalJobStore, owner: str, job_id: str, relpath: str) -> bytes:
+        asked.append(relpath)
+        return read(self, owner, job_id, relpath)
+
+    monkeypatch.setattr(LocalJobStore, "read_result", spy)
+    # Next to results/ are the record and the log; further up, other jobs and the state directory.
+    for raw in (
+        "../job.json",
+        "..%2Fjob.json",
+        "%2E%2E/log.txt",
+        "%2e%2e%2flog.txt",
+        "out/../model.txt",
+        "out/..%2F..%2Fjob.json",
+        "..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "./model.txt",
+        "out//2024/metrics.csv",
+    ):
+        response = await raw_get(
+            http_server_client, jp_base_url, jp_auth_header, f"jobs/{job['id']}/results/{raw}"
+        )
+        assert response.code == 404, raw
+        assert "message" in json.loads(response.body), raw
+    assert asked == []
+    ok = await call(jp_fetch, "jobs", job["id"], "results", "model.txt")  # the spy does see real reads
+    assert ok.body == RESULTS["model.txt"] and asked == ["model.txt"]

@@ -5,28 +5,36 @@ calls on the extension's thread pool, domain errors mapped in :mod:`.errors` onl
 
 ``GET /jobs/{id}/logs`` returns the log as text; ``?offset=N`` starts at byte N (the
 ``X-Next-Offset`` header says where to continue), ``?follow=1`` streams it (chunked) until
-the job ends.
+the job ends. ``GET /jobs/{id}/results/{path}`` downloads one of the job's result files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mimetypes
+import posixpath
+import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..core.errors import FieldError, InvalidRequestError
+from ..core.errors import FieldError, InvalidRequestError, NotFoundError
 from .handlers import EKSRayHandler
 
 if TYPE_CHECKING:
     from ..jobs.service import JobService
 
 JOB_ID = r"(?P<job_id>[^/]+)"
+#: A result's path below ``results/`` (tornado URL-decodes it: ``out%2Fa%20b.csv`` is ``out/a b.csv``).
+RESULT_PATH = r"(?P<path>.+)"
 #: How long ``DELETE`` waits for the job to be stopped before answering 202.
 STOP_WAIT_S = 30.0
+#: Seconds between two reads of the record while ``DELETE`` waits (on the event loop, not a worker).
+STOP_POLL_S = 0.25
 #: Seconds between two reads of the store while following a log.
 FOLLOW_POLL_S = 1.0
 TEXT = "text/plain; charset=utf-8"
@@ -80,8 +88,16 @@ class JobHandler(JobsBaseHandler):
     @web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
-        """Stop the job: 200 once it is stopped (or had ended), 202 while it is still stopping."""
-        job = await self.call(self.jobs.stop, job_id, STOP_WAIT_S)
+        """Stop the job: 200 once it is stopped (or had ended), 202 while it is still stopping.
+
+        The stop request itself is quick; the wait for its effect happens here, on the event loop,
+        so a pool worker is only taken for each short read (the pool serves every REST call).
+        """
+        job = await self.call(self.jobs.stop, job_id, 0.0)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not job.terminal and time.monotonic() < deadline:
+            await asyncio.sleep(STOP_POLL_S)
+            job = await self.call(self.jobs.get, job_id)
         self.write_json(job.to_dict(), status=200 if job.terminal else 202)
 
 
@@ -116,10 +132,53 @@ class JobLogsHandler(JobsBaseHandler):
         self.finish(set_content_type=TEXT)
 
 
+#: ``mimetypes`` encodings as the type of the file itself (``a.csv.gz`` is gzip, not CSV).
+ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+def content_type(path: str) -> str:
+    """The type guessed from the file's name; ``application/octet-stream`` when there is none."""
+    guessed, encoding = mimetypes.guess_type(posixpath.basename(path), strict=False)
+    if encoding:
+        return ENCODED_TYPES.get(encoding, "application/octet-stream")
+    return guessed or "application/octet-stream"
+
+
+def content_disposition(path: str) -> str:
+    """``attachment`` with the file's base name: an ASCII ``filename`` (quotes, backslashes, control
+    and non-ASCII characters replaced) and, when that differs, the exact name as ``filename*`` (RFC 6266)."""
+    name = posixpath.basename(path) or "result"
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "_" for c in name)
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
+
+
+class JobResultHandler(JobsBaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str, path: str) -> None:
+        # JobService.result only serves paths listed in the job's results; refusing '..' (and
+        # empty or absolute segments) here too keeps such a path from ever reaching a store.
+        if any(part in ("", ".", "..") for part in path.split("/")):
+            raise NotFoundError(f"Job {job_id!r} has no result {path!r}.")
+        data = await self.call(self.jobs.result, job_id, path)
+        self.set_header("Content-Disposition", content_disposition(path))
+        self.set_header("Content-Length", str(len(data)))
+        self.set_header("X-Content-Type-Options", "nosniff")
+        # A result is the job's output, not trusted page content: never scripts on this origin,
+        # even if a browser renders it instead of saving it.
+        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+        self.set_header("Cache-Control", "private, no-cache")
+        self.finish(data, set_content_type=content_type(path))  # APIHandler.finish would say JSON
+
+
 def job_handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
     api = url_path_join(base_url, "eksray", "api", "jobs")
     return [
         (api, JobsHandler),
         (url_path_join(api, JOB_ID), JobHandler),
         (url_path_join(api, JOB_ID, "logs"), JobLogsHandler),
+        (url_path_join(api, JOB_ID, "results", RESULT_PATH), JobResultHandler),
     ]

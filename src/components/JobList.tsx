@@ -1,10 +1,12 @@
 /**
  * The Jobs section of the panel: the user's jobs with their state, duration
- * and cluster, a log tab, where the results are, and a stop button.
+ * and cluster, a log tab, where the results are (each one downloadable), and
+ * a stop button.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import React, { useEffect, useState, useSyncExternalStore } from 'react';
 
+import { jobResultUrl } from '../api';
 import { formatDateTime } from '../format';
 import { isStoppable, isTerminal, type JobStore } from '../jobs';
 import type { IJob, JobState } from '../models';
@@ -268,9 +270,15 @@ function JobResults(props: { job: IJob }): React.ReactElement {
         <ul className="eksray-JobResults-list">
           {job.results.map(result => (
             <li key={result.path}>
-              <code title={`${base}/results/${result.path}`}>
-                results/{result.path}
-              </code>
+              <a
+                className="eksray-JobResults-download"
+                href={jobResultUrl(job.id, result.path)}
+                download={result.path.split('/').pop() || 'result'}
+                title={`Download ${base}/results/${result.path}`}
+                aria-label={`Download results/${result.path}`}
+              >
+                <code>results/{result.path}</code>
+              </a>
               {typeof result.size === 'number' && (
                 <span className="eksray-JobResults-size">
                   {' '}

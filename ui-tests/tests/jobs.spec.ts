@@ -86,7 +86,10 @@ test.describe('Jobs', () => {
       finishedAt: new Date(Date.now() - 340_000).toISOString(),
       clusterName: 'shared',
       clusterCreated: false,
-      results: [{ path: 'out/summary.csv', size: 2048 }]
+      results: [
+        { path: 'out/summary.csv', size: 2048 },
+        { path: 'out/2024/my metrics.csv', size: 17 }
+      ]
     });
     const deletes: string[] = [];
     const logReads: string[] = [];
@@ -154,6 +157,29 @@ test.describe('Jobs', () => {
     await expect(failed).toContainText('/tmp/eksray/jobs/tester/etl-91bc');
     await expect(failed).toContainText('results/out/summary.csv');
     await screenshotPanel(page, testInfo, 'jobs-light');
+
+    // Each result downloads through GET /eksray/api/jobs/{id}/results/{path}.
+    await expect(
+      failed.getByRole('link', { name: 'Download results/out/summary.csv' })
+    ).toHaveAttribute(
+      'href',
+      /^(https?:\/\/[^/]+)?\/([^?#]*\/)?eksray\/api\/jobs\/etl-91bc\/results\/out\/summary\.csv$/
+    );
+    const nested = failed.getByRole('link', {
+      name: 'Download results/out/2024/my metrics.csv'
+    });
+    await expect(nested).toHaveAttribute('download', 'my metrics.csv');
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      nested.click()
+    ]);
+    expect(download.suggestedFilename()).toBe('my metrics.csv');
+    // (Chromium does not pass `<a download>` requests through page.route.)
+    expect(download.url()).toMatch(
+      /\/eksray\/api\/jobs\/etl-91bc\/results\/out\/2024\/my%20metrics\.csv$/
+    );
+    // The page stays where it was.
+    await expect(failed).toBeVisible();
 
     // The log in a main-area tab, followed with ?offset= while the job runs.
     await running
