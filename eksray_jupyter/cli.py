@@ -319,6 +319,13 @@ class CLI:
         print(present.job_end_line(job), file=self.err)
         return OK
 
+    def rj_results(self) -> int:
+        a = self.args
+        saved = commands.save_results(self.service, a.job_id, a.paths, a.to)
+        text = "\n".join(f"saved {s['savedTo']} ({s['size']} bytes)" for s in saved)
+        self.emit(text, saved)
+        return OK
+
     def rj_stop(self) -> int:
         job = self.service.jobs.stop(self.args.job_id, wait=commands.STOP_WAIT)
         if not job.terminal:
@@ -395,6 +402,7 @@ def build_parser() -> Parser:
     logs = add_job("logs", "the log of a job")
     commands.add_job_id(logs)
     logs.add_argument("--follow", action="store_true", help="keep printing until the job ends (Ctrl-C stops)")
+    commands.add_job_results_options(add_job("results", "save the result files of a job here"))
     commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 

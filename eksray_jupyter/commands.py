@@ -461,6 +461,40 @@ def job_succeeded(job: Job) -> bool:
     return job.state == JobState.SUCCEEDED
 
 
+def add_job_results_options(parser: argparse.ArgumentParser) -> None:
+    """``eksray rj results`` and ``%eksray job results``: save a job's result files here."""
+    add_job_id(parser)
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="only these results (default: all)")
+    parser.add_argument(
+        "--to", default=".", metavar="DIR", help="directory to save them in, relative paths kept (default: .)"
+    )
+
+
+def save_results(service: ClusterService, job_id: str, paths: list[str], target: str) -> list[dict[str, Any]]:
+    """Save a job's result files (all, or ``paths``) under ``target``; ``[{"path", "size", "savedTo"}]``."""
+    job = service.jobs.get(job_id)
+    listed = {r["path"]: r for r in job.results}
+    if not listed:
+        raise NotFoundError(f"Job {job_id!r} has no result files (yet: it is {job.state.value}).")
+    unknown = [p for p in paths if p not in listed]
+    if unknown:
+        raise NotFoundError(
+            f"Job {job_id!r} has no result {unknown[0]!r}; it has: {', '.join(sorted(listed))}."
+        )
+    root = os.path.realpath(target)
+    saved = []
+    for path in paths or sorted(listed):
+        dest = os.path.realpath(os.path.join(root, path))
+        if os.path.commonpath([dest, root]) != root:
+            raise InvalidRequestError(f"The result {path!r} would be saved outside {target}; not saving it.")
+        data = service.jobs.result(job_id, path)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "wb") as f:
+            f.write(data)
+        saved.append({"path": path, "size": len(data), "savedTo": dest})
+    return saved
+
+
 def follow_job(
     jobs: JobService,
     job_id: str,

@@ -80,6 +80,9 @@ def build_parser() -> Parser:
     logs = add_job("logs", "the log of a job")
     commands.add_job_id(logs)
     logs.add_argument("--follow", action="store_true", help="keep showing the log until the job ends")
+    commands.add_job_results_options(
+        add_job("results", "save the result files of a job next to this notebook's kernel")
+    )
     commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
@@ -409,6 +412,12 @@ class EKSRayMagics(Magics):
         except KeyboardInterrupt:
             return
         self._say(present.job_end_line(job))
+
+    def _cmd_job_results(self, args: argparse.Namespace) -> None:
+        saved = commands.save_results(self.service, args.job_id, args.paths, args.to)
+        rows: list[list[present.Cell]] = [[s["path"], s["size"], s["savedTo"]] for s in saved]
+        table = present.Table(["result", "size", "saved to"], rows)
+        self._show(present.View(table.text(), table.html()))
 
     def _cmd_job_stop(self, args: argparse.Namespace) -> None:
         job = self.service.jobs.stop(args.job_id, wait=commands.STOP_WAIT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,7 +74,14 @@ class StepRunner(JobRunner):
             elif "exit 1" in entrypoint:
                 update(JobState.FAILED, "the entrypoint exited with code 1")
             else:
-                update(JobState.SUCCEEDED)
+                record = store.read(job.owner, job.id)
+                if job.spec.get("results"):  # as the supervisor does: the files, then the list
+                    with tempfile.TemporaryDirectory() as tmp:
+                        source = Path(tmp) / "metrics.csv"
+                        source.write_text("epoch,loss\n1,0.5\n")
+                        store.put_result(job.owner, job.id, "out/metrics.csv", source)
+                    record["results"] = [{"path": "out/metrics.csv", "size": 17}]
+                store.write(transition(record, JobState.SUCCEEDED))
 
         thread = self.threads[job.id] = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -503,3 +511,27 @@ def test_magic_errors_from_the_service_are_one_line(shell: InteractiveShell, svc
     assert (
         fail(shell, "job list") == "%eksray job list: S3 failed while listing jobs in s3://b/p: AccessDenied"
     )
+
+
+def test_results_are_saved_where_asked(
+    cli: Callable[..., Result], shell: InteractiveShell, svc: ClusterService, tmp_path: Path
+) -> None:
+    job = svc.jobs.submit({"entrypoint": "python train.py", "results": ["out/*.csv"]})
+    wait_for(svc, job.id, "succeeded")
+    saved = cli("results", job.id, "--to", str(tmp_path / "here"), "-o", "json")
+    assert saved.code == 0, saved.err
+    target = tmp_path / "here" / "out" / "metrics.csv"
+    assert saved.json() == [{"path": "out/metrics.csv", "size": 17, "savedTo": str(target)}]
+    assert target.read_text() == "epoch,loss\n1,0.5\n"
+    text = cli("results", job.id, "out/metrics.csv", "--to", str(tmp_path / "again"))
+    assert text.out.strip() == f"saved {tmp_path / 'again' / 'out' / 'metrics.csv'} (17 bytes)"
+
+    unknown = cli("results", job.id, "nope.csv")
+    assert unknown.code == 1 and "has no result 'nope.csv'; it has: out/metrics.csv" in unknown.err
+    bare = svc.jobs.submit({"entrypoint": "python other.py"})
+    wait_for(svc, bare.id, "succeeded")
+    assert "has no result files" in cli("results", bare.id).err
+
+    table = run(shell, f"job results {job.id} --to {tmp_path / 'nb'}").outputs[0].data
+    assert "out/metrics.csv" in table["text/plain"] and "<table" in table["text/html"]
+    assert (tmp_path / "nb" / "out" / "metrics.csv").is_file()
