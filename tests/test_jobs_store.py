@@ -360,3 +360,16 @@ def test_a_local_job_is_readable_by_its_user_only(tmp_path: Path) -> None:
         assert path.stat().st_mode & 0o077 == 0, path
     for path in [job_dir / "job.json", job_dir / "log.txt", job_dir / "results" / "out" / "r.csv"]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_s3_jobs_written_before_the_index_are_listed_and_indexed(moto_url: str) -> None:
+    s3 = make_bucket(moto_url, "older")
+    old = record("old-abcde")
+    s3.put_object(Bucket="older", Key="p/alice@example.org/old-abcde/job.json", Body=json.dumps(old).encode())
+    store = S3JobStore("older", "p", endpoint_url=moto_url, region="us-east-1")
+    store.create(record("new-fghij"))
+    assert sorted(r["id"] for r in store.list("alice@example.org")) == ["new-fghij", "old-abcde"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="older")["Contents"]}
+    assert "p/alice@example.org/_index/old-abcde.json" in keys  # indexed now
+    fresh = S3JobStore("older", "p", endpoint_url=moto_url, region="us-east-1")
+    assert sorted(r["id"] for r in fresh.list("alice@example.org")) == ["new-fghij", "old-abcde"]

@@ -3,6 +3,7 @@
 Every job lives under ``<root>/<owner>/<id>/``::
 
     job.json          the record (spec, state, timestamps, reason, attempts, cluster, results)
+                      (S3: also copied to ``<root>/<owner>/_index/<id>.json``, which the list reads)
     log.txt           the complete log (local store), appended while the job runs
     logs/<offset>     the same log in S3: one object per flush, keyed by its byte offset
     results/...       the result files, relative paths kept
@@ -32,6 +33,8 @@ from ..core.errors import BackendError, ConflictError, FieldError, InvalidReques
 from ..core.state_files import read_json, write_json_atomic
 
 ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: The S3 owner folder's index of job records: never a job id (those start with a letter).
+INDEX_DIR = "_index"
 _ID_RE = re.compile(ID_PATTERN)
 
 
@@ -250,6 +253,7 @@ class S3JobStore(JobStore):
         self._lock = threading.Lock()
         self._log_ends: dict[tuple[str, str], int] = {}
         self._listed: dict[str, tuple[tuple[str, str], dict[str, Any] | None]] = {}  # see list()
+        self._indexed_owners: set[str] = set()
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -358,9 +362,26 @@ class S3JobStore(JobStore):
         body = json.dumps(record, indent=1, sort_keys=True).encode()
         key = self._key(record["owner"], record["id"], "job.json")
         self._put(key, body, "saving the job record", "application/json")
+        # The same record in the owner's index, which the list reads with one LIST (see list()).
+        self._put(
+            self._index_key(record["owner"], record["id"]),
+            body,
+            "indexing the job record",
+            "application/json",
+        )
+
+    def _owner_base(self, owner: str) -> str:
+        return "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
+
+    def _index_key(self, owner: str, job_id: str) -> str:
+        check_id(job_id)
+        return f"{self._owner_base(owner)}{INDEX_DIR}/{job_id}.json"
 
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
-        raw = self._get(self._key(owner, job_id, "job.json"), "reading the job record")
+        return self._parse(self._get(self._key(owner, job_id, "job.json"), "reading the job record"), owner)
+
+    @staticmethod
+    def _parse(raw: bytes | None, owner: str) -> dict[str, Any] | None:
         if raw is None:
             return None
         try:
@@ -370,19 +391,22 @@ class S3JobStore(JobStore):
         return data if isinstance(data, dict) and data.get("owner") == owner else None
 
     def list(self, owner: str) -> list[dict[str, Any]]:
-        """The owner's records: one LIST of the owner's keys, then a GET only of the ``job.json``
-        whose ETag or LastModified changed since this store object last read it.
+        """The owner's records: one LIST of the owner's index (``<owner>/_index/<id>.json``, a copy of
+        each record written with it), then a GET only of the entries whose ETag changed since this
+        store object last read them. Jobs' logs and results are never listed.
 
-        The LIST also returns the jobs' other objects (log chunks, results): a page per 1000.
+        Jobs without an index entry (written by an older version) are found once per store
+        object by listing the owner's job folders, and indexed then.
         The records returned are shared with that cache: callers must not change them.
         """
-        base = "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
-        out = []
+        base = self._owner_base(owner)
+        index = f"{base}{INDEX_DIR}/"
+        out: dict[str, dict[str, Any]] = {}
         seen: set[str] = set()
-        for item in self._list(base, "listing jobs"):
+        for item in self._list(index, "listing jobs"):
             key = item.get("Key", "")
-            job_id, _, name = key[len(base) :].partition("/")
-            if name != "job.json" or not _ID_RE.match(job_id):
+            job_id = key[len(index) :].removesuffix(".json")
+            if not key.endswith(".json") or not _ID_RE.match(job_id):
                 continue
             seen.add(key)
             version = (str(item.get("ETag", "")), str(item.get("LastModified", "")))
@@ -390,13 +414,31 @@ class S3JobStore(JobStore):
             if cached is not None and cached[0] == version:
                 record = cached[1]
             else:
-                record = self.read(owner, job_id)
+                record = self._parse(self._get(key, "reading the job index"), owner)
                 self._listed[key] = (version, record)
             if record is not None:
-                out.append(record)
-        for gone in [k for k in list(self._listed) if k.startswith(base) and k not in seen]:
+                out[job_id] = record
+        for gone in [k for k in list(self._listed) if k.startswith(index) and k not in seen]:
             self._listed.pop(gone, None)
-        return out
+        if owner not in self._indexed_owners:
+            out.update(self._index_unindexed(owner, base, {k[len(index) : -len(".json")] for k in seen}))
+            self._indexed_owners.add(owner)
+        return list(out.values())
+
+    def _index_unindexed(self, owner: str, base: str, indexed: set[str]) -> dict[str, dict[str, Any]]:
+        """Index the owner's jobs that have no index entry (one LIST of the job folders); their records."""
+        found = {}
+        for item in self._list(base, "listing jobs", delimiter="/"):
+            job_id = item.get("Prefix", "")[len(base) :].rstrip("/")
+            if job_id and _ID_RE.match(job_id) and job_id not in indexed:
+                record = self.read(owner, job_id)
+                if record is not None:
+                    body = json.dumps(record, indent=1, sort_keys=True).encode()
+                    self._put(
+                        self._index_key(owner, job_id), body, "indexing the job record", "application/json"
+                    )
+                    found[job_id] = record
+        return found
 
     # --- logs -------------------------------------------------------------------------------
 
