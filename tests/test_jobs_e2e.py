@@ -279,8 +279,10 @@ def test_s3_store_end_to_end(shared: ClusterService, moto_url: str, tmp_path: Pa
     assert done.location == f"s3://e2e-jobs/eksray/jobs/{service.owner}/{job.id}/"
     # Nothing on this machine's job store: all of it is in the bucket.
     assert not (Path(shared.config.state_dir) / "jobs" / service.owner / job.id).exists()
-    keys = {o["Key"].split(f"{job.id}/", 1)[1] for o in s3.list_objects_v2(Bucket="e2e-jobs")["Contents"]}
+    everything = [o["Key"] for o in s3.list_objects_v2(Bucket="e2e-jobs")["Contents"]]
+    keys = {k.split(f"/{job.id}/", 1)[1] for k in everything if f"/{job.id}/" in k}
     assert {"job.json", "results/r.txt"} <= keys
+    assert f"eksray/jobs/{service.owner}/_index/{job.id}.json" in everything  # what the list reads
     assert any(k.startswith("logs/") for k in keys)
     # Another machine (another state dir) reads it back from S3.
     elsewhere = ClusterService(EKSRay(state_dir=str(tmp_path), backend="local", **settings)).jobs
