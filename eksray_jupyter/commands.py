@@ -487,11 +487,17 @@ def save_results(service: ClusterService, job_id: str, paths: list[str], target:
         dest = os.path.realpath(os.path.join(root, path))
         if os.path.commonpath([dest, root]) != root:
             raise InvalidRequestError(f"The result {path!r} would be saved outside {target}; not saving it.")
-        data = service.jobs.result(job_id, path)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with open(dest, "wb") as f:
-            f.write(data)
-        saved.append({"path": path, "size": len(data), "savedTo": dest})
+        result = service.jobs.open_result(job_id, path)
+        size = 0
+        try:
+            with open(dest, "wb") as f:
+                while chunk := result.read(1 << 20):
+                    f.write(chunk)
+                    size += len(chunk)
+        finally:
+            result.close()
+        saved.append({"path": path, "size": size, "savedTo": dest})
     return saved
 
 

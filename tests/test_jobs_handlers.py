@@ -17,7 +17,7 @@ from tornado.httpclient import HTTPClientError
 
 from eksray_jupyter.jobs.models import Job, JobState, transition
 from eksray_jupyter.jobs.runner import JobRunner
-from eksray_jupyter.jobs.store import LocalJobStore
+from eksray_jupyter.jobs.store import LocalJobStore, ResultFile
 from eksray_jupyter.server import jobs as jobs_handlers
 
 
@@ -479,14 +479,14 @@ async def test_traversal_is_404_and_never_reaches_the_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job = await job_with_results(jp_fetch)
-    read = LocalJobStore.read_result
+    opened = LocalJobStore.open_result
     asked: list[str] = []
 
-    def spy(self: LocalJobStore, owner: str, job_id: str, relpath: str) -> bytes:
+    def spy(self: LocalJobStore, owner: str, job_id: str, relpath: str) -> ResultFile:
         asked.append(relpath)
-        return read(self, owner, job_id, relpath)
+        return opened(self, owner, job_id, relpath)
 
-    monkeypatch.setattr(LocalJobStore, "read_result", spy)
+    monkeypatch.setattr(LocalJobStore, "open_result", spy)
     # Next to results/ are the record and the log; further up, other jobs and the state directory.
     for raw in (
         "../job.json",
@@ -508,3 +508,32 @@ async def test_traversal_is_404_and_never_reaches_the_store(
     assert asked == []
     ok = await call(jp_fetch, "jobs", job["id"], "results", "model.txt")  # the spy does see real reads
     assert ok.body == RESULTS["model.txt"] and asked == ["model.txt"]
+
+
+async def test_a_large_result_is_sent_in_pieces(jp_fetch: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read whole into the server's memory: the handler reads RESULT_CHUNK at a time."""
+    from eksray_jupyter.server import jobs as jobs_handlers
+
+    job = await job_with_results(jp_fetch)
+    monkeypatch.setattr(jobs_handlers, "RESULT_CHUNK", 4)
+    reads: list[int] = []
+    opened = LocalJobStore.open_result
+
+    def counting(self: LocalJobStore, owner: str, job_id: str, relpath: str) -> ResultFile:
+        result = opened(self, owner, job_id, relpath)
+        plain = result.read
+
+        def read(size: int = -1) -> bytes:
+            reads.append(size)
+            return plain(size)
+
+        result.read = read  # type: ignore[method-assign]
+        return result
+
+    monkeypatch.setattr(LocalJobStore, "open_result", counting)
+    response = await call(jp_fetch, "jobs", job["id"], "results", "model.txt")
+    assert response.body == RESULTS["model.txt"]
+    assert response.headers["Content-Length"] == str(len(RESULTS["model.txt"]))
+    assert set(reads) == {4} and len(reads) == len(RESULTS["model.txt"]) // 4 + 1 + (
+        len(RESULTS["model.txt"]) % 4 > 0
+    )

@@ -7,6 +7,7 @@ call it. Methods block (stores may be S3); the server calls them on its thread p
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from ..core.errors import (
 from .models import Job, JobState, new_record, transition
 from .runner import RUNNERS, JobRunner
 from .spec import new_job_id, resolve_job_spec
-from .store import JobStore, JobStores, check_id, check_log_offset
+from .store import JobStore, JobStores, ResultFile, check_id, check_log_offset
 
 if TYPE_CHECKING:
     from ..core.service import ClusterService
@@ -227,14 +228,19 @@ class JobService:
         check_log_offset(offset, len(whole))
         return LogChunk(whole[offset:], offset, len(whole), state)
 
-    def result(self, job_id: str, path: str) -> bytes:
-        """The content of one result file (a path from the job's ``results``)."""
+    def open_result(self, job_id: str, path: str) -> ResultFile:
+        """One result file (a path from the job's ``results``), open for reading in pieces."""
         _, record = self._find(job_id)
         if path not in {r.get("path") for r in record.get("results") or []}:
             raise NotFoundError(f"Job {job_id!r} has no result {path!r}.")
-        return self.stores.open(record.get("store") or {"type": "local"}).read_result(
+        return self.stores.open(record.get("store") or {"type": "local"}).open_result(
             self.owner, job_id, path
         )
+
+    def result(self, job_id: str, path: str) -> bytes:
+        """The content of one result file, whole (small files; see :meth:`open_result`)."""
+        with contextlib.closing(self.open_result(job_id, path)) as result:
+            return result.read()
 
     def wait(self, job_id: str, timeout: float = 600.0, interval: float = 1.0) -> Job:
         """Block until the job is terminal; BackendError after ``timeout`` seconds."""

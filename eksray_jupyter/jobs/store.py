@@ -25,6 +25,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -101,8 +102,27 @@ class JobStore:
     def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
         raise NotImplementedError
 
-    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+    def open_result(self, owner: str, job_id: str, relpath: str) -> ResultFile:
+        """A result file to read in pieces (results can be large); NotFoundError if there is none."""
         raise NotImplementedError
+
+    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+        with contextlib.closing(self.open_result(owner, job_id, relpath)) as result:
+            return result.read()
+
+
+@dataclass
+class ResultFile:
+    """An open result file: ``read(n)`` its bytes in pieces, then ``close()``."""
+
+    stream: Any  # a binary file, or botocore's StreamingBody
+    size: int
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self.stream.read(size) if size >= 0 else self.stream.read())
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 class LocalJobStore(JobStore):
@@ -222,11 +242,12 @@ class LocalJobStore(JobStore):
         shutil.copyfile(source, target)
         target.chmod(0o600)
 
-    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+    def open_result(self, owner: str, job_id: str, relpath: str) -> ResultFile:
         try:
-            return self._result_path(owner, job_id, relpath).read_bytes()
+            stream = open(self._result_path(owner, job_id, relpath), "rb")  # noqa: SIM115 (ResultFile closes it)
         except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.") from None
+        return ResultFile(stream, os.fstat(stream.fileno()).st_size)
 
 
 class S3JobStore(JobStore):
@@ -498,13 +519,21 @@ class S3JobStore(JobStore):
         except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
             raise self._fail(getattr(e, "__cause__", None) or e, f"saving the result {relpath}") from e
 
-    def read_result(self, owner: str, job_id: str, relpath: str) -> bytes:
+    def open_result(self, owner: str, job_id: str, relpath: str) -> ResultFile:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         if ".." in relpath.split("/"):
             raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
-        data = self._get(self._key(owner, job_id, "results", relpath), f"reading the result {relpath}")
-        if data is None:
-            raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
-        return data
+        key = self._key(owner, job_id, "results", relpath)
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.") from None
+            raise self._fail(e, f"reading the result {relpath}") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"reading the result {relpath}") from e
+        return ResultFile(response["Body"], int(response.get("ContentLength") or 0))
 
     # --- for a head on another machine (the kuberay runner) --------------------------------------
 

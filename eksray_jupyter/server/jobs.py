@@ -37,6 +37,8 @@ STOP_WAIT_S = 30.0
 STOP_POLL_S = 0.25
 #: Seconds between two reads of the store while following a log.
 FOLLOW_POLL_S = 1.0
+#: Bytes of a result file read and sent at a time.
+RESULT_CHUNK = 1 << 20
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -163,15 +165,26 @@ class JobResultHandler(JobsBaseHandler):
         # empty or absolute segments) here too keeps such a path from ever reaching a store.
         if any(part in ("", ".", "..") for part in path.split("/")):
             raise NotFoundError(f"Job {job_id!r} has no result {path!r}.")
-        data = await self.call(self.jobs.result, job_id, path)
-        self.set_header("Content-Disposition", content_disposition(path))
-        self.set_header("Content-Length", str(len(data)))
-        self.set_header("X-Content-Type-Options", "nosniff")
-        # A result is the job's output, not trusted page content: never scripts on this origin,
-        # even if a browser renders it instead of saving it.
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
-        self.set_header("Cache-Control", "private, no-cache")
-        self.finish(data, set_content_type=content_type(path))  # APIHandler.finish would say JSON
+        result = await self.call(self.jobs.open_result, job_id, path)
+        try:
+            self.set_header("Content-Disposition", content_disposition(path))
+            self.set_header("Content-Length", str(result.size))
+            self.set_header("X-Content-Type-Options", "nosniff")
+            # A result is the job's output, not trusted page content: never scripts on this
+            # origin, even if a browser renders it instead of saving it.
+            self.set_header("Content-Security-Policy", "sandbox; default-src 'none'")
+            self.set_header("Cache-Control", "private, no-cache")
+            self.set_header("Content-Type", content_type(path))
+            # In pieces, each read on the pool: a model of several GiB never sits in memory.
+            while chunk := await self.call(result.read, RESULT_CHUNK):
+                self.write(chunk)
+                try:
+                    await self.flush()
+                except StreamClosedError:
+                    return  # the client went away
+        finally:
+            await self.call(result.close)
+        self.finish(set_content_type=content_type(path))  # APIHandler.finish would say JSON
 
 
 def job_handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
