@@ -136,3 +136,17 @@ def test_the_final_log_read_is_retried(tmp_path: Path) -> None:
     supervisor.log.flush()
     log = jobs.stores.local.read_log("alice", "train-abcde")[0].decode()
     assert "[eksray] could not read the end of the log: dashboard restarting" in log
+
+
+def test_after_a_stop_from_elsewhere_the_end_and_the_cluster_deletion_are_saved(tmp_path: Path) -> None:
+    jobs, record = setup(tmp_path)
+    running_elsewhere(jobs, record, silent_for=5)
+    stores = JobStores.from_config(jobs.config)
+    supervisor = Supervisor(jobs.clusters, stores, stores.local, dict(record), tmp_path / "run")
+    jobs.stop("train-abcde")
+    with pytest.raises(Interrupted):
+        supervisor.check(heartbeat_now=True)
+    supervisor.save(JobState.STOPPED, "stopped on request")  # run()'s final save
+    supervisor.save(clusterDeletedAt=123.0)  # delete_cluster() afterwards
+    saved = stores.local.read("alice", "train-abcde")
+    assert saved["state"] == "stopped" and saved["clusterDeletedAt"] == 123.0

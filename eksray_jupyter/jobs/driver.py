@@ -70,42 +70,27 @@ def collect(patterns: list[str], source: str, target: str) -> list[str]:
     return copied
 
 
-class _Body:
-    """A multipart/form-data body read in blocks: the file is streamed, never held in memory."""
+def multipart(fields: dict[str, str], path: str, boundary: str) -> tuple[Iterator[bytes], int]:
+    """A multipart/form-data body with the file last, as blocks (the file is streamed, never held
+    in memory), and its length (urllib needs it for an iterable body)."""
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="result"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
 
-    def __init__(self, fields: dict[str, str], path: str, boundary: str) -> None:
-        head = b"".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-            for k, v in fields.items()
-        )
-        head += (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="result"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
-        self.length = len(head) + os.path.getsize(path) + len(tail)
-        self._parts = self._read(head, path, tail)
-        self._buffer = b""
-
-    @staticmethod
-    def _read(head: bytes, path: str, tail: bytes) -> Iterator[bytes]:
+    def blocks() -> Iterator[bytes]:
         yield head
         with open(path, "rb") as f:
             while block := f.read(1 << 20):
                 yield block
         yield tail
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            part = next(self._parts, None)
-            if part is None:
-                break
-            self._buffer += part
-        if size < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
+    return blocks(), len(head) + os.path.getsize(path) + len(tail)
 
 
 def upload(files: list[str], source: str, target: dict[str, object], tries: int = 3) -> list[str]:
@@ -116,14 +101,14 @@ def upload(files: list[str], source: str, target: dict[str, object], tries: int 
             fields = {str(k): str(v) for k, v in dict(target["fields"]).items()}  # type: ignore[call-overload]
             fields["key"] = f"{target['prefix']}{rel}"
             boundary = uuid.uuid4().hex
-            body = _Body(fields, os.path.join(source, rel), boundary)
+            body, length = multipart(fields, os.path.join(source, rel), boundary)
             request = urllib.request.Request(
                 str(target["url"]),
-                data=body,  # type: ignore[arg-type]
+                data=body,
                 method="POST",
                 headers={
                     "Content-Type": f"multipart/form-data; boundary={boundary}",
-                    "Content-Length": str(body.length),
+                    "Content-Length": str(length),
                 },
             )
             try:

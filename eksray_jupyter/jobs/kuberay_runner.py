@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from typing import Any
 import yaml
 from traitlets import Float, Int, Unicode
 
+from ..backends.kuberay.names import parse_time
 from ..core.errors import (
     BackendError,
     ConflictError,
@@ -45,7 +45,7 @@ from ..core.errors import (
     NotFoundError,
 )
 from .driver import RESULTS_UPLOAD_ENV, inline_command
-from .models import Job, JobState, transition
+from .models import Job, JobState, log_read_interval, transition
 from .runner import JobRunner
 from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL
 from .store import JobStore, JobStores, S3JobStore
@@ -87,16 +87,6 @@ def map_status(status: dict[str, Any] | None) -> tuple[JobState, str | None]:
     if deploy in ("Suspending", "Suspended"):
         return JobState.STARTING, f"the RayJob is {deploy.lower()} (queued)"
     return (JobState.PENDING if not deploy else JobState.STARTING), None
-
-
-def _rfc3339(text: Any) -> float | None:
-    """Seconds since the epoch of a Kubernetes timestamp (``2026-11-26T07:53:26Z``), None if absent."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class _Follower:
@@ -252,34 +242,47 @@ class KubeRayJobRunner(JobRunner):
             "spec": body_spec,
         }
 
-    def _lease_value(self) -> str:
-        return json.dumps({"holder": self.holder, "until": time.time() + self.lease_seconds})
+    def _lease_value(self, until: float | None = None) -> str:
+        return json.dumps(
+            {"holder": self.holder, "until": time.time() + self.lease_seconds if until is None else until}
+        )
 
-    def _hold(self, rj: dict[str, Any]) -> bool:
-        """Take or renew this process's lease to follow ``rj``; False while another live process holds it."""
-        meta = rj.get("metadata") or {}
+    @staticmethod
+    def _lease_of(rj: dict[str, Any]) -> tuple[str | None, float]:
+        """(holder, until) of the RayJob's follower lease; (None, 0) if it has none."""
+        annotations = (rj.get("metadata") or {}).get("annotations") or {}
         try:
-            lease = json.loads((meta.get("annotations") or {}).get(FOLLOWER_ANNOTATION) or "{}")
-            holder, until = lease.get("holder"), float(lease.get("until") or 0)
+            lease = json.loads(annotations.get(FOLLOWER_ANNOTATION) or "{}")
+            return lease.get("holder"), float(lease.get("until") or 0)
         except (ValueError, TypeError, AttributeError):
-            holder, until = None, 0.0
-        now = time.time()
-        if holder not in (None, self.holder) and until > now:
-            return False
-        if holder == self.holder and until - now > self.lease_seconds / 2:
-            return True
+            return None, 0.0
+
+    def _write_lease(self, rj: dict[str, Any], until: float | None = None) -> bool:
+        """Set this process's lease on ``rj``, with the resourceVersion just read: of two processes
+        writing it, one gets a 409. False if it could not be written."""
         body = copy.deepcopy(rj)
         body.pop("status", None)
-        body["metadata"].setdefault("annotations", {})[FOLLOWER_ANNOTATION] = self._lease_value()
-        try:  # with the resourceVersion just read: of two processes taking it, one gets a 409
+        meta = body["metadata"]
+        meta.setdefault("annotations", {})[FOLLOWER_ANNOTATION] = self._lease_value(until)
+        try:
             self._call(
-                f"claiming RayJob {meta.get('namespace')}/{meta.get('name')}",
+                f"writing the follower lease of RayJob {meta['namespace']}/{meta['name']}",
                 self._custom().replace_namespaced_custom_object,
                 GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
             )  # fmt: skip
         except (ConflictError, NotFoundError):
             return False
         return True
+
+    def _hold(self, rj: dict[str, Any]) -> bool:
+        """Take or renew this process's lease to follow ``rj``; False while another live process holds it."""
+        holder, until = self._lease_of(rj)
+        now = time.time()
+        if holder not in (None, self.holder) and until > now:
+            return False
+        if holder == self.holder and until - now > self.lease_seconds / 2:
+            return True
+        return self._write_lease(rj)
 
     def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -480,21 +483,9 @@ class KubeRayJobRunner(JobRunner):
         """Give up this process's follower lease on the job's RayJob, if it holds it."""
         namespace = self._namespace(job)
         rj = self._get(namespace, job.id) if namespace else None
-        if rj is None:
-            return
-        annotations = (rj.get("metadata") or {}).get("annotations") or {}
-        with contextlib.suppress(ValueError, TypeError):
-            if json.loads(annotations.get(FOLLOWER_ANNOTATION) or "{}").get("holder") != self.holder:
-                return
-        rj.pop("status", None)
-        annotations[FOLLOWER_ANNOTATION] = json.dumps({"holder": self.holder, "until": 0})
-        rj["metadata"]["annotations"] = annotations
-        with contextlib.suppress(EKSRayError):
-            self._call(
-                f"releasing RayJob {namespace}/{job.id}",
-                self._custom().replace_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, job.id, rj,
-            )  # fmt: skip
+        if rj is not None and self._lease_of(rj)[0] == self.holder:
+            with contextlib.suppress(EKSRayError):
+                self._write_lease(rj, until=0)
 
     def _locked_step(self, store: JobStore, job: Job, stop_requested: bool) -> bool:
         with self._lock:
@@ -543,7 +534,7 @@ class KubeRayJobRunner(JobRunner):
             self._copy_log(store, record, status, final=True)
             self._record_results(store, record)
             transition(record, state, reason)
-            ended = _rfc3339(status.get("endTime"))
+            ended = parse_time(status.get("endTime"))
             if ended is not None and ended <= record["finishedAt"]:
                 # The operator's time, not when we noticed (a reader may catch up much later).
                 record["finishedAt"] = ended
@@ -584,12 +575,10 @@ class KubeRayJobRunner(JobRunner):
             return
         owner = record["owner"]
         key = (owner, record["id"])
-        # Ray's HTTP API gives only the whole log: read a long one less often (one second per
-        # MiB, at most every 30 s) so that following stays linear; the final read is always done.
         if not final and time.monotonic() < self._next_log_read.get(key, 0.0):
             return
         size = int(record["kuberay"].get("logBytes") or 0)
-        self._next_log_read[key] = time.monotonic() + min(30.0, size / (1 << 20))
+        self._next_log_read[key] = time.monotonic() + log_read_interval(size, 0.0)
         tries = 3 if final else 1
         for i in range(tries):
             try:

@@ -85,6 +85,16 @@ def transition(record: dict[str, Any], state: JobState, reason: str | None = Non
     return record
 
 
+def log_read_interval(log_bytes: int, poll_seconds: float) -> float:
+    """How long to wait between two reads of a running Ray job's log.
+
+    Ray's API returns the whole log each time: a long one is read less often (one second
+    per MiB, at most every 10 s), so following it stays linear in its size. Runners always
+    read it once more when the job has ended.
+    """
+    return min(10.0, max(poll_seconds, log_bytes / (1 << 20)))
+
+
 @dataclass
 class Job:
     """One job, as read from its store."""

@@ -33,6 +33,10 @@ from ..core.state_files import read_json, write_json_atomic
 from .models import Job
 from .store import JobStore, owner_key
 
+#: How often a supervisor rewrites its running job's record even if nothing changed: readers
+#: on other machines take a record older than LocalJobRunner.lost_after_seconds for a dead one.
+HEARTBEAT_S = 30.0
+
 RUNNERS = {
     "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
     "kuberay": "eksray_jupyter.jobs.kuberay_runner.KubeRayJobRunner",
@@ -91,7 +95,7 @@ class LocalJobRunner(JobRunner):
     lost_after_seconds = Float(
         120.0,
         help="A job whose supervisor runs on another machine is taken as lost (and failed) when its "
-        "record is older than this; supervisors rewrite it every 30 s.",
+        f"record is older than this; supervisors rewrite it every {HEARTBEAT_S:.0f} s.",
     ).tag(config=True)
 
     def run_dir(self, owner: str, job_id: str) -> Path:
@@ -147,7 +151,7 @@ class LocalJobRunner(JobRunner):
             silent = time.time() - job.updated_at
             return (
                 f"its supervisor on {job.runner_host} stopped reporting {silent:.0f} s ago (it reports "
-                "every 30 s): that machine or its Jupyter server went away while the job ran"
+                f"every {HEARTBEAT_S:.0f} s): that machine or its Jupyter server went away while the job ran"
             )
         log = self.run_dir(job.owner, job.id) / "supervisor.log"
         try:

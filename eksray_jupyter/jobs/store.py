@@ -293,15 +293,20 @@ class S3JobStore(JobStore):
                         retries={"max_attempts": 3, "mode": "standard"},
                         connect_timeout=5,
                         read_timeout=30,
+                        # Explicit: without it a presigned POST policy may be signed with legacy SigV2.
+                        signature_version="s3v4",
                         s3={"addressing_style": "path"} if self.endpoint_url else {},
                     ),
                 )
             return self._client_obj
 
+    def _owner_base(self, owner: str) -> str:
+        """``<prefix>/<owner>/``: the owner's jobs and their index."""
+        return "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
+
     def _key(self, owner: str, job_id: str, *rest: str) -> str:
         check_id(job_id)
-        parts = [self.prefix] if self.prefix else []
-        return "/".join([*parts, owner_key(owner), job_id, *rest])
+        return self._owner_base(owner) + "/".join([job_id, *rest])
 
     def _where(self) -> str:
         return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
@@ -345,18 +350,34 @@ class S3JobStore(JobStore):
         except (ClientError, BotoCoreError) as e:
             raise self._fail(e, doing) from e
 
-    def _get(self, key: str, doing: str, byte_range: str | None = None) -> bytes | None:
+    def _open(self, key: str, doing: str, byte_range: str | None = None) -> dict[str, Any] | None:
+        """``get_object``'s response (its ``Body`` not read yet), None if there is no such object."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             kwargs = {"Range": byte_range} if byte_range else {}
-            return self._client.get_object(Bucket=self.bucket, Key=key, **kwargs)["Body"].read()
+            return dict(self._client.get_object(Bucket=self.bucket, Key=key, **kwargs))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise self._fail(e, doing) from e
         except BotoCoreError as e:
             raise self._fail(e, doing) from e
+
+    def _get(self, key: str, doing: str, byte_range: str | None = None) -> bytes | None:
+        response = self._open(key, doing, byte_range)
+        return None if response is None else bytes(response["Body"].read())
+
+    def _upload(self, source: Path, key: str, doing: str) -> None:
+        """A file to ``key`` (multipart for large ones)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.upload_file(str(source), self.bucket, key)
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, doing) from e
+        except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
+            raise self._fail(getattr(e, "__cause__", None) or e, doing) from e
 
     def _list(self, prefix: str, doing: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -383,20 +404,13 @@ class S3JobStore(JobStore):
         body = json.dumps(record, indent=1, sort_keys=True).encode()
         key = self._key(record["owner"], record["id"], "job.json")
         self._put(key, body, "saving the job record", "application/json")
-        # The same record in the owner's index, which the list reads with one LIST (see list()).
-        self._put(
-            self._index_key(record["owner"], record["id"]),
-            body,
-            "indexing the job record",
-            "application/json",
-        )
+        self._put_index(record, body)
 
-    def _owner_base(self, owner: str) -> str:
-        return "/".join([*([self.prefix] if self.prefix else []), owner_key(owner)]) + "/"
-
-    def _index_key(self, owner: str, job_id: str) -> str:
-        check_id(job_id)
-        return f"{self._owner_base(owner)}{INDEX_DIR}/{job_id}.json"
+    def _put_index(self, record: dict[str, Any], body: bytes) -> None:
+        """The same record in the owner's index, which the list reads with one LIST (see list())."""
+        check_id(record["id"])
+        key = f"{self._owner_base(record['owner'])}{INDEX_DIR}/{record['id']}.json"
+        self._put(key, body, "indexing the job record", "application/json")
 
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
         return self._parse(self._get(self._key(owner, job_id, "job.json"), "reading the job record"), owner)
@@ -424,12 +438,14 @@ class S3JobStore(JobStore):
         index = f"{base}{INDEX_DIR}/"
         out: dict[str, dict[str, Any]] = {}
         seen: set[str] = set()
+        indexed: set[str] = set()
         for item in self._list(index, "listing jobs"):
             key = item.get("Key", "")
             job_id = key[len(index) :].removesuffix(".json")
             if not key.endswith(".json") or not _ID_RE.match(job_id):
                 continue
             seen.add(key)
+            indexed.add(job_id)
             version = (str(item.get("ETag", "")), str(item.get("LastModified", "")))
             cached = self._listed.get(key)
             if cached is not None and cached[0] == version:
@@ -442,7 +458,7 @@ class S3JobStore(JobStore):
         for gone in [k for k in list(self._listed) if k.startswith(index) and k not in seen]:
             self._listed.pop(gone, None)
         if owner not in self._indexed_owners:
-            out.update(self._index_unindexed(owner, base, {k[len(index) : -len(".json")] for k in seen}))
+            out.update(self._index_unindexed(owner, base, indexed))
             self._indexed_owners.add(owner)
         return list(out.values())
 
@@ -454,10 +470,7 @@ class S3JobStore(JobStore):
             if job_id and _ID_RE.match(job_id) and job_id not in indexed:
                 record = self.read(owner, job_id)
                 if record is not None:
-                    body = json.dumps(record, indent=1, sort_keys=True).encode()
-                    self._put(
-                        self._index_key(owner, job_id), body, "indexing the job record", "application/json"
-                    )
+                    self._put_index(record, json.dumps(record, indent=1, sort_keys=True).encode())
                     found[job_id] = record
         return found
 
@@ -509,30 +522,15 @@ class S3JobStore(JobStore):
     # --- results ----------------------------------------------------------------------------
 
     def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        key = self._key(owner, job_id, "results", relpath)
-        try:
-            self._client.upload_file(str(source), self.bucket, key)
-        except (ClientError, BotoCoreError) as e:
-            raise self._fail(e, f"saving the result {relpath}") from e
-        except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
-            raise self._fail(getattr(e, "__cause__", None) or e, f"saving the result {relpath}") from e
+        self._upload(source, self._key(owner, job_id, "results", relpath), f"saving the result {relpath}")
 
     def open_result(self, owner: str, job_id: str, relpath: str) -> ResultFile:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if ".." in relpath.split("/"):
+        response = None
+        if ".." not in relpath.split("/"):
+            key = self._key(owner, job_id, "results", relpath)
+            response = self._open(key, f"reading the result {relpath}")
+        if response is None:
             raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.")
-        key = self._key(owner, job_id, "results", relpath)
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFoundError(f"No result {relpath!r} in job {job_id!r}.") from None
-            raise self._fail(e, f"reading the result {relpath}") from e
-        except BotoCoreError as e:
-            raise self._fail(e, f"reading the result {relpath}") from e
         return ResultFile(response["Body"], int(response.get("ContentLength") or 0))
 
     # --- for a head on another machine (the kuberay runner) --------------------------------------
@@ -542,15 +540,8 @@ class S3JobStore(JobStore):
 
         The name carries the content digest: Ray caches a remote package by its URI.
         """
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self._key(owner, job_id, "package", f"working_dir-{digest}.zip")
-        try:
-            self._client.upload_file(str(source), self.bucket, key)
-        except (ClientError, BotoCoreError) as e:
-            raise self._fail(e, "uploading the working directory") from e
-        except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
-            raise self._fail(getattr(e, "__cause__", None) or e, "uploading the working directory") from e
+        self._upload(source, key, "uploading the working directory")
         return f"s3://{self.bucket}/{key}"
 
     def results_upload(self, owner: str, job_id: str, expires_seconds: int) -> dict[str, Any]:
@@ -559,23 +550,11 @@ class S3JobStore(JobStore):
         ``{"url", "fields", "prefix"}``: the head needs no AWS credentials of its own, and the
         signature is good for ``expires_seconds`` (bounded by the server's own credentials).
         """
-        import boto3
-        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
         prefix = self._key(owner, job_id, "results") + "/"
-        # SigV4 explicitly: a plain client may still sign a POST policy with the legacy SigV2.
-        signer = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"} if self.endpoint_url else {},
-            ),
-        )
         try:
-            post = signer.generate_presigned_post(
+            post = self._client.generate_presigned_post(
                 self.bucket,
                 prefix + "${filename}",
                 Conditions=[["starts-with", "$key", prefix]],

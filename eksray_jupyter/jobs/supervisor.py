@@ -39,7 +39,8 @@ from typing import Any
 from ..core.errors import EKSRayError, NotFoundError
 from ..core.models import Phase
 from ..core.service import ClusterService
-from .models import JobState, transition
+from .models import JobState, log_read_interval, transition
+from .runner import HEARTBEAT_S
 from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL, RESULTS_DIR_ENV
 from .store import JobStore, JobStores
 
@@ -50,9 +51,6 @@ CLUSTER_START_TIMEOUT_S = 900.0
 SUBMIT_RETRY_S = 90.0
 STOP_WAIT_S = 30.0
 LOST_CONTACT_S = 60.0
-#: How often a running job's record is rewritten even if nothing changed: readers on other
-#: machines take a record older than LocalJobRunner.lost_after_seconds for a dead supervisor.
-HEARTBEAT_S = 30.0
 TAIL_LINES = 15
 
 RAY_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -162,14 +160,11 @@ class Supervisor:
 
     def save(self, state: JobState | None = None, reason: str | None = None, **changes: Any) -> None:
         """Write the record; while the job runs, never over an end another machine recorded (a stop)."""
-        if (
-            self.ended is None
-            and not JobState(self.record["state"]).terminal
-            and not (state and state.terminal)
-        ):
-            self.ended = self.ended_elsewhere()
-        if self.ended is not None and not (state and state.terminal):
-            return  # check() ends the job; the final save writes the stop it found
+        running = not JobState(self.record["state"]).terminal and not (state and state.terminal)
+        if running:
+            self.ended = self.ended or self.ended_elsewhere()
+            if self.ended is not None:
+                return  # check() ends the job; the final save writes the stop it found
         if state is not None:
             transition(self.record, state, reason)
         self.record.update(changes)
@@ -402,9 +397,7 @@ class Supervisor:
             try:
                 info = client.get_job_info(submission_id)
                 status = str(getattr(info.status, "value", info.status))
-                # Ray returns the whole log each time: read a long one less often (at most every
-                # 10 s), and always once more when the job has ended.
-                every = min(10.0, max(POLL_S, len(seen) / 1_000_000))
+                every = log_read_interval(len(seen), POLL_S)
                 if status in RAY_TERMINAL:
                     logs = self.final_log(client, submission_id, seen)
                 elif time.monotonic() - logs_read_at >= every:
