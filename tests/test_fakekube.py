@@ -25,9 +25,11 @@ from kubernetes.client.rest import ApiException
 try:
     from tests.fakekube import FakeKubeServer, OperatorConfig
     from tests.fakekube.pytest_plugin import fakekube, fakekube_kubeconfig
+    from tests.waiting import wait_until
 except ModuleNotFoundError:  # pytest put tests/ (not the repo root) on sys.path
     from fakekube import FakeKubeServer, OperatorConfig  # type: ignore[no-redef]
     from fakekube.pytest_plugin import fakekube, fakekube_kubeconfig  # type: ignore[no-redef] # noqa: F401
+    from waiting import wait_until  # type: ignore[no-redef]
 
 T = TypeVar("T")
 G, V = "ray.io", "v1"
@@ -38,17 +40,6 @@ SAMPLES_DIR = Path("/work/shared/kuberay/samples")
 
 # ------------------------------------------------------------------------------------------
 # helpers & fixtures
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def status_body(exc: ApiException) -> dict[str, Any]:
@@ -123,9 +114,9 @@ def get_rc(crs: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     return crs.get_namespaced_custom_object(G, V, NS, "rayclusters", name)
 
 
-def wait_ready(crs: client.CustomObjectsApi, name: str, timeout: float = 10) -> dict[str, Any]:
+def wait_ready(crs: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     return wait_until(
-        lambda: (o := get_rc(crs, name)).get("status", {}).get("state") == "ready" and o, timeout
+        lambda: (o := get_rc(crs, name)).get("status", {}).get("state") == "ready" and o, f"{name} ready"
     )
 
 
@@ -662,11 +653,13 @@ def test_watch_live_events_and_bookmarks(fk: FakeKubeServer, core: client.CoreV1
     core.create_namespaced_config_map(NS, {"metadata": {"name": "live"}})
     t.join(10)
     assert not t.is_alive()
-    assert _names(seen)[0] == ("ADDED", "live")
-    bookmark = next(e for e in seen if e["type"] == "BOOKMARK")
-    assert bookmark["raw_object"]["kind"] == "ConfigMap"
+    # Bookmarks come every 0.1 s, so some may precede the ADDED event; the last one follows it.
+    added = [e for e in seen if e["type"] != "BOOKMARK"]
+    assert _names(added) == [("ADDED", "live")]
+    bookmark = seen[-1]
+    assert bookmark["type"] == "BOOKMARK" and bookmark["raw_object"]["kind"] == "ConfigMap"
     assert int(bookmark["raw_object"]["metadata"]["resourceVersion"]) >= int(
-        seen[0]["raw_object"]["metadata"]["resourceVersion"]
+        added[0]["raw_object"]["metadata"]["resourceVersion"]
     )
     assert w.resource_version == bookmark["raw_object"]["metadata"]["resourceVersion"]
 

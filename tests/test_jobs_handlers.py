@@ -8,7 +8,6 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from eksray_jupyter.jobs.models import Job, JobState, transition
 from eksray_jupyter.jobs.runner import JobRunner
 from eksray_jupyter.jobs.store import LocalJobStore, ResultFile
 from eksray_jupyter.server import jobs as jobs_handlers
+
+from .waiting import eventually
 
 
 class ScriptedRunner(JobRunner):
@@ -130,13 +131,6 @@ async def error_of(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[
     with pytest.raises(HTTPClientError) as info:
         await call(jp_fetch, *path, **kwargs)
     return info.value.code, json.loads(info.value.response.body)
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def until(jp_fetch: Any, job_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -516,7 +510,7 @@ async def test_a_large_result_is_sent_in_pieces(jp_fetch: Any, monkeypatch: pyte
 
     job = await job_with_results(jp_fetch)
     monkeypatch.setattr(jobs_handlers, "RESULT_CHUNK", 4)
-    reads: list[int] = []
+    reads: list[tuple[int, int]] = []  # (asked, got)
     opened = LocalJobStore.open_result
 
     def counting(self: LocalJobStore, owner: str, job_id: str, relpath: str) -> ResultFile:
@@ -524,8 +518,9 @@ async def test_a_large_result_is_sent_in_pieces(jp_fetch: Any, monkeypatch: pyte
         plain = result.read
 
         def read(size: int = -1) -> bytes:
-            reads.append(size)
-            return plain(size)
+            data = plain(size)
+            reads.append((size, len(data)))
+            return data
 
         result.read = read  # type: ignore[method-assign]
         return result
@@ -534,6 +529,8 @@ async def test_a_large_result_is_sent_in_pieces(jp_fetch: Any, monkeypatch: pyte
     response = await call(jp_fetch, "jobs", job["id"], "results", "model.txt")
     assert response.body == RESULTS["model.txt"]
     assert response.headers["Content-Length"] == str(len(RESULTS["model.txt"]))
-    assert set(reads) == {4} and len(reads) == len(RESULTS["model.txt"]) // 4 + 1 + (
-        len(RESULTS["model.txt"]) % 4 > 0
-    )
+    # The client has the whole body (Content-Length) before the handler's last read finds the end.
+    await eventually(lambda: bool(reads) and reads[-1][1] == 0, "the handler to read to the end")
+    size = len(RESULTS["model.txt"])
+    assert {asked for asked, _ in reads} == {4}
+    assert [got for _, got in reads] == [4] * (size // 4) + ([size % 4] if size % 4 else []) + [0]

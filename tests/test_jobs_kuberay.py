@@ -22,14 +22,12 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
-import kubernetes.client
 import pytest
 import yaml
 from traitlets.config import Config
@@ -48,6 +46,7 @@ from eksray_jupyter.jobs.spec import resolve_job_spec
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
 from .test_jobs_store import make_bucket, moto_url
+from .waiting import wait_until
 
 __all__ = ["moto_url"]  # a fixture, used by name
 
@@ -55,17 +54,6 @@ T = TypeVar("T")
 NS = "eksray-alice"
 fakekube = pytest_plugin.fakekube
 fakekube_kubeconfig = pytest_plugin.fakekube_kubeconfig
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 class Dashboard:
@@ -133,9 +121,9 @@ class Env:
         self.serve_logs_of(status["rayClusterName"])
         return status["rayClusterName"], status["jobId"]
 
-    def state(self, job_id: str, state: JobState, timeout: float = 10.0) -> Job:
+    def state(self, job_id: str, state: JobState) -> Job:
         return wait_until(
-            lambda: (j := self.jobs.get(job_id)).state == state and j, timeout, f"{job_id} {state.value}"
+            lambda: (j := self.jobs.get(job_id)).state == state and j, f"{job_id} {state.value}"
         )
 
     def finish(self, job_id: str, result: str) -> None:
@@ -648,6 +636,7 @@ def test_one_follower_per_rayjob_across_processes(env: Env) -> None:
     _, ray_id = env.started(job.id)
     env.dashboard.logs[ray_id] = "one\n"
     env.state(job.id, JobState.RUNNING)
+    wait_until(lambda: env.jobs.logs(job.id).text == "one\n", what="the log followed")
     first = KubeRayJobRunner._followers[("alice", job.id)]
     lease = json.loads(env.rayjob(job.id)["metadata"]["annotations"][FOLLOWER_ANNOTATION])  # type: ignore[index]
     assert lease["holder"] == KubeRayJobRunner.holder
@@ -655,15 +644,19 @@ def test_one_follower_per_rayjob_across_processes(env: Env) -> None:
     other = KubeRayJobRunner(service=env.service)
     other.holder = "jupyter-other/4242/feedbeef"  # as another process would be
     assert other._hold(env.rayjob(job.id)) is False  # the lease is fresh: it only reads
-    # The lease runs out (its holder stopped renewing it): the other process takes it ...
-    rj = env.rayjob(job.id)
-    assert rj is not None
-    rj["metadata"]["annotations"][FOLLOWER_ANNOTATION] = json.dumps({"holder": lease["holder"], "until": 0})
-    rj.pop("status", None)
-    kubernetes.client.CustomObjectsApi(env.backend.api.client).replace_namespaced_custom_object(
-        "ray.io", "v1", NS, "rayjobs", job.id, rj
-    )
-    assert other._hold(env.rayjob(job.id)) is True
+
+    def take_expired_lease() -> bool:
+        """The lease as if it had run out (its holder stopped renewing it), taken with the
+        resourceVersion just read: a renewal by the first follower in between is a 409, then retried."""
+        rj = env.rayjob(job.id)
+        assert rj is not None
+        rj["metadata"]["annotations"][FOLLOWER_ANNOTATION] = json.dumps(
+            {"holder": lease["holder"], "until": 0}
+        )
+        return other._hold(rj)
+
+    # The other process takes the expired lease ...
+    wait_until(take_expired_lease, what="the other process took the lease")
     # ... and the first follower, seeing someone else's fresh lease, stops following.
     wait_until(lambda: not first.alive(), what="the first follower let go")
     assert env.jobs.logs(job.id).text == "one\n"  # appended once

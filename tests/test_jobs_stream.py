@@ -30,9 +30,10 @@ from eksray_jupyter.jobs.store import LocalJobStore, S3JobStore
 from eksray_jupyter.jobs.watch import JobChange, JobWatcher
 
 from .test_jobs_store import make_bucket, moto_url  # noqa: F401 (moto_url is a fixture)
+from .waiting import wait_until
 
 MEMORY = "tests.memory_backend.MemoryBackend"
-TIMEOUT = 10.0
+TIMEOUT = 30.0
 
 
 class QuietRunner(JobRunner):
@@ -61,16 +62,6 @@ def runner_cannot_tell() -> Iterator[None]:
 def job_service(state_dir: Path, **settings: Any) -> JobService:
     clusters = ClusterService(EKSRay(state_dir=str(state_dir), backend=MEMORY, **settings))
     return JobService(clusters, runner=QuietRunner(service=clusters))
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)  # polling the condition
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Changes:
@@ -269,10 +260,16 @@ def s3_job_service(tmp_path: Path, moto_url: str, name: str) -> tuple[JobService
     return service, bucket, client
 
 
-def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_the_watcher_lists_s3_at_its_slower_interval(
+    moto_url: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     service, _bucket, _client = s3_job_service(tmp_path, moto_url, "watched")
     job = service.submit({"entrypoint": "python a.py"})
     local = service.submit({"entrypoint": "python b.py", "store": {"type": "local"}})
+    # From here on the records are written as by other processes, which do not wake the watcher.
+    monkeypatch.setattr(store_module, "_announce_written", lambda location, record: None)
     s3 = service.stores.open(job.store)
     assert isinstance(s3, S3JobStore)
     calls = S3Calls(s3)
@@ -292,13 +289,34 @@ def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Pa
         # Listings that find nothing new GET nothing.
         gets = len(calls.named("GetObject"))
         listed = len(calls.named("ListObjectsV2"))
-        wait_for(lambda: len(calls.named("ListObjectsV2")) >= listed + 3, what="three more S3 listings")
+        wait_until(lambda: len(calls.named("ListObjectsV2")) >= listed + 3, "three more S3 listings")
         assert len(calls.named("GetObject")) == gets
         times = [t for t, _, _ in calls.named("ListObjectsV2")][1:]  # the first listing has two LISTs
         assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45
         assert watcher.polls > 2 * len(times)  # the local store was read far more often
     finally:
         unsubscribe()
+
+
+def test_writes_of_this_process_are_reported_at_once(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
+    service, _bucket, _client = s3_job_service(tmp_path, moto_url, "woken")
+    # Polls so rare that only a wake-up can bring the changes within the test's timeout.
+    watcher = JobWatcher(service, interval=3600, s3_interval=3600)
+    changes = Changes()
+    unsubscribe = watcher.subscribe(changes)
+    try:
+        assert watcher.snapshot().jobs == []
+        in_s3 = service.submit({"entrypoint": "python a.py"})
+        assert changes.next_matching(lambda c: c.job_id == in_s3.id).job is not None
+        local = service.submit({"entrypoint": "python b.py", "store": {"type": "local"}})
+        assert changes.next_matching(lambda c: c.job_id == local.id).job is not None
+        s3 = service.stores.open(in_s3.store)
+        s3.write(transition(s3.read(service.owner, in_s3.id), JobState.RUNNING))
+        change = changes.next_matching(lambda c: c.job_id == in_s3.id)
+        assert change.job is not None and change.job.state == JobState.RUNNING
+    finally:
+        unsubscribe()
+    assert not watcher.running
 
 
 def test_an_s3_store_that_fails_is_a_warning_and_its_jobs_go(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
@@ -417,4 +435,4 @@ async def test_one_watcher_for_all_sockets_while_any_is_open(
     assert message["job"]["state"] == "running"
     two.close()
     # The last socket gone: the watcher's thread is stopped.
-    await in_thread(wait_for, lambda: not hub.job_watcher.running)
+    await in_thread(wait_until, lambda: not hub.job_watcher.running)

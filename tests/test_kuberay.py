@@ -26,6 +26,7 @@ from eksray_jupyter.core.spec import resolve_cluster_spec
 
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
+from .waiting import wait_until
 
 T = TypeVar("T")
 SAMPLES = Path("/work/shared/kuberay/samples")
@@ -34,18 +35,6 @@ ALICE_NS = "eksray-alice"
 # The fake API server's fixtures, used by name below.
 fakekube = pytest_plugin.fakekube
 fakekube_kubeconfig = pytest_plugin.fakekube_kubeconfig
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``fn`` until it returns something truthy (deterministic waits, never bare sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def spec_of(request: dict[str, Any]) -> dict[str, Any]:
@@ -83,11 +72,9 @@ def backend(make_backend: Callable[..., KubeRayBackend]) -> KubeRayBackend:
     return make_backend()
 
 
-def ready(backend: KubeRayBackend, owner: str, name: str, timeout: float = 10.0) -> Any:
+def ready(backend: KubeRayBackend, owner: str, name: str) -> Any:
     return wait_until(
-        lambda: (c := backend.get_cluster(owner, name)).phase == Phase.READY and c,
-        timeout,
-        f"{name} ready",
+        lambda: (c := backend.get_cluster(owner, name)).phase == Phase.READY and c, f"{name} ready"
     )
 
 
@@ -624,13 +611,15 @@ def test_watch_resumes_after_a_dropped_stream(backend: KubeRayBackend, fakekube:
     lists_before = backend.watch_stats()[ALICE_NS]["lists"]
     assert fakekube.drop_watches() >= 3
     fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
-    cluster = wait_until(
-        lambda: (c := backend.get_cluster("alice", "demo")).worker_groups[0].ready == 2 and c
+    # The RayCluster and its pods come through separate watches: wait for both to show the change.
+    wait_until(
+        lambda: (g := backend.get_cluster("alice", "demo").worker_groups[0]).ready == 2 and g.replicas == 2
     )
-    assert cluster.worker_groups[0].replicas == 2
-    stats = backend.watch_stats()[ALICE_NS]
+    # Each of the three dropped watches (rayclusters, pods, events) is opened again, without a list.
+    stats = wait_until(
+        lambda: (s := backend.watch_stats()[ALICE_NS])["watches"] >= 6 and s, what="re-watches"
+    )
     assert stats["lists"] == lists_before, "resumed from the last resourceVersion, no re-list"
-    assert stats["watches"] >= 6
 
 
 @pytest.mark.parametrize("how", ["force_410", "compact"])

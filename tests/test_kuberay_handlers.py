@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from .fakekube import FakeKubeServer, pytest_plugin
+from .waiting import eventually
 
 NS = "eksray-alice"
 
@@ -50,17 +50,6 @@ async def call(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None)
     return json.loads(response.body) if response.body else response.code
 
 
-async def until(fn: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_rest_api_on_kuberay(jp_fetch: Any, fakekube: FakeKubeServer) -> None:
     config = await call(jp_fetch, "config")
     assert config["backend"] == "kuberay"
@@ -74,7 +63,7 @@ async def test_rest_api_on_kuberay(jp_fetch: Any, fakekube: FakeKubeServer) -> N
         detail = await call(jp_fetch, "clusters", "demo")
         return detail if detail["phase"] == "ready" else None
 
-    detail = await until(is_ready)
+    detail = await eventually(is_ready)
     assert detail["dashboardUrl"].endswith(
         "/eksray/clusters/demo/dashboard/"
     )  # our proxy, never the raw address
@@ -119,7 +108,7 @@ async def test_rest_api_on_kuberay(jp_fetch: Any, fakekube: FakeKubeServer) -> N
             return e.code == 404
         return False
 
-    await until(gone)
+    await eventually(gone)
 
 
 async def test_stream_pushes_kuberay_changes(

@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,40 @@ ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 #: The S3 owner folder's index of job records: never a job id (those start with a letter).
 INDEX_DIR = "_index"
 _ID_RE = re.compile(ID_PATTERN)
+
+log = logging.getLogger(__name__)
+
+#: Called after a store of this process wrote a record: ``callback(location, record)``.
+RecordListener = Callable[[dict[str, Any], dict[str, Any]], None]
+_record_listeners: list[RecordListener] = []
+_record_listeners_lock = threading.Lock()
+
+
+def on_record_written(callback: RecordListener) -> Callable[[], None]:
+    """Call ``callback`` (on the writer's thread, so it must be quick) after each record this
+    process writes to any store; returns the function that stops it.
+
+    The push watcher uses it to report the server's own writes (a submit, a stop, the KubeRay
+    follower) at once instead of at its next poll. Other processes' writes are not seen.
+    """
+    with _record_listeners_lock:
+        _record_listeners.append(callback)
+
+    def remove() -> None:
+        with _record_listeners_lock, contextlib.suppress(ValueError):
+            _record_listeners.remove(callback)
+
+    return remove
+
+
+def _announce_written(location: dict[str, Any], record: dict[str, Any]) -> None:
+    with _record_listeners_lock:
+        listeners = list(_record_listeners)
+    for listener in listeners:
+        try:
+            listener(location, record)
+        except Exception:
+            log.exception("eksray: a job record listener failed")
 
 
 def owner_key(owner: str) -> str:
@@ -162,6 +197,7 @@ class LocalJobStore(JobStore):
         path = self._dir(record["owner"], record["id"])
         with self._locked(path):
             write_json_atomic(path / "job.json", record)
+        _announce_written(self.location, record)
 
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
         data = read_json(self._dir(owner, job_id) / "job.json")
@@ -405,6 +441,7 @@ class S3JobStore(JobStore):
         key = self._key(record["owner"], record["id"], "job.json")
         self._put(key, body, "saving the job record", "application/json")
         self._put_index(record, body)
+        _announce_written(self.location, record)
 
     def _put_index(self, record: dict[str, Any], body: bytes) -> None:
         """The same record in the owner's index, which the list reads with one LIST (see list())."""

@@ -1,9 +1,11 @@
 """Push for jobs: one thread reads the owner's job records while someone listens, and reports changes.
 
 Job records are written by other processes (a job's supervisor, a CLI) or by threads of this
-one (the KubeRay runner's follower), so there is nothing to subscribe to: the watcher polls.
-While at least one subscriber exists, a single daemon thread reads the jobs every
-``c.EKSRay.job_watch_seconds`` through :meth:`JobService.list_with_warnings` (so a job whose
+one (a submit or stop, the KubeRay runner's follower). Other processes' writes cannot be
+subscribed to, so the watcher polls: while at least one subscriber exists, a single daemon
+thread reads the jobs every ``c.EKSRay.job_watch_seconds``, and at once (after a short pause
+that gathers a burst) when a store of this process writes one of the owner's records
+(:func:`~.store.on_record_written`). It reads through :meth:`JobService.list_with_warnings` (so a job whose
 runner died is reconciled to ``failed`` exactly as the REST list does), compares them with
 the previous read by id (and ``updatedAt``, and the rest of the record), and calls each
 subscriber with a :class:`JobChange`: a job that is new or changed, a job that is gone,
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .models import Job
 from .service import JobService
-from .store import JobStore, JobStores
+from .store import JobStore, JobStores, on_record_written
 
 if TYPE_CHECKING:
     from ..core.service import ClusterService
@@ -83,6 +85,10 @@ class _Throttled(JobStore):
             raise self._error
         return self._records
 
+    def invalidate(self) -> None:
+        """List the real store at the next ``list`` (this process just wrote to it)."""
+        self._at = None
+
     # Reconciling reads and writes the record itself: straight to the store.
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
         return self.store.read(owner, job_id)
@@ -115,6 +121,11 @@ class _WatchStores:
             out.append(throttled)
         return out
 
+    def invalidate(self, location: dict[str, Any]) -> None:
+        for throttled in self._throttled.values():
+            if throttled.location == location:
+                throttled.invalidate()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stores, name)
 
@@ -122,13 +133,17 @@ class _WatchStores:
 class JobWatcher:
     """Reports changes of one owner's jobs to subscribers; a thread runs only while there are some."""
 
+    #: After a write of this process woke the thread: wait this long for the rest of a burst.
+    settle_seconds = 0.05
+
     def __init__(self, jobs: JobService, interval: float = 1.0, s3_interval: float = 10.0) -> None:
         self.owner = jobs.owner
         self.interval = interval
         # The same runner (its followers, its notion of "alive") and stores; S3 listings throttled.
-        self._service = JobService(
-            jobs.clusters, runner=jobs.runner, stores=cast(JobStores, _WatchStores(jobs.stores, s3_interval))
-        )
+        self._stores = _WatchStores(jobs.stores, s3_interval)
+        self._service = JobService(jobs.clusters, runner=jobs.runner, stores=cast(JobStores, self._stores))
+        self._wake = threading.Event()  # a record of this process was written: read now
+        self._stop_listening: Callable[[], None] | None = None
         self._callbacks: list[Callable[[JobChange], None]] = []
         self._subscribers_lock = threading.Lock()  # callbacks, thread lifecycle
         self._poll_lock = threading.RLock()  # one poll at a time; state and emission
@@ -166,6 +181,7 @@ class JobWatcher:
                     target=self._run, args=(stop, self._generation), name="eksray-job-watch", daemon=True
                 )
                 self._stop = stop
+                self._stop_listening = on_record_written(self._record_written)
                 self._thread.start()
         done = False
 
@@ -180,7 +196,11 @@ class JobWatcher:
                     return
                 thread, stop = self._thread, self._stop
                 self._thread = self._stop = None
+                if self._stop_listening is not None:
+                    self._stop_listening()
+                    self._stop_listening = None
                 stop.set()
+                self._wake.set()
             if thread is not threading.current_thread():
                 thread.join()
 
@@ -199,13 +219,22 @@ class JobWatcher:
                 deliver(snapshot)
             return snapshot
 
+    def _record_written(self, location: dict[str, Any], record: dict[str, Any]) -> None:
+        if record.get("owner") != self.owner:
+            return
+        if location.get("type") == "s3":
+            self._stores.invalidate(location)
+        self._wake.set()
+
     def _run(self, stop: threading.Event, generation: int) -> None:
         while not stop.is_set():
+            self._wake.clear()  # before the read: a write during it brings another read
             try:
                 self._poll(stop, generation)
             except Exception:
                 log.exception("eksray: reading the jobs for the push stream failed")
-            stop.wait(self.interval)
+            if self._wake.wait(self.interval) and not stop.is_set():
+                stop.wait(self.settle_seconds)
 
     def _poll(self, stop: threading.Event | None, generation: int) -> None:
         with self._poll_lock:
