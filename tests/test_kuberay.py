@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from eksray_jupyter.backends.kuberay import KubeRayBackend
+from eksray_jupyter.backends.kuberay.cache import NamespaceCache
 from eksray_jupyter.core.config import DEFAULT_PROFILES
 from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, NotFoundError, NotReadyError
 from eksray_jupyter.core.models import Change, Phase
@@ -229,8 +230,14 @@ def test_create_becomes_ready_then_delete(backend: KubeRayBackend, fakekube: Fak
 
     with pytest.raises(ConflictError, match="already exists"):
         backend.create_cluster("alice", spec_of({"name": "demo"}))
-    reasons = {e.reason for e in backend.cluster_events("alice", "demo")}
-    assert {"Created", "CreatedHeadPod", "CreatedWorkerPod"} <= reasons
+    # Events come through their own watch, which may lag the cluster's.
+    wait_until(
+        lambda: (
+            {"Created", "CreatedHeadPod", "CreatedWorkerPod"}
+            <= {e.reason for e in backend.cluster_events("alice", "demo")}
+        ),
+        what="the creation events",
+    )
 
     backend.delete_cluster("alice", "demo")
     with contextlib.suppress(NotFoundError):  # stopping until the watch sees it go (maybe already)
@@ -371,13 +378,15 @@ def test_scale_retries_on_fresh_state_without_losing_the_autoscalers_write(
 
 
 def test_scale_through_the_service_under_concurrent_autoscaler(
-    backend: KubeRayBackend,
+    make_backend: Callable[..., KubeRayBackend],
     fakekube: FakeKubeServer,
 ) -> None:
     """Many bound changes while the autoscaler keeps writing replicas: every write survives."""
     from eksray_jupyter.core.config import EKSRay
     from eksray_jupyter.core.service import ClusterService
 
+    # An autoscaler far busier than a real one: a slow machine may lose more races than the default allows.
+    backend = make_backend(scale_retries=30)
     service = ClusterService(EKSRay(owner="alice", backend="local"), backend=backend)
     service.create(CPU_SPEC)
     ready(backend, "alice", "demo")
@@ -608,6 +617,7 @@ def test_foreign_clusters_are_skipped_in_a_shared_namespace(
 def test_watch_resumes_after_a_dropped_stream(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
     backend.create_cluster("alice", spec_of(CPU_SPEC))
     ready(backend, "alice", "demo")
+    wait_until(lambda: fakekube.open_watch_count() >= 3, what="the three watches open")
     lists_before = backend.watch_stats()[ALICE_NS]["lists"]
     assert fakekube.drop_watches() >= 3
     fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
@@ -628,20 +638,30 @@ def test_watch_relists_after_410(backend: KubeRayBackend, fakekube: FakeKubeServ
     ready(backend, "alice", "demo")
     backend.create_cluster("alice", spec_of({"name": "other"}))
     ready(backend, "alice", "other")
+    lists_before = backend.watch_stats()[ALICE_NS]["lists"]
     if how == "force_410":
         fakekube.force_410(3)
         fakekube.drop_watches()
     else:
-        fakekube.drop_watches()
-        fakekube.compact()
+        # The API is away (watches dropped, reconnects refused) while history is compacted,
+        # so the watches come back from resourceVersions that are gone.
+        fakekube.api_down(3600)
     # Changes while the watches were away: one scaled, one deleted.
     fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=3)
     fakekube.delete("rayclusters", ALICE_NS, "other")
+    if how == "compact":
+        fakekube.compact()
+        fakekube.api_up()
     wait_until(lambda: [c.name for c in backend.list_clusters("alice")] == ["demo"], what="deletion seen")
-    wait_until(lambda: backend.get_cluster("alice", "demo").worker_groups[0].ready == 3, what="scale seen")
-    stats = backend.watch_stats()[ALICE_NS]
+    wait_until(
+        lambda: (g := backend.get_cluster("alice", "demo").worker_groups[0]).ready == 3 and g.replicas == 3,
+        what="scale seen",
+    )
+    stats = wait_until(
+        lambda: (s := backend.watch_stats()[ALICE_NS])["expired"] >= 1 and s["lists"] > lists_before and s,
+        what="a re-list after 410",
+    )
     assert stats["expired"] >= 1
-    assert stats["lists"] >= 4
 
 
 def test_api_errors_become_backend_errors(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
@@ -814,3 +834,55 @@ def test_the_cli_exits_cleanly_after_a_refusal(
         )
         assert out.returncode == 1, (argv, out.returncode, out.stderr)
         assert "max_clusters_per_owner = 0" in out.stderr
+
+
+def test_a_cluster_deleted_here_stays_stopping_when_an_older_change_arrives() -> None:
+    """The backend marks a cluster it deleted at once; a status update the operator made just
+    before the delete (newer resourceVersion, no deletionTimestamp) must not bring back "ready"."""
+    cache = NamespaceCache(ALICE_NS, api=None, on_change=lambda *_: None, log=logging.getLogger("t"))  # type: ignore[arg-type]
+
+    def cr(rv: int, uid: str = "u1", **meta: Any) -> dict[str, Any]:
+        return {"metadata": {"name": "demo", "uid": uid, "resourceVersion": str(rv), **meta}}
+
+    cache.put_cluster(cr(5))
+    cache.clusters["demo"] = cr(5, deletionTimestamp="2026-11-26T10:00:00Z")  # as delete_cluster marks it
+    cache._apply("rayclusters", "MODIFIED", cr(6))
+    assert cache.clusters["demo"]["metadata"]["resourceVersion"] == "6"
+    assert cache.clusters["demo"]["metadata"]["deletionTimestamp"] == "2026-11-26T10:00:00Z"
+    cache._replace("rayclusters", [cr(7)], initial=False)  # a re-list after a 410
+    assert cache.clusters["demo"]["metadata"]["deletionTimestamp"] == "2026-11-26T10:00:00Z"
+    # A new cluster of the same name (another uid) is not the one being deleted.
+    cache._apply("rayclusters", "MODIFIED", cr(8, uid="u2"))
+    assert "deletionTimestamp" not in cache.clusters["demo"]["metadata"]
+
+
+def test_a_change_made_while_the_observer_starts_is_pushed(
+    backend: KubeRayBackend, fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panel's snapshot may be read before the observer's baseline: a change that lands in
+    between is in the baseline, and must still be pushed."""
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    go = threading.Event()
+    default_owner = backend._default_owner
+
+    def late_start() -> str | None:  # the observer's thread, slow to start
+        go.wait(30)
+        return default_owner()
+
+    monkeypatch.setattr(backend, "_default_owner", late_start)
+    changes: list[Change] = []
+    unsubscribe = backend.subscribe(changes.append)
+    try:
+        fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
+        wait_until(lambda: backend.get_cluster("alice", "demo").worker_groups[0].ready == 2, what="scaled")
+        go.set()
+        wait_until(
+            lambda: any(
+                c.kind == "cluster" and c.cluster and c.cluster.worker_groups[0].ready == 2 for c in changes
+            ),
+            what="the change pushed",
+        )
+    finally:
+        go.set()
+        unsubscribe()

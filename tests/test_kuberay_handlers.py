@@ -79,8 +79,11 @@ async def test_rest_api_on_kuberay(jp_fetch: Any, fakekube: FakeKubeServer) -> N
     assert scaled["workerGroups"][0]["maxReplicas"] == 3
     assert fakekube.get("rayclusters", NS, "demo")["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 3
 
-    events = (await call(jp_fetch, "clusters", "demo", "events"))["events"]
-    assert {"Created", "Scaled", "CreatedHeadPod"} <= {e["reason"] for e in events}
+    async def with_scaled() -> Any:  # Kubernetes events reach the server's cache through their own watch
+        events = (await call(jp_fetch, "clusters", "demo", "events"))["events"]
+        return {"Created", "Scaled", "CreatedHeadPod"} <= {e["reason"] for e in events} and events
+
+    events = await eventually(with_scaled, "the Scaled event")
     assert "fake-token" not in json.dumps(events)
 
     with pytest.raises(HTTPClientError) as info:

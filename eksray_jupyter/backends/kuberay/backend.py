@@ -902,7 +902,9 @@ class KubeRayBackend(ClusterBackend):
                     self._cache(namespace)
             except BackendError as e:
                 self.log.warning("eksray: cannot observe clusters yet: %s", e.message)
-        # What panels already have (their snapshot): only differences from here are pushed.
+        # What panels already have (their snapshot): only differences from here are pushed. The
+        # snapshot may have been read before or after this baseline, so the first change of each
+        # cluster is pushed even when it looks the same (``unconfirmed``); later ones only if different.
         for cache in list(self._caches.values()):
             with cache.lock:
                 crs = list(cache.clusters.values())
@@ -910,6 +912,7 @@ class KubeRayBackend(ClusterBackend):
                 who, ours = self._owner_of(cache.namespace, cr)
                 if who is not None and (cluster := self._build_safe(cache, cr, who, ours)) is not None:
                     last[(cache.namespace, cluster.name)] = (who, cluster.to_dict())
+        unconfirmed = set(last)
         while not self._stop_dispatch.is_set():
             with self._lock:
                 if not (self._pending["clusters"] or self._pending["deleted"] or self._pending["events"]):
@@ -919,7 +922,7 @@ class KubeRayBackend(ClusterBackend):
             with self._lock:
                 pending, self._pending = self._pending, {"clusters": set(), "deleted": {}, "events": []}
             try:
-                self._dispatch(pending, last)
+                self._dispatch(pending, last, unconfirmed)
                 if time.monotonic() >= next_poll:
                     polls += 1
                     self._poll_dashboards(last, seen_ray, started, every_round=polls % 6 == 0)
@@ -928,7 +931,10 @@ class KubeRayBackend(ClusterBackend):
                 self.log.exception("eksray: kuberay observer failed to dispatch changes")
 
     def _dispatch(
-        self, pending: dict[str, Any], last: dict[tuple[str, str], tuple[str, dict[str, Any]]]
+        self,
+        pending: dict[str, Any],
+        last: dict[tuple[str, str], tuple[str, dict[str, Any]]],
+        unconfirmed: set[tuple[str, str]],
     ) -> None:
         for key, obj in pending["deleted"].items():
             previous = last.pop(key, None)
@@ -949,7 +955,8 @@ class KubeRayBackend(ClusterBackend):
             if cluster is None:
                 continue
             state = cluster.to_dict()
-            if last.get(key) != (who, state):
+            if key in unconfirmed or last.get(key) != (who, state):
+                unconfirmed.discard(key)
                 last[key] = (who, state)
                 self.notify(Change("cluster", who, cluster.name, cluster=cluster))
         for key, ev in pending["events"]:

@@ -39,6 +39,19 @@ def _rv_newer(new: Any, old: Any) -> bool:
     return new != old
 
 
+def _kept_deletion_mark(old: dict[str, Any] | None, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj``, still marked as being deleted if ``old`` (the same object) was.
+
+    A deletionTimestamp is never taken back; a newer object without one is a change made
+    before the delete that this server marked in its cache (it shows "stopping" at once).
+    """
+    if old is None or "deletionTimestamp" not in old["metadata"] or "deletionTimestamp" in obj["metadata"]:
+        return obj
+    if old["metadata"].get("uid") != obj["metadata"].get("uid"):
+        return obj
+    return dict(obj, metadata=dict(obj["metadata"], deletionTimestamp=old["metadata"]["deletionTimestamp"]))
+
+
 def _relevant(event: dict[str, Any]) -> bool:
     """Only events about RayClusters and pods are kept (a namespace may hold other apps)."""
     return (event.get("involvedObject") or {}).get("kind") in ("RayCluster", "Pod")
@@ -227,7 +240,7 @@ class NamespaceCache:
                     if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get(
                         "resourceVersion"
                     ):
-                        self.clusters[name] = obj
+                        self.clusters[name] = _kept_deletion_mark(old, obj)
                         self.versions[name] += 1
                         signals.append(("cluster", name, None))
             elif kind == "pods":
@@ -280,7 +293,7 @@ class NamespaceCache:
                         obj["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
                     ):
                         return  # already have it (written through by the backend)
-                    self.clusters[name] = obj
+                    self.clusters[name] = _kept_deletion_mark(old, obj)
                     signal = ("cluster", name, None)
                 self.versions[name] += 1
             elif kind == "pods":
@@ -327,7 +340,7 @@ class NamespaceCache:
             if old is None or _rv_newer(
                 obj["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
             ):
-                self.clusters[name] = obj
+                self.clusters[name] = _kept_deletion_mark(old, obj)
                 self.versions[name] += 1
 
     # --- pods and events of a cluster ----------------------------------------------------------------
