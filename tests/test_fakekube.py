@@ -705,7 +705,7 @@ def test_watch_timeout_seconds(core: client.CoreV1Api) -> None:
         NS, watch=True, resource_version=rv, timeout_seconds=1, _preload_content=False
     )
     assert resp.data == b"" and resp.status == 200
-    assert 0.9 <= time.monotonic() - t0 < 5
+    assert 0.9 <= time.monotonic() - t0 < 30  # ended by the server, not by a client timeout
 
 
 def test_custom_object_watch(fk: FakeKubeServer, crs: client.CustomObjectsApi) -> None:

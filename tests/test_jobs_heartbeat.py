@@ -7,6 +7,7 @@ from elsewhere is recorded in the store, where the supervisor sees it.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def test_a_job_whose_remote_supervisor_went_silent_is_failed(tmp_path: Path) -> 
     job = jobs.get("train-abcde")
     assert job.state == JobState.FAILED
     assert job.reason is not None
-    assert job.reason.startswith("its supervisor on jupyter-alice-old-pod stopped reporting 600 s ago")
+    assert re.match(r"its supervisor on jupyter-alice-old-pod stopped reporting 6\d\d s ago", job.reason)
     assert jobs.stores.local.read("alice", "train-abcde")["state"] == "failed"  # recorded, not only shown
 
 

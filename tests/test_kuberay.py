@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import http.server
+import itertools
 import json
 import logging
 import subprocess
@@ -765,8 +766,8 @@ def test_observer_pushes_changes_events_and_autoscaler_events(
             what="operator event pushed",
         )
         assert all(c.owner == "alice" and c.name == "demo" for c in changes)
-        pushed = [c for c in changes if c.kind == "cluster"]
-        assert len(pushed) <= 6, "bursts are coalesced; unchanged states are not resent"
+        states = [c.cluster.to_dict() for c in changes if c.kind == "cluster" and c.cluster]
+        assert all(a != b for a, b in itertools.pairwise(states)), "unchanged states are not resent"
         events = backend.cluster_events("alice", "demo")
         autoscaler = [e for e in events if e.source == "autoscaler"]
         assert autoscaler[0].message == "Adding 1 node(s) of type cpu." and autoscaler[0].id == "a-e0"
@@ -886,3 +887,31 @@ def test_a_change_made_while_the_observer_starts_is_pushed(
     finally:
         go.set()
         unsubscribe()
+
+
+def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eksray_jupyter.backends.kuberay import dashboard
+    from eksray_jupyter.core.errors import BackendError
+
+    now = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: now[0])
+    answers: list[Any] = []
+    asked: list[float] = []
+
+    def fetch(key: tuple[str, str]) -> Any:
+        asked.append(now[0])
+        answer = answers.pop(0) if answers else {"data": {"result": {"result": []}}}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    reader = dashboard.EventsReader(fetch, ttl=5.0, backoff=30.0, first_backoff=2.0)
+    key = (ALICE_NS, "demo")
+    # Six failures, an answer, one more failure, then answers.
+    answers.extend([BackendError("slow")] * 6 + [{"data": {"result": {"result": []}}}, BackendError("slow")])
+    for _ in range(240):  # a poll every 0.5 s (exact in binary) for two minutes
+        reader.events(key, "uid")
+        now[0] += 0.5
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(asked)]
+    # Doubled up to the cap; an answer is kept for ttl; the failure after it waits 2 s again, not 30.
+    assert gaps[:8] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 5.0, 2.0]

@@ -178,10 +178,10 @@ async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_
             cluster = await api(jp_fetch, "clusters", "fragile")
             return cluster if cluster["phase"] == "failed" else None
 
-        cluster = await wait_for(failed, "the cluster to be reported failed", timeout=30)
+        cluster = await wait_for(failed, "the cluster to be reported failed", timeout=120)
         assert "head node" in cluster["reason"]
         events = (await api(jp_fetch, "clusters", "fragile", "events"))["events"]
-        assert events[-1]["reason"] == "Failed" and events[-1]["severity"] == "error"
+        assert any(e["reason"] == "Failed" and e["severity"] == "error" for e in events)
         pids = cluster_pids(state_dir, "fragile")
     finally:
         await jp_fetch("eksray", "api", "clusters", "fragile", method="DELETE")

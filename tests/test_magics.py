@@ -19,6 +19,7 @@ from IPython.utils.capture import CapturedIO, capture_output
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.magics import EKSRayMagics
 from tests.fakes import isolate_env, make_service
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -230,15 +231,27 @@ def test_scale(shell: InteractiveShell, svc: ClusterService) -> None:
     )
 
 
-def test_events_and_follow(shell: InteractiveShell, svc: ClusterService) -> None:
+def test_events_and_follow(
+    shell: InteractiveShell, svc: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     svc.create({"name": "t1", "profile": "cpu-small"})
     (bundle,) = bundles(run(shell, "events t1"))
     assert "Cluster t1 created" in bundle["text/plain"] and "<table" in bundle["text/html"]
 
-    def later() -> None:
-        time.sleep(1.5)
+    reads: list[list[str]] = []  # the messages of each read the follower made
+    events = svc.events
+
+    def counted(name: str, since: float | None = None) -> Any:
+        got = events(name, since=since)
+        reads.append([e.message for e in got])
+        return got
+
+    monkeypatch.setattr(svc, "events", counted)
+
+    def later() -> None:  # an event once the follower has read, the deletion once it saw the event
+        wait_until(lambda: reads, "the follower's first read")
         svc.backend.add_event(svc.owner, "t1", "something new")  # type: ignore[attr-defined]
-        time.sleep(1.5)
+        wait_until(lambda: any("something new" in messages for messages in reads), "the follower saw it")
         svc.delete("t1")
 
     thread = threading.Thread(target=later)

@@ -53,19 +53,26 @@ def parse_events(body: Any) -> list[ClusterEvent]:
 
 
 class EventsReader:
-    """Dashboard events per cluster, cached briefly; a dashboard that fails is left alone a while.
+    """Dashboard events per cluster, cached briefly; a dashboard that fails is left alone a while:
+    ``first_backoff`` seconds after one failure, twice as long after each further one, at most
+    ``backoff`` (one slow answer costs little, a dashboard that is down is not asked every poll).
 
     ``fetch(key)`` returns the raw JSON answer for a cluster key or raises.
     """
 
     def __init__(
-        self, fetch: Callable[[tuple[str, str]], Any], ttl: float = 2.0, backoff: float = 30.0
+        self,
+        fetch: Callable[[tuple[str, str]], Any],
+        ttl: float = 2.0,
+        backoff: float = 30.0,
+        first_backoff: float = 2.0,
     ) -> None:
         self._fetch = fetch
         self.ttl = ttl
         self.backoff = backoff
+        self.first_backoff = first_backoff
         self._cache: dict[tuple[str, str], tuple[float, list[ClusterEvent]]] = {}
-        self._failed: dict[tuple[str, str], float] = {}
+        self._failed: dict[tuple[str, str], tuple[float, int]] = {}  # (retry after, failures in a row)
 
     def events(self, key: tuple[str, str], uid: str) -> list[ClusterEvent]:
         now = time.monotonic()
@@ -73,12 +80,14 @@ class EventsReader:
         cached = self._cache.get(cache_key)
         if cached and now - cached[0] < self.ttl:
             return cached[1]
-        if now < self._failed.get(cache_key, 0.0):
+        retry_after, failures = self._failed.get(cache_key, (0.0, 0))
+        if now < retry_after:
             return cached[1] if cached else []
         try:
             events = parse_events(self._fetch(key))
         except BackendError:
-            self._failed[cache_key] = now + self.backoff
+            delay = min(self.backoff, self.first_backoff * 2**failures)
+            self._failed[cache_key] = (now + delay, failures + 1)
             return cached[1] if cached else []
         self._failed.pop(cache_key, None)
         self._cache[cache_key] = (now, events)
