@@ -7,7 +7,6 @@ import io
 import json
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from eksray_jupyter.jobs.runner import JobRunner
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.magics import EKSRayMagics
 from tests.fakes import isolate_env, make_service
+from tests.waiting import wait_until
 
 STEP = 0.05
 
@@ -45,6 +45,8 @@ class StepRunner(JobRunner):
         super().__init__(**kwargs)
         self.threads: dict[str, threading.Thread] = {}
         self.stops: dict[str, threading.Event] = {}
+        #: If set, jobs stay ``starting`` until it is (a test watching the progress of that state).
+        self.starting_gate: threading.Event | None = None
 
     def start(self, job: Job) -> None:
         store = self.service.jobs.stores.open(job.store)
@@ -62,6 +64,8 @@ class StepRunner(JobRunner):
             if job.cluster_created:
                 self.service.create({**job.spec["cluster"], "name": job.id})
             stop.wait(4 * STEP)
+            if self.starting_gate is not None:
+                self.starting_gate.wait(30)
             log("[eksray] cluster ready\n")
             update(JobState.RUNNING)
             for i in (1, 2):
@@ -112,14 +116,8 @@ def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterServ
         thread.join(5)
 
 
-def wait_for(svc: ClusterService, job_id: str, state: str, timeout: float = 10.0) -> Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = svc.jobs.get(job_id)
-        if job.state.value == state:
-            return job
-        assert time.monotonic() < deadline, f"{job_id} is still {job.state.value}, waited for {state}"
-        time.sleep(0.01)
+def wait_for(svc: ClusterService, job_id: str, state: str) -> Job:
+    return wait_until(lambda: (job := svc.jobs.get(job_id)).state.value == state and job, f"{job_id} {state}")
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
@@ -255,9 +253,27 @@ def test_submit_a_spec_file_with_flag_overrides(
     assert bad.code == 2 and "must contain one job spec" in bad.err
 
 
+def hold_starting_until_followed(svc: ClusterService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs stay ``starting`` until a follower has read them in that state (on a loaded machine
+    a job could otherwise run to its end between two reads, and no progress would show)."""
+    runner = svc.jobs.runner
+    assert isinstance(runner, StepRunner)
+    gate = runner.starting_gate = threading.Event()
+    logs = svc.jobs.logs
+
+    def read(job_id: str, offset: int = 0) -> Any:
+        chunk = logs(job_id, offset)
+        if chunk.state == JobState.STARTING:
+            gate.set()
+        return chunk
+
+    monkeypatch.setattr(svc.jobs, "logs", read)
+
+
 def test_submit_follow_streams_the_log_and_exits_with_the_outcome(
-    cli: Callable[..., Result], svc: ClusterService
+    cli: Callable[..., Result], svc: ClusterService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hold_starting_until_followed(svc, monkeypatch)
     ok = cli("submit", "--entrypoint", "python ok.py", "--follow")
     assert ok.code == 0, ok.err
     assert ok.out == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"  # the whole log, once, on stdout
@@ -280,13 +296,10 @@ def test_submit_follow_as_json_keeps_stdout_one_document(cli: Callable[..., Resu
 
 def test_a_followed_job_that_is_stopped_exits_1(cli: Callable[..., Result], svc: ClusterService) -> None:
     def stop_when_running() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            running = [j for j in svc.jobs.list() if j.state == JobState.RUNNING]
-            if running:
-                svc.jobs.stop(running[0].id)
-                return
-            time.sleep(0.01)
+        running = wait_until(
+            lambda: [j for j in svc.jobs.list() if j.state == JobState.RUNNING], "a running job"
+        )
+        svc.jobs.stop(running[0].id)
 
     stopper = threading.Thread(target=stop_when_running)
     stopper.start()
@@ -302,7 +315,18 @@ def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: ClusterServi
             return True
 
     out, err = io.StringIO(), Terminal()
+    runner = svc.jobs.runner
+    assert isinstance(runner, StepRunner)
+    runner.starting_gate = threading.Event()
+
+    def start_once_shown() -> None:  # the cluster is ready once the progress was rewritten twice
+        wait_until(lambda: err.getvalue().count(": starting after") >= 2, "the progress shown")
+        runner.starting_gate.set()  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=start_once_shown)
+    thread.start()
     code = main(["rj", "submit", "--entrypoint", "python ok.py", "--follow"], lambda: svc, out, err)
+    thread.join()
     assert code == 0 and out.getvalue() == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
     submitted, progress, rest = err.getvalue().split("\n", 2)
     assert submitted.startswith("Submitted ok-") and rest == ""

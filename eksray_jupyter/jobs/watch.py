@@ -122,7 +122,8 @@ class _WatchStores:
         return out
 
     def invalidate(self, location: dict[str, Any]) -> None:
-        for throttled in self._throttled.values():
+        """Called on a writer's thread while the watcher's may add stores: iterate over a copy."""
+        for throttled in list(self._throttled.values()):
             if throttled.location == location:
                 throttled.invalidate()
 

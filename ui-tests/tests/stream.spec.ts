@@ -244,7 +244,8 @@ test.describe('Push stream', () => {
     await expect(panel).toBeHidden();
     const pollsWhenHidden = polls;
     await page.waitForTimeout(12_000);
-    expect(polls).toBe(pollsWhenHidden);
+    // At most a request already under way when the panel closed; a 5 s poll would make two more.
+    expect(polls - pollsWhenHidden).toBeLessThanOrEqual(1);
 
     // The stream comes back: its snapshot replaces the polled state and polling stops.
     streamUp = true;
@@ -257,6 +258,6 @@ test.describe('Push stream', () => {
     await expect(panel.getByText('Live updates are unavailable')).toHaveCount(0);
     const pollsWhenLive = polls;
     await page.waitForTimeout(12_000);
-    expect(polls).toBe(pollsWhenLive);
+    expect(polls - pollsWhenLive).toBeLessThanOrEqual(1); // as above
   });
 });
