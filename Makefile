@@ -7,6 +7,7 @@ BIN     := $(VENV)/bin
 PY      := $(BIN)/python
 STAMP   := $(VENV)/.eksray-installed
 ROOTARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+RETRY   := bash $(abspath .ci/retry)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: lab test lint pytest ui-test install clean bench
@@ -15,9 +16,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml package.json yarn.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip uv
+	$(RETRY) $(PY) -m pip install -q --upgrade pip uv
 	# uv resolves ray+boto3+moto in seconds where pip backtracks for many minutes.
-	$(BIN)/uv pip install --python $(PY) -e ".[test]"
+	$(RETRY) $(BIN)/uv pip install --python $(PY) -e ".[test]"
 	$(BIN)/jupyter server extension list 2>&1 | grep -q "eksray_jupyter.*OK"
 	touch $(STAMP)
 
@@ -27,15 +28,15 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check eksray_jupyter tests benchmarks ui-tests/jupyter_server_test_config.py
 	$(BIN)/ruff format --check eksray_jupyter tests benchmarks
-	$(BIN)/jlpm install --immutable
+	$(RETRY) $(BIN)/jlpm install --immutable
 	$(BIN)/jlpm lint
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 ui-test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
-	cd ui-tests && $(abspath $(BIN))/jlpm install --immutable && $(abspath $(BIN))/jlpm test
+	command -v chromium >/dev/null || $(RETRY) sh -c "apt-get update -q && apt-get install -y -q chromium"
+	cd ui-tests && $(RETRY) $(abspath $(BIN))/jlpm install --immutable && $(abspath $(BIN))/jlpm test
 
 test: lint pytest ui-test
 
