@@ -64,8 +64,8 @@ class StepRunner(JobRunner):
             if job.cluster_created:
                 self.service.create({**job.spec["cluster"], "name": job.id})
             stop.wait(4 * STEP)
-            if self.starting_gate is not None:
-                self.starting_gate.wait(30)
+            while self.starting_gate is not None and not self.starting_gate.wait(STEP) and not stop.is_set():
+                pass
             log("[eksray] cluster ready\n")
             update(JobState.RUNNING)
             for i in (1, 2):
@@ -319,14 +319,21 @@ def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: ClusterServi
     assert isinstance(runner, StepRunner)
     runner.starting_gate = threading.Event()
 
+    failed: list[BaseException] = []
+
     def start_once_shown() -> None:  # the cluster is ready once the progress was rewritten twice
-        wait_until(lambda: err.getvalue().count(": starting after") >= 2, "the progress shown")
+        try:
+            wait_until(lambda: err.getvalue().count(": starting after") >= 2, "the progress shown")
+        except BaseException as e:
+            failed.append(e)
         runner.starting_gate.set()  # type: ignore[union-attr]
 
     thread = threading.Thread(target=start_once_shown)
     thread.start()
     code = main(["rj", "submit", "--entrypoint", "python ok.py", "--follow"], lambda: svc, out, err)
     thread.join()
+    if failed:
+        raise failed[0]
     assert code == 0 and out.getvalue() == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
     submitted, progress, rest = err.getvalue().split("\n", 2)
     assert submitted.startswith("Submitted ok-") and rest == ""

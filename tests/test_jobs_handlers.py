@@ -133,7 +133,7 @@ async def error_of(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, dict[
     return info.value.code, json.loads(info.value.response.body)
 
 
-async def until(jp_fetch: Any, job_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+async def until(jp_fetch: Any, job_id: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job = await json_of(jp_fetch, "jobs", job_id)

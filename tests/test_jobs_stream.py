@@ -319,9 +319,12 @@ def test_writes_of_this_process_are_reported_at_once(moto_url: str, tmp_path: Pa
         local = service.submit({"entrypoint": "python b.py", "store": {"type": "local"}})
         assert changes.next_matching(lambda c: c.job_id == local.id).job is not None
         s3 = service.stores.open(in_s3.store)
+        assert isinstance(s3, S3JobStore)
+        calls = S3Calls(s3)
         s3.write(transition(s3.read(service.owner, in_s3.id), JobState.RUNNING))
         change = changes.next_matching(lambda c: c.job_id == in_s3.id)
         assert change.job is not None and change.job.state == JobState.RUNNING
+        assert calls.named("ListObjectsV2") == []  # the written record is put in the last listing
     finally:
         unsubscribe()
     assert not watcher.running

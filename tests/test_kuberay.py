@@ -768,6 +768,7 @@ def test_observer_pushes_changes_events_and_autoscaler_events(
         assert all(c.owner == "alice" and c.name == "demo" for c in changes)
         states = [c.cluster.to_dict() for c in changes if c.kind == "cluster" and c.cluster]
         assert all(a != b for a, b in itertools.pairwise(states)), "unchanged states are not resent"
+        assert len(states) <= 8, "bursts are coalesced"
         events = backend.cluster_events("alice", "demo")
         autoscaler = [e for e in events if e.source == "autoscaler"]
         assert autoscaler[0].message == "Adding 1 node(s) of type cpu." and autoscaler[0].id == "a-e0"
@@ -915,3 +916,10 @@ def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(asked)]
     # Doubled up to the cap; an answer is kept for ttl; the failure after it waits 2 s again, not 30.
     assert gaps[:8] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 5.0, 2.0]
+
+    # A dashboard that never answers (weeks of polls) stays at the cap.
+    answers.extend([BackendError("down")] * 2000)
+    for _ in range(2000):
+        now[0] += 30.0
+        assert reader.events(key, "uid") == []
+    assert not answers

@@ -15,7 +15,7 @@ or new ``warnings`` (stores that could not be read, whose jobs are then missing,
 It is cheap: the local store reuses the parsed record of every ``job.json`` whose file did
 not change, S3 stores are listed at most every ``c.EKSRay.job_watch_s3_seconds`` (one LIST,
 then a GET only of the records whose ETag changed), and between two S3 listings their last
-answer is used again.
+answer is used again, with the records this process wrote since put in (no listing for them).
 
 A subscriber gets changes relative to the watcher's state, never the state itself: call
 :meth:`JobWatcher.snapshot` after subscribing. Its ``deliver`` callback runs under the lock
@@ -25,6 +25,7 @@ the changes (the server's stream relies on that: snapshot first, then only newer
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -72,22 +73,36 @@ class _Throttled(JobStore):
         self._owner: str | None = None
         self._records: list[dict[str, Any]] = []
         self._error: Exception | None = None
+        self._lock = threading.Lock()  # the answer, and whether a listing is under way
+        self._listing = False
 
     def list(self, owner: str) -> list[dict[str, Any]]:
         now = time.monotonic()
-        if self._at is None or owner != self._owner or now - self._at >= self.interval:
-            self._owner, self._at = owner, now
+        with self._lock:
+            relist = self._at is None or owner != self._owner or now - self._at >= self.interval
+            if relist:
+                self._owner, self._at, self._listing = owner, now, True
+        if relist:
             try:
-                self._records, self._error = self.store.list(owner), None
+                records, error = self.store.list(owner), None
             except Exception as e:  # the same failure again until the next real listing
-                self._records, self._error = [], e
-        if self._error is not None:
-            raise self._error
-        return self._records
+                records, error = [], e
+            with self._lock:
+                self._records, self._error, self._listing = records, error, False
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            return self._records
 
-    def invalidate(self) -> None:
-        """List the real store at the next ``list`` (this process just wrote to it)."""
-        self._at = None
+    def written(self, record: dict[str, Any]) -> None:
+        """This process wrote ``record`` to the store: the next answer has it, without a listing
+        (the KubeRay follower writes a record each time its log grows)."""
+        with self._lock:
+            if self._listing or self._error is not None or record.get("owner") != self._owner:
+                self._at = None  # a listing under way may predate the write: list again
+                return
+            # A new list: the old one may be in a caller's hands.
+            self._records = [r for r in self._records if r.get("id") != record.get("id")] + [record]
 
     # Reconciling reads and writes the record itself: straight to the store.
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
@@ -121,11 +136,11 @@ class _WatchStores:
             out.append(throttled)
         return out
 
-    def invalidate(self, location: dict[str, Any]) -> None:
+    def written(self, location: dict[str, Any], record: dict[str, Any]) -> None:
         """Called on a writer's thread while the watcher's may add stores: iterate over a copy."""
         for throttled in list(self._throttled.values()):
             if throttled.location == location:
-                throttled.invalidate()
+                throttled.written(record)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stores, name)
@@ -143,13 +158,13 @@ class JobWatcher:
         # The same runner (its followers, its notion of "alive") and stores; S3 listings throttled.
         self._stores = _WatchStores(jobs.stores, s3_interval)
         self._service = JobService(jobs.clusters, runner=jobs.runner, stores=cast(JobStores, self._stores))
-        self._wake = threading.Event()  # a record of this process was written: read now
         self._stop_listening: Callable[[], None] | None = None
         self._callbacks: list[Callable[[JobChange], None]] = []
         self._subscribers_lock = threading.Lock()  # callbacks, thread lifecycle
         self._poll_lock = threading.RLock()  # one poll at a time; state and emission
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
+        self._wake: threading.Event | None = None  # the thread's: a record was written here, or stop
         self._generation = 0  # +1 per thread: a new thread starts from a fresh read
         self._state: dict[str, Job] | None = None
         self._state_generation = -1
@@ -177,12 +192,24 @@ class JobWatcher:
             self._callbacks.append(callback)
             if self._thread is None:
                 self._generation += 1
-                stop = threading.Event()
+                # Each thread has its own events: a stopping thread and its successor may overlap.
+                stop, wake = threading.Event(), threading.Event()
                 self._thread = threading.Thread(
-                    target=self._run, args=(stop, self._generation), name="eksray-job-watch", daemon=True
+                    target=self._run,
+                    args=(stop, wake, self._generation),
+                    name="eksray-job-watch",
+                    daemon=True,
                 )
-                self._stop = stop
-                self._stop_listening = on_record_written(self._record_written)
+                self._stop, self._wake = stop, wake
+
+                def record_written(location: dict[str, Any], record: dict[str, Any]) -> None:
+                    if record.get("owner") != self.owner:
+                        return
+                    if location.get("type") == "s3":
+                        self._stores.written(location, copy.deepcopy(record))  # its writer may change it
+                    wake.set()
+
+                self._stop_listening = on_record_written(record_written)
                 self._thread.start()
         done = False
 
@@ -195,13 +222,14 @@ class JobWatcher:
                 self._callbacks.remove(callback)
                 if self._callbacks or self._thread is None or self._stop is None:
                     return
-                thread, stop = self._thread, self._stop
-                self._thread = self._stop = None
+                thread, stop, wake = self._thread, self._stop, self._wake
+                self._thread = self._stop = self._wake = None
                 if self._stop_listening is not None:
                     self._stop_listening()
                     self._stop_listening = None
                 stop.set()
-                self._wake.set()
+                if wake is not None:
+                    wake.set()
             if thread is not threading.current_thread():
                 thread.join()
 
@@ -220,22 +248,16 @@ class JobWatcher:
                 deliver(snapshot)
             return snapshot
 
-    def _record_written(self, location: dict[str, Any], record: dict[str, Any]) -> None:
-        if record.get("owner") != self.owner:
-            return
-        if location.get("type") == "s3":
-            self._stores.invalidate(location)
-        self._wake.set()
-
-    def _run(self, stop: threading.Event, generation: int) -> None:
+    def _run(self, stop: threading.Event, wake: threading.Event, generation: int) -> None:
         while not stop.is_set():
-            self._wake.clear()  # before the read: a write during it brings another read
+            wake.clear()  # before the read: a write during it brings another read
             try:
                 self._poll(stop, generation)
             except Exception:
                 log.exception("eksray: reading the jobs for the push stream failed")
-            if self._wake.wait(self.interval) and not stop.is_set():
-                stop.wait(self.settle_seconds)
+            # Until the interval ends, this process writes a record, or the thread is stopped.
+            if wake.wait(self.interval) and not stop.is_set():
+                stop.wait(self.settle_seconds)  # gather the rest of a burst
 
     def _poll(self, stop: threading.Event | None, generation: int) -> None:
         with self._poll_lock:

@@ -86,7 +86,7 @@ class EventsReader:
         try:
             events = parse_events(self._fetch(key))
         except BackendError:
-            delay = min(self.backoff, self.first_backoff * 2**failures)
+            delay = min(self.backoff, self.first_backoff * 2 ** min(failures, 16))  # no float overflow
             self._failed[cache_key] = (now + delay, failures + 1)
             return cached[1] if cached else []
         self._failed.pop(cache_key, None)
