@@ -9,6 +9,19 @@ import pytest
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The KubeRay CRDs and samples are the API contract the tests check against: without them
+    the suite must stop, not pass with those checks missing."""
+    from tests.fakekube.schema import DEFAULT_CRD_DIR, SAMPLES_DIR
+
+    for needed in (DEFAULT_CRD_DIR, SAMPLES_DIR):
+        if not any(needed.glob("*.yaml")):
+            raise pytest.UsageError(
+                f"No KubeRay YAML in {needed}: put the shared material in ../shared beside the "
+                "checkout, or set EKSRAY_SHARED_DIR to where it is."
+            )
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private state directory, so tests never see (or touch) a developer's clusters."""

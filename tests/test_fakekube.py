@@ -25,17 +25,18 @@ from kubernetes.client.rest import ApiException
 try:
     from tests.fakekube import FakeKubeServer, OperatorConfig
     from tests.fakekube.pytest_plugin import fakekube, fakekube_kubeconfig
+    from tests.fakekube.schema import SAMPLES_DIR
     from tests.waiting import wait_until
 except ModuleNotFoundError:  # pytest put tests/ (not the repo root) on sys.path
     from fakekube import FakeKubeServer, OperatorConfig  # type: ignore[no-redef]
     from fakekube.pytest_plugin import fakekube, fakekube_kubeconfig  # type: ignore[no-redef] # noqa: F401
+    from fakekube.schema import SAMPLES_DIR  # type: ignore[no-redef]
     from waiting import wait_until  # type: ignore[no-redef]
 
 T = TypeVar("T")
 G, V = "ray.io", "v1"
 NS = "default"
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES_DIR = Path("/work/shared/kuberay/samples")
 
 
 # ------------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from eksray_jupyter.core.models import Change, Phase
 from eksray_jupyter.core.spec import resolve_cluster_spec
 
 from .fakekube import FakeKubeServer, pytest_plugin
-from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
+from .fakekube.schema import DEFAULT_CRD_DIR, SAMPLES_DIR, crd_schema
 from .waiting import wait_until
 
 T = TypeVar("T")
-SAMPLES = Path("/work/shared/kuberay/samples")
 ALICE_NS = "eksray-alice"
 
 # The fake API server's fixtures, used by name below.
@@ -551,7 +550,7 @@ def test_every_official_sample_reads_without_error(
     backend = make_backend()
     fakekube.create("namespaces", "", {"metadata": {"name": ALICE_NS}})
     names = []
-    for path in sorted(SAMPLES.glob("*.yaml")):
+    for path in sorted(SAMPLES_DIR.glob("*.yaml")):
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         for doc in docs:
             doc.setdefault("metadata", {})["namespace"] = ALICE_NS
@@ -561,7 +560,7 @@ def test_every_official_sample_reads_without_error(
                 names.append(doc["metadata"]["name"])
             fakekube.apply_manifest([doc], ALICE_NS)
     # Plus one broken by hand: claims to be ours but its spec annotation is not JSON.
-    broken = yaml.safe_load((SAMPLES / "ray-cluster.sample.yaml").read_text())
+    broken = yaml.safe_load((SAMPLES_DIR / "ray-cluster.sample.yaml").read_text())
     broken["metadata"] = {
         "name": "broken",
         "labels": {"eksray.io/managed-by": "eksray-jupyter", "eksray.io/owner": "alice"},
@@ -606,7 +605,7 @@ def test_foreign_clusters_are_skipped_in_a_shared_namespace(
     fakekube: FakeKubeServer,
 ) -> None:
     fakekube.create("namespaces", "", {"metadata": {"name": "ray-shared"}})
-    sample = yaml.safe_load((SAMPLES / "ray-cluster.sample.yaml").read_text())
+    sample = yaml.safe_load((SAMPLES_DIR / "ray-cluster.sample.yaml").read_text())
     fakekube.create("rayclusters", "ray-shared", sample)
     backend = make_backend(namespace="ray-shared")
     assert backend.list_clusters("alice") == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-DEFAULT_CRD_DIR = Path("/work/shared/kuberay/crds")
+#: The project's shared material (KubeRay CRDs and samples): ``../shared`` beside the checkout,
+#: or wherever ``EKSRAY_SHARED_DIR`` says.
+SHARED_DIR = Path(os.environ.get("EKSRAY_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
+DEFAULT_CRD_DIR = SHARED_DIR / "kuberay" / "crds"
+SAMPLES_DIR = SHARED_DIR / "kuberay" / "samples"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
