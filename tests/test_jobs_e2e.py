@@ -28,6 +28,7 @@ from eksray_jupyter.jobs.models import JobState
 
 from .test_jobs_store import moto_url  # noqa: F401  (fixture)
 from .test_local_e2e import cluster_pids
+from .waiting import wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -62,17 +63,6 @@ def alive(pids: set[int]) -> list[int]:
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 out.append(pid)
     return out
-
-
-def wait_until(check: Any, what: str, timeout: float = JOB_TIMEOUT, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
 
 
 # --- a job that creates and deletes its own cluster, through the REST API ----------------------
@@ -146,11 +136,16 @@ async def test_job_with_its_own_cluster(
     # The cluster is gone: not listed, no process left, no state left.
     assert cluster not in [c["name"] for c in (await api("clusters"))["clusters"]]
     assert pids, "the cluster's processes were never seen"
-    wait_until(lambda: not alive(pids), "the cluster's processes to exit", timeout=60)
+    wait_until(lambda: not alive(pids), "the cluster's processes to exit", timeout=60, interval=0.5)
     assert not (state_dir / "local" / "clusters" / cluster).exists()
     # The supervisor has finished too.
     jobs = service.jobs
-    wait_until(lambda: jobs.runner.is_active(jobs.get(job_id)) is False, "the supervisor to exit", timeout=60)
+    wait_until(
+        lambda: jobs.runner.is_active(jobs.get(job_id)) is False,
+        "the supervisor to exit",
+        timeout=60,
+        interval=0.5,
+    )
 
     # A "restarted server": a fresh service on the same state reads it all back.
     fresh = ClusterService(EKSRay(state_dir=str(state_dir), backend="local")).jobs
@@ -178,7 +173,7 @@ def head_up(service: ClusterService, name: str) -> bool:
         head = any(n.kind == "head" and n.state == "alive" for n in cluster.nodes)
         return "up" if cluster.phase == Phase.READY and head else None
 
-    return wait_until(settled, "the shared cluster") == "up"
+    return wait_until(settled, "the shared cluster", timeout=JOB_TIMEOUT, interval=0.5) == "up"
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +238,7 @@ def test_job_exceeding_its_deadline_is_stopped(shared: ClusterService) -> None:
                 found.append(proc.info["pid"])
         return found
 
-    wait_until(lambda: not sleeping(), "the entrypoint's process to be gone", timeout=60)
+    wait_until(lambda: not sleeping(), "the entrypoint's process to be gone", timeout=60, interval=0.5)
     assert "stopping the Ray job (deadline exceeded" in shared.jobs.logs(job.id).text
 
 
@@ -254,10 +249,15 @@ def test_logs_are_persisted_while_running_and_stop_works(shared: ClusterService)
     def ticking() -> bool:
         return "tick 3" in shared.jobs.logs(job.id).text
 
-    wait_until(ticking, "the first lines in the store", interval=1.0)
+    wait_until(ticking, "the first lines in the store", timeout=JOB_TIMEOUT, interval=1.0)
     assert shared.jobs.get(job.id).state == JobState.RUNNING  # read while it runs, not at the end
     offset = shared.jobs.logs(job.id).next_offset
-    wait_until(lambda: shared.jobs.logs(job.id, offset).data, "more lines after the offset", interval=1.0)
+    wait_until(
+        lambda: shared.jobs.logs(job.id, offset).data,
+        "more lines after the offset",
+        timeout=JOB_TIMEOUT,
+        interval=1.0,
+    )
 
     stopped = shared.jobs.stop(job.id, wait=120)
     assert stopped.state == JobState.STOPPED, stopped

@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,8 @@ import pytest
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
+
+from .waiting import eventually
 
 pytestmark = pytest.mark.ray
 
@@ -35,21 +35,6 @@ async def api(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, 
         "eksray", "api", *path, method=method, body=None if body is None else json.dumps(body), params=params
     )
     return json.loads(response.body) if response.body else None
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], what: str, timeout: float = READY_TIMEOUT, interval: float = 0.5
-) -> Any:
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last}")
 
 
 def cluster_pids(state_dir: Path, name: str) -> set[int]:
@@ -107,7 +92,7 @@ async def test_local_cluster_life_cycle(jp_fetch: Any, state_dir: Path) -> None:
             assert cluster["phase"] != "failed", cluster["reason"]
             return cluster if cluster["phase"] == "ready" else None
 
-        cluster = await wait_for(ready, "the cluster to be ready")
+        cluster = await eventually(ready, "the cluster to be ready", timeout=READY_TIMEOUT, interval=0.5)
         assert cluster["workerGroups"][0]["ready"] == 1
         assert cluster["dashboardUrl"].endswith("/eksray/clusters/e2e/dashboard/")
         first_worker = next(n["id"] for n in cluster["nodes"] if n["kind"] == "worker")
@@ -127,7 +112,9 @@ async def test_local_cluster_life_cycle(jp_fetch: Any, state_dir: Path) -> None:
             alive = [n for n in cluster["nodes"] if n["kind"] == "worker" and n["state"] == "alive"]
             return cluster if len(alive) == 2 and cluster["phase"] == "ready" else None
 
-        cluster = await wait_for(two_ready, "a second worker from the autoscaler")
+        cluster = await eventually(
+            two_ready, "a second worker from the autoscaler", timeout=READY_TIMEOUT, interval=0.5
+        )
         workers = {n["id"] for n in cluster["nodes"] if n["kind"] == "worker"}
         assert first_worker in workers
 
@@ -170,7 +157,7 @@ async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_
         async def ready() -> Any:
             return (await api(jp_fetch, "clusters", "fragile"))["phase"] == "ready"
 
-        await wait_for(ready, "the head to be ready")
+        await eventually(ready, "the head to be ready", timeout=READY_TIMEOUT, interval=0.5)
         record = json.loads((state_dir / "local" / "clusters" / "fragile" / "cluster.json").read_text())
         os.kill(record["head"]["pid"], signal.SIGKILL)
 
@@ -178,7 +165,7 @@ async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_
             cluster = await api(jp_fetch, "clusters", "fragile")
             return cluster if cluster["phase"] == "failed" else None
 
-        cluster = await wait_for(failed, "the cluster to be reported failed", timeout=120)
+        cluster = await eventually(failed, "the cluster to be reported failed", timeout=120, interval=0.5)
         assert "head node" in cluster["reason"]
         events = (await api(jp_fetch, "clusters", "fragile", "events"))["events"]
         assert any(e["reason"] == "Failed" and e["severity"] == "error" for e in events)
