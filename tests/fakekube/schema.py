@@ -22,9 +22,17 @@ from typing import Any
 import jsonschema
 import yaml
 
-#: The project's shared material (KubeRay CRDs and samples): ``../shared`` beside the checkout,
-#: or wherever ``EKSRAY_SHARED_DIR`` says.
-SHARED_DIR = Path(os.environ.get("EKSRAY_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
+
+def _shared_dir() -> Path:
+    """The project's shared material (KubeRay CRDs and samples): ``EKSRAY_SHARED_DIR``, else
+    ``../shared`` beside the checkout, else the workplace's ``/work/shared`` (a clone elsewhere)."""
+    if os.environ.get("EKSRAY_SHARED_DIR"):
+        return Path(os.environ["EKSRAY_SHARED_DIR"])
+    beside = Path(__file__).resolve().parents[3] / "shared"
+    return beside if (beside / "kuberay").is_dir() else Path("/work/shared")
+
+
+SHARED_DIR = _shared_dir()
 DEFAULT_CRD_DIR = SHARED_DIR / "kuberay" / "crds"
 SAMPLES_DIR = SHARED_DIR / "kuberay" / "samples"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
