@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,9 +39,10 @@ from eksray_jupyter.core.errors import InvalidRequestError, LimitExceededError
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner, map_status
-from eksray_jupyter.jobs.models import Job, JobState, new_record
+from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.jobs.spec import resolve_job_spec
+from eksray_jupyter.jobs.store import LocalJobStore
 
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
@@ -61,6 +62,8 @@ class Dashboard:
 
     def __init__(self) -> None:
         self.logs: dict[str, str] = {}
+        #: Called once, on the next log request, before it is answered (a test's interleaving).
+        self.before_next_read: Callable[[], None] | None = None
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,6 +75,9 @@ class Dashboard:
                 if parts[2] not in stub.logs:
                     self.send_error(404)
                     return
+                hook, stub.before_next_read = stub.before_next_read, None
+                if hook is not None:
+                    hook()
                 body = json.dumps({"logs": stub.logs[parts[2]]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -660,6 +666,38 @@ def test_one_follower_per_rayjob_across_processes(env: Env) -> None:
     # ... and the first follower, seeing someone else's fresh lease, stops following.
     wait_until(lambda: not first.alive(), what="the first follower let go")
     assert env.jobs.logs(job.id).text == "one\n"  # appended once
+
+
+def test_a_stop_recorded_elsewhere_during_a_followers_step_stands(env: Env) -> None:
+    """Another process (without the follower's lease) records the stop after the follower read
+    the record and before it writes its own: the stop is not written over, and the log the
+    follower copied meanwhile is kept once."""
+    job = env.jobs.submit({"entrypoint": "python forever.py", "cluster": {"profile": "cpu-small"}})
+    _, ray_id = env.started(job.id)
+    env.dashboard.logs[ray_id] = "one\n"
+    env.state(job.id, JobState.RUNNING)
+    wait_until(lambda: env.jobs.logs(job.id).text == "one\n", what="the log followed")
+
+    other = LocalJobStore(env.jobs.stores.local.root)  # as another process sees the store
+
+    def stop_elsewhere() -> None:
+        record = other.read("alice", job.id)
+        assert record is not None and record["state"] == "running"
+        other.write(transition(record, JobState.STOPPED, "stopped on request"))
+
+    env.dashboard.before_next_read = stop_elsewhere
+    env.dashboard.logs[ray_id] = "one\ntwo\n"  # the follower's next step reads, copies and saves it
+    wait_until(lambda: env.dashboard.before_next_read is None, what="the interleaving")
+    done = env.state(job.id, JobState.STOPPED)
+    wait_until(
+        lambda: not (f := KubeRayJobRunner._followers.get(("alice", job.id))) or not f.alive(),
+        what="the follower done",
+    )
+    record = other.read("alice", job.id)
+    assert record is not None and record["state"] == "stopped" and done.reason == "stopped on request"
+    assert [h["state"] for h in record["history"]][-2:] == ["running", "stopped"]
+    assert env.jobs.logs(job.id).text == "one\ntwo\n"  # copied once
+    assert record["kuberay"]["logBytes"] == len("one\ntwo\n")
 
 
 def test_a_process_that_exits_releases_its_lease(env: Env) -> None:

@@ -28,6 +28,8 @@ from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.jobs.store import JobStore, LocalJobStore, S3JobStore
 from eksray_jupyter.jobs.supervisor import Supervisor
 
+from .waiting import wait_until
+
 MEMORY = "tests.memory_backend.MemoryBackend"
 
 
@@ -373,3 +375,85 @@ def test_s3_jobs_written_before_the_index_are_listed_and_indexed(moto_url: str) 
     assert "p/alice@example.org/_index/old-abcde.json" in keys  # indexed now
     fresh = S3JobStore("older", "p", endpoint_url=moto_url, region="us-east-1")
     assert sorted(r["id"] for r in fresh.list("alice@example.org")) == ["new-fghij", "old-abcde"]
+
+
+# --- an end recorded by another process is never written over ------------------------------------
+
+
+def test_a_running_record_is_not_written_over_an_ended_one(store: JobStore) -> None:
+    running = transition(record(), JobState.RUNNING)
+    assert store.write_unless_ended(running) is None  # nothing there yet: written
+    assert store.read("alice@example.org", "etl-abcde")["state"] == "running"
+    newer = transition(json.loads(json.dumps(running)), JobState.RUNNING, "still going")
+    assert store.write_unless_ended(newer) is None  # over a running record: written
+    assert store.read("alice@example.org", "etl-abcde")["reason"] == "still going"
+
+    stopped = transition(json.loads(json.dumps(newer)), JobState.STOPPED, "stopped on request")
+    store.write(stopped)  # what a process without the runner records
+    later = transition(json.loads(json.dumps(newer)), JobState.RUNNING, "a heartbeat")
+    kept = store.write_unless_ended(later)
+    assert kept is not None and kept["state"] == "stopped"
+    assert store.read("alice@example.org", "etl-abcde")["state"] == "stopped"
+    assert [r["state"] for r in store.list("alice@example.org")] == ["stopped"]
+
+
+def test_a_stop_between_the_read_and_the_write_wins_on_s3(moto_url: str) -> None:
+    """S3 has no locks: the write is conditional on the record just read (If-Match), so a stop
+    written in between makes S3 refuse it, and the next look finds the stop."""
+    bucket = f"race-{time.time_ns()}"
+    make_bucket(moto_url, bucket)
+    store = S3JobStore(bucket, "p", endpoint_url=moto_url, region="us-east-1")
+    running = transition(record(), JobState.RUNNING)
+    store.write(running)
+    stopper = S3JobStore(bucket, "p", endpoint_url=moto_url, region="us-east-1")  # another process
+    stopped = transition(json.loads(json.dumps(running)), JobState.STOPPED, "stopped on request")
+    puts: list[str] = []
+
+    def stop_after_the_read(**_: Any) -> None:  # right after the writer's GET of the record
+        if not puts:
+            puts.append("stop")
+            stopper.write(stopped)
+
+    store._client.meta.events.register("after-call.s3.GetObject", stop_after_the_read)
+    kept = store.write_unless_ended(transition(json.loads(json.dumps(running)), JobState.RUNNING, "beat"))
+    assert puts == ["stop"]
+    assert kept is not None and kept["state"] == "stopped"
+    assert store.read("alice@example.org", "etl-abcde")["state"] == "stopped"
+
+
+def test_a_stop_between_the_read_and_the_write_wins_locally(tmp_path: Path) -> None:
+    """Locally every writer takes the job's lock: a stop written while the writer waits for it
+    is what the writer finds."""
+    import fcntl
+    import threading
+
+    from eksray_jupyter.core.state_files import write_json_atomic
+
+    store = LocalJobStore(tmp_path / "jobs")
+    running = transition(record(), JobState.RUNNING)
+    store.create(running)
+    path = tmp_path / "jobs" / "alice@example.org" / "etl-abcde"
+    result: list[dict[str, Any] | None] = []
+    tid: list[int] = []
+
+    def write() -> None:
+        tid.append(threading.get_native_id())
+        beat = transition(json.loads(json.dumps(running)), JobState.RUNNING, "beat")
+        result.append(store.write_unless_ended(beat))
+
+    def blocked() -> bool:  # the writer's thread sleeps in the kernel (on the lock)
+        return (
+            bool(tid)
+            and Path(f"/proc/self/task/{tid[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+        )
+
+    with open(path / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process holds the lock ...
+        writer = threading.Thread(target=write)
+        writer.start()
+        wait_until(blocked, "the writer waiting for the lock")  # ... so the writer waits for it
+        stopped = transition(dict(running), JobState.STOPPED, "stopped on request")
+        write_json_atomic(path / "job.json", stopped)
+    writer.join(30)
+    assert result and result[0] is not None and result[0]["state"] == "stopped"
+    assert store.read("alice@example.org", "etl-abcde")["state"] == "stopped"

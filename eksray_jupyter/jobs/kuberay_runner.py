@@ -544,7 +544,15 @@ class KubeRayJobRunner(JobRunner):
         if state != JobState(record["state"]) or reason != record.get("reason"):
             transition(record, state, reason)
         if json.dumps(record, sort_keys=True) != before:  # one write per change, not per poll (S3)
-            store.write(record)
+            ended = store.write_unless_ended(record)
+            if ended is not None:
+                # Stopped by a process without the lease since this step read the record: its end
+                # stands, with how much of the log this follower has copied (so none is copied twice).
+                ended.setdefault("kuberay", {})["logBytes"] = record["kuberay"].get("logBytes", 0)
+                if record.get("attempts"):
+                    ended["attempts"] = record["attempts"]
+                store.write(ended)
+                return self._after_end(store, ended)
         return False
 
     @staticmethod

@@ -12,7 +12,9 @@ The local root is ``<EKSRay.state_dir>/jobs``; an S3 root is ``s3://<bucket>/<pr
 Records outlive servers and clusters: the job list is read back from the stores.
 
 One writer at a time per record: the server writes the first record, then the runner
-(the job's supervisor) owns it; the server writes again only for a runner that died.
+(the job's supervisor or RayJob follower) owns it; another process writes again only for
+a runner that died or to record a stop. An end is never written over: the runner saves
+a running job with :meth:`JobStore.write_unless_ended` (checked and written in one step).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from urllib.parse import quote
 
 from ..core.errors import BackendError, ConflictError, FieldError, InvalidRequestError, NotFoundError
 from ..core.state_files import read_json, write_json_atomic
+from .models import JobState
 
 ID_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 #: The S3 owner folder's index of job records: never a job id (those start with a letter).
@@ -92,6 +95,24 @@ def check_log_offset(offset: int, size: int) -> None:
         )
 
 
+def _ended(stored: Any, owner: str) -> bool:
+    """Whether a stored record (as read, maybe None or not a record) is of an ended job."""
+    if not isinstance(stored, dict) or stored.get("owner") != owner:
+        return False
+    try:
+        return JobState(stored.get("state")).terminal
+    except ValueError:
+        return False
+
+
+#: S3 error codes of a conditional write whose object changed (or appeared) meanwhile.
+_CHANGED_CODES = ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _error_code(error: Any) -> str:
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+
+
 def check_id(job_id: str) -> None:
     if not isinstance(job_id, str) or len(job_id) > 63 or not _ID_RE.match(job_id):
         raise NotFoundError(f"No job with id {job_id!r}. List your jobs to see their ids.")
@@ -115,6 +136,12 @@ class JobStore:
         raise NotImplementedError
 
     def write(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def write_unless_ended(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Write a running job's ``record`` unless the stored one has ended (another process
+        recorded a stop): then leave it and return it. The check and the write are one step
+        against other processes' writes, so an end recorded meanwhile is never written over."""
         raise NotImplementedError
 
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
@@ -198,6 +225,16 @@ class LocalJobStore(JobStore):
         with self._locked(path):
             write_json_atomic(path / "job.json", record)
         _announce_written(self.location, record)
+
+    def write_unless_ended(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        path = self._dir(record["owner"], record["id"])
+        with self._locked(path):  # every writer of the record takes this lock
+            stored = read_json(path / "job.json")
+            if _ended(stored, record["owner"]):
+                return stored
+            write_json_atomic(path / "job.json", record)
+        _announce_written(self.location, record)
+        return None
 
     def read(self, owner: str, job_id: str) -> dict[str, Any] | None:
         data = read_json(self._dir(owner, job_id) / "job.json")
@@ -378,13 +415,31 @@ class S3JobStore(JobStore):
         except (ClientError, BotoCoreError) as e:
             raise self._fail(e, "checking the bucket") from e
 
-    def _put(self, key: str, body: bytes, doing: str, content_type: str = "application/octet-stream") -> None:
+    def _put(
+        self,
+        key: str,
+        body: bytes,
+        doing: str,
+        content_type: str = "application/octet-stream",
+        if_match: str | None = None,
+    ) -> bool:
+        """Put the object; with ``if_match`` (an ETag, or ``""`` for "no object yet") only if it
+        is still that one: False when it changed meanwhile (S3 conditional writes)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        condition = {} if if_match is None else {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        except (ClientError, BotoCoreError) as e:
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **condition
+            )
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if if_match is not None and (status in (409, 412) or _error_code(e) in _CHANGED_CODES):
+                return False
             raise self._fail(e, doing) from e
+        except BotoCoreError as e:
+            raise self._fail(e, doing) from e
+        return True
 
     def _open(self, key: str, doing: str, byte_range: str | None = None) -> dict[str, Any] | None:
         """``get_object``'s response (its ``Body`` not read yet), None if there is no such object."""
@@ -442,6 +497,29 @@ class S3JobStore(JobStore):
         self._put(key, body, "saving the job record", "application/json")
         self._put_index(record, body)
         _announce_written(self.location, record)
+
+    #: Attempts of a conditional record write while other writers keep changing it.
+    CONDITIONAL_TRIES = 5
+
+    def write_unless_ended(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        body = json.dumps(record, indent=1, sort_keys=True).encode()
+        key = self._key(record["owner"], record["id"], "job.json")
+        for _ in range(self.CONDITIONAL_TRIES):
+            response = self._open(key, "reading the job record")
+            etag = "" if response is None else str(response.get("ETag") or "")
+            stored = (
+                None if response is None else self._parse(bytes(response["Body"].read()), record["owner"])
+            )
+            if _ended(stored, record["owner"]):
+                return stored
+            # Only over the record just read: a stop written in between makes S3 refuse it (412).
+            if self._put(key, body, "saving the job record", "application/json", if_match=etag):
+                self._put_index(record, body)
+                _announce_written(self.location, record)
+                return None
+        raise BackendError(
+            f"The record of job {record['id']!r} in s3://{self.bucket} kept changing while it was being saved."
+        )
 
     def _put_index(self, record: dict[str, Any], body: bytes) -> None:
         """The same record in the owner's index, which the list reads with one LIST (see list())."""

@@ -149,7 +149,8 @@ class Supervisor:
         self._saved_at = 0.0
         # A job is stopped from a machine that cannot signal this process by recording it
         # ``stopped`` in the store; every save while the job runs (and the heartbeat: the record
-        # rewritten every HEARTBEAT_S) looks for that first, and check() then ends the job.
+        # rewritten every HEARTBEAT_S) is written only if no such end is stored, in one step
+        # (``write_unless_ended``), else it keeps that end here and check() then ends the job.
         self.ended: dict[str, Any] | None = None
 
     # --- small helpers ----------------------------------------------------------------------
@@ -161,17 +162,18 @@ class Supervisor:
     def save(self, state: JobState | None = None, reason: str | None = None, **changes: Any) -> None:
         """Write the record; while the job runs, never over an end another machine recorded (a stop)."""
         running = not JobState(self.record["state"]).terminal and not (state and state.terminal)
-        if running:
-            self.ended = self.ended or self.ended_elsewhere()
-            if self.ended is not None:
-                return  # check() ends the job; the final save writes the stop it found
+        if running and self.ended is not None:
+            return  # check() ends the job; the final save writes the stop it found
         if state is not None:
             transition(self.record, state, reason)
         self.record.update(changes)
         self.record["updatedAt"] = time.time()
         self._saved_at = time.monotonic()
         try:
-            self.store.write(self.record)
+            if running:
+                self.ended = self.store.write_unless_ended(self.record)
+            else:
+                self.store.write(self.record)
         except EKSRayError as e:
             if self.store is self.stores.local:
                 raise

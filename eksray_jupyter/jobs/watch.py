@@ -111,6 +111,9 @@ class _Throttled(JobStore):
     def write(self, record: dict[str, Any]) -> None:
         self.store.write(record)
 
+    def write_unless_ended(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        return self.store.write_unless_ended(record)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
