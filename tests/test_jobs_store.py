@@ -457,3 +457,36 @@ def test_a_stop_between_the_read_and_the_write_wins_locally(tmp_path: Path) -> N
     writer.join(30)
     assert result and result[0] is not None and result[0]["state"] == "stopped"
     assert store.read("alice@example.org", "etl-abcde")["state"] == "stopped"
+
+
+def test_an_s3_compatible_store_without_conditional_writes_still_saves(
+    moto_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    bucket = f"plain-{time.time_ns()}"
+    make_bucket(moto_url, bucket)
+    store = S3JobStore(bucket, "p", endpoint_url=moto_url, region="us-east-1")
+    put = store._client.put_object
+    refused: list[str] = []
+
+    def no_conditions(**kwargs: Any) -> Any:
+        if "IfMatch" in kwargs or "IfNoneMatch" in kwargs:
+            refused.append(kwargs["Key"])
+            error = {
+                "Error": {
+                    "Code": "NotImplemented",
+                    "Message": "A header you provided implies functionality that is not implemented",
+                }
+            }
+            raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 501}}, "PutObject")
+        return put(**kwargs)
+
+    monkeypatch.setattr(store._client, "put_object", no_conditions)
+    running = transition(record(), JobState.RUNNING)
+    assert store.write_unless_ended(running) is None
+    assert refused and store.read("alice@example.org", "etl-abcde")["state"] == "running"
+    store.write(transition(json.loads(json.dumps(running)), JobState.STOPPED, "stopped on request"))
+    kept = store.write_unless_ended(transition(json.loads(json.dumps(running)), JobState.RUNNING, "beat"))
+    assert kept is not None and kept["state"] == "stopped"  # still checked, if not atomically

@@ -434,8 +434,11 @@ class S3JobStore(JobStore):
             )
         except ClientError as e:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if if_match is not None and (status in (409, 412) or _error_code(e) in _CHANGED_CODES):
+            if condition and (status in (409, 412) or _error_code(e) in _CHANGED_CODES):
                 return False
+            if condition and _error_code(e) == "NotImplemented":
+                # An S3-compatible store without conditional writes: check-then-write is all it allows.
+                return self._put(key, body, doing, content_type)
             raise self._fail(e, doing) from e
         except BotoCoreError as e:
             raise self._fail(e, doing) from e
