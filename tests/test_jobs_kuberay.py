@@ -684,9 +684,9 @@ def test_a_stop_recorded_elsewhere_during_a_followers_step_stands(env: Env) -> N
         record = other.read("alice", job.id)
         assert record is not None and record["state"] == "running"
         other.write(transition(record, JobState.STOPPED, "stopped on request"))
+        env.dashboard.logs[ray_id] = "one\ntwo\n"  # what this read answers: the follower copies and saves it
 
     env.dashboard.before_next_read = stop_elsewhere
-    env.dashboard.logs[ray_id] = "one\ntwo\n"  # the follower's next step reads, copies and saves it
     wait_until(lambda: env.dashboard.before_next_read is None, what="the interleaving")
     done = env.state(job.id, JobState.STOPPED)
     wait_until(

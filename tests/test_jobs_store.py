@@ -7,6 +7,7 @@ persisted where, what a fresh service reads back, and the errors users get.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -441,11 +442,14 @@ def test_a_stop_between_the_read_and_the_write_wins_locally(tmp_path: Path) -> N
         beat = transition(json.loads(json.dumps(running)), JobState.RUNNING, "beat")
         result.append(store.write_unless_ended(beat))
 
-    def blocked() -> bool:  # the writer's thread sleeps in the kernel (on the lock)
-        return (
-            bool(tid)
-            and Path(f"/proc/self/task/{tid[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
-        )
+    flock = {"x86_64": "73", "aarch64": "32"}.get(os.uname().machine)  # the flock(2) syscall number
+
+    def blocked() -> bool:  # the writer's thread sleeps in the kernel, in flock(2) on the job's lock
+        if not tid:
+            return False
+        task = Path(f"/proc/self/task/{tid[0]}")
+        waiting = (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+        return waiting and (flock is None or (task / "syscall").read_text().split()[0] == flock)
 
     with open(path / ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process holds the lock ...

@@ -504,14 +504,11 @@ class KubeRayJobRunner(JobRunner):
         if JobState(record["state"]).terminal:
             return self._after_end(store, record)
         rj = self._get(namespace, job.id)
-        if rj is None:
-            fresh = store.read(job.owner, job.id)
-            if fresh is not None and JobState(fresh["state"]).terminal:
-                return True  # stopped by another process, which deleted the RayJob
+        if rj is None:  # (if stopped by another process, which deleted the RayJob, that end stands)
             transition(record, JobState.STOPPED if stop_requested else JobState.FAILED, (
                 "stopped on request" if stop_requested else self.failure_hint(job)
             ))  # fmt: skip
-            store.write(record)
+            self._save(store, record)
             return True
         if not stop_requested and not self._hold(rj):
             return True  # another process follows it now
@@ -539,21 +536,29 @@ class KubeRayJobRunner(JobRunner):
                 # The operator's time, not when we noticed (a reader may catch up much later).
                 record["finishedAt"] = ended
                 record["history"][-1]["time"] = ended
-            store.write(record)
-            return self._after_end(store, record)
+            return self._after_end(store, self._save(store, record) or record)
         if state != JobState(record["state"]) or reason != record.get("reason"):
             transition(record, state, reason)
         if json.dumps(record, sort_keys=True) != before:  # one write per change, not per poll (S3)
-            ended = store.write_unless_ended(record)
-            if ended is not None:
-                # Stopped by a process without the lease since this step read the record: its end
-                # stands, with how much of the log this follower has copied (so none is copied twice).
-                ended.setdefault("kuberay", {})["logBytes"] = record["kuberay"].get("logBytes", 0)
-                if record.get("attempts"):
-                    ended["attempts"] = record["attempts"]
-                store.write(ended)
-                return self._after_end(store, ended)
+            stopped = self._save(store, record)
+            if stopped is not None:
+                return self._after_end(store, stopped)
         return False
+
+    @staticmethod
+    def _save(store: JobStore, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Write this step's record unless another process (without the lease) recorded an end
+        since the step read it: that end stands, with what this step copied (how much of the
+        log, so none is copied twice; attempts, cluster, results), and is returned."""
+        ended = store.write_unless_ended(record)
+        if ended is None:
+            return None
+        ended.setdefault("kuberay", {})["logBytes"] = record["kuberay"].get("logBytes", 0)
+        for name in ("attempts", "clusterName", "results"):
+            if record.get(name):
+                ended[name] = record[name]
+        store.write(ended)
+        return ended
 
     @staticmethod
     def _attempt(record: dict[str, Any], status: dict[str, Any]) -> None:

@@ -425,7 +425,7 @@ class S3JobStore(JobStore):
     ) -> bool:
         """Put the object; with ``if_match`` (an ETag, or ``""`` for "no object yet") only if it
         is still that one: False when it changed meanwhile (S3 conditional writes)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         condition = {} if if_match is None else {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
         try:
@@ -440,6 +440,10 @@ class S3JobStore(JobStore):
                 # An S3-compatible store without conditional writes: check-then-write is all it allows.
                 return self._put(key, body, doing, content_type)
             raise self._fail(e, doing) from e
+        except ParamValidationError:
+            if not condition:
+                raise
+            return self._put(key, body, doing, content_type)  # a botocore too old for conditional PUTs
         except BotoCoreError as e:
             raise self._fail(e, doing) from e
         return True

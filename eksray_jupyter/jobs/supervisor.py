@@ -497,7 +497,7 @@ class Supervisor:
         except Exception as e:
             traceback.print_exc()
             reason = ((reason or "") + f" (its result files could not be saved: {e})").strip()
-        ended = self.ended_elsewhere()
+        ended = self.ended or self.ended_elsewhere()
         if ended is not None:  # stopped from another machine: its record stands
             state, reason, summary = JobState(ended["state"]), ended.get("reason"), None
         if reason:
