@@ -38,10 +38,16 @@ def backend_class() -> str:
 
 
 @pytest.fixture
-def jp_server_config(state_dir: Path, backend_class: str) -> dict[str, Any]:
+def eksray_settings() -> dict[str, Any]:
+    """Override in a module for more ``EKSRay`` settings of the test server (a job runner, ...)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(state_dir: Path, backend_class: str, eksray_settings: dict[str, Any]) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
-        "EKSRay": {"state_dir": str(state_dir), "backend": backend_class},
+        "EKSRay": {"state_dir": str(state_dir), "backend": backend_class, **eksray_settings},
     }
 
 

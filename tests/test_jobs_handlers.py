@@ -90,15 +90,8 @@ class ScriptedRunner(JobRunner):
 
 
 @pytest.fixture
-def jp_server_config(state_dir: Path, backend_class: str) -> dict[str, Any]:
-    return {
-        "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
-        "EKSRay": {
-            "state_dir": str(state_dir),
-            "backend": backend_class,
-            "job_runner": "tests.test_jobs_handlers.ScriptedRunner",
-        },
-    }
+def eksray_settings() -> dict[str, Any]:
+    return {"job_runner": "tests.test_jobs_handlers.ScriptedRunner"}
 
 
 @pytest.fixture(autouse=True)

@@ -359,16 +359,8 @@ def test_an_s3_store_that_fails_is_a_warning_and_its_jobs_go(moto_url: str, tmp_
 
 
 @pytest.fixture
-def jp_server_config(state_dir: Path, backend_class: str) -> dict[str, Any]:
-    return {
-        "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
-        "EKSRay": {
-            "state_dir": str(state_dir),
-            "backend": backend_class,
-            "job_runner": "tests.test_jobs_stream.QuietRunner",
-            "job_watch_seconds": 0.05,
-        },
-    }
+def eksray_settings() -> dict[str, Any]:
+    return {"job_runner": "tests.test_jobs_stream.QuietRunner", "job_watch_seconds": 0.05}
 
 
 async def read_json(ws: WebSocketClientConnection) -> dict[str, Any]:
