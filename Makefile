@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (everything installs itself into .venv/ at the repo root):
 #   make lab    JupyterLab with eksray-jupyter on the local backend
-#   make test   lint + the whole test suite (Python, then the Galata UI tests in Chromium)
+#   make test   lint + the whole test suite (Python, then the Galata UI tests in Chromium);
+#               builds the real Kubernetes control plane for the k8s tests first (Go 1.26)
 
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -10,7 +11,7 @@ ROOTARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 RETRY   := bash $(abspath .ci/retry)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: lab test lint pytest ui-test install clean bench
+.PHONY: lab test lint pytest ui-test install clean bench k8s-bin k8s-up
 
 install: $(STAMP)
 
@@ -31,7 +32,15 @@ lint: $(STAMP)
 	$(RETRY) $(BIN)/jlpm install --immutable
 	$(BIN)/jlpm lint
 
-pytest: $(STAMP)
+# The real Kubernetes control plane for the k8s tests, built from the Go module proxy into
+# ~/.cache/eksray-k8s/<key of the pinned versions>/ (EKSRAY_K8S_CACHE); skipped when built.
+k8s-bin: $(STAMP)
+	$(RETRY) $(PY) -m tests.k8s build
+
+k8s-up: k8s-bin
+	$(PY) -m tests.k8s up
+
+pytest: $(STAMP) k8s-bin
 	$(BIN)/python -m pytest tests
 
 ui-test: $(STAMP)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.k8s.pytest_plugin"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -39,6 +39,12 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+SKIPPED_RULES = (
+    "Invalid value: null: some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
+
+
 @dataclass
 class Cause:
     """One field error, as in ``Status.details.causes``."""
@@ -268,6 +274,7 @@ class CrdSchema:
         self._validator = jsonschema.Draft4Validator(
             _to_jsonschema(self.schema), format_checker=_FORMAT_CHECKER
         )
+        self._has_rules = "x-kubernetes-validations" in json.dumps(self.schema)
 
     # -- pruning / defaulting ---------------------------------------------------------
 
@@ -339,11 +346,15 @@ class CrdSchema:
         body["metadata"] = {}
         for err in sorted(self._validator.iter_errors(body), key=lambda e: list(e.path)):
             causes.extend(self._cause(err))
+        # As the real API server: CEL rules run only on an object that passed the schema.
+        skipped_rules = bool(causes) and self._has_rules
         old_body = None
         if old is not None:
             old_body = {k: v for k, v in old.items() if k != "metadata"}
         for path, sub, val, oldval, has_old in self._walk(self.schema, body, old_body, []):
-            causes.extend(self._extensions(path, sub, val, oldval, has_old))
+            causes.extend(self._extensions(path, sub, val, oldval, has_old, rules=not skipped_rules))
+        if skipped_rules:
+            causes.append(Cause("FieldValueInvalid", "<nil>", SKIPPED_RULES))
         # de-duplicate while preserving order
         seen: set[tuple[str, str]] = set()
         unique: list[Cause] = []
@@ -459,6 +470,7 @@ class CrdSchema:
         value: Any,
         old: Any,
         has_old: bool,
+        rules: bool = True,
     ) -> Iterator[Cause]:
         field = _fmt_path(path)
         list_type = schema.get("x-kubernetes-list-type")
@@ -480,7 +492,7 @@ class CrdSchema:
                     )
                 else:
                     seen.append(ident)
-        for rule in schema.get("x-kubernetes-validations") or []:
+        for rule in (schema.get("x-kubernetes-validations") or []) if rules else []:
             cel = _compile_cel(rule.get("rule", ""))
             if cel is None:
                 continue

@@ -198,6 +198,17 @@ class _WatchSession:
 # Request handler
 
 
+def deleted_status(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": meta.get("name"), "group": rt.group, "kind": rt.plural, "uid": meta.get("uid")},
+    }
+
+
 def _status_line_reason(code: int) -> str | None:
     import http
 
@@ -467,6 +478,10 @@ class ApiHandler(tornado.web.RequestHandler):
                     options[key] = int(value) if key == "gracePeriodSeconds" else value
             obj, gone = store.delete(rt, ns, name, options, dry_run=self._dry_run())
             code = 202 if (not gone and options.get("propagationPolicy") == "Foreground") else 200
+            if gone and rt.custom:
+                # A custom resource deleted at once is answered with a Status, not the object
+                # (core kinds such as pods and services return the object).
+                obj = deleted_status(rt, obj)
             return self.send_json(code, obj)
         raise _method_not_allowed()
 

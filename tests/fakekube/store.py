@@ -294,6 +294,16 @@ class Store:
         )
 
     @staticmethod
+    def precondition_failed(rt: ResourceType, name: str, why: str) -> ApiError:
+        """A failed delete precondition: a 409 whose details name the Kind (a stale write's name the resource)."""
+        return ApiError(
+            409,
+            f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
+            "Conflict",
+            {"name": name, "group": rt.group, "kind": rt.kind},
+        )
+
+    @staticmethod
     def invalid(rt: ResourceType, name: str, causes: list[Cause]) -> ApiError:
         rendered = [c.render() for c in causes]
         text = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
@@ -726,10 +736,12 @@ class Store:
             return jcopy(old)
         if dry_run:
             return new
-        result = self._commit("MODIFIED", rt, new, jcopy(old))
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            # The write that removes the last finalizer deletes: watchers see DELETED only,
+            # carrying the object as written.
+            self._objs[rt.key][self._key(rt, namespace, name)] = new
             return self._remove(rt, namespace, name)
-        return result
+        return self._commit("MODIFIED", rt, new, jcopy(old))
 
     def patch(
         self,
@@ -817,14 +829,14 @@ class Store:
         pre = options.get("preconditions") or {}
         meta = _meta(old)
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
-            raise self.conflict(
+            raise self.precondition_failed(
                 rt,
                 name,
                 f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
                 f"{meta.get('uid')}",
             )
         if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
-            raise self.conflict(
+            raise self.precondition_failed(
                 rt,
                 name,
                 f"Precondition failed: ResourceVersion in precondition: "
@@ -844,6 +856,10 @@ class Store:
             new = jcopy(old)
             new["metadata"]["deletionTimestamp"] = rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if (
+                "generation" in new["metadata"]
+            ):  # as the real server: marking for deletion is a new generation
+                new["metadata"]["generation"] = int(new["metadata"]["generation"]) + 1
             return self._commit("MODIFIED", rt, new, jcopy(old)), False
         delay = self.graceful_delete(rt, old, grace)
         if delay and delay > 0:

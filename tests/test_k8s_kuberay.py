@@ -1,0 +1,443 @@
+"""The kuberay backend against the real control plane: the real kube-apiserver (schema
+validation, defaulting, pruning, RBAC, watches), the real KubeRay operator, scheduler, garbage
+collector and KWOK's pod life cycle. Each test has its own users, so its own namespaces.
+
+Here the real components decide what is right; ``tests/fakekube`` is kept for what they
+cannot do on this machine (a Ray dashboard, injected faults, RayJob completion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from eksray_jupyter.backends.kuberay import KubeRayBackend
+from eksray_jupyter.core.config import DEFAULT_PROFILES
+from eksray_jupyter.core.errors import BackendError, NotFoundError
+from eksray_jupyter.core.models import Phase
+from eksray_jupyter.core.spec import resolve_cluster_spec
+
+from .k8s import ControlPlane
+from .k8s.pytest_plugin import K8sUser
+from .waiting import eventually, wait_until
+
+pytestmark = pytest.mark.k8s
+
+# Starting pods on the real control plane takes a few seconds per step on 2 busy cores.
+TIMEOUT = 90.0
+
+
+def spec_of(request: dict[str, Any]) -> dict[str, Any]:
+    return resolve_cluster_spec(request, DEFAULT_PROFILES)
+
+
+def cpu_spec(name: str, replicas: int = 1, autoscaling: bool = False, **group: Any) -> dict[str, Any]:
+    worker = {"groupName": "cpu", "replicas": replicas, "minReplicas": 0, "maxReplicas": 5, "cpu": 1, **group}
+    return spec_of({"name": name, "workerGroups": [worker], "autoscaling": {"enabled": autoscaling}})
+
+
+@pytest.fixture
+def make_backend(k8s_plane: ControlPlane) -> Iterator[Callable[..., KubeRayBackend]]:
+    made: list[KubeRayBackend] = []
+
+    def make(user: K8sUser, **settings: Any) -> KubeRayBackend:
+        settings.setdefault("credentials", "kubeconfig")
+        settings.setdefault("kubeconfig", str(user.kubeconfig))
+        settings.setdefault("create_namespaces", False)
+        settings.setdefault("dashboard_poll_seconds", 0.5)
+        backend = KubeRayBackend(**settings)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def admin(plane: ControlPlane) -> tuple[Any, Any]:
+    import kubernetes.client
+
+    client = plane.api_client()
+    return kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
+
+
+def pods(plane: ControlPlane, namespace: str, selector: str = "") -> list[Any]:
+    core, _ = admin(plane)
+    return list(core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def ready(backend: KubeRayBackend, owner: str, name: str) -> Any:
+    return wait_until(
+        lambda: (c := backend.get_cluster(owner, name)).phase == Phase.READY and c,
+        f"{name} ready",
+        timeout=TIMEOUT,
+    )
+
+
+# --- create, status, events -----------------------------------------------------------------
+
+
+def test_create_scale_delete_on_the_real_operator(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    alice = k8s_user("alice")
+    backend = make_backend(alice)
+    backend.create_cluster(alice.owner, cpu_spec("demo", replicas=1))
+    cluster = ready(backend, alice.owner, "demo")
+    assert [n.kind for n in cluster.nodes] == ["head", "worker"]
+    assert all(n.state == "alive" and n.address.startswith("127.") for n in cluster.nodes), cluster.nodes
+    group = cluster.worker_groups[0]
+    assert (group.replicas, group.desired, group.ready, group.min_replicas, group.max_replicas) == (
+        1,
+        1,
+        1,
+        0,
+        5,
+    )
+
+    core, crs = admin(k8s_plane)
+    service = core.read_namespaced_service("demo-head-svc", alice.namespace)
+    assert {p.name for p in service.spec.ports} >= {"dashboard", "gcs-server", "client"}
+    # The operator's own events, through the events watch.
+    reasons = wait_until(
+        lambda: (
+            (r := {e.reason for e in backend.cluster_events(alice.owner, "demo")})
+            >= {"Created", "CreatedHeadPod", "CreatedWorkerPod", "CreatedService"}
+            and r
+        ),
+        "the operator's events",
+        timeout=TIMEOUT,
+    )
+    assert reasons
+
+    # Up: the operator makes two more workers.
+    backend.scale_cluster_request(alice.owner, "demo", _scale("cpu", replicas=3), None)
+    wait_until(
+        lambda: (
+            (g := backend.get_cluster(alice.owner, "demo").worker_groups[0]).ready == 3 and g.desired == 3
+        ),
+        "three workers",
+        timeout=TIMEOUT,
+    )
+    # Bounds only: replicas stays.
+    backend.scale_cluster_request(alice.owner, "demo", _scale("cpu", minReplicas=1, maxReplicas=4), None)
+    body = crs.get_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "demo")
+    group_spec = body["spec"]["workerGroupSpecs"][0]
+    assert (group_spec["replicas"], group_spec["minReplicas"], group_spec["maxReplicas"]) == (3, 1, 4)
+
+    # Down without autoscaling: the operator removes the surplus itself.
+    backend.scale_cluster_request(alice.owner, "demo", _scale("cpu", replicas=1), None)
+    wait_until(
+        lambda: len(pods(k8s_plane, alice.namespace, "ray.io/node-type=worker")) == 1,
+        "surplus workers deleted",
+        timeout=TIMEOUT,
+    )
+    assert ready(backend, alice.owner, "demo").worker_groups[0].ready == 1
+
+    # Delete: the garbage collector removes the pods and the Service; nothing is left.
+    backend.delete_cluster(alice.owner, "demo")
+    wait_until(lambda: backend.list_clusters(alice.owner) == [], "cluster gone", timeout=TIMEOUT)
+    wait_until(lambda: not pods(k8s_plane, alice.namespace), "pods garbage-collected", timeout=TIMEOUT)
+    wait_until(
+        lambda: not core.list_namespaced_service(alice.namespace).items,
+        "Service garbage-collected",
+        timeout=TIMEOUT,
+    )
+    assert not crs.list_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters")["items"]
+
+
+def _scale(group: str, **fields: Any) -> dict[str, Any]:
+    return {"workerGroups": [{"groupName": group, **fields}]}
+
+
+def test_scaling_down_with_autoscaling_removes_exactly_the_named_workers(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    alice = k8s_user("alice")
+    backend = make_backend(alice)
+    backend.create_cluster(alice.owner, cpu_spec("auto", replicas=3, autoscaling=True))
+    ready(backend, alice.owner, "auto")
+    before = {p.metadata.name for p in pods(k8s_plane, alice.namespace, "ray.io/node-type=worker")}
+    assert len(before) == 3
+
+    backend.scale_cluster_request(alice.owner, "auto", _scale("cpu", replicas=1), None)
+    _, crs = admin(k8s_plane)
+    body = crs.get_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "auto")
+    victims = set(body["spec"]["workerGroupSpecs"][0]["scaleStrategy"]["workersToDelete"])
+    assert len(victims) == 2 and victims <= before
+    wait_until(
+        lambda: (
+            {p.metadata.name for p in pods(k8s_plane, alice.namespace, "ray.io/node-type=worker")}
+            == before - victims
+        ),
+        "exactly the named workers removed",
+        timeout=TIMEOUT,
+    )
+    assert ready(backend, alice.owner, "auto").worker_groups[0].ready == 1
+
+
+@pytest.mark.parametrize(
+    ("resource", "message"), [("cpu", "Insufficient cpu"), ("gpu", "Insufficient nvidia.com/gpu")]
+)
+def test_a_group_no_node_can_hold_shows_the_schedulers_reason(
+    k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend], resource: str, message: str
+) -> None:
+    alice = k8s_user("alice")
+    backend = make_backend(alice)
+    # The biggest KWOK node has 16 CPUs and 4 GPUs.
+    group = {"cpu": 64} if resource == "cpu" else {"cpu": 1, "gpu": 8}
+    backend.create_cluster(alice.owner, cpu_spec("big", replicas=1, **group))
+    cluster = wait_until(
+        lambda: (
+            (c := backend.get_cluster(alice.owner, "big")).reason and "cannot be scheduled" in c.reason and c
+        ),
+        "the unschedulable reason",
+        timeout=TIMEOUT,
+    )
+    assert cluster.phase == Phase.STARTING
+    assert message in (cluster.reason or ""), cluster.reason
+    warning = wait_until(
+        lambda: [e for e in backend.cluster_events(alice.owner, "big") if e.reason == "FailedScheduling"],
+        "the FailedScheduling event",
+        timeout=TIMEOUT,
+    )[0]
+    assert warning.source == "kubernetes" and warning.severity.value == "warning"
+    assert message in warning.message
+
+
+# --- watches ----------------------------------------------------------------------------------
+
+
+def test_watches_converge_after_an_apiserver_restart_and_a_compaction(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    alice = k8s_user("alice")
+    backend = make_backend(alice, watch_timeout_seconds=3600)
+    backend.create_cluster(alice.owner, cpu_spec("demo", replicas=1))
+    backend.create_cluster(alice.owner, cpu_spec("other", replicas=0))
+    ready(backend, alice.owner, "demo")
+    ready(backend, alice.owner, "other")
+    stats_before = dict(backend.watch_stats()[alice.namespace])
+
+    # The API server goes away (every watch drops) and comes back; meanwhile nothing is lost.
+    k8s_plane.restart_apiserver()
+    _, crs = admin(k8s_plane)
+    patch = [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 2}]
+    crs.patch_namespaced_custom_object(
+        "ray.io",
+        "v1",
+        alice.namespace,
+        "rayclusters",
+        "demo",
+        patch,
+        _content_type="application/json-patch+json",
+    )
+    wait_until(
+        lambda: (
+            (g := backend.get_cluster(alice.owner, "demo").worker_groups[0]).ready == 2 and g.replicas == 2
+        ),
+        "the scale made after the restart",
+        timeout=TIMEOUT,
+    )
+    wait_until(
+        lambda: backend.watch_stats()[alice.namespace]["watches"] > stats_before["watches"],
+        "the watches opened again",
+        timeout=TIMEOUT,
+    )
+
+    # Compacted history: a watch resuming from before it can only be answered 410 Gone.
+    k8s_plane.restart_apiserver()
+    crs.delete_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "other")
+    k8s_plane.compact_etcd()
+    wait_until(
+        lambda: [c.name for c in backend.list_clusters(alice.owner)] == ["demo"],
+        "the delete seen",
+        timeout=TIMEOUT,
+    )
+    stats = backend.watch_stats()[alice.namespace]
+    assert stats["watches"] > stats_before["watches"]
+
+
+# --- isolation ----------------------------------------------------------------------------------
+
+
+def test_two_service_accounts_never_reach_each_others_clusters(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    alice, bob = k8s_user("alice"), k8s_user("bob")
+    alices, bobs = make_backend(alice), make_backend(bob)
+    bobs.create_cluster(bob.owner, cpu_spec("secret", replicas=0))
+    ready(bobs, bob.owner, "secret")
+
+    # Alice's identity cannot read Bob's namespace at all: the real RBAC says 403.
+    with pytest.raises(BackendError) as info:
+        alices.list_clusters(bob.owner)
+    assert getattr(info.value, "status", None) == 403 or "forbidden" in str(info.value).lower()
+    assert alices.list_clusters(alice.owner) == []
+    with pytest.raises(NotFoundError):
+        alices.get_cluster(alice.owner, "secret")
+    # Nor with her token straight at the API server.
+    import kubernetes.client
+
+    with k8s_plane.api_client(alice.token) as client:
+        with pytest.raises(kubernetes.client.ApiException) as denied:
+            kubernetes.client.CustomObjectsApi(client).delete_namespaced_custom_object(
+                "ray.io", "v1", bob.namespace, "rayclusters", "secret"
+            )
+        assert denied.value.status == 403
+    assert [c.name for c in bobs.list_clusters(bob.owner)] == ["secret"]
+
+
+# --- the REST API, the push stream and the dashboard proxy -------------------------------------
+
+
+@pytest.fixture
+def rest_user(k8s_user: Callable[..., K8sUser]) -> K8sUser:
+    return k8s_user("carol")
+
+
+@pytest.fixture
+def jp_server_config(state_dir: Path, rest_user: K8sUser) -> dict[str, Any]:
+    return {
+        "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
+        "EKSRay": {"state_dir": str(state_dir), "backend": "kuberay", "owner": rest_user.owner},
+        "KubeRayBackend": {
+            "credentials": "kubeconfig",
+            "kubeconfig": str(rest_user.kubeconfig),
+            "create_namespaces": False,
+            "dashboard_access": "apiserver-proxy",
+            "dashboard_poll_seconds": 0.5,
+        },
+    }
+
+
+async def call(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None) -> Any:
+    response = await jp_fetch(
+        "eksray", "api", *path, method=method, body=None if body is None else json.dumps(body)
+    )
+    return json.loads(response.body) if response.body else response.code
+
+
+async def test_rest_and_stream_on_the_real_control_plane(
+    jp_fetch: Any,
+    jp_ws_fetch: Any,
+    k8s_plane: ControlPlane,
+    rest_user: K8sUser,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+) -> None:
+    ws = await jp_ws_fetch("eksray", "api", "stream")
+    try:
+        snapshot = json.loads(await asyncio.wait_for(ws.read_message(), 30))
+        assert snapshot["type"] == "snapshot" and snapshot["clusters"] == []
+        created = await call(
+            jp_fetch, "clusters", method="POST", body={"name": "demo", "profile": "cpu-small"}
+        )
+        assert created["namespace"] == rest_user.namespace
+
+        async def pushed_ready() -> bool:
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.read_message(), TIMEOUT))
+                if message["type"] == "cluster" and message["cluster"]["phase"] == "ready":
+                    return True
+
+        assert await asyncio.wait_for(pushed_ready(), TIMEOUT)
+    finally:
+        ws.close()
+    detail = await call(jp_fetch, "clusters", "demo")
+    assert detail["phase"] == "ready" and detail["dashboardUrl"].endswith("/eksray/clusters/demo/dashboard/")
+
+    async def operator_events() -> Any:
+        events = (await call(jp_fetch, "clusters", "demo", "events"))["events"]
+        return {"Created", "CreatedHeadPod"} <= {e["reason"] for e in events} and events
+
+    events = await eventually(operator_events, "the operator's events", timeout=TIMEOUT)
+    assert rest_user.token not in json.dumps(events)
+
+    # Bad input is a 400 that says what to fix, and changes nothing.
+    with pytest.raises(HTTPClientError) as info:
+        await call(
+            jp_fetch,
+            "clusters",
+            "demo",
+            method="PATCH",
+            body={"workerGroups": [{"groupName": "cpu", "maxReplicas": -1}]},
+        )
+    assert info.value.code == 400 and "maxReplicas" in info.value.response.body.decode()
+
+    # Another user's cluster: a 404 through the API and through the dashboard proxy.
+    dave = k8s_user("dave")
+    daves = make_backend(dave)
+    await asyncio.get_running_loop().run_in_executor(
+        None, lambda: daves.create_cluster(dave.owner, cpu_spec("daves"))
+    )
+    for path in (("eksray", "api", "clusters", "daves"), ("eksray", "clusters", "daves", "dashboard/")):
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch(*path)
+        assert info.value.code == 404, path
+
+    assert await call(jp_fetch, "clusters", "demo", method="DELETE") == 204
+
+    async def gone() -> bool:
+        return (await call(jp_fetch, "clusters"))["clusters"] == []
+
+    await eventually(gone, "the cluster gone", timeout=TIMEOUT)
+    wait_until(lambda: not pods(k8s_plane, rest_user.namespace), "pods garbage-collected", timeout=TIMEOUT)
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_the_cli_on_the_real_control_plane(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], tmp_path: Path
+) -> None:
+    erin = k8s_user("erin")
+    config = {
+        "EKSRay": {"backend": "kuberay", "owner": erin.owner, "state_dir": str(tmp_path / "state")},
+        "KubeRayBackend": {
+            "credentials": "kubeconfig",
+            "kubeconfig": str(erin.kubeconfig),
+            "create_namespaces": False,
+        },
+    }
+    env = {
+        "EKSRAY_CONFIG": json.dumps(config),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "none"),
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def eksray(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eksray_jupyter.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    out = eksray("rc", "create", "cli", "--workers", "1", "--wait")
+    assert out.returncode == 0, out.stderr
+    listed = eksray("rc", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(c["name"], c["phase"]) for c in json.loads(listed.stdout)["clusters"]] == [("cli", "ready")]
+    out = eksray("rc", "scale", "cli", "cpu", "--replicas", "2", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert len(pods(k8s_plane, erin.namespace, "ray.io/node-type=worker")) == 2
+    bad = eksray("rc", "scale", "cli", "nope", "--replicas", "2")
+    assert bad.returncode == 2 and "nope" in bad.stderr
+    out = eksray("rc", "delete", "cli")
+    assert out.returncode == 0, out.stderr
+    wait_until(
+        lambda: json.loads(eksray("rc", "list", "-o", "json").stdout)["clusters"] == [],
+        "rc list empty",
+        timeout=TIMEOUT,
+    )
+    wait_until(lambda: not pods(k8s_plane, erin.namespace), "pods garbage-collected", timeout=TIMEOUT)
