@@ -253,7 +253,8 @@ def test_watches_converge_after_an_apiserver_restart_and_a_compaction(
         timeout=TIMEOUT,
     )
 
-    # Compacted history: a watch resuming from before it can only be answered 410 Gone.
+    # Compacted history: a watch resuming from before it is answered 410 Gone and re-lists.
+    expired_before = backend.watch_stats()[alice.namespace].get("expired", 0)
     k8s_plane.restart_apiserver()
     crs.delete_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "other")
     k8s_plane.compact_etcd()
@@ -262,8 +263,12 @@ def test_watches_converge_after_an_apiserver_restart_and_a_compaction(
         "the delete seen",
         timeout=TIMEOUT,
     )
-    stats = backend.watch_stats()[alice.namespace]
-    assert stats["watches"] > stats_before["watches"]
+    stats = wait_until(
+        lambda: (s := backend.watch_stats()[alice.namespace]).get("expired", 0) > expired_before and s,
+        "a 410 and a re-list",
+        timeout=TIMEOUT,
+    )
+    assert stats["lists"] > stats_before["lists"]
 
 
 # --- isolation ----------------------------------------------------------------------------------
@@ -301,7 +306,8 @@ def test_two_service_accounts_never_reach_each_others_clusters(
 
 @pytest.fixture
 def rest_user(k8s_user: Callable[..., K8sUser]) -> K8sUser:
-    return k8s_user("carol")
+    # Bound cluster-wide, namespaces included: the server makes the user's namespace itself.
+    return k8s_user("carol", cluster_wide=True)
 
 
 @pytest.fixture
@@ -312,7 +318,6 @@ def jp_server_config(state_dir: Path, rest_user: K8sUser) -> dict[str, Any]:
         "KubeRayBackend": {
             "credentials": "kubeconfig",
             "kubeconfig": str(rest_user.kubeconfig),
-            "create_namespaces": False,
             "dashboard_access": "apiserver-proxy",
             "dashboard_poll_seconds": 0.5,
         },
@@ -342,6 +347,9 @@ async def test_rest_and_stream_on_the_real_control_plane(
             jp_fetch, "clusters", method="POST", body={"name": "demo", "profile": "cpu-small"}
         )
         assert created["namespace"] == rest_user.namespace
+        core, _ = admin(k8s_plane)
+        labels = core.read_namespace(rest_user.namespace).metadata.labels
+        assert labels["eksray.io/owner"] == rest_user.owner, "the namespace was made by the backend"
 
         async def pushed_ready() -> bool:
             while True:
@@ -441,3 +449,64 @@ def test_the_cli_on_the_real_control_plane(
         timeout=TIMEOUT,
     )
     wait_until(lambda: not pods(k8s_plane, erin.namespace), "pods garbage-collected", timeout=TIMEOUT)
+
+
+# --- RayJobs ------------------------------------------------------------------------------------
+
+
+def test_a_rayjob_as_far_as_the_real_operator_takes_it(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend], tmp_path: Path
+) -> None:
+    """KWOK pods run no Ray, so the Ray job itself never runs: the real operator creates the
+    RayCluster from ``rayClusterSpec`` (with our labels, so it is the user's), waits until it
+    is ready, runs the K8sJobMode submitter Job (which KWOK completes) and holds the RayJob
+    ``Running``, unable to ask a dashboard. Completion is covered on the simulation."""
+    from traitlets.config import Config
+
+    from eksray_jupyter.core.config import EKSRay
+    from eksray_jupyter.core.service import ClusterService
+    from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner
+    from eksray_jupyter.jobs.models import JobState
+
+    import kubernetes.client
+
+    frank = k8s_user("frank")
+    backend = make_backend(frank, dashboard_access="apiserver-proxy")
+    config = Config({"KubeRayJobRunner": {"poll_seconds": 0.2}})
+    service = ClusterService(
+        EKSRay(config=config, owner=frank.owner, backend="local", state_dir=str(tmp_path / "state")), backend=backend
+    )
+    try:
+        job = service.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
+        _, crs = admin(k8s_plane)
+
+        def rayjob_status() -> dict[str, Any]:
+            rj = crs.get_namespaced_custom_object("ray.io", "v1", frank.namespace, "rayjobs", job.id)
+            return dict(rj.get("status") or {})
+
+        status = wait_until(
+            lambda: (s := rayjob_status()).get("jobDeploymentStatus") == "Running" and s, "RayJob Running", timeout=TIMEOUT
+        )
+        cluster = status["rayClusterName"]
+        assert cluster.startswith(job.id) and status.get("jobId")
+        running = wait_until(
+            lambda: (j := service.jobs.get(job.id)).state == JobState.RUNNING and j, "job running", timeout=TIMEOUT
+        )
+        assert running.cluster_name == cluster
+        assert [h["state"] for h in running.history] == ["pending", "starting", "running"]
+        # The operator copied our ownership labels: the job's cluster is the user's own.
+        assert cluster in [c.name for c in service.list()]
+        assert ready(backend, frank.owner, cluster).phase == Phase.READY
+        with k8s_plane.api_client() as client:
+            submitters = kubernetes.client.BatchV1Api(client).list_namespaced_job(frank.namespace).items
+        assert [j.metadata.name for j in submitters] == [job.id]
+
+        stopped = service.jobs.stop(job.id, wait=30)
+        assert stopped.state == JobState.STOPPED
+        # The RayJob goes; the garbage collector takes its RayCluster, pods and submitter Job.
+        wait_until(lambda: not crs.list_namespaced_custom_object("ray.io", "v1", frank.namespace, "rayjobs")["items"],
+                   "RayJob deleted", timeout=TIMEOUT)  # fmt: skip
+        wait_until(lambda: service.list() == [], "the job's cluster gone", timeout=TIMEOUT)
+        wait_until(lambda: not pods(k8s_plane, frank.namespace), "pods garbage-collected", timeout=TIMEOUT)
+    finally:
+        KubeRayJobRunner.stop_following()

@@ -14,7 +14,6 @@ import json
 import secrets
 import shutil
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -461,19 +460,3 @@ class ControlPlane:
                 return response.status == 200
 
         wait_for(ready, "KubeRay operator ready", process)
-
-
-def wait_deleted(fn: Any, timeout: float = 60.0) -> None:
-    """Wait until ``fn()`` raises a 404."""
-    import kubernetes.client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            fn()
-        except kubernetes.client.ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        time.sleep(0.1)
-    raise TimeoutError("object still there")

@@ -64,9 +64,12 @@ def k8s_user(k8s_plane: ControlPlane, tmp_path: Path) -> Callable[..., K8sUser]:
         namespace = f"eksray-{owner}"
         rbac = documented_rbac()
         role = rbac["Role"]
-        subject = {"kind": "ServiceAccount", "name": "eksray", "namespace": namespace}
+        # Cluster-wide, the server's account lives elsewhere and the user's namespace is left
+        # for the backend to make.
+        account_namespace = "eksray-system" if cluster_wide else namespace
+        subject = {"kind": "ServiceAccount", "name": "eksray", "namespace": account_namespace}
         objects: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": account_namespace}}
         ]
         if cluster_wide:
             # One server for many users: the same rules for every namespace, and namespaces.
@@ -105,7 +108,7 @@ def k8s_user(k8s_plane: ControlPlane, tmp_path: Path) -> Callable[..., K8sUser]:
                 },
             ]
         k8s_plane.apply(objects)
-        token = k8s_plane.service_account_token(namespace, "eksray")
+        token = k8s_plane.service_account_token(account_namespace, "eksray")
         kubeconfig = k8s_plane.write_kubeconfig(tmp_path / f"{owner}.kubeconfig", token, owner)
         return K8sUser(owner, namespace, "eksray", token, kubeconfig)
 
