@@ -455,12 +455,16 @@ def test_the_cli_on_the_real_control_plane(
 
 
 def test_a_rayjob_as_far_as_the_real_operator_takes_it(
-    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend], tmp_path: Path
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
 ) -> None:
     """KWOK pods run no Ray, so the Ray job itself never runs: the real operator creates the
     RayCluster from ``rayClusterSpec`` (with our labels, so it is the user's), waits until it
     is ready, runs the K8sJobMode submitter Job (which KWOK completes) and holds the RayJob
     ``Running``, unable to ask a dashboard. Completion is covered on the simulation."""
+    import kubernetes.client
     from traitlets.config import Config
 
     from eksray_jupyter.core.config import EKSRay
@@ -468,13 +472,12 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
     from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner
     from eksray_jupyter.jobs.models import JobState
 
-    import kubernetes.client
-
     frank = k8s_user("frank")
     backend = make_backend(frank, dashboard_access="apiserver-proxy")
     config = Config({"KubeRayJobRunner": {"poll_seconds": 0.2}})
     service = ClusterService(
-        EKSRay(config=config, owner=frank.owner, backend="local", state_dir=str(tmp_path / "state")), backend=backend
+        EKSRay(config=config, owner=frank.owner, backend="local", state_dir=str(tmp_path / "state")),
+        backend=backend,
     )
     try:
         job = service.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
@@ -485,12 +488,16 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
             return dict(rj.get("status") or {})
 
         status = wait_until(
-            lambda: (s := rayjob_status()).get("jobDeploymentStatus") == "Running" and s, "RayJob Running", timeout=TIMEOUT
+            lambda: (s := rayjob_status()).get("jobDeploymentStatus") == "Running" and s,
+            "RayJob Running",
+            timeout=TIMEOUT,
         )
         cluster = status["rayClusterName"]
         assert cluster.startswith(job.id) and status.get("jobId")
         running = wait_until(
-            lambda: (j := service.jobs.get(job.id)).state == JobState.RUNNING and j, "job running", timeout=TIMEOUT
+            lambda: (j := service.jobs.get(job.id)).state == JobState.RUNNING and j,
+            "job running",
+            timeout=TIMEOUT,
         )
         assert running.cluster_name == cluster
         assert [h["state"] for h in running.history] == ["pending", "starting", "running"]
