@@ -517,3 +517,54 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
         wait_until(lambda: not pods(k8s_plane, frank.namespace), "pods garbage-collected", timeout=TIMEOUT)
     finally:
         KubeRayJobRunner.stop_following()
+
+
+# --- the magics -------------------------------------------------------------------------------
+
+
+def test_the_magics_on_the_real_control_plane(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``%eksray`` as a kernel the server started runs it: its settings from ``$EKSRAY_CONFIG``."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from eksray_jupyter.magics import EKSRayMagics
+
+    from .fakes import isolate_env
+
+    gina = k8s_user("gina")
+    isolate_env(monkeypatch)
+    config = {
+        "EKSRay": {"backend": "kuberay", "owner": gina.owner, "state_dir": str(tmp_path / "state")},
+        "KubeRayBackend": {
+            "credentials": "kubeconfig",
+            "kubeconfig": str(gina.kubeconfig),
+            "create_namespaces": False,
+        },
+    }
+    monkeypatch.setenv("EKSRAY_CONFIG", json.dumps(config))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "none"))
+    shell = InteractiveShell.instance()
+    magics = EKSRayMagics(shell)
+    shell.register_magics(magics)
+
+    def run(line: str) -> str:
+        with capture_output() as cap:
+            shell.run_line_magic("eksray", line)
+        return cap.stdout + "".join(str(o.data.get("text/plain", "")) for o in cap.outputs)
+
+    try:
+        assert "nb" in run("up nb --workers 1 --wait")
+        assert len(pods(k8s_plane, gina.namespace, "ray.io/node-type=worker")) == 1
+        run("scale nb cpu --replicas 2 --wait")
+        assert len(pods(k8s_plane, gina.namespace, "ray.io/node-type=worker")) == 2
+        assert "ready" in run("status nb")
+        with pytest.raises(UsageError, match="nope"):
+            run("scale nb nope --replicas 1")
+        run("down nb")
+        wait_until(lambda: not pods(k8s_plane, gina.namespace), "pods garbage-collected", timeout=TIMEOUT)
+    finally:
+        if magics._service is not None:
+            magics._service.close()
