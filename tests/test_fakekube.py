@@ -858,38 +858,6 @@ def test_autoscaling_cluster_only_deletes_listed_workers(
     assert len(core.list_namespaced_pod(NS, label_selector=sel).items) == 2
 
 
-def test_failed_scheduling_when_group_exceeds_node_capacity(
-    fk: FakeKubeServer, crs: client.CustomObjectsApi, core: client.CoreV1Api
-) -> None:
-    fk.configure_operator(node_capacity={"cpu": "2", "memory": "8Gi"}, node_count=1)
-    body = sample_cluster("big")
-    res = body["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
-    res["requests"] = res["limits"] = {"cpu": "4", "memory": "1Gi"}
-    crs.create_namespaced_custom_object(G, V, NS, "rayclusters", body)
-    sel = "ray.io/cluster=big,ray.io/node-type=worker"
-    worker = wait_until(lambda: core.list_namespaced_pod(NS, label_selector=sel).items)[0]
-    name = worker.metadata.name
-
-    def failed_scheduling() -> list[client.CoreV1Event]:
-        return [e for e in events_for(core, name) if e.reason == "FailedScheduling"]
-
-    ev = wait_until(failed_scheduling)[0]
-    assert ev.type == "Warning" and ev.reporting_component == "default-scheduler"
-    assert "Insufficient cpu" in ev.message
-    pod = core.read_namespaced_pod(name, NS)
-    assert pod.status.phase == "Pending"
-    cond = next(c for c in pod.status.conditions if c.type == "PodScheduled")
-    assert (cond.status, cond.reason) == ("False", "Unschedulable")
-    # head is fine, cluster is not ready
-    rc = wait_until(lambda: (o := get_rc(crs, "big"))["status"].get("head", {}).get("podIP") and o)
-    assert rc["status"].get("state") != "ready"
-    assert rc["status"]["readyWorkerReplicas"] == 0
-    # more capacity -> the pod schedules and the cluster becomes ready
-    fk.configure_operator(node_capacity={"cpu": "8", "memory": "8Gi"})
-    wait_ready(crs, "big")
-    assert core.read_namespaced_pod(name, NS).status.phase == "Running"
-
-
 def test_cluster_delete_removes_owned_pods_and_services(
     crs: client.CustomObjectsApi, core: client.CoreV1Api
 ) -> None:

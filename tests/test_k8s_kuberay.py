@@ -500,7 +500,11 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
             timeout=TIMEOUT,
         )
         assert running.cluster_name == cluster
-        assert [h["state"] for h in running.history] == ["pending", "starting", "running"]
+        # "starting" (Initializing) is recorded if a poll falls within it; the operator may be quicker.
+        assert [h["state"] for h in running.history] in (
+            ["pending", "starting", "running"],
+            ["pending", "running"],
+        )
         # The operator copied our ownership labels: the job's cluster is the user's own.
         assert cluster in [c.name for c in service.list()]
         assert ready(backend, frank.owner, cluster).phase == Phase.READY

@@ -264,27 +264,6 @@ def test_operator_refusal_is_failed(backend: KubeRayBackend, fakekube: FakeKubeS
     assert "InvalidRayClusterSpec" in (failed.reason or "")
 
 
-def test_failed_scheduling_is_surfaced(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
-    fakekube.configure_operator(node_capacity={"cpu": "4", "memory": "64Gi"})
-    spec = spec_of(
-        {"name": "big", "workerGroups": [{"groupName": "cpu", "replicas": 1, "cpu": 8, "memory": 8}]}
-    )
-    backend.create_cluster("alice", spec)
-    cluster = wait_until(
-        lambda: (c := backend.get_cluster("alice", "big")).reason and "cannot be scheduled" in c.reason and c,
-        what="unschedulable reason",
-    )
-    assert cluster.phase == Phase.STARTING
-    assert "Insufficient cpu" in (cluster.reason or "")
-    warning = wait_until(
-        lambda: [e for e in backend.cluster_events("alice", "big") if e.reason == "FailedScheduling"],
-        what="FailedScheduling event",
-    )[0]
-    assert warning.source == "kubernetes"
-    assert warning.severity.value == "warning"
-    assert warning.message.startswith("Pod big-cpu-worker-")
-
-
 def test_head_image_pull_failure_is_failed(backend: KubeRayBackend, fakekube: FakeKubeServer) -> None:
     fakekube.configure_operator(pod_ready_delay=None)
     backend.create_cluster("alice", spec_of({"name": "demo"}))

@@ -2,7 +2,7 @@
 
     python -m tests.fakekube --port 8001 [--token T] [--no-auth] [--kubeconfig PATH]
         [--load manifest.yaml] [--upstream ns/service[:port]=http://127.0.0.1:8265]
-        [--pod-ready-delay 2] [--node-capacity cpu=4,memory=16Gi --nodes 2]
+        [--pod-ready-delay 2] [--rayjobs]
 
 Prints ``FAKEKUBE_URL=http://127.0.0.1:N`` (and the token / kubeconfig path) on stdout,
 then serves until SIGINT/SIGTERM.
@@ -24,18 +24,6 @@ from .operator import OperatorConfig
 from .server import DEFAULT_TOKEN, FakeKubeServer
 
 
-def _parse_capacity(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if not value:
-            raise SystemExit(f"--node-capacity: expected key=value, got {part!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tests.fakekube", description=__doc__.split("\n")[1])
     p.add_argument("--host", default="127.0.0.1")
@@ -45,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-operator", action="store_true", help="disable the simulated KubeRay operator")
     p.add_argument("--pod-ready-delay", type=float, default=0.5)
     p.add_argument("--pod-termination-delay", type=float, default=0.0)
-    p.add_argument("--node-capacity", help="per-node allocatable, e.g. cpu=8,memory=32Gi")
-    p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--rayjobs", action="store_true", help="simulate the RayJob life cycle")
     p.add_argument("--job-duration", type=float, default=5.0)
     p.add_argument("--bookmark-interval", type=float, default=5.0)
@@ -70,8 +56,6 @@ async def _amain(args: argparse.Namespace) -> None:
         enabled=not args.no_operator,
         pod_ready_delay=args.pod_ready_delay,
         pod_termination_delay=args.pod_termination_delay,
-        node_capacity=_parse_capacity(args.node_capacity),
-        node_count=args.nodes,
         rayjob_lifecycle=args.rayjobs,
         job_duration=args.job_duration,
     )

@@ -1,8 +1,8 @@
 """Simulated cluster controllers running on the fake server's event loop.
 
-* :class:`PodSimulator` -- the scheduler and kubelet for every pod: binds pods to fake
-  nodes with finite capacity (or leaves them Pending with a ``FailedScheduling`` event from
-  ``default-scheduler``), then turns them Running/Ready after a delay.
+* :class:`PodSimulator` -- the kubelet for every pod: binds it to the one fake node and
+  turns it Running/Ready after a delay. Scheduling against capacity (``FailedScheduling``)
+  is the real scheduler's, tested on the real control plane (tests/k8s), not simulated.
 * :class:`RayClusterController` -- a subset of the KubeRay v1.7 RayCluster reconciler: head
   service, head/worker pods with the real names and labels, ``workersToDelete``, scale
   up/down, suspend, status (state, replica counts, desired resources, head, endpoints,
@@ -27,7 +27,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
@@ -149,10 +149,6 @@ class OperatorConfig:
     pod_ready_delay: float | None = 0.1
     # Graceful deletion period for pods (deletionTimestamp set, then gone); 0 = immediate.
     pod_termination_delay: float = 0.0
-    # Allocatable of each fake node, e.g. {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"};
-    # None = unlimited capacity (everything schedules).
-    node_capacity: dict[str, str] | None = None
-    node_count: int = 1
     # KubeRay operator env switches
     enable_random_pod_delete: bool = False  # ENABLE_RANDOM_POD_DELETE
     deterministic_head_pod_name: bool = False  # ENABLE_DETERMINISTIC_HEAD_POD_NAME
@@ -348,14 +344,10 @@ def owner_ref(obj: Mapping[str, Any], rtype: ResourceType) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------
-# Scheduler + kubelet
+# Kubelet (scheduling is the real scheduler's: tests/k8s)
 
 
-@dataclass
-class _Node:
-    name: str
-    allocatable: dict[str, Fraction] | None  # None = unlimited
-    used: dict[str, Fraction] = field(default_factory=dict)
+FAKE_NODE = "fake-node-0"
 
 
 class PodSimulator:
@@ -367,27 +359,6 @@ class PodSimulator:
         self.pods = op.store.types["pods"]
         self._ip = 0
         self._held: set[tuple[str, str]] = set()
-        self._unschedulable: list[tuple[str, str]] = []
-        self._retry_scheduled = False
-
-    # -- configuration -------------------------------------------------------------------------
-
-    def nodes(self) -> list[_Node]:
-        cfg = self.op.config
-        count = max(1, cfg.node_count)
-        if cfg.node_capacity is None:
-            nodes = [_Node(f"fake-node-{i}", None) for i in range(count)]
-        else:
-            alloc = {k: parse_quantity(v)[0] for k, v in cfg.node_capacity.items()}
-            nodes = [_Node(f"fake-node-{i}", dict(alloc)) for i in range(count)]
-        by_name = {n.name: n for n in nodes}
-        for pod in self.store.select(self.pods, copy=False):
-            node = by_name.get((pod.get("spec") or {}).get("nodeName", ""))
-            if node is None or pod_phase(pod) in ("Succeeded", "Failed"):
-                continue
-            for res, (amount, _b) in pod_requests(pod.get("spec") or {}).items():
-                node.used[res] = node.used.get(res, Fraction(0)) + amount
-        return nodes
 
     # -- events ------------------------------------------------------------------------------
 
@@ -400,20 +371,6 @@ class PodSimulator:
             self.op.loop.call_soon(self.try_schedule, key)
         elif ev.type == "DELETED":
             self._held.discard(key)
-            self.retry_unschedulable()
-
-    def retry_unschedulable(self) -> None:
-        if self._retry_scheduled or not self._unschedulable:
-            return
-        self._retry_scheduled = True
-
-        def run() -> None:
-            self._retry_scheduled = False
-            pending, self._unschedulable = self._unschedulable, []
-            for key in pending:
-                self.try_schedule(key)
-
-        self.op.loop.call_soon(run)
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -430,67 +387,7 @@ class PodSimulator:
             if not (pod.get("status") or {}).get("conditions"):
                 self._bind(pod, node_name)
             return
-        nodes = self.nodes()
-        need = pod_requests(pod.get("spec") or {})
-        fit: _Node | None = None
-        insufficient: dict[str, int] = {}
-        for node in nodes:
-            if node.allocatable is None:
-                fit = node
-                break
-            short = [
-                res
-                for res, (amount, _b) in need.items()
-                if amount > 0
-                and amount + node.used.get(res, Fraction(0)) > node.allocatable.get(res, Fraction(0))
-            ]
-            if not short:
-                fit = node
-                break
-            for res in short:
-                insufficient[res] = insufficient.get(res, 0) + 1
-        if fit is None:
-            self._mark_unschedulable(pod, len(nodes), insufficient)
-            return
-        self._bind(pod, fit.name)
-
-    def _mark_unschedulable(self, pod: dict[str, Any], n_nodes: int, insufficient: Mapping[str, int]) -> None:
-        meta = _meta(pod)
-        key = (meta.get("namespace", ""), meta["name"])
-        if key not in self._unschedulable:
-            self._unschedulable.append(key)
-        reasons = ", ".join(f"{n} Insufficient {res}" for res, n in sorted(insufficient.items()))
-        message = (
-            f"0/{n_nodes} nodes are available: {reasons}. preemption: 0/{n_nodes} nodes are "
-            f"available: {n_nodes} No preemption victims found for incoming pod."
-        )
-        status = jcopy(pod.get("status") or {})
-        cond = {
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": message,
-            "lastProbeTime": None,
-            "lastTransitionTime": rfc3339(),
-        }
-        old = _cond(pod, "PodScheduled")
-        if old and old.get("status") == "False" and old.get("message") == message:
-            cond["lastTransitionTime"] = old.get("lastTransitionTime")
-        status["conditions"] = [
-            c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
-        ] + [cond]
-        if status != pod.get("status"):
-            self._write_status(pod, status)
-        self.op.recorder.record(
-            pod,
-            self.pods,
-            "Warning",
-            "FailedScheduling",
-            message,
-            component="default-scheduler",
-            action="Scheduling",
-            dedupe=True,
-        )
+        self._bind(pod, FAKE_NODE)
 
     def _bind(self, pod: dict[str, Any], node: str) -> None:
         meta = _meta(pod)
@@ -1632,7 +1529,7 @@ class RayOperator:
                     c.enqueue(key)
 
     def configure(self, **changes: Any) -> OperatorConfig:
-        """Change config fields (e.g. ``enabled``, ``node_capacity``, ``pod_ready_delay``)
+        """Change config fields (e.g. ``enabled``, ``pod_ready_delay``, ``fail_pod_creation``)
         and resync everything. Callable from any thread."""
         try:
             on_loop = asyncio.get_running_loop() is self.loop

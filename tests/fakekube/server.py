@@ -1054,7 +1054,7 @@ class FakeKubeServer:
 
     def configure_operator(self, **changes: Any) -> OperatorConfig:
         """Change :class:`OperatorConfig` fields (``enabled``, ``pod_ready_delay``,
-        ``node_capacity``, ``node_count``, ``fail_pod_creation``, ``rayjob_lifecycle``...)."""
+        ``fail_pod_creation``, ``rayjob_lifecycle``...)."""
         return self.call(self.operator.configure, **changes)
 
     def release_pods(self, namespace: str | None = None, name: str | None = None) -> int:
