@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -71,7 +72,8 @@ class RealTarget:
 
         per_node = 250
         nodes = [
-            NodeSpec(f"kwok-bench-{i}", cpu=str(per_node), memory=f"{per_node * 4}Gi", pods=per_node)
+            # Room for every pod's requests (a head or worker asks for up to 2 CPUs and 4 GiB per CPU).
+            NodeSpec(f"kwok-bench-{i}", cpu=str(per_node * 2), memory=f"{per_node * 16}Gi", pods=per_node)
             for i in range(pods // per_node + 2)
         ]
         self.plane = ControlPlane(workdir=workdir / "k8s", nodes=nodes).start()
@@ -306,6 +308,7 @@ def main() -> None:
                 server.kill()
                 server.wait()
         target.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,7 @@ def make_backend(k8s_plane: ControlPlane) -> Iterator[Callable[..., KubeRayBacke
 def admin(plane: ControlPlane) -> tuple[Any, Any]:
     import kubernetes.client
 
-    client = plane.api_client()
-    return kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
+    return kubernetes.client.CoreV1Api(plane.admin), kubernetes.client.CustomObjectsApi(plane.admin)
 
 
 def pods(plane: ControlPlane, namespace: str, selector: str = "") -> list[Any]:
@@ -404,20 +403,25 @@ async def test_rest_and_stream_on_the_real_control_plane(
 # --- the CLI ------------------------------------------------------------------------------------
 
 
+def face_config(user: K8sUser, tmp_path: Path) -> str:
+    """``$EKSRAY_CONFIG`` as the server hands it to kernels (and a CLI may set it): ``user``'s."""
+    config = {
+        "EKSRay": {"backend": "kuberay", "owner": user.owner, "state_dir": str(tmp_path / "state")},
+        "KubeRayBackend": {
+            "credentials": "kubeconfig",
+            "kubeconfig": str(user.kubeconfig),
+            "create_namespaces": False,
+        },
+    }
+    return json.dumps(config)
+
+
 def test_the_cli_on_the_real_control_plane(
     k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], tmp_path: Path
 ) -> None:
     erin = k8s_user("erin")
-    config = {
-        "EKSRay": {"backend": "kuberay", "owner": erin.owner, "state_dir": str(tmp_path / "state")},
-        "KubeRayBackend": {
-            "credentials": "kubeconfig",
-            "kubeconfig": str(erin.kubeconfig),
-            "create_namespaces": False,
-        },
-    }
     env = {
-        "EKSRAY_CONFIG": json.dumps(config),
+        "EKSRAY_CONFIG": face_config(erin, tmp_path),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "none"),
         "PATH": "/usr/bin:/bin",
     }
@@ -540,15 +544,7 @@ def test_the_magics_on_the_real_control_plane(
 
     gina = k8s_user("gina")
     isolate_env(monkeypatch)
-    config = {
-        "EKSRay": {"backend": "kuberay", "owner": gina.owner, "state_dir": str(tmp_path / "state")},
-        "KubeRayBackend": {
-            "credentials": "kubeconfig",
-            "kubeconfig": str(gina.kubeconfig),
-            "create_namespaces": False,
-        },
-    }
-    monkeypatch.setenv("EKSRAY_CONFIG", json.dumps(config))
+    monkeypatch.setenv("EKSRAY_CONFIG", face_config(gina, tmp_path))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "none"))
     shell = InteractiveShell.instance()
     magics = EKSRayMagics(shell)

@@ -14,6 +14,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class ControlPlane:
         self.pki: Pki | None = None
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.processes: dict[str, Process] = {}
+        self._admin: Any = None
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -119,6 +121,9 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
         for name in (
             "ray-operator",
             "kwok",
@@ -167,6 +172,13 @@ class ControlPlane:
         configuration.ssl_ca_cert = str(self.pki.ca_cert)
         configuration.api_key = {"authorization": f"Bearer {token or self.admin_token}"}
         return kubernetes.client.ApiClient(configuration)
+
+    @property
+    def admin(self) -> Any:
+        """One shared admin ``ApiClient`` (closed by :meth:`stop`), for tests' checks."""
+        if self._admin is None:
+            self._admin = self.api_client()
+        return self._admin
 
     def _get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
         import ssl
