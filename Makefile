@@ -49,7 +49,7 @@ ui-test: $(STAMP)
 
 test: lint pytest ui-test
 
-bench: $(STAMP)
+bench: $(STAMP) k8s-bin
 	$(BIN)/python -m benchmarks.server_start
 	$(BIN)/python -m benchmarks.create_ready
 	$(BIN)/python -m benchmarks.kernel_start
