@@ -42,7 +42,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 class FakeTarget:
-    """tests/fakekube in this process: the simulated API server, operator and scheduler."""
+    """tests/fakekube in this process: the simulated API server and operator."""
 
     name = "fake"
 
@@ -84,19 +84,17 @@ class RealTarget:
         """As the Ray autoscaler does: a JSON patch of the group's replicas."""
         import kubernetes.client
 
-        with self.plane.api_client() as client:
-            kubernetes.client.CustomObjectsApi(client).patch_namespaced_custom_object(
-                "ray.io", "v1", NS, "rayclusters", name,
-                [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": replicas}],
-                _content_type=JSON_PATCH,
-            )  # fmt: skip
+        kubernetes.client.CustomObjectsApi(self.plane.admin).patch_namespaced_custom_object(
+            "ray.io", "v1", NS, "rayclusters", name,
+            [{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": replicas}],
+            _content_type=JSON_PATCH,
+        )  # fmt: skip
 
     def pod_count(self) -> int:
         import kubernetes.client
 
-        with self.plane.api_client() as client:
-            core = kubernetes.client.CoreV1Api(client)
-            return len(core.list_namespaced_pod(NS, _request_timeout=120).items)
+        core = kubernetes.client.CoreV1Api(self.plane.admin)
+        return len(core.list_namespaced_pod(NS, _request_timeout=120).items)
 
     def close(self) -> None:
         self.plane.stop()

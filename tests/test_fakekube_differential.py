@@ -11,14 +11,13 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from .fakekube import FakeKubeServer
+from .fakekube import FakeKubeServer, pytest_plugin
 from .k8s import ControlPlane
 
 pytestmark = pytest.mark.k8s
@@ -275,19 +274,16 @@ def scenario(api_client: client.ApiClient) -> list[tuple[str, Any]]:
     return seen
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeKubeServer]:
-    server = FakeKubeServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# The fake API server's fixture, used by name below.
+fakekube = pytest_plugin.fakekube
 
 
-def test_the_fake_answers_as_the_real_api_server_does(fake: FakeKubeServer, k8s_plane: ControlPlane) -> None:
+def test_the_fake_answers_as_the_real_api_server_does(
+    fakekube: FakeKubeServer, k8s_plane: ControlPlane
+) -> None:
     with k8s_plane.api_client() as real_client:
         real = scenario(real_client)
-    with fake.api_client() as fake_client:
+    with fakekube.api_client() as fake_client:
         simulated = scenario(fake_client)
     assert [step for step, _ in simulated] == [step for step, _ in real]
     differences = [(step, s, r) for (step, s), (_, r) in zip(simulated, real, strict=True) if s != r]

@@ -536,11 +536,6 @@ class PodSimulator:
         else:
             raise ApiError(400, f"unknown pod action {action!r}")
 
-    def _write_status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
-        new = dict(jcopy(pod))
-        new["status"] = status
-        self.store.replace(self.pods, new)
-
 
 def _container_names(pod: Mapping[str, Any]) -> str:
     names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]

@@ -856,9 +856,8 @@ class Store:
             new = jcopy(old)
             new["metadata"]["deletionTimestamp"] = rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
-            if (
-                "generation" in new["metadata"]
-            ):  # as the real server: marking for deletion is a new generation
+            # As the real server: marking for deletion is a new generation.
+            if "generation" in new["metadata"]:
                 new["metadata"]["generation"] = int(new["metadata"]["generation"]) + 1
             return self._commit("MODIFIED", rt, new, jcopy(old)), False
         delay = self.graceful_delete(rt, old, grace)

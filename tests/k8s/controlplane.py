@@ -180,13 +180,14 @@ class ControlPlane:
             self._admin = self.api_client()
         return self._admin
 
-    def _get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+    def _get(self, path: str) -> tuple[int, bytes]:
+        """A GET as the admin without the client library (the API server may not be up yet)."""
         import ssl
 
         assert self.pki is not None
         context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         request = urllib.request.Request(
-            self.server + path, headers={"Authorization": f"Bearer {token or self.admin_token}"}
+            self.server + path, headers={"Authorization": f"Bearer {self.admin_token}"}
         )
         try:
             with urllib.request.urlopen(request, context=context, timeout=5) as response:
@@ -199,32 +200,26 @@ class ControlPlane:
         ServiceAccount is created if missing)."""
         import kubernetes.client
 
-        with self.api_client() as client:
-            core = kubernetes.client.CoreV1Api(client)
-            try:
-                core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-            except kubernetes.client.ApiException as e:
-                if e.status != 409:
-                    raise
-            request = {"spec": {"audiences": [], "expirationSeconds": seconds}}
-            answer = core.create_namespaced_service_account_token(name, namespace, request)
-            return str(answer.status.token)
+        core = kubernetes.client.CoreV1Api(self.admin)
+        try:
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+        request = {"spec": {"audiences": [], "expirationSeconds": seconds}}
+        answer = core.create_namespaced_service_account_token(name, namespace, request)
+        return str(answer.status.token)
 
-    def apply(self, manifests: str | list[dict[str, Any]]) -> None:
-        """Create (or replace) objects as the admin: namespaces, RBAC, anything the tests set up."""
-        import kubernetes.client
+    def apply(self, objects: list[dict[str, Any]]) -> None:
+        """Create objects as the admin (namespaces, RBAC, ...); one that exists is left as it is."""
         import kubernetes.utils
 
-        documents = list(yaml.safe_load_all(manifests)) if isinstance(manifests, str) else manifests
-        with self.api_client() as client:
-            for document in documents:
-                if not document:
-                    continue
-                try:
-                    kubernetes.utils.create_from_dict(client, document)
-                except kubernetes.utils.FailToCreateError as e:
-                    if any(getattr(x, "status", 0) != 409 for x in e.api_exceptions):
-                        raise
+        for obj in objects:
+            try:
+                kubernetes.utils.create_from_dict(self.admin, obj)
+            except kubernetes.utils.FailToCreateError as e:
+                if any(getattr(x, "status", 0) != 409 for x in e.api_exceptions):
+                    raise
 
     # --- faults the tests drive --------------------------------------------------------------
 
@@ -314,25 +309,22 @@ class ControlPlane:
         import kubernetes.client
 
         documents = [yaml.safe_load(path.read_text()) for path in sorted(self.crd_dir.glob("*.yaml"))]
-        with self.api_client() as client:
-            api = kubernetes.client.ApiextensionsV1Api(client)
+        api = kubernetes.client.ApiextensionsV1Api(self.admin)
+        for crd in documents:
+            try:
+                api.create_custom_resource_definition(crd)
+            except kubernetes.client.ApiException as e:
+                if e.status != 409:
+                    raise
+
+        def established() -> bool:
             for crd in documents:
-                try:
-                    api.create_custom_resource_definition(crd)
-                except kubernetes.client.ApiException as e:
-                    if e.status != 409:
-                        raise
+                status = api.read_custom_resource_definition(crd["metadata"]["name"]).status
+                if not any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+                    return False
+            return True
 
-            def established() -> bool:
-                for crd in documents:
-                    status = api.read_custom_resource_definition(crd["metadata"]["name"]).status
-                    if not any(
-                        c.type == "Established" and c.status == "True" for c in status.conditions or []
-                    ):
-                        return False
-                return True
-
-            wait_for(established, "KubeRay CRDs established", self.processes["kube-apiserver"], timeout=60)
+        wait_for(established, "KubeRay CRDs established", self.processes["kube-apiserver"], timeout=60)
 
     def _start_controller_manager(self) -> None:
         assert self.pki is not None
@@ -351,14 +343,13 @@ class ControlPlane:
         )
         import kubernetes.client
 
-        with self.api_client() as client:
-            core = kubernetes.client.CoreV1Api(client)
-            # The service-account controller has run once it made the default namespace's account.
-            wait_for(
-                lambda: core.read_namespaced_service_account("default", "default"),
-                "kube-controller-manager running",
-                process,
-            )
+        core = kubernetes.client.CoreV1Api(self.admin)
+        # The service-account controller has run once it made the default namespace's account.
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", "default"),
+            "kube-controller-manager running",
+            process,
+        )
 
     def _start_scheduler(self) -> None:
         port = free_port()
@@ -407,51 +398,44 @@ class ControlPlane:
                 "--node-lease-duration-seconds=40",
             ],
         )
-        self.add_nodes(self.nodes, process)
+        self._add_nodes(process)
 
-    def add_nodes(self, nodes: Iterable[NodeSpec], process: Process | None = None) -> None:
+    def _add_nodes(self, process: Process) -> None:
+        """The KWOK-managed nodes, created with their capacity; waits until KWOK has them Ready."""
         import kubernetes.client
 
-        nodes = list(nodes)
-        with self.api_client() as client:
-            core = kubernetes.client.CoreV1Api(client)
-            for node in nodes:
-                capacity = {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods)}
-                if node.gpu:
-                    capacity["nvidia.com/gpu"] = str(node.gpu)
-                body = {
+        core = kubernetes.client.CoreV1Api(self.admin)
+        for node in self.nodes:
+            capacity = {"cpu": node.cpu, "memory": node.memory, "pods": str(node.pods)}
+            if node.gpu:
+                capacity["nvidia.com/gpu"] = str(node.gpu)
+            labels = {
+                "kubernetes.io/hostname": node.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                **node.labels,
+            }
+            annotations = {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"}
+            core.create_node(
+                {
                     "apiVersion": "v1",
                     "kind": "Node",
-                    "metadata": {
-                        "name": node.name,
-                        "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                        "labels": {
-                            "kubernetes.io/hostname": node.name,
-                            "kubernetes.io/os": "linux",
-                            "kubernetes.io/arch": "amd64",
-                            "type": "kwok",
-                            **node.labels,
-                        },
-                    },
+                    "metadata": {"name": node.name, "annotations": annotations, "labels": labels},
                     "status": {"capacity": capacity, "allocatable": capacity},
                 }
-                try:
-                    core.create_node(body)
-                except kubernetes.client.ApiException as e:
-                    if e.status != 409:
-                        raise
+            )
+        names = {node.name for node in self.nodes}
 
-            names = {node.name for node in nodes}
+        def all_ready() -> bool:
+            ready = {
+                n.metadata.name
+                for n in core.list_node().items
+                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+            }
+            return names <= ready
 
-            def all_ready() -> bool:
-                ready = {
-                    n.metadata.name
-                    for n in core.list_node().items
-                    if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-                }
-                return names <= ready
-
-            wait_for(all_ready, "KWOK nodes Ready", process or self.processes.get("kwok"))
+        wait_for(all_ready, "KWOK nodes Ready", process)
 
     def _start_operator(self) -> None:
         probe = free_port()

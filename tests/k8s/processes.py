@@ -55,9 +55,6 @@ class Process:
     def pid(self) -> int | None:
         return self.popen.pid if self.popen else None
 
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
