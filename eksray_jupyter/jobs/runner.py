@@ -51,6 +51,8 @@ class JobRunner(LoggingConfigurable):
 
     service = AnyTrait(help="The ClusterService whose settings and backend the runner uses.")
 
+    stores = AnyTrait(help="The JobStores registry the runner opens job stores from (the JobService's).")
+
     def check(self, spec: dict[str, Any], store: JobStore) -> None:
         """Refuse a resolved spec this runner cannot run (InvalidRequestError, LimitExceededError, ...).
 
@@ -76,6 +78,9 @@ class JobRunner(LoggingConfigurable):
         """Whether the last ``is_active(job)`` took the job over and updated its stored record
         (then the reader reads it again); asking clears it."""
         return False
+
+    def close(self) -> None:
+        """Stop this runner's background threads, if it has any."""
 
     def failure_hint(self, job: Job) -> str:
         """The reason recorded for a job whose runner ended without recording an end."""

@@ -44,7 +44,7 @@ class LogChunk:
         return self.data.decode("utf-8", errors="replace")
 
 
-def make_runner(clusters: ClusterService) -> JobRunner:
+def make_runner(clusters: ClusterService, stores: JobStores) -> JobRunner:
     config = clusters.config
     name = config.job_runner
     if name == "local" and getattr(clusters.backend, "name", "") == "kuberay":
@@ -52,7 +52,7 @@ def make_runner(clusters: ClusterService) -> JobRunner:
     cls = import_item(RUNNERS.get(name, name))
     if not (isinstance(cls, type) and issubclass(cls, JobRunner)):
         raise TypeError(f"{config.job_runner} is not a JobRunner")
-    return cls(parent=config, log=config.log, service=clusters)
+    return cls(parent=config, log=config.log, service=clusters, stores=stores)
 
 
 class JobService:
@@ -64,8 +64,8 @@ class JobService:
     ) -> None:
         self.clusters = clusters
         self.config = clusters.config
-        self.runner = runner if runner is not None else make_runner(clusters)
         self.stores = stores if stores is not None else JobStores.from_config(self.config)
+        self.runner = runner if runner is not None else make_runner(clusters, self.stores)
 
     @property
     def owner(self) -> str:
