@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +60,3 @@ def jp_server_config(state_dir: Path, backend_class: str, eksray_settings: dict[
 def service(jp_serverapp: Any) -> Any:
     """The running extension's ClusterService (same backend object the handlers use)."""
     return jp_serverapp.web_app.settings["eksray_service"]
-
-
-@pytest.fixture(autouse=True)
-def no_record_listeners_left() -> Iterator[None]:
-    """Job watchers register process-wide (``jobs.store.on_record_written``); one a failed test
-    left behind must not be woken by the next tests' writes."""
-    from eksray_jupyter.jobs import store
-
-    yield
-    with store._record_listeners_lock:
-        store._record_listeners.clear()

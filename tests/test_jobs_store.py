@@ -26,7 +26,7 @@ from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.runner import JobRunner, LocalJobRunner
 from eksray_jupyter.jobs.service import JobService
-from eksray_jupyter.jobs.store import JobStore, LocalJobStore, S3JobStore
+from eksray_jupyter.jobs.store import JobStore, JobStores, LocalJobStore, S3JobStore
 from eksray_jupyter.jobs.supervisor import Supervisor
 
 from .waiting import wait_until
@@ -494,3 +494,33 @@ def test_an_s3_compatible_store_without_conditional_writes_still_saves(
     store.write(transition(json.loads(json.dumps(running)), JobState.STOPPED, "stopped on request"))
     kept = store.write_unless_ended(transition(json.loads(json.dumps(running)), JobState.RUNNING, "beat"))
     assert kept is not None and kept["state"] == "stopped"  # still checked, if not atomically
+
+
+def test_the_stores_of_a_registry_tell_its_listeners_of_their_writes(moto_url: str, tmp_path: Path) -> None:
+    bucket = f"told-{time.time_ns()}"
+    make_bucket(moto_url, bucket)
+    settings = {"s3_bucket": bucket, "s3_endpoint_url": moto_url, "s3_region": "us-east-1"}
+    stores, other = JobStores(str(tmp_path), **settings), JobStores(str(tmp_path), **settings)
+    heard: list[tuple[str, str, str]] = []
+    stop = stores.on_record_written(lambda where, rec: heard.append((where["type"], rec["id"], rec["state"])))
+    heard_by_other: list[str] = []
+    other.on_record_written(lambda where, rec: heard_by_other.append(rec["id"]))
+    s3 = stores.open({"type": "s3", "bucket": bucket})
+    assert stores.known() == [stores.local, s3]
+    for store in (stores.local, s3):
+        first = record()
+        store.create(first)
+        store.write(transition(first, JobState.RUNNING))
+        assert store.write_unless_ended(transition(first, JobState.RUNNING, "a heartbeat")) is None
+        store.append_log("alice@example.org", "etl-abcde", b"not a record\n")
+        store.write(transition(first, JobState.STOPPED))
+        assert store.write_unless_ended(transition(first, JobState.RUNNING)) is not None  # not written
+    states = ["pending", "running", "running", "stopped"]
+    assert heard == [(where, "etl-abcde", state) for where in ("local", "s3") for state in states]
+    assert heard_by_other == []  # another registry's listeners hear only its own stores
+
+    LocalJobStore(tmp_path / "jobs").write(record("alone-abcde"))  # a store of no registry tells nobody
+    S3JobStore(bucket, endpoint_url=moto_url, region="us-east-1").write(record("alone-fghij"))
+    stop()
+    stores.local.write(record("after-abcde"))
+    assert len(heard) == 8

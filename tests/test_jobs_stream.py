@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from tornado.websocket import WebSocketClientConnection
 
-import eksray_jupyter.jobs.store as store_module
+import eksray_jupyter.jobs.store.local as local_store_module
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.runner import JobRunner
 from eksray_jupyter.jobs.service import JobService
-from eksray_jupyter.jobs.store import LocalJobStore, S3JobStore
+from eksray_jupyter.jobs.store import JobStores, LocalJobStore, S3JobStore
 from eksray_jupyter.jobs.watch import JobChange, JobWatcher
 
 from .test_jobs_store import make_bucket, moto_url  # noqa: F401 (moto_url is a fixture)
@@ -92,9 +92,16 @@ class Changes:
         return got
 
 
-def write_state(service: JobService, job_id: str, state: JobState, reason: str | None = None) -> None:
-    """What a supervisor does: read the record, move it on, write it back."""
-    store = service.stores.local
+def write_state(
+    service: JobService,
+    job_id: str,
+    state: JobState,
+    reason: str | None = None,
+    stores: JobStores | None = None,
+) -> None:
+    """What a supervisor does: read the record, move it on, write it back (through ``stores``,
+    the service's own by default)."""
+    store = (stores or service.stores).local
     record = store.read(service.owner, job_id)
     assert record is not None
     store.write(transition(record, state, reason))
@@ -182,13 +189,13 @@ def test_the_local_store_parses_only_changed_records(tmp_path: Path, monkeypatch
     for i in range(3):
         store.create(new_record(f"job-{i}", "alice", {"name": "job"}, "c", {"type": "local"}, "/x", "quiet"))
     parsed: list[Path] = []
-    real_read_json = store_module.read_json
+    real_read_json = local_store_module.read_json
 
     def counting(path: Path, default: Any = None) -> Any:
         parsed.append(path)
         return real_read_json(path, default)
 
-    monkeypatch.setattr(store_module, "read_json", counting)
+    monkeypatch.setattr(local_store_module, "read_json", counting)
     assert [r["id"] for r in store.list("alice")] == ["job-0", "job-1", "job-2"]
     assert len(parsed) == 3
     parsed.clear()
@@ -268,16 +275,13 @@ def s3_job_service(tmp_path: Path, moto_url: str, name: str) -> tuple[JobService
     return service, bucket, client
 
 
-def test_the_watcher_lists_s3_at_its_slower_interval(
-    moto_url: str,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_watcher_lists_s3_at_its_slower_interval(moto_url: str, tmp_path: Path) -> None:  # noqa: F811
     service, _bucket, _client = s3_job_service(tmp_path, moto_url, "watched")
     job = service.submit({"entrypoint": "python a.py"})
     local = service.submit({"entrypoint": "python b.py", "store": {"type": "local"}})
-    # From here on the records are written as by other processes, which do not wake the watcher.
-    monkeypatch.setattr(store_module, "_announce_written", lambda location, record: None)
+    # From here on the records are written as by other processes (through stores of their own),
+    # which do not wake the watcher.
+    elsewhere = JobStores.from_config(service.config)
     s3 = service.stores.open(job.store)
     assert isinstance(s3, S3JobStore)
     calls = S3Calls(s3)
@@ -287,11 +291,11 @@ def test_the_watcher_lists_s3_at_its_slower_interval(
     try:
         assert {j.id for j in watcher.snapshot().jobs} == {job.id, local.id}
         # The local store is read every 20 ms and its changes come at once...
-        write_state(service, local.id, JobState.RUNNING)
+        write_state(service, local.id, JobState.RUNNING, stores=elsewhere)
         assert changes.next().job_id == local.id
         # ... S3 is listed every 0.5 s, and a change there arrives with the next listing.
         record = s3.read(service.owner, job.id)
-        s3.write(transition(record, JobState.RUNNING))
+        elsewhere.open(job.store).write(transition(record, JobState.RUNNING))
         change = changes.next_matching(lambda c: c.job_id == job.id)
         assert change.job is not None and change.job.state == JobState.RUNNING
         # Listings that find nothing new GET nothing.

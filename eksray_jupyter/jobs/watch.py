@@ -4,9 +4,10 @@ Job records are written by other processes (a job's supervisor, a CLI) or by thr
 one (a submit or stop, the KubeRay runner's follower). Other processes' writes cannot be
 subscribed to, so the watcher polls: while at least one subscriber exists, a single daemon
 thread reads the jobs every ``c.EKSRay.job_watch_seconds``, and at once (after a short pause
-that gathers a burst) when a store of this process writes one of the owner's records
-(:func:`~.store.on_record_written`). It reads through :meth:`JobService.list_with_warnings` (so a job whose
-runner died is reconciled to ``failed`` exactly as the REST list does), compares them with
+that gathers a burst) when a store of the service's registry writes one of the owner's records
+(:meth:`~.store.JobStores.on_record_written`). It reads through
+:meth:`JobService.list_with_warnings` (so a job whose runner died is reconciled to ``failed``
+exactly as the REST list does), compares them with
 the previous read by id (and ``updatedAt``, and the rest of the record), and calls each
 subscriber with a :class:`JobChange`: a job that is new or changed, a job that is gone,
 or new ``warnings`` (stores that could not be read, whose jobs are then missing, as in
@@ -15,7 +16,8 @@ or new ``warnings`` (stores that could not be read, whose jobs are then missing,
 It is cheap: the local store reuses the parsed record of every ``job.json`` whose file did
 not change, S3 stores are listed at most every ``c.EKSRay.job_watch_s3_seconds`` (one LIST,
 then a GET only of the records whose ETag changed), and between two S3 listings their last
-answer is used again, with the records this process wrote since put in (no listing for them).
+answer is used again, with the records the registry's stores wrote since put in (no listing
+for them).
 
 A subscriber gets changes relative to the watcher's state, never the state itself: call
 :meth:`JobWatcher.snapshot` after subscribing. Its ``deliver`` callback runs under the lock
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .models import Job
 from .service import JobService
-from .store import JobStore, JobStores, on_record_written
+from .store import JobStore, JobStores
 
 if TYPE_CHECKING:
     from ..core.service import ClusterService
@@ -160,6 +162,7 @@ class JobWatcher:
         self.interval = interval
         # The same runner (its followers, its notion of "alive") and stores; S3 listings throttled.
         self._stores = _WatchStores(jobs.stores, s3_interval)
+        self._registry = jobs.stores  # its stores tell of the records they write
         self._service = JobService(jobs.clusters, runner=jobs.runner, stores=cast(JobStores, self._stores))
         self._stop_listening: Callable[[], None] | None = None
         self._callbacks: list[Callable[[JobChange], None]] = []
@@ -212,7 +215,7 @@ class JobWatcher:
                         self._stores.written(location, copy.deepcopy(record))  # its writer may change it
                     wake.set()
 
-                self._stop_listening = on_record_written(record_written)
+                self._stop_listening = self._registry.on_record_written(record_written)
                 self._thread.start()
         done = False
 
