@@ -22,8 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import __version__, commands, present
-from .commands import Parser, ParserExit, UsageProblem
+from . import __version__, console, present
+from .console import Parser, ParserExit, UsageProblem
 from .core.errors import EKSRayError, InvalidRequestError
 from .core.models import Cluster
 from .core.service import ClusterService
@@ -75,7 +75,7 @@ class CLI:
             print(str(text), file=self.out)
 
     def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
-        return cluster.to_dict(dashboard_url=commands.dashboard_link(self.service, cluster))
+        return cluster.to_dict(dashboard_url=console.dashboard_link(self.service, cluster))
 
     def wait(self, name: str) -> Cluster:
         """Wait for ``name`` with progress on stderr (rewritten in place on a terminal)."""
@@ -93,7 +93,7 @@ class CLI:
             last = state
 
         try:
-            return commands.wait(self.service, name, self.args.timeout, show)
+            return console.wait(self.service, name, self.args.timeout, show)
         finally:
             if tty:
                 print(file=self.err)
@@ -102,8 +102,8 @@ class CLI:
 
     def rc_create(self) -> int:
         a = self.args
-        base = commands.load_spec_file(a.file) if a.file else None
-        request = commands.create_request(
+        base = console.load_spec_file(a.file) if a.file else None
+        request = console.create_request(
             self.service,
             name=a.name,
             profile=a.profile,
@@ -121,7 +121,7 @@ class CLI:
                 file=self.err,
             )
         self.emit(
-            present.cluster_detail(cluster, commands.dashboard_link(self.service, cluster)),
+            present.cluster_detail(cluster, console.dashboard_link(self.service, cluster)),
             self.cluster_json(cluster),
         )
         return OK
@@ -129,7 +129,7 @@ class CLI:
     def rc_list(self) -> int:
         clusters = self.service.list()
         active = self.service.active_of(clusters)
-        links = {c.name: commands.dashboard_link(self.service, c) for c in clusters}
+        links = {c.name: console.dashboard_link(self.service, c) for c in clusters}
         view = present.cluster_list(clusters, active.name if active else None, links, HINT)
         data = {
             "clusters": [c.to_dict(dashboard_url=links[c.name]) for c in clusters],
@@ -139,8 +139,8 @@ class CLI:
         return OK
 
     def rc_status(self) -> int:
-        cluster, active = commands.status(self.service, self.args.name, HINT)
-        link = commands.dashboard_link(self.service, cluster)
+        cluster, active = console.status(self.service, self.args.name, HINT)
+        link = console.dashboard_link(self.service, cluster)
         self.emit(
             present.cluster_detail(cluster, link, active=active),
             {**cluster.to_dict(dashboard_url=link), "active": active},
@@ -149,18 +149,18 @@ class CLI:
 
     def rc_scale(self) -> int:
         a = self.args
-        request = commands.scale_request(a.group, a.replicas, a.min_replicas, a.max_replicas)
+        request = console.scale_request(a.group, a.replicas, a.min_replicas, a.max_replicas)
         cluster = self.service.scale(a.name, request)
         if a.wait:
             cluster = self.wait(a.name)
         self.emit(
-            present.cluster_detail(cluster, commands.dashboard_link(self.service, cluster)),
+            present.cluster_detail(cluster, console.dashboard_link(self.service, cluster)),
             self.cluster_json(cluster),
         )
         return OK
 
     def rc_events(self) -> int:
-        name = commands.resolve_name(self.service, self.args.name, HINT)
+        name = console.resolve_name(self.service, self.args.name, HINT)
         events = self.service.events(name)
         if self.as_json and self.args.follow:
             for e in events:  # JSON lines, so a script can read a stream
@@ -175,15 +175,15 @@ class CLI:
             print(text, file=self.out, flush=True)
 
         try:
-            commands.follow_events(self.service, name, show, seen={e.id for e in events})
+            console.follow_events(self.service, name, show, seen={e.id for e in events})
         except KeyboardInterrupt:
             return OK
         print(f"{name} was deleted.", file=self.err)
         return OK
 
     def rc_dashboard(self) -> int:
-        name = commands.resolve_name(self.service, self.args.name, HINT)
-        url = commands.require_dashboard(self.service, name)
+        name = console.resolve_name(self.service, self.args.name, HINT)
+        url = console.require_dashboard(self.service, name)
         self.emit(url, {"name": name, "url": url})
         return OK
 
@@ -219,7 +219,7 @@ class CLI:
 
         def on_state(state: JobState, elapsed: float) -> None:
             nonlocal shown, last
-            if state.value not in commands.WAITING_STATES:
+            if state.value not in console.WAITING_STATES:
                 if shown:
                     print(file=self.err, flush=True)
                     shown = False
@@ -240,17 +240,17 @@ class CLI:
             last = key
 
         try:
-            return commands.follow_job(self.service.jobs, job.id, on_text, on_state)
+            return console.follow_job(self.service.jobs, job.id, on_text, on_state)
         finally:
             if shown:
                 print(file=self.err)
 
     def job_outcome(self, job: Job) -> int:
         print(present.job_end_line(job), file=self.err)
-        return OK if commands.job_succeeded(job) else FAILED
+        return OK if console.job_succeeded(job) else FAILED
 
     def rj_submit(self) -> int:
-        job = commands.submit_job(self.service, self.args)
+        job = console.submit_job(self.service, self.args)
         if not self.args.follow:
             print(
                 f"{job.id} is {job.state.value}; `eksray rj logs {job.id} --follow` streams its log.",
@@ -313,7 +313,7 @@ class CLI:
                 print(text, end="", file=self.out, flush=True)
 
         try:
-            job = commands.follow_job(self.service.jobs, job_id, show)
+            job = console.follow_job(self.service.jobs, job_id, show)
         except KeyboardInterrupt:
             return OK
         print(present.job_end_line(job), file=self.err)
@@ -321,13 +321,13 @@ class CLI:
 
     def rj_results(self) -> int:
         a = self.args
-        saved = commands.save_results(self.service, a.job_id, a.paths, a.to)
+        saved = console.save_results(self.service, a.job_id, a.paths, a.to)
         text = "\n".join(f"saved {s['savedTo']} ({s['size']} bytes)" for s in saved)
         self.emit(text, saved)
         return OK
 
     def rj_stop(self) -> int:
-        job = self.service.jobs.stop(self.args.job_id, wait=commands.STOP_WAIT)
+        job = self.service.jobs.stop(self.args.job_id, wait=console.STOP_WAIT)
         if not job.terminal:
             print(
                 f"{job.id} is still stopping; `eksray rj status {job.id}` shows when it has.", file=self.err
@@ -360,7 +360,7 @@ def build_parser() -> Parser:
         )
 
     create = add("create", "create a cluster from flags or a spec file")
-    commands.add_create_options(create)
+    console.add_create_options(create)
     create.add_argument(
         "-f", "--file", metavar="SPEC", help="cluster spec, YAML or JSON ('-' reads stdin); flags override it"
     )
@@ -368,7 +368,7 @@ def build_parser() -> Parser:
     add("status", "phase, worker groups and dashboard of a cluster").add_argument(
         "name", nargs="?", metavar="NAME", help="default: the active cluster"
     )
-    commands.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
+    console.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
     events = add("events", "what happened to a cluster")
     events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
     events.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
@@ -395,15 +395,15 @@ def build_parser() -> Parser:
         )
 
     submit = add_job("submit", "submit a job from flags or a spec file")
-    commands.add_job_submit_options(submit)
+    console.add_job_submit_options(submit)
     submit.epilog = "With --follow the exit code is the job's outcome: 0 succeeded, 1 failed or stopped."
     add_job("list", "your jobs, newest first")
-    commands.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
+    console.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
     logs = add_job("logs", "the log of a job")
-    commands.add_job_id(logs)
+    console.add_job_id(logs)
     logs.add_argument("--follow", action="store_true", help="keep printing until the job ends (Ctrl-C stops)")
-    commands.add_job_results_options(add_job("results", "save the result files of a job here"))
-    commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
+    console.add_job_results_options(add_job("results", "save the result files of a job here"))
+    console.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 

@@ -25,11 +25,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
-from . import commands, present
-from .commands import CLUSTER_ENV, Parser, ParserExit, UsageProblem
+from . import console, present
+from .console import Parser, ParserExit, UsageProblem
 from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotReadyError
 from .core.models import Cluster
-from .core.service import CONNECTABLE_PHASES, ClusterService, port_open
+from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, port_open
 from .jobs.models import Job, JobState
 
 HINT = "Create one with %eksray up, or choose one with %eksray use NAME."
@@ -48,12 +48,12 @@ def build_parser() -> Parser:
     def add(name: str, summary: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
 
-    commands.add_create_options(add("up", "create a cluster, make it active and point this kernel at it"))
+    console.add_create_options(add("up", "create a cluster, make it active and point this kernel at it"))
     add("list", "your clusters (* marks the active one)")
     add("status", "phase, worker groups and dashboard of a cluster").add_argument(
         "name", nargs="?", metavar="NAME", help="default: the active cluster"
     )
-    commands.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
+    console.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
     events = add("events", "what happened to a cluster")
     events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
     events.add_argument("--follow", action="store_true", help="keep showing new events (interrupt to stop)")
@@ -74,16 +74,16 @@ def build_parser() -> Parser:
     def add_job(name: str, summary: str) -> argparse.ArgumentParser:
         return jobs.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
 
-    commands.add_job_submit_options(add_job("submit", "submit a job from flags or a spec file"))
+    console.add_job_submit_options(add_job("submit", "submit a job from flags or a spec file"))
     add_job("list", "your jobs, newest first")
-    commands.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
+    console.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
     logs = add_job("logs", "the log of a job")
-    commands.add_job_id(logs)
+    console.add_job_id(logs)
     logs.add_argument("--follow", action="store_true", help="keep showing the log until the job ends")
-    commands.add_job_results_options(
+    console.add_job_results_options(
         add_job("results", "save the result files of a job next to this notebook's kernel")
     )
-    commands.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
+    console.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 
@@ -148,7 +148,7 @@ class EKSRayMagics(Magics):
 
     @line_magic
     def eksray(self, line: str) -> None:
-        """Ray clusters from this notebook; ``%eksray --help`` lists the commands."""
+        """Ray clusters from this notebook; ``%eksray --help`` lists the console."""
         try:
             args = self.parser.parse_args(shlex.split(line))
         except ParserExit:
@@ -182,7 +182,7 @@ class EKSRayMagics(Magics):
         self._show(present.paragraph(text, link))
 
     def _dashboard_url(self, cluster: Cluster) -> str | None:
-        return commands.dashboard_link(self.service, cluster)
+        return console.dashboard_link(self.service, cluster)
 
     def _wait(self, name: str, timeout: float, active: bool) -> Cluster | None:
         """Wait with a display that updates in place; None if the user interrupted."""
@@ -199,7 +199,7 @@ class EKSRayMagics(Magics):
             last = view.text
 
         try:
-            cluster = commands.wait(self.service, name, timeout, show)
+            cluster = console.wait(self.service, name, timeout, show)
         except KeyboardInterrupt:
             self._say(f"Stopped waiting; {name} carries on. %eksray status {name} shows where it is.")
             return None
@@ -221,7 +221,7 @@ class EKSRayMagics(Magics):
     # --- commands ------------------------------------------------------------------------
 
     def _cmd_up(self, args: argparse.Namespace) -> None:
-        request = commands.create_request(
+        request = console.create_request(
             self.service,
             name=args.name,
             profile=args.profile,
@@ -252,11 +252,11 @@ class EKSRayMagics(Magics):
         self._show(present.cluster_list(clusters, active.name if active else None, links, HINT))
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
-        cluster, active = commands.status(self.service, args.name, HINT)
+        cluster, active = console.status(self.service, args.name, HINT)
         self._show(present.cluster_detail(cluster, self._dashboard_url(cluster), active=active))
 
     def _cmd_scale(self, args: argparse.Namespace) -> None:
-        request = commands.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)
+        request = console.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)
         cluster = self.service.scale(args.name, request)
         if args.wait:
             self._wait(cluster.name, args.timeout, active=self.service.active_name() == cluster.name)
@@ -264,14 +264,14 @@ class EKSRayMagics(Magics):
             self._show(present.cluster_detail(cluster, self._dashboard_url(cluster)))
 
     def _cmd_events(self, args: argparse.Namespace) -> None:
-        name = commands.resolve_name(self.service, args.name, HINT)
+        name = console.resolve_name(self.service, args.name, HINT)
         events = self.service.events(name)
         self._show(present.events_view(events))
         if not args.follow:
             return
         print(f"Following events of {name}; interrupt the kernel to stop.", flush=True)
         try:
-            commands.follow_events(
+            console.follow_events(
                 self.service,
                 name,
                 lambda e: print(present.event_line(e), flush=True),
@@ -282,8 +282,8 @@ class EKSRayMagics(Magics):
         print(f"{name} was deleted.", flush=True)
 
     def _cmd_dashboard(self, args: argparse.Namespace) -> None:
-        name = commands.resolve_name(self.service, args.name, HINT)
-        url = commands.require_dashboard(self.service, name)
+        name = console.resolve_name(self.service, args.name, HINT)
+        url = console.require_dashboard(self.service, name)
         self._say(f"Ray dashboard of {name}:", present.Link(url, url))
 
     def _cmd_use(self, args: argparse.Namespace) -> None:
@@ -292,7 +292,7 @@ class EKSRayMagics(Magics):
         self._say(f"{cluster.name} is your active cluster: new kernels and ray.init() here connect to it.")
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
-        name = commands.resolve_name(self.service, args.name, HINT)
+        name = console.resolve_name(self.service, args.name, HINT)
         cluster = self.service.get(name)
         if cluster.phase not in CONNECTABLE_PHASES:
             raise NotReadyError(
@@ -349,7 +349,7 @@ class EKSRayMagics(Magics):
 
         def on_state(state: JobState, elapsed: float) -> None:
             nonlocal handle, last
-            if state.value in commands.WAITING_STATES:
+            if state.value in console.WAITING_STATES:
                 cluster = None
                 if job.cluster_name:
                     try:
@@ -369,7 +369,7 @@ class EKSRayMagics(Magics):
             last = line
 
         try:
-            return commands.follow_job(
+            return console.follow_job(
                 self.service.jobs, job.id, lambda text: print(text, end="", flush=True), on_state
             )
         except KeyboardInterrupt:
@@ -379,13 +379,13 @@ class EKSRayMagics(Magics):
     def _job_outcome(self, job: Job) -> None:
         """Show the ended job; a failed or stopped one fails the cell (so "run all" stops)."""
         self._show(present.job_detail(job))
-        if not commands.job_succeeded(job):
+        if not console.job_succeeded(job):
             raise UsageError(f"%eksray job submit: {present.job_end_line(job)}")
 
     def _cmd_job_submit(self, args: argparse.Namespace) -> None:
         if args.spec == "-":
             raise InvalidRequestError("A notebook has no standard input to read a spec from; name a file")
-        job = commands.submit_job(self.service, args)
+        job = console.submit_job(self.service, args)
         if not args.follow:
             self._show(present.job_detail(job))
             self._say(f"{job.id} is {job.state.value}. %eksray job logs {job.id} --follow streams its log.")
@@ -406,7 +406,7 @@ class EKSRayMagics(Magics):
             print(self.service.jobs.logs(args.job_id).text, end="", flush=True)
             return
         try:
-            job = commands.follow_job(
+            job = console.follow_job(
                 self.service.jobs, args.job_id, lambda text: print(text, end="", flush=True)
             )
         except KeyboardInterrupt:
@@ -414,13 +414,13 @@ class EKSRayMagics(Magics):
         self._say(present.job_end_line(job))
 
     def _cmd_job_results(self, args: argparse.Namespace) -> None:
-        saved = commands.save_results(self.service, args.job_id, args.paths, args.to)
+        saved = console.save_results(self.service, args.job_id, args.paths, args.to)
         rows: list[list[present.Cell]] = [[s["path"], s["size"], s["savedTo"]] for s in saved]
         table = present.Table(["result", "size", "saved to"], rows)
         self._show(present.View(table.text(), table.html()))
 
     def _cmd_job_stop(self, args: argparse.Namespace) -> None:
-        job = self.service.jobs.stop(args.job_id, wait=commands.STOP_WAIT)
+        job = self.service.jobs.stop(args.job_id, wait=console.STOP_WAIT)
         self._show(present.job_detail(job))
         if not job.terminal:
             self._say(f"{job.id} is still stopping; %eksray job status {job.id} shows when it has.")

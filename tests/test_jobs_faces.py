@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 
-from eksray_jupyter import commands
+from eksray_jupyter import console
 from eksray_jupyter.cli import main
 from eksray_jupyter.core.errors import EKSRayError
 from eksray_jupyter.core.service import ClusterService
@@ -105,7 +105,7 @@ class StepRunner(JobRunner):
 def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterService]:
     isolate_env(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(commands, "FOLLOW_JOB_INTERVAL", 0.01)
+    monkeypatch.setattr(console, "FOLLOW_JOB_INTERVAL", 0.01)
     service = make_service(tmp_path / "state")
     runner = StepRunner(parent=service.config, log=service.config.log, service=service)
     service.__dict__["jobs"] = JobService(service, runner=runner)  # the cached property's slot
@@ -348,7 +348,7 @@ def test_interrupting_a_follow_leaves_the_job_running(
     def interrupted(*args: Any, **kwargs: Any) -> Job:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(commands, "follow_job", interrupted)
+    monkeypatch.setattr(console, "follow_job", interrupted)
     result = cli("submit", "--entrypoint", "python forever.py", "--follow")
     (job,) = svc.jobs.list()
     assert result.code == 130
@@ -436,7 +436,7 @@ def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: ClusterServ
             return svc.jobs.get(job_id)
 
     texts: list[str] = []
-    commands.follow_job(Split(), job.id, texts.append, interval=0)  # type: ignore[arg-type]
+    console.follow_job(Split(), job.id, texts.append, interval=0)  # type: ignore[arg-type]
     assert "".join(texts) == full.decode() and "\ufffd" not in "".join(texts)
 
 

@@ -36,6 +36,11 @@ CONNECTABLE_PHASES = frozenset({Phase.PENDING, Phase.STARTING, Phase.READY, Phas
 #: Environment variable carrying the server's effective settings to the processes it starts
 #: (kernels), so their magics act on the same backend, owner and state as the server.
 CONFIG_ENV = "EKSRAY_CONFIG"
+#: Set in kernels by the provisioner: the Jupyter server's URL (or base path behind JupyterHub),
+#: so the magics link to the server's dashboard proxy.
+SERVER_URL_ENV = "JUPYTER_SERVER_URL"
+#: Set in kernels next to RAY_ADDRESS: the name of the cluster that address belongs to.
+CLUSTER_ENV = "EKSRAY_CLUSTER"
 
 
 class ClusterService:

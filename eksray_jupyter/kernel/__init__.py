@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from typing import Any
 
-from ..core.service import ClusterService
+from ..core.service import SERVER_URL_ENV, ClusterService
 
 PROVISIONER_NAME = "eksray-provisioner"
 PROVISIONER_CLASS = "eksray_jupyter.kernel.provisioner:EKSRayProvisioner"
@@ -54,7 +54,7 @@ def server_url(serverapp: Any) -> str | None:
     proxy) reaches kernels unchanged. Behind JupyterHub the server's own URL is internal,
     so only its base path is passed: a link relative to the page's origin still works.
     """
-    if os.environ.get("JUPYTER_SERVER_URL"):
+    if os.environ.get(SERVER_URL_ENV):
         return None
     if os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
         return str(serverapp.base_url)

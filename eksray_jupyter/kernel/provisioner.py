@@ -23,7 +23,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Float
 
-from ..core.service import CONFIG_ENV
+from ..core.service import CLUSTER_ENV, CONFIG_ENV, SERVER_URL_ENV
 from . import context
 
 EXTENSION_ARG = "--ext=eksray_jupyter"
@@ -56,7 +56,7 @@ class EKSRayProvisioner(LocalProvisioner):
         env = {CONFIG_ENV: ctx.service.environment_config()}
         url = ctx.server_url()
         if url:
-            env["JUPYTER_SERVER_URL"] = url
+            env[SERVER_URL_ENV] = url
         loop = asyncio.get_running_loop()
         try:
             found = await asyncio.wait_for(
@@ -75,6 +75,6 @@ class EKSRayProvisioner(LocalProvisioner):
             found = None
         if found is not None:
             name, address = found
-            env.update(RAY_ADDRESS=address, EKSRAY_CLUSTER=name)
+            env.update({"RAY_ADDRESS": address, CLUSTER_ENV: name})
             self.log.info("eksray: kernel %s connects to cluster %s at %s", self.kernel_id, name, address)
         return env

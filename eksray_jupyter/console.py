@@ -1,4 +1,4 @@
-"""What the ``%eksray`` magics and the ``eksray`` CLI share besides presentation.
+"""What the two text faces, the ``%eksray`` magics and the ``eksray`` CLI, share besides presentation.
 
 Argument shapes (so ``%eksray up`` and ``eksray rc create`` accept the same flags), the
 translation of those flags into service requests (clusters and jobs), free names,
@@ -19,16 +19,12 @@ from urllib.parse import quote
 
 from .core.errors import EKSRayError, FieldError, InvalidRequestError, NotFoundError, NotReadyError
 from .core.models import Cluster, ClusterEvent
-from .core.service import ClusterService
+from .core.service import SERVER_URL_ENV, ClusterService
 
 if TYPE_CHECKING:
     from .jobs.models import Job, JobState
     from .jobs.service import JobService
 
-#: Set in kernels by the provisioner: the Jupyter server's URL (or base path behind JupyterHub).
-SERVER_URL_ENV = "JUPYTER_SERVER_URL"
-#: Set in kernels next to RAY_ADDRESS: the name of the cluster that address belongs to.
-CLUSTER_ENV = "EKSRAY_CLUSTER"
 DEFAULT_WAIT_TIMEOUT = 600.0
 
 
