@@ -27,6 +27,7 @@ from .console import Parser, ParserExit, UsageProblem
 from .core.errors import EKSRayError, InvalidRequestError
 from .core.models import Cluster
 from .core.service import ClusterService
+from .jobs.runner import STOP_WAIT_S
 
 if TYPE_CHECKING:
     from .jobs.models import Job, JobState
@@ -327,7 +328,7 @@ class CLI:
         return OK
 
     def rj_stop(self) -> int:
-        job = self.service.jobs.stop(self.args.job_id, wait=console.STOP_WAIT)
+        job = self.service.jobs.stop(self.args.job_id, wait=STOP_WAIT_S)
         if not job.terminal:
             print(
                 f"{job.id} is still stopping; `eksray rj status {job.id}` shows when it has.", file=self.err

@@ -339,7 +339,6 @@ JOB_SPEC_WHAT = "one job spec (a mapping with at least 'entrypoint')"
 #: Seconds between two reads of a job's record and log while following it.
 FOLLOW_JOB_INTERVAL = 1.0
 #: How long a stop waits for the job's runner to record ``stopped`` (the REST API's 30 s too).
-STOP_WAIT = 30.0
 #: States in which a followed job shows progress (its cluster is being created or waited for).
 WAITING_STATES = ("pending", "starting")
 

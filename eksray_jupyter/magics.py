@@ -31,6 +31,7 @@ from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotRead
 from .core.models import Cluster
 from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, port_open
 from .jobs.models import Job, JobState
+from .jobs.runner import STOP_WAIT_S
 
 HINT = "Create one with %eksray up, or choose one with %eksray use NAME."
 JOB_HINT = 'Submit one with %eksray job submit --entrypoint "python main.py".'
@@ -420,7 +421,7 @@ class EKSRayMagics(Magics):
         self._show(present.View(table.text(), table.html()))
 
     def _cmd_job_stop(self, args: argparse.Namespace) -> None:
-        job = self.service.jobs.stop(args.job_id, wait=console.STOP_WAIT)
+        job = self.service.jobs.stop(args.job_id, wait=STOP_WAIT_S)
         self._show(present.job_detail(job))
         if not job.terminal:
             self._say(f"{job.id} is still stopping; %eksray job status {job.id} shows when it has.")

@@ -36,10 +36,13 @@ from .store import JobStore, owner_key
 #: How often a supervisor rewrites its running job's record even if nothing changed: readers
 #: on other machines take a record older than LocalJobRunner.lost_after_seconds for a dead one.
 HEARTBEAT_S = 30.0
+#: How long a runner gives Ray to stop a job, and so how long a stop request (``DELETE``,
+#: ``eksray rj stop``, ``%eksray job stop``) waits for the end to be recorded.
+STOP_WAIT_S = 30.0
 
 RUNNERS = {
     "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
-    "kuberay": "eksray_jupyter.jobs.kuberay_runner.KubeRayJobRunner",
+    "kuberay": "eksray_jupyter.backends.kuberay.rayjob_runner.KubeRayJobRunner",
 }
 
 

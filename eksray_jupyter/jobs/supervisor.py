@@ -40,7 +40,7 @@ from ..core.errors import EKSRayError, NotFoundError
 from ..core.models import Phase
 from ..core.service import ClusterService
 from .models import JobState, log_read_interval, transition
-from .runner import HEARTBEAT_S
+from .runner import HEARTBEAT_S, STOP_WAIT_S
 from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL, RESULTS_DIR_ENV
 from .store import JobStore, JobStores
 
@@ -49,7 +49,6 @@ LOG_FLUSH_S = 2.0
 LOG_FLUSH_BYTES = 256 * 1024
 CLUSTER_START_TIMEOUT_S = 900.0
 SUBMIT_RETRY_S = 90.0
-STOP_WAIT_S = 30.0
 LOST_CONTACT_S = 60.0
 TAIL_LINES = 15
 

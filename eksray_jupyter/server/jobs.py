@@ -23,6 +23,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..core.errors import FieldError, InvalidRequestError, NotFoundError
+from ..jobs.runner import STOP_WAIT_S
 from .handlers import EKSRayHandler
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 JOB_ID = r"(?P<job_id>[^/]+)"
 #: A result's path below ``results/`` (tornado URL-decodes it: ``out%2Fa%20b.csv`` is ``out/a b.csv``).
 RESULT_PATH = r"(?P<path>.+)"
-#: How long ``DELETE`` waits for the job to be stopped before answering 202.
-STOP_WAIT_S = 30.0
 #: Seconds between two reads of the record while ``DELETE`` waits (on the event loop, not a worker).
 STOP_POLL_S = 0.25
 #: Seconds between two reads of the store while following a log.
