@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_config_path, jupyter_data_dir
-from traitlets import Dict, Float, Int, Unicode, default, validate
+from traitlets import Dict, Float, Int, TraitError, Type, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
@@ -20,10 +20,52 @@ from .backend import ClusterBackend
 from .errors import InvalidRequestError
 from .spec import SCHEMA_VERSION, resolve_cluster_spec
 
+#: Short names admins may give instead of import paths (``c.EKSRay.backend = "kuberay"``).
 BACKENDS = {
     "local": "eksray_jupyter.backends.local.LocalBackend",
     "kuberay": "eksray_jupyter.backends.kuberay.KubeRayBackend",
 }
+JOB_RUNNERS = {
+    "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
+    "kuberay": "eksray_jupyter.backends.kuberay.rayjob_runner.KubeRayJobRunner",
+}
+
+
+class PluginType(Type):
+    """A class chosen by import path (as jupyter-scheduler does) or by one of a few short names.
+
+    Strings are resolved on first use, so naming a backend imports nothing until it is needed.
+    """
+
+    def __init__(self, *args: Any, aliases: dict[str, str], what: str, **kwargs: Any) -> None:
+        self.aliases = aliases
+        self.what = what
+        super().__init__(*args, **kwargs)
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in self.aliases and "." not in value:
+                raise TraitError(
+                    f"unknown {self.what} {value!r}; use one of {', '.join(self.aliases)} or an import path"
+                )
+            path = self.aliases.get(value, value)
+            try:
+                value = import_item(path)
+            except Exception as e:
+                raise TraitError(f"{self.what} {path!r} cannot be imported: {e}") from None
+        klass = self.klass if isinstance(self.klass, type) else object
+        if not (isinstance(value, type) and issubclass(value, klass)):
+            got = import_path(value) if isinstance(value, type) else repr(value)
+            raise TraitError(f"{self.what} {got} is not a {klass.__name__} subclass")
+        return super().validate(obj, value)
+
+    def from_string(self, s: str) -> Any:
+        return s  # resolved (aliases first) by validate, not as a bare import path
+
+
+def import_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
     "cpu-small": {
@@ -52,10 +94,13 @@ DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
 class EKSRay(LoggingConfigurable):
     """eksray-jupyter settings (``c.EKSRay.*``)."""
 
-    backend = Unicode(
-        "local",
+    backend = PluginType(
+        default_value=BACKENDS["local"],
+        klass=ClusterBackend,
+        aliases=BACKENDS,
+        what="backend",
         help="Backend: 'local' (Ray processes on this machine), 'kuberay' (RayClusters on Kubernetes), "
-        "or the import path of a ClusterBackend subclass.",
+        "or a ClusterBackend subclass (or its import path).",
     ).tag(config=True)
 
     state_dir = Unicode(
@@ -85,10 +130,15 @@ class EKSRay(LoggingConfigurable):
 
     # --- jobs (eksray_jupyter.jobs, docs/jobs.md) -------------------------------------------------
 
-    job_runner = Unicode(
-        "local",
+    job_runner = PluginType(
+        default_value=None,
+        allow_none=True,
+        klass=object,  # a JobRunner; checked where jobs are set up, so the core never imports jobs
+        aliases=JOB_RUNNERS,
+        what="job runner",
         help="How jobs run: 'local' (a detached supervisor process per job on this machine creates the "
-        "cluster and follows the job through Ray's Jobs API) or the import path of a JobRunner subclass.",
+        "cluster and follows the job through Ray's Jobs API), 'kuberay' (a RayJob per job), or a "
+        "JobRunner subclass (or its import path). Unset: 'kuberay' with the kuberay backend, else 'local'.",
     ).tag(config=True)
 
     job_store = Unicode(
@@ -126,18 +176,8 @@ class EKSRay(LoggingConfigurable):
             raise ValueError(f"unknown job store {proposal['value']!r}; use 'local' or 's3'")
         return proposal["value"]
 
-    @validate("backend")
-    def _check_backend(self, proposal: Any) -> str:
-        value = proposal["value"]
-        if value not in BACKENDS and "." not in value:
-            raise ValueError(f"unknown backend {value!r}; use one of {', '.join(BACKENDS)} or an import path")
-        return value
-
     def make_backend(self) -> ClusterBackend:
-        cls = import_item(BACKENDS.get(self.backend, self.backend))
-        if not (isinstance(cls, type) and issubclass(cls, ClusterBackend)):
-            raise TypeError(f"{self.backend} is not a ClusterBackend")
-        return cls(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
+        return self.backend(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
 
     def resolve_spec(self, request: Any) -> dict[str, Any]:
         return resolve_cluster_spec(request, self.profiles)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets.config import Config
 
 from .backend import ClusterBackend
-from .config import EKSRay, load_jupyter_config
+from .config import EKSRay, import_path, load_jupyter_config
 from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
 from .state_files import read_json, write_json_atomic
@@ -239,9 +239,14 @@ def port_open(address: str, timeout: float = 0.25) -> bool:
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    """Only the values JSON can carry (a setting that cannot travel keeps its default)."""
+    """Only the values JSON can carry (a setting that cannot travel keeps its default).
+
+    Classes (the backend, the job runner) travel as their import paths.
+    """
     out = {}
     for key, value in values.items():
+        if isinstance(value, type):
+            value = import_path(value)
         try:
             json.dumps(value)
         except (TypeError, ValueError):

@@ -40,11 +40,6 @@ HEARTBEAT_S = 30.0
 #: ``eksray rj stop``, ``%eksray job stop``) waits for the end to be recorded.
 STOP_WAIT_S = 30.0
 
-RUNNERS = {
-    "local": "eksray_jupyter.jobs.runner.LocalJobRunner",
-    "kuberay": "eksray_jupyter.backends.kuberay.rayjob_runner.KubeRayJobRunner",
-}
-
 
 class JobRunner(LoggingConfigurable):
     """Base class of job runners. Subclasses implement the methods that raise NotImplementedError."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from traitlets.utils.importstring import import_item
 
+from ..core.config import JOB_RUNNERS
 from ..core.errors import (
     BackendError,
     EKSRayError,
@@ -22,7 +23,7 @@ from ..core.errors import (
     NotFoundError,
 )
 from .models import Job, JobState, new_record, transition
-from .runner import RUNNERS, JobRunner
+from .runner import JobRunner
 from .spec import new_job_id, resolve_job_spec
 from .store import JobStore, JobStores, ResultFile, check_id, check_log_offset
 
@@ -45,13 +46,14 @@ class LogChunk:
 
 
 def make_runner(clusters: ClusterService, stores: JobStores) -> JobRunner:
+    """The configured runner; unset, the backend's own (RayJobs on kuberay, else a supervisor)."""
     config = clusters.config
-    name = config.job_runner
-    if name == "local" and getattr(clusters.backend, "name", "") == "kuberay":
-        name = "kuberay"  # RayJobs; the full import path of LocalJobRunner still selects it
-    cls = import_item(RUNNERS.get(name, name))
+    cls = config.job_runner
+    if cls is None:
+        backend = getattr(clusters.backend, "name", "")
+        cls = import_item(JOB_RUNNERS["kuberay" if backend == "kuberay" else "local"])
     if not (isinstance(cls, type) and issubclass(cls, JobRunner)):
-        raise TypeError(f"{config.job_runner} is not a JobRunner")
+        raise TypeError(f"c.EKSRay.job_runner: {cls!r} is not a JobRunner subclass")
     return cls(parent=config, log=config.log, service=clusters, stores=stores)
 
 
