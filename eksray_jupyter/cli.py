@@ -355,26 +355,16 @@ def build_parser() -> Parser:
         "-o", "--output", choices=("text", "json"), default="text", help="result format (default: text)"
     )
 
-    def add(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=[output]
-        )
-
+    add = console.command_adder(sub, parents=(output,))
     create = add("create", "create a cluster from flags or a spec file")
     console.add_create_options(create)
     create.add_argument(
         "-f", "--file", metavar="SPEC", help="cluster spec, YAML or JSON ('-' reads stdin); flags override it"
     )
-    add("list", "your clusters (* marks the active one)")
-    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
-        "name", nargs="?", metavar="NAME", help="default: the active cluster"
-    )
-    console.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
-    events = add("events", "what happened to a cluster")
-    events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
-    events.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
-    add("dashboard", "the URL of the cluster's Ray dashboard").add_argument(
-        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    console.add_cluster_commands(
+        add,
+        follow_help="keep printing new events (Ctrl-C stops)",
+        dashboard_help="the URL of the cluster's Ray dashboard",
     )
     add("delete", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
     add("use", "make a cluster active: new Jupyter kernels connect to it").add_argument(
@@ -389,22 +379,12 @@ def build_parser() -> Parser:
     )
     rj.set_defaults(help_parser=rj)
     jobs = rj.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def add_job(name: str, summary: str) -> argparse.ArgumentParser:
-        return jobs.add_parser(
-            name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=[output]
-        )
-
-    submit = add_job("submit", "submit a job from flags or a spec file")
-    console.add_job_submit_options(submit)
+    submit = console.add_job_commands(
+        console.command_adder(jobs, parents=(output,)),
+        follow_help="keep printing until the job ends (Ctrl-C stops)",
+        results_help="save the result files of a job here",
+    )
     submit.epilog = "With --follow the exit code is the job's outcome: 0 succeeded, 1 failed or stopped."
-    add_job("list", "your jobs, newest first")
-    console.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
-    logs = add_job("logs", "the log of a job")
-    console.add_job_id(logs)
-    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends (Ctrl-C stops)")
-    console.add_job_results_options(add_job("results", "save the result files of a job here"))
-    console.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 

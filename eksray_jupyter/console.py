@@ -93,6 +93,36 @@ def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+#: Adds one command to a face's parser: ``add(name, summary)`` returns the command's parser.
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def command_adder(subparsers: Any, parents: tuple[argparse.ArgumentParser, ...] = ()) -> AddCommand:
+    """An :data:`AddCommand` whose commands show ``summary`` in the list and as their description."""
+
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(
+            name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=list(parents)
+        )
+
+    return add
+
+
+def add_cluster_commands(add: AddCommand, *, follow_help: str, dashboard_help: str) -> None:
+    """The cluster commands both faces have (list, status, scale, events, dashboard), in this order."""
+    add("list", "your clusters (* marks the active one)")
+    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+    add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
+    events = add("events", "what happened to a cluster")
+    events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    events.add_argument("--follow", action="store_true", help=follow_help)
+    add("dashboard", dashboard_help).add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
+
+
 def add_create_options(parser: argparse.ArgumentParser) -> None:
     """The flags of ``up``/``create``; --workers/--min/--max set the first worker group."""
     parser.add_argument("name", nargs="?", metavar="NAME", help="cluster name (default: a free ray-USER-N)")
@@ -398,6 +428,20 @@ def add_job_submit_options(parser: argparse.ArgumentParser) -> None:
 
 def add_job_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="ID", help="job id (see the job list)")
+
+
+def add_job_commands(add: AddCommand, *, follow_help: str, results_help: str) -> argparse.ArgumentParser:
+    """The job commands of both faces (submit, list, status, logs, results, stop); returns submit's parser."""
+    submit = add("submit", "submit a job from flags or a spec file")
+    add_job_submit_options(submit)
+    add("list", "your jobs, newest first")
+    add_job_id(add("status", "state, reason, cluster, log and results of a job"))
+    logs = add("logs", "the log of a job")
+    add_job_id(logs)
+    logs.add_argument("--follow", action="store_true", help=follow_help)
+    add_job_results_options(add("results", results_help))
+    add_job_id(add("stop", "stop a job (its record and log stay)"))
+    return submit
 
 
 def job_request(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -46,20 +46,12 @@ def build_parser() -> Parser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def add(name: str, summary: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
-
+    add = console.command_adder(sub)
     console.add_create_options(add("up", "create a cluster, make it active and point this kernel at it"))
-    add("list", "your clusters (* marks the active one)")
-    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
-        "name", nargs="?", metavar="NAME", help="default: the active cluster"
-    )
-    console.add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
-    events = add("events", "what happened to a cluster")
-    events.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
-    events.add_argument("--follow", action="store_true", help="keep showing new events (interrupt to stop)")
-    add("dashboard", "a link to the cluster's Ray dashboard").add_argument(
-        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    console.add_cluster_commands(
+        add,
+        follow_help="keep showing new events (interrupt to stop)",
+        dashboard_help="a link to the cluster's Ray dashboard",
     )
     add("use", "make a cluster active: new kernels and ray.init() here connect to it").add_argument(
         "name", metavar="NAME"
@@ -71,20 +63,11 @@ def build_parser() -> Parser:
 
     job = add("job", "run a command on a Ray cluster created for it; keep its log and results")
     jobs = job.add_subparsers(dest="job_command", metavar="JOB_COMMAND", parser_class=Parser)
-
-    def add_job(name: str, summary: str) -> argparse.ArgumentParser:
-        return jobs.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
-
-    console.add_job_submit_options(add_job("submit", "submit a job from flags or a spec file"))
-    add_job("list", "your jobs, newest first")
-    console.add_job_id(add_job("status", "state, reason, cluster, log and results of a job"))
-    logs = add_job("logs", "the log of a job")
-    console.add_job_id(logs)
-    logs.add_argument("--follow", action="store_true", help="keep showing the log until the job ends")
-    console.add_job_results_options(
-        add_job("results", "save the result files of a job next to this notebook's kernel")
+    console.add_job_commands(
+        console.command_adder(jobs),
+        follow_help="keep showing the log until the job ends",
+        results_help="save the result files of a job next to this notebook's kernel",
     )
-    console.add_job_id(add_job("stop", "stop a job (its record and log stay)"))
     return parser
 
 
