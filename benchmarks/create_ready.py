@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eksray_jupyter.backends.local import dashboard, processes
+from eksray_jupyter.backends.local import dashboard, processes, ray_start
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
@@ -38,7 +38,7 @@ def raw_ray_start(workdir: Path) -> float:
         refs.append(
             processes.spawn(
                 [
-                    *processes.ray_command(),
+                    *ray_start.ray_command(),
                     "start",
                     "--head",
                     f"--port={gcs}",
@@ -57,7 +57,7 @@ def raw_ray_start(workdir: Path) -> float:
         refs.append(
             processes.spawn(
                 [
-                    *processes.ray_command(),
+                    *ray_start.ray_command(),
                     "start",
                     f"--address=127.0.0.1:{gcs}",
                     "--num-cpus=1",

@@ -133,11 +133,12 @@ def test_workers_that_exit_on_their_own_are_replaced(
     import subprocess
     import sys
 
-    from eksray_jupyter.backends.local import processes
+    from eksray_jupyter.backends.local import processes, ray_start
+    from eksray_jupyter.backends.local.workers import live_workers
 
     # Stand-ins for `ray`: the head and any worker just sleep, so no Ray is needed here.
     monkeypatch.setattr(
-        processes, "ray_command", lambda: [sys.executable, "-c", "import time; time.sleep(120)"]
+        ray_start, "ray_command", lambda: [sys.executable, "-c", "import time; time.sleep(120)"]
     )
     backend = service.backend
     assert isinstance(backend, LocalBackend)
@@ -177,14 +178,14 @@ def test_workers_that_exit_on_their_own_are_replaced(
     )
     try:
         cluster = service.get("flaky")
-        workers = processes.live_workers(cdir)
+        workers = live_workers(cdir)
         assert len(workers) == 1 and "deadbeefdead" + "0" * 44 not in workers
         assert cluster.worker_groups[0].desired == 1
         reasons = [e.reason for e in service.events("flaky")]
         assert reasons == ["WorkerExited", "WorkerReplaced"]
         assert "timed out during startup" in service.events("flaky")[0].message
         service.get("flaky")  # a second reader does not replace it again
-        assert len(processes.live_workers(cdir)) == 1
+        assert len(live_workers(cdir)) == 1
     finally:
         service.delete("flaky")
     assert head.wait(timeout=30) is not None
@@ -196,10 +197,10 @@ def test_a_head_that_fails_to_start_is_retried_then_reported(
     import sys
     import time
 
-    from eksray_jupyter.backends.local import processes
+    from eksray_jupyter.backends.local import ray_start
 
     failing = "print('Exception: The current node timed out during startup.'); raise SystemExit(1)"
-    monkeypatch.setattr(processes, "ray_command", lambda: [sys.executable, "-c", failing])
+    monkeypatch.setattr(ray_start, "ray_command", lambda: [sys.executable, "-c", failing])
     service.create({"name": "unlucky", "workerGroups": []})
     try:
         deadline = time.monotonic() + 60

@@ -1,21 +1,20 @@
-"""The local backend's ClusterBackend: real Ray clusters made of processes on this machine.
+"""The local backend's ClusterBackend: the life cycle of Ray clusters made of processes on this machine.
 
 A cluster is a head (``ray start --head --block``) plus worker nodes (``ray start
 --address=... --block``), each its own process group. Groups with autoscaling are
 managed by Ray's own autoscaler (v1) through :mod:`.provider`; the backend starts the
-initial replicas and applies manual scaling through the same node list.
+initial replicas and applies manual scaling through the same node list (:mod:`.workers`).
 
-State lives in :mod:`.state` on disk; status is derived on every read from that
-state, the liveness of the recorded processes and the dashboard's node table, so it is
-true after a server restart and the same in every process (server, CLI, kernel).
+This module creates, scales and deletes clusters, restarts a head or workers that
+failed (within bounds) and pushes changes to observers. State lives in :mod:`.state`
+on disk; the status it reports is derived on every read by :mod:`.status`, the event
+timeline by :mod:`.events`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -24,23 +23,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from traitlets import Float, Int, Unicode, default
 
 from ...core.backend import ClusterBackend
-from ...core.errors import (
-    ConflictError,
-    FieldError,
-    InvalidRequestError,
-    LimitExceededError,
-    NotFoundError,
-    NotReadyError,
-)
-from ...core.models import Change, Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
-from ...core.state_files import write_text_atomic
-from . import dashboard, processes
-from .processes import HEAD_NODE_ID, HEAD_NODE_TYPE
+from ...core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
+from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
+from . import processes, ray_start
+from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
+from .events import record_event, timeline
 from .state import ClusterDir
+from .status import (
+    NodeUsage,
+    build_cluster,
+    dashboard_nodes,
+    dashboard_url,
+    head_start_will_be_retried,
+)
+from .workers import launch_worker, live_workers, replace_dead_workers, stop_worker
 
 MIB = 1024**2
 
@@ -91,8 +90,7 @@ class LocalBackend(ClusterBackend):
         self._create_lock_file = self.root.parent / ".create.lock"
         self._observer: threading.Thread | None = None
         self._stop = threading.Event()
-        self._ray_start_flags: frozenset[str] | None = None
-        self._usage_cache: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
+        self._usage = NodeUsage()
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -125,46 +123,10 @@ class LocalBackend(ClusterBackend):
     def _potential_nodes(spec: dict[str, Any]) -> int:
         return 1 + sum(max(g["maxReplicas"], g["replicas"]) for g in spec.get("workerGroups", []))
 
-    def _known_ray_start_flags(self) -> frozenset[str]:
-        if self._ray_start_flags is None:
-            from ray.scripts.scripts import start  # lazy: ray is heavy and only needed here
-
-            names = set()
-            for param in start.params:
-                names.update(opt.lstrip("-") for opt in param.opts if opt.startswith("--"))
-            self._ray_start_flags = frozenset(names)
-        return self._ray_start_flags
-
-    def _check_start_params(self, spec: dict[str, Any]) -> None:
-        shapes_with_params = [spec.get("head") or {}, *spec.get("workerGroups", [])]
-        if not any(shape.get("rayStartParams") for shape in shapes_with_params):
-            return  # nothing to check: do not pay for importing ray
-        known = self._known_ray_start_flags()
-        errors = []
-        shapes = [("head", spec.get("head") or {})] + [
-            (f"workerGroups[{i}]", g) for i, g in enumerate(spec.get("workerGroups", []))
-        ]
-        for where, shape in shapes:
-            for flag in shape.get("rayStartParams") or {}:
-                path = f"{where}.rayStartParams.{flag}"
-                if flag in processes.RESERVED_FLAGS or (
-                    where != "head" and flag in processes.HEAD_PORT_FLAGS
-                ):
-                    errors.append(
-                        FieldError(
-                            path,
-                            "is set by eksray; remove it (use the cpu/gpu/memory/resources fields)",
-                        )
-                    )
-                elif flag not in known:
-                    errors.append(FieldError(path, "is not a `ray start` option"))
-        if errors:
-            raise InvalidRequestError("Invalid cluster spec", errors)
-
     # --- create -----------------------------------------------------------------------------
 
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
-        self._check_start_params(spec)
+        ray_start.check_start_params(spec)
         name = spec["name"]
         head_params = (spec.get("head") or {}).get("rayStartParams") or {}
         with open(self._create_lock_file, "a+") as lock:
@@ -220,8 +182,8 @@ class LocalBackend(ClusterBackend):
             }
             cdir.write(record)
         try:
-            self._write_autoscaler_config(cdir, record)
-            self._event(cdir, "Created", f"Cluster {name} created; starting the head node")
+            write_autoscaler_config(cdir, record)
+            record_event(cdir, "Created", f"Cluster {name} created; starting the head node")
             self._launch(cdir, record)
         except Exception:
             # Nothing half-made: undo what was started.
@@ -251,13 +213,6 @@ class LocalBackend(ClusterBackend):
                 break
             processes.terminate(found, grace=5.0)
 
-    def _will_retry_start(self, record: dict[str, Any]) -> bool:
-        return (
-            record.get("status") == "running"
-            and record.get("readyAt") is None
-            and record.get("headRestarts", 0) < self.max_head_restarts
-        )
-
     def _retry_failed_start(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
         """Start the head again when it died before the cluster was ever ready.
 
@@ -266,13 +221,15 @@ class LocalBackend(ClusterBackend):
         """
         with cdir.locked():
             fresh = cdir.read() or record
-            if processes.is_alive(fresh.get("head")) or not self._will_retry_start(fresh):
+            if processes.is_alive(fresh.get("head")) or not head_start_will_be_retried(
+                fresh, self.max_head_restarts
+            ):
                 return fresh
             attempt = fresh.get("headRestarts", 0) + 1
             fresh["headRestarts"] = attempt
             cdir.write(fresh)
         reason = processes.log_tail(cdir.logs / "head.log")
-        self._event(
+        record_event(
             cdir,
             "HeadRestarted",
             f"The head node failed to start ({reason}); starting it again ({attempt}/{self.max_head_restarts})",
@@ -286,352 +243,23 @@ class LocalBackend(ClusterBackend):
         return cdir.read() or fresh
 
     def _start_head(self, cdir: ClusterDir, record: dict[str, Any]) -> processes.ProcessRef:
-        spec = record["spec"]
-        head = dict(spec.get("head") or {})
-        params = {
-            k: v for k, v in (head.get("rayStartParams") or {}).items() if k not in processes.HEAD_PORT_FLAGS
-        }
-        head["rayStartParams"] = params
-        ports = record["ports"]
-        argv = [
-            *processes.ray_command(),
-            "start",
-            "--head",
-            f"--port={ports['gcs']}",
-            f"--dashboard-port={ports['dashboard']}",
-            "--dashboard-host=127.0.0.1",
-            f"--ray-client-server-port={ports['client']}",
-            "--node-ip-address=127.0.0.1",
-            f"--temp-dir={record['tempDir']}",
-            "--dashboard-agent-listen-port=0",
-            "--disable-usage-stats",
-            "--block",
-            *processes.node_args(head, record["objectStoreBytes"]),
-        ]
-        extra_env = {}
-        if self._autoscaling(spec):
-            argv.append(f"--autoscaling-config={cdir.autoscaler_file}")
-            # RAY_FAKE_CLUSTER makes the head adopt HEAD_NODE_ID, which the provider reports as head.
-            extra_env = {
-                "RAY_FAKE_CLUSTER": "1",
-                "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-                # A busy laptop can take more than the default 30 s to start a raylet; do not
-                # let the autoscaler give up on a node that is still starting.
-                "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "120",
-            }
-        return processes.spawn(argv, processes.ray_env(extra_env), cdir.logs / "head.log")
+        autoscaling_config = cdir.autoscaler_file if autoscaling_enabled(record["spec"]) else None
+        argv, env = ray_start.head_command(record, autoscaling_config)
+        return processes.spawn(argv, env, cdir.logs / "head.log")
 
-    @staticmethod
-    def _autoscaling(spec: dict[str, Any]) -> bool:
-        return bool((spec.get("autoscaling") or {}).get("enabled")) and bool(spec.get("workerGroups"))
+    # --- status and repairs -----------------------------------------------------------------
 
-    def _write_autoscaler_config(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
-        spec = record["spec"]
-        if not self._autoscaling(spec):
-            return
-        autoscaling = spec.get("autoscaling") or {}
-        head = spec.get("head") or {}
-        node_types: dict[str, Any] = {
-            HEAD_NODE_TYPE: {
-                "resources": {
-                    "CPU": head.get("cpu", 1),
-                    "GPU": head.get("gpu", 0),
-                    **(head.get("resources") or {}),
-                },
-                "node_config": {},
-                "max_workers": 0,
-            }
-        }
-        for g in spec["workerGroups"]:
-            resources = {
-                "CPU": g.get("cpu", 1),
-                "GPU": g.get("gpu", 0),
-                **(g.get("resources") or {}),
-            }
-            if g.get("memory"):
-                resources["memory"] = int(float(g["memory"]) * 1024**3)
-            node_types[g["groupName"]] = {
-                "resources": resources,
-                "node_config": {},
-                "min_workers": g["minReplicas"],
-                "max_workers": g["maxReplicas"],
-            }
-        config = {
-            "cluster_name": record["name"],
-            "max_workers": sum(g["maxReplicas"] for g in spec["workerGroups"]),
-            # KubeRay: Default/Aggressive = no rate limit, Conservative = at most as many pending as running.
-            "upscaling_speed": 1.0 if autoscaling.get("upscalingMode") == "Conservative" else 1000.0,
-            "idle_timeout_minutes": autoscaling.get("idleTimeoutSeconds", 60) / 60.0,
-            "docker": {},
-            "provider": {
-                "type": "external",
-                "module": "eksray_jupyter.backends.local.provider.LocalNodeProvider",
-                "cluster_dir": str(cdir.root),
-                "use_node_id_as_ip": True,
-                "disable_node_updaters": True,
-                "disable_launch_config_check": True,
-            },
-            "auth": {"ssh_user": "ray"},
-            "available_node_types": node_types,
-            "head_node_type": HEAD_NODE_TYPE,
-            "file_mounts": {},
-            "cluster_synced_files": [],
-            "file_mounts_sync_continuously": False,
-            "rsync_exclude": [],
-            "rsync_filter": [],
-            "initialization_commands": [],
-            "setup_commands": [],
-            "head_setup_commands": [],
-            "worker_setup_commands": [],
-            "head_start_ray_commands": [],
-            "worker_start_ray_commands": [],
-        }
-        # Rewritten atomically: the running autoscaler re-reads it about every second.
-        write_text_atomic(cdir.autoscaler_file, yaml.safe_dump(config, sort_keys=False))
-
-    # --- events -----------------------------------------------------------------------------
-
-    def _event(self, cdir: ClusterDir, reason: str, message: str, severity: Severity = Severity.INFO) -> None:
-        cdir.append_event(
-            {
-                "id": f"b-{time.time_ns()}",
-                "time": time.time(),
-                "source": "backend",
-                "severity": severity.value,
-                "reason": reason,
-                "message": message,
-            }
-        )
-
-    def _autoscaler_events(self, record: dict[str, Any]) -> list[ClusterEvent]:
-        events: dict[str, ClusterEvent] = {}
-        temp = Path(record["tempDir"])
-        # Every node's log monitor may copy the autoscaler's lines: keep one per event id.
-        for path in temp.glob("session_*/logs/events/event_AUTOSCALER*.log"):
-            with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
-                for line in f:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        raw = json.loads(line)
-                        severity = {"WARNING": Severity.WARNING, "ERROR": Severity.ERROR}.get(
-                            raw.get("severity", "INFO"), Severity.INFO
-                        )
-                        event_id = str(raw.get("event_id"))
-                        events[event_id] = ClusterEvent(
-                            time=float(raw["timestamp"]),
-                            source="autoscaler",
-                            severity=severity,
-                            message=raw["message"],
-                            id=f"a-{event_id}",
-                        )
-        return list(events.values())
-
-    @staticmethod
-    def _node_events(nodes: list[dict[str, Any]], groups: dict[str, str]) -> list[ClusterEvent]:
-        events = []
-        for n in nodes:
-            node_id = n.get("node_id", "")
-            if node_id == HEAD_NODE_ID:
-                continue
-            group = groups.get(node_id, "unknown")
-            if n.get("start_time_ms"):
-                events.append(
-                    ClusterEvent(
-                        time=n["start_time_ms"] / 1000,
-                        source="ray",
-                        severity=Severity.INFO,
-                        reason="NodeJoined",
-                        message=f"Worker node {node_id[:8]} of group {group} joined the cluster",
-                        id=f"n-{node_id}-up",
-                    )
-                )
-            if n.get("state") == "DEAD" and n.get("end_time_ms"):
-                why = n.get("state_message") or n.get("death_reason_message") or n.get("death_reason") or ""
-                events.append(
-                    ClusterEvent(
-                        time=n["end_time_ms"] / 1000,
-                        source="ray",
-                        severity=Severity.INFO,
-                        reason="NodeLeft",
-                        message=f"Worker node {node_id[:8]} of group {group} left the cluster"
-                        + (f": {why}" if why else ""),
-                        id=f"n-{node_id}-down",
-                    )
-                )
-        return events
-
-    def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:
-        cdir, record = self._record(owner, name)
-        return self._events_of(cdir, record, self._ray_nodes(record), since)
-
-    def _events_of(
-        self,
-        cdir: ClusterDir,
-        record: dict[str, Any],
-        ray_nodes: list[dict[str, Any]] | None,
-        since: float | None,
-    ) -> list[ClusterEvent]:
-        events = [
-            ClusterEvent(
-                time=e["time"],
-                source=e["source"],
-                severity=Severity(e["severity"]),
-                message=e["message"],
-                id=e["id"],
-                reason=e.get("reason"),
-            )
-            for e in cdir.read_events()
-        ]
-        events += self._autoscaler_events(record)
-        if ray_nodes:
-            groups = {nid: n["group"] for nid, n in cdir.read_nodes().items()}
-            groups.update(record.get("nodeGroups", {}))
-            events += self._node_events(ray_nodes, groups)
-        events.sort(key=lambda e: (e.time, e.id))
-        if since is not None:
-            events = [e for e in events if e.time > since]
-        return events
-
-    # --- status -----------------------------------------------------------------------------
-
-    def _dashboard_url(self, record: dict[str, Any]) -> str:
-        return f"http://127.0.0.1:{record['ports']['dashboard']}"
-
-    def _ray_nodes(self, record: dict[str, Any]) -> list[dict[str, Any]] | None:
-        if record.get("status") != "running" or not processes.is_alive(record.get("head")):
-            return None
-        try:
-            return dashboard.list_nodes(self._dashboard_url(record))
-        except dashboard.DashboardUnavailable:
-            return None
-
-    def _usage(self, record: dict[str, Any]) -> dict[str, dict[str, float]]:
-        """Per-node utilisation, cached for a second: many readers, one dashboard call."""
-        key = record["name"]
-        cached = self._usage_cache.get(key)
-        if cached and time.monotonic() - cached[0] < 1.0:
-            return cached[1]
-        usage = dashboard.usage_by_node(self._dashboard_url(record))
-        self._usage_cache[key] = (time.monotonic(), usage)
-        return usage
-
-    def _head_failure(self, cdir: ClusterDir) -> str:
-        return f"The head node's ray process exited ({processes.log_tail(cdir.logs / 'head.log')})"
-
-    def _build(
+    def _status(
         self, cdir: ClusterDir, record: dict[str, Any], ray_nodes: list[dict[str, Any]] | None
     ) -> Cluster:
-        spec = record["spec"]
-        status = record.get("status")
-        head_alive = processes.is_alive(record.get("head"))
-        workers = processes.live_workers(cdir)
-        alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
-        # Utilisation is only worth its (costly) dashboard call once the cluster is up.
-        usage = self._usage(record) if ray_nodes and record.get("readyAt") else {}
-        reason = None
-        nodes: list[Node] = []
-        by_id = {n.get("node_id"): n for n in ray_nodes or []}
-        head_info = by_id.get(HEAD_NODE_ID) or next(
-            (n for n in ray_nodes or [] if n.get("is_head_node")), None
-        )
-        head_shape = spec.get("head") or {}
-        nodes.append(
-            Node(
-                id=(head_info or {}).get("node_id", "head"),
-                group="head",
-                kind="head",
-                state="alive"
-                if head_info and head_info.get("state") == "ALIVE"
-                else ("pending" if head_alive else "dead"),
-                resources=(head_info or {}).get("resources_total")
-                or {"CPU": head_shape.get("cpu", 1), **(head_shape.get("resources") or {})},
-                address=f"127.0.0.1:{record['ports']['gcs']}",
-                started_at=((head_info or {}).get("start_time_ms") or 0) / 1000 or None,
-                utilization=usage.get((head_info or {}).get("node_id", ""), {}),
-            )
-        )
-        groups = []
-        for g in spec.get("workerGroups", []):
-            mine = {nid: n for nid, n in workers.items() if n["group"] == g["groupName"]}
-            ready = 0
-            for nid, entry in sorted(mine.items(), key=lambda kv: kv[1]["launchedAt"]):
-                info = by_id.get(nid)
-                alive = nid in alive_ids
-                ready += alive
-                nodes.append(
-                    Node(
-                        id=nid,
-                        group=g["groupName"],
-                        kind="worker",
-                        state="alive"
-                        if alive
-                        else ("dead" if info and info.get("state") == "DEAD" else "pending"),
-                        resources=(info or {}).get("resources_total")
-                        or {"CPU": g.get("cpu", 1), **(g.get("resources") or {})},
-                        address=(info or {}).get("node_ip"),
-                        started_at=((info or {}).get("start_time_ms") or 0) / 1000 or entry["launchedAt"],
-                        utilization=usage.get(nid, {}),
-                    )
-                )
-            if not self._autoscaling(spec):
-                desired = g["replicas"]
-            elif record.get("readyAt") is None:
-                desired = max(len(mine), g["replicas"])  # the initial replicas, even before they launch
-            else:
-                desired = len(mine)  # what the autoscaler has launched
-            groups.append(
-                WorkerGroupStatus(
-                    group_name=g["groupName"],
-                    replicas=g["replicas"],
-                    desired=desired,
-                    ready=ready,
-                    min_replicas=g["minReplicas"],
-                    max_replicas=g["maxReplicas"],
-                    resources={
-                        "CPU": g.get("cpu", 1),
-                        "GPU": g.get("gpu", 0),
-                        **(g.get("resources") or {}),
-                    },
-                )
-            )
-        if status == "stopping":
-            phase = Phase.STOPPING
-        elif not head_alive and self._will_retry_start(record):
-            phase, reason = Phase.STARTING, "The head node exited while starting; starting it again"
-        elif not head_alive:
-            phase = Phase.FAILED
-            reason = record.get("failure") or self._head_failure(cdir)
-        elif ray_nodes is None:
-            started = record.get("startedAt", record["createdAt"])
-            if time.time() - started > self.start_timeout and record.get("readyAt") is None:
-                phase, reason = (
-                    Phase.FAILED,
-                    f"The head node did not answer within {self.start_timeout:.0f} s",
-                )
-            else:
-                phase = Phase.STARTING if record.get("readyAt") is None else Phase.SCALING
-                if record.get("readyAt") is not None:
-                    reason = "The Ray dashboard does not answer"
-        else:
-            # The dashboard can answer before the head's raylet has registered (and Ray may
-            # still give up on it): the head node itself must be alive too.
-            head_up = bool(head_info) and head_info.get("state") == "ALIVE"
-            settled = head_up and all(grp.ready >= grp.desired for grp in groups)
-            if record.get("readyAt") is None:
-                phase = Phase.READY if settled else Phase.STARTING
-            else:
-                phase = Phase.READY if settled else Phase.SCALING
-        return Cluster(
-            name=record["name"],
+        return build_cluster(
+            cdir,
+            record,
+            ray_nodes,
             backend=self.name,
-            owner=record["owner"],
-            phase=phase,
-            spec=spec,
-            created_at=record["createdAt"],
-            reason=reason,
-            worker_groups=groups,
-            nodes=nodes,
-            dashboard_available=ray_nodes is not None,
-            address=f"127.0.0.1:{record['ports']['gcs']}",
+            usage=self._usage,
+            max_head_restarts=self.max_head_restarts,
+            start_timeout=self.start_timeout,
         )
 
     def _replace_failed_workers(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
@@ -650,12 +278,12 @@ class LocalBackend(ClusterBackend):
         targets = {
             g["groupName"]: g["replicas"]
             for g in spec.get("workerGroups", [])
-            if not self._autoscaling(spec) or record.get("readyAt") is None
+            if not autoscaling_enabled(spec) or record.get("readyAt") is None
         }
-        dead, started = processes.replace_dead_workers(cdir, record, targets)
+        dead, started = replace_dead_workers(cdir, record, targets)
         for nid, entry in dead:
             log = cdir.logs / f"worker-{entry['group']}-{nid[:12]}.log"
-            self._event(
+            record_event(
                 cdir,
                 "WorkerExited",
                 f"Worker node {nid[:8]} of group {entry['group']} exited: {processes.log_tail(log)}",
@@ -663,9 +291,9 @@ class LocalBackend(ClusterBackend):
             )
         if started:
             record = cdir.update(workerRestarts=restarts + len(started))
-            self._event(cdir, "WorkerReplaced", f"Started {len(started)} replacement worker(s)")
+            record_event(cdir, "WorkerReplaced", f"Started {len(started)} replacement worker(s)")
             if record["workerRestarts"] >= self.max_worker_restarts:
-                self._event(
+                record_event(
                     cdir,
                     "WorkerRestartsExhausted",
                     f"Workers failed {record['workerRestarts']} times; not replacing them any more "
@@ -682,15 +310,15 @@ class LocalBackend(ClusterBackend):
             record = self._replace_failed_workers(cdir, record)
         elif record.get("status") == "running" and record.get("readyAt") is None:
             record = self._retry_failed_start(cdir, record)
-        ray_nodes = self._ray_nodes(record)
-        cluster = self._build(cdir, record, ray_nodes)
+        ray_nodes = dashboard_nodes(record)
+        cluster = self._status(cdir, record, ray_nodes)
         if cluster.phase == Phase.READY and record.get("readyAt") is None:
             with cdir.locked():
                 fresh = cdir.read() or {}
                 if fresh.get("readyAt") is None:
                     fresh["readyAt"] = time.time()
                     cdir.write(fresh)
-                    self._event(cdir, "Ready", f"Cluster {record['name']} is ready")
+                    record_event(cdir, "Ready", f"Cluster {record['name']} is ready")
             record = cdir.read() or record
         elif cluster.phase == Phase.FAILED and record.get("failure") is None:
             with cdir.locked():
@@ -698,7 +326,7 @@ class LocalBackend(ClusterBackend):
                 if fresh.get("failure") is None and fresh.get("status") == "running":
                     fresh["failure"] = cluster.reason
                     cdir.write(fresh)
-                    self._event(cdir, "Failed", cluster.reason or "failed", Severity.ERROR)
+                    record_event(cdir, "Failed", cluster.reason or "failed", Severity.ERROR)
         # Remember which group each node was in, so "left" events still name it after it is gone.
         groups = {nid: n["group"] for nid, n in cdir.read_nodes().items()}
         if groups and not set(groups.items()) <= set((record.get("nodeGroups") or {}).items()):
@@ -723,11 +351,15 @@ class LocalBackend(ClusterBackend):
             raise NotReadyError(
                 f"The Ray dashboard of {name!r} is still starting; try again in a few seconds."
             )
-        return self._dashboard_url(record)
+        return dashboard_url(record)
 
     def connection_address(self, owner: str, name: str) -> str:
         _, record = self._record(owner, name)
         return f"127.0.0.1:{record['ports']['gcs']}"
+
+    def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:
+        cdir, record = self._record(owner, name)
+        return timeline(cdir, record, dashboard_nodes(record), since)
 
     # --- scale ------------------------------------------------------------------------------
 
@@ -749,7 +381,7 @@ class LocalBackend(ClusterBackend):
                 f"the limit on this machine is {self.max_local_nodes} (c.LocalBackend.max_local_nodes)."
             )
         record = cdir.update(spec=new_spec)
-        self._write_autoscaler_config(cdir, record)
+        write_autoscaler_config(cdir, record)
         changes = []
         for g in worker_groups:
             before = old[g["groupName"]]
@@ -761,32 +393,32 @@ class LocalBackend(ClusterBackend):
             if diff:
                 changes.append(f"{g['groupName']}: {', '.join(diff)}")
             carried = min(max(before["replicas"], g["minReplicas"]), g["maxReplicas"])
-            if not self._autoscaling(new_spec) or g["replicas"] != carried:
+            if not autoscaling_enabled(new_spec) or g["replicas"] != carried:
                 # An explicit replicas change is applied now; moved bounds are the autoscaler's job.
                 self._apply_replicas(cdir, g)
         if changes:
-            self._event(cdir, "Scaled", "Scaled " + "; ".join(changes))
+            record_event(cdir, "Scaled", "Scaled " + "; ".join(changes))
         return self.get_cluster(owner, name)
 
     def _apply_replicas(self, cdir: ClusterDir, group: dict[str, Any]) -> None:
         """Start or stop workers so the group has ``replicas`` (clamped to [min, max]) of them."""
         target = min(max(group["replicas"], group["minReplicas"]), group["maxReplicas"])
         mine = sorted(
-            ((nid, n) for nid, n in processes.live_workers(cdir).items() if n["group"] == group["groupName"]),
+            ((nid, n) for nid, n in live_workers(cdir).items() if n["group"] == group["groupName"]),
             key=lambda kv: kv[1]["launchedAt"],
         )
         for _ in range(target - len(mine)):
-            processes.launch_worker(cdir, group["groupName"], launched_by="backend")
+            launch_worker(cdir, group["groupName"], launched_by="backend")
         for nid, _ in reversed(mine[target:]):  # newest first: they hold the least work
-            processes.stop_worker(cdir, nid)
+            stop_worker(cdir, nid)
 
     # --- delete -----------------------------------------------------------------------------
 
     def delete_cluster(self, owner: str, name: str) -> None:
         cdir, record = self._record(owner, name)
         record = cdir.update(status="stopping")
-        self._event(cdir, "Deleting", f"Stopping cluster {name}")
-        self.notify(Change("cluster", owner, name, cluster=self._build(cdir, record, None)))
+        record_event(cdir, "Deleting", f"Stopping cluster {name}")
+        self.notify(Change("cluster", owner, name, cluster=self._status(cdir, record, None)))
         self._teardown(cdir, record)
         self.notify(Change("deleted", owner, name))
 
@@ -831,9 +463,7 @@ class LocalBackend(ClusterBackend):
                     last[name] = (record["owner"], state)
                     known = seen_events.setdefault(name, set())
                     fresh = [
-                        e
-                        for e in self._events_of(cdir, cdir.read() or record, ray_nodes, None)
-                        if e.id not in known
+                        e for e in timeline(cdir, cdir.read() or record, ray_nodes, None) if e.id not in known
                     ]
                     for event in fresh:
                         known.add(event.id)

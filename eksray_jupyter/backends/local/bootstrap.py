@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from .processes import is_alive, launch_worker, live_workers, port_open
+from .processes import is_alive, port_open
 from .state import ClusterDir
+from .workers import launch_worker, live_workers
 
 GCS_TIMEOUT_S = 120.0
 

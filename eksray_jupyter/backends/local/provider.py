@@ -26,15 +26,10 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from .processes import (
-    HEAD_NODE_ID,
-    HEAD_NODE_TYPE,
-    launch_worker,
-    live_workers,
-    prune_dead_workers,
-    stop_worker,
-)
+from .autoscaler_config import HEAD_NODE_TYPE
+from .ray_start import HEAD_NODE_ID
 from .state import ClusterDir
+from .workers import launch_worker, live_workers, prune_dead_workers, stop_worker
 
 
 class LocalNodeProvider(NodeProvider):

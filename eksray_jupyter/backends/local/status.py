@@ -1,0 +1,186 @@
+"""A local cluster's status, derived on every read.
+
+From three sources only, so it is true after a server restart and the same in every
+process (server, CLI, kernel): the cluster's state files, whether its recorded
+processes are alive, and the Ray dashboard's node table.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ...core.models import Cluster, Node, Phase, WorkerGroupStatus
+from . import dashboard
+from .autoscaler_config import autoscaling_enabled
+from .processes import is_alive, log_tail
+from .ray_start import HEAD_NODE_ID
+from .state import ClusterDir
+from .workers import live_workers
+
+
+def dashboard_url(record: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{record['ports']['dashboard']}"
+
+
+def dashboard_nodes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The dashboard's node table, or None while the head is not running or does not answer."""
+    if record.get("status") != "running" or not is_alive(record.get("head")):
+        return None
+    try:
+        return dashboard.list_nodes(dashboard_url(record))
+    except dashboard.DashboardUnavailable:
+        return None
+
+
+class NodeUsage:
+    """Per-node utilisation of each cluster, cached for a second: many readers, one dashboard call."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
+
+    def of(self, record: dict[str, Any]) -> dict[str, dict[str, float]]:
+        key = record["name"]
+        cached = self._cache.get(key)
+        if cached and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        usage = dashboard.usage_by_node(dashboard_url(record))
+        self._cache[key] = (time.monotonic(), usage)
+        return usage
+
+
+def head_start_will_be_retried(record: dict[str, Any], max_head_restarts: int) -> bool:
+    """A head that died before the cluster was ever ready is started again, a bounded number of times."""
+    return (
+        record.get("status") == "running"
+        and record.get("readyAt") is None
+        and record.get("headRestarts", 0) < max_head_restarts
+    )
+
+
+def head_failure(cdir: ClusterDir) -> str:
+    return f"The head node's ray process exited ({log_tail(cdir.logs / 'head.log')})"
+
+
+def build_cluster(
+    cdir: ClusterDir,
+    record: dict[str, Any],
+    ray_nodes: list[dict[str, Any]] | None,
+    *,
+    backend: str,
+    usage: NodeUsage,
+    max_head_restarts: int,
+    start_timeout: float,
+) -> Cluster:
+    """The cluster as the API reports it, from its record, its processes and ``ray_nodes``."""
+    spec = record["spec"]
+    status = record.get("status")
+    head_alive = is_alive(record.get("head"))
+    workers = live_workers(cdir)
+    alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
+    # Utilisation is only worth its (costly) dashboard call once the cluster is up.
+    utilization = usage.of(record) if ray_nodes and record.get("readyAt") else {}
+    reason = None
+    nodes: list[Node] = []
+    by_id = {n.get("node_id"): n for n in ray_nodes or []}
+    head_info = by_id.get(HEAD_NODE_ID) or next((n for n in ray_nodes or [] if n.get("is_head_node")), None)
+    head_shape = spec.get("head") or {}
+    nodes.append(
+        Node(
+            id=(head_info or {}).get("node_id", "head"),
+            group="head",
+            kind="head",
+            state="alive"
+            if head_info and head_info.get("state") == "ALIVE"
+            else ("pending" if head_alive else "dead"),
+            resources=(head_info or {}).get("resources_total")
+            or {"CPU": head_shape.get("cpu", 1), **(head_shape.get("resources") or {})},
+            address=f"127.0.0.1:{record['ports']['gcs']}",
+            started_at=((head_info or {}).get("start_time_ms") or 0) / 1000 or None,
+            utilization=utilization.get((head_info or {}).get("node_id", ""), {}),
+        )
+    )
+    groups = []
+    for g in spec.get("workerGroups", []):
+        mine = {nid: n for nid, n in workers.items() if n["group"] == g["groupName"]}
+        ready = 0
+        for nid, entry in sorted(mine.items(), key=lambda kv: kv[1]["launchedAt"]):
+            info = by_id.get(nid)
+            alive = nid in alive_ids
+            ready += alive
+            nodes.append(
+                Node(
+                    id=nid,
+                    group=g["groupName"],
+                    kind="worker",
+                    state="alive"
+                    if alive
+                    else ("dead" if info and info.get("state") == "DEAD" else "pending"),
+                    resources=(info or {}).get("resources_total")
+                    or {"CPU": g.get("cpu", 1), **(g.get("resources") or {})},
+                    address=(info or {}).get("node_ip"),
+                    started_at=((info or {}).get("start_time_ms") or 0) / 1000 or entry["launchedAt"],
+                    utilization=utilization.get(nid, {}),
+                )
+            )
+        if not autoscaling_enabled(spec):
+            desired = g["replicas"]
+        elif record.get("readyAt") is None:
+            desired = max(len(mine), g["replicas"])  # the initial replicas, even before they launch
+        else:
+            desired = len(mine)  # what the autoscaler has launched
+        groups.append(
+            WorkerGroupStatus(
+                group_name=g["groupName"],
+                replicas=g["replicas"],
+                desired=desired,
+                ready=ready,
+                min_replicas=g["minReplicas"],
+                max_replicas=g["maxReplicas"],
+                resources={
+                    "CPU": g.get("cpu", 1),
+                    "GPU": g.get("gpu", 0),
+                    **(g.get("resources") or {}),
+                },
+            )
+        )
+    if status == "stopping":
+        phase = Phase.STOPPING
+    elif not head_alive and head_start_will_be_retried(record, max_head_restarts):
+        phase, reason = Phase.STARTING, "The head node exited while starting; starting it again"
+    elif not head_alive:
+        phase = Phase.FAILED
+        reason = record.get("failure") or head_failure(cdir)
+    elif ray_nodes is None:
+        started = record.get("startedAt", record["createdAt"])
+        if time.time() - started > start_timeout and record.get("readyAt") is None:
+            phase, reason = (
+                Phase.FAILED,
+                f"The head node did not answer within {start_timeout:.0f} s",
+            )
+        else:
+            phase = Phase.STARTING if record.get("readyAt") is None else Phase.SCALING
+            if record.get("readyAt") is not None:
+                reason = "The Ray dashboard does not answer"
+    else:
+        # The dashboard can answer before the head's raylet has registered (and Ray may
+        # still give up on it): the head node itself must be alive too.
+        head_up = bool(head_info) and head_info.get("state") == "ALIVE"
+        settled = head_up and all(grp.ready >= grp.desired for grp in groups)
+        if record.get("readyAt") is None:
+            phase = Phase.READY if settled else Phase.STARTING
+        else:
+            phase = Phase.READY if settled else Phase.SCALING
+    return Cluster(
+        name=record["name"],
+        backend=backend,
+        owner=record["owner"],
+        phase=phase,
+        spec=spec,
+        created_at=record["createdAt"],
+        reason=reason,
+        worker_groups=groups,
+        nodes=nodes,
+        dashboard_available=ray_nodes is not None,
+        address=f"127.0.0.1:{record['ports']['gcs']}",
+    )
