@@ -8,6 +8,7 @@ are copied from the pinned KWOK module next to the binaries: the ``kwok`` binary
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -92,10 +93,23 @@ def _ldflags(module: str) -> str:
 
 
 def build(log: bool = True) -> Binaries:
-    """Build what is missing; returns the binaries. Raises ``CalledProcessError`` on a failed build."""
+    """Build what is missing; returns the binaries. Raises ``CalledProcessError`` on a failed build.
+
+    Builds of one key take turns (a lock file beside it): a second test run started meanwhile
+    waits and then finds the binaries, instead of building into the same staging directory.
+    """
     target = binaries()
     if target.complete():
         return target
+    target.directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.directory.with_name(target.directory.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.complete():
+            return target
+        return _build(target, log)
+
+
+def _build(target: Binaries, log: bool) -> Binaries:
     staging = target.directory.with_name(target.directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
