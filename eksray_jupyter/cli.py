@@ -6,7 +6,7 @@
     eksray rj list | status ID | logs ID [--follow] | stop ID
 
 ``rc`` is for Ray clusters, ``rj`` for RayJobs (docs/jobs.md). Every command acts through
-the same :class:`ClusterService` (and its ``jobs``) as the server and the magics,
+the same services (:class:`~eksray_jupyter.services.Services`) as the server and the magics,
 configured by the same Jupyter config files. Results go to stdout (``-o json`` for
 scripts), progress and errors to stderr; a followed job's log goes to stdout (to stderr
 with ``-o json``, so stdout stays one JSON document). Exit codes: 0 success, 1 failure
@@ -28,9 +28,11 @@ from .core.errors import EKSRayError, InvalidRequestError
 from .core.models import Cluster
 from .core.service import ClusterService
 from .jobs.runner import STOP_WAIT_S
+from .services import Services
 
 if TYPE_CHECKING:
     from .jobs.models import Job, JobState
+    from .jobs.service import JobService
 
 OK, FAILED, USAGE = 0, 1, 2
 HINT = "Create one with `eksray rc create`, or choose one with `eksray rc use NAME`."
@@ -43,26 +45,34 @@ class CLI:
     def __init__(
         self,
         args: argparse.Namespace,
-        service_factory: Callable[[], ClusterService],
+        services_factory: Callable[[], Services],
         out: TextIO,
         err: TextIO,
     ) -> None:
         self.args = args
-        self._service_factory = service_factory
-        self._service: ClusterService | None = None
+        self._services_factory = services_factory
+        self._services: Services | None = None
         self.out = out
         self.err = err
 
     @property
-    def service(self) -> ClusterService:
-        if self._service is None:
-            self._service = self._service_factory()
-        return self._service
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = self._services_factory()
+        return self._services
+
+    @property
+    def clusters(self) -> ClusterService:
+        return self.services.clusters
+
+    @property
+    def jobs(self) -> JobService:
+        return self.services.jobs
 
     def close(self) -> None:
-        """Stop the backend's threads: a watch thread left in a socket read can abort the interpreter's exit."""
-        if self._service is not None:
-            self._service.close()
+        """Stop the background threads: a watch thread left in a socket read can abort the interpreter's exit."""
+        if self._services is not None:
+            self._services.close()
 
     @property
     def as_json(self) -> bool:
@@ -76,7 +86,7 @@ class CLI:
             print(str(text), file=self.out)
 
     def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
-        return cluster.to_dict(dashboard_url=console.dashboard_link(self.service, cluster))
+        return cluster.to_dict(dashboard_url=console.dashboard_link(self.clusters, cluster))
 
     def wait(self, name: str) -> Cluster:
         """Wait for ``name`` with progress on stderr (rewritten in place on a terminal)."""
@@ -94,7 +104,7 @@ class CLI:
             last = state
 
         try:
-            return console.wait(self.service, name, self.args.timeout, show)
+            return console.wait(self.clusters, name, self.args.timeout, show)
         finally:
             if tty:
                 print(file=self.err)
@@ -105,7 +115,7 @@ class CLI:
         a = self.args
         base = console.load_spec_file(a.file) if a.file else None
         request = console.create_request(
-            self.service,
+            self.clusters,
             name=a.name,
             profile=a.profile,
             workers=a.workers,
@@ -113,7 +123,7 @@ class CLI:
             max_replicas=a.max_replicas,
             base=base,
         )
-        cluster = self.service.create(request)
+        cluster = self.clusters.create(request)
         if a.wait:
             cluster = self.wait(cluster.name)
         else:
@@ -122,15 +132,15 @@ class CLI:
                 file=self.err,
             )
         self.emit(
-            present.cluster_detail(cluster, console.dashboard_link(self.service, cluster)),
+            present.cluster_detail(cluster, console.dashboard_link(self.clusters, cluster)),
             self.cluster_json(cluster),
         )
         return OK
 
     def rc_list(self) -> int:
-        clusters = self.service.list()
-        active = self.service.active_of(clusters)
-        links = {c.name: console.dashboard_link(self.service, c) for c in clusters}
+        clusters = self.clusters.list()
+        active = self.clusters.active_of(clusters)
+        links = {c.name: console.dashboard_link(self.clusters, c) for c in clusters}
         view = present.cluster_list(clusters, active.name if active else None, links, HINT)
         data = {
             "clusters": [c.to_dict(dashboard_url=links[c.name]) for c in clusters],
@@ -140,8 +150,8 @@ class CLI:
         return OK
 
     def rc_status(self) -> int:
-        cluster, active = console.status(self.service, self.args.name, HINT)
-        link = console.dashboard_link(self.service, cluster)
+        cluster, active = console.status(self.clusters, self.args.name, HINT)
+        link = console.dashboard_link(self.clusters, cluster)
         self.emit(
             present.cluster_detail(cluster, link, active=active),
             {**cluster.to_dict(dashboard_url=link), "active": active},
@@ -151,18 +161,18 @@ class CLI:
     def rc_scale(self) -> int:
         a = self.args
         request = console.scale_request(a.group, a.replicas, a.min_replicas, a.max_replicas)
-        cluster = self.service.scale(a.name, request)
+        cluster = self.clusters.scale(a.name, request)
         if a.wait:
             cluster = self.wait(a.name)
         self.emit(
-            present.cluster_detail(cluster, console.dashboard_link(self.service, cluster)),
+            present.cluster_detail(cluster, console.dashboard_link(self.clusters, cluster)),
             self.cluster_json(cluster),
         )
         return OK
 
     def rc_events(self) -> int:
-        name = console.resolve_name(self.service, self.args.name, HINT)
-        events = self.service.events(name)
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        events = self.clusters.events(name)
         if self.as_json and self.args.follow:
             for e in events:  # JSON lines, so a script can read a stream
                 print(json.dumps(e.to_dict()), file=self.out, flush=True)
@@ -176,26 +186,26 @@ class CLI:
             print(text, file=self.out, flush=True)
 
         try:
-            console.follow_events(self.service, name, show, seen={e.id for e in events})
+            console.follow_events(self.clusters, name, show, seen={e.id for e in events})
         except KeyboardInterrupt:
             return OK
         print(f"{name} was deleted.", file=self.err)
         return OK
 
     def rc_dashboard(self) -> int:
-        name = console.resolve_name(self.service, self.args.name, HINT)
-        url = console.require_dashboard(self.service, name)
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        url = console.require_dashboard(self.clusters, name)
         self.emit(url, {"name": name, "url": url})
         return OK
 
     def rc_delete(self) -> int:
-        self.service.delete(self.args.name)
+        self.clusters.delete(self.args.name)
         self.emit(f"Deleted {self.args.name}.", {"name": self.args.name, "deleted": True})
         return OK
 
     def rc_use(self) -> int:
-        cluster = self.service.use(self.args.name)
-        address = cluster.address or self.service.connection_address(cluster.name)
+        cluster = self.clusters.use(self.args.name)
+        address = cluster.address or self.clusters.connection_address(cluster.name)
         self.emit(
             f"{cluster.name} is your active cluster: new kernels connect to it (RAY_ADDRESS={address}).",
             {"name": cluster.name, "address": address},
@@ -228,7 +238,7 @@ class CLI:
             cluster = None
             if job.cluster_name:
                 try:
-                    cluster = self.service.get(job.cluster_name)
+                    cluster = self.clusters.get(job.cluster_name)
                 except EKSRayError:
                     cluster = None  # not created yet
             line = present.job_progress_line(job.id, state, elapsed, cluster)
@@ -241,7 +251,7 @@ class CLI:
             last = key
 
         try:
-            return console.follow_job(self.service.jobs, job.id, on_text, on_state)
+            return console.follow_job(self.jobs, job.id, on_text, on_state)
         finally:
             if shown:
                 print(file=self.err)
@@ -251,7 +261,7 @@ class CLI:
         return OK if console.job_succeeded(job) else FAILED
 
     def rj_submit(self) -> int:
-        job = console.submit_job(self.service, self.args)
+        job = console.submit_job(self.jobs, self.args)
         if not self.args.follow:
             print(
                 f"{job.id} is {job.state.value}; `eksray rj logs {job.id} --follow` streams its log.",
@@ -275,7 +285,7 @@ class CLI:
         return self.job_outcome(job)
 
     def rj_list(self) -> int:
-        jobs, warnings = self.service.jobs.list_with_warnings()
+        jobs, warnings = self.jobs.list_with_warnings()
         for warning in warnings:
             print(f"eksray rj list: {warning}", file=self.err)
         self.emit(
@@ -285,14 +295,14 @@ class CLI:
         return OK
 
     def rj_status(self) -> int:
-        job = self.service.jobs.get(self.args.job_id)
+        job = self.jobs.get(self.args.job_id)
         self.emit(present.job_detail(job), job.to_dict())
         return OK
 
     def rj_logs(self) -> int:
         job_id = self.args.job_id
         if not self.args.follow:
-            chunk = self.service.jobs.logs(job_id)
+            chunk = self.jobs.logs(job_id)
             if self.as_json:
                 self.emit(
                     "",
@@ -314,7 +324,7 @@ class CLI:
                 print(text, end="", file=self.out, flush=True)
 
         try:
-            job = console.follow_job(self.service.jobs, job_id, show)
+            job = console.follow_job(self.jobs, job_id, show)
         except KeyboardInterrupt:
             return OK
         print(present.job_end_line(job), file=self.err)
@@ -322,13 +332,13 @@ class CLI:
 
     def rj_results(self) -> int:
         a = self.args
-        saved = console.save_results(self.service, a.job_id, a.paths, a.to)
+        saved = console.save_results(self.jobs, a.job_id, a.paths, a.to)
         text = "\n".join(f"saved {s['savedTo']} ({s['size']} bytes)" for s in saved)
         self.emit(text, saved)
         return OK
 
     def rj_stop(self) -> int:
-        job = self.service.jobs.stop(self.args.job_id, wait=STOP_WAIT_S)
+        job = self.jobs.stop(self.args.job_id, wait=STOP_WAIT_S)
         if not job.terminal:
             print(
                 f"{job.id} is still stopping; `eksray rj status {job.id}` shows when it has.", file=self.err
@@ -390,7 +400,7 @@ def build_parser() -> Parser:
 
 def main(
     argv: Sequence[str] | None = None,
-    service_factory: Callable[[], ClusterService] = ClusterService.from_environment,
+    services_factory: Callable[[], Services] = Services.from_environment,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -408,7 +418,7 @@ def main(
     if getattr(args, "command", None) is None:
         args.help_parser.print_help(err)
         return USAGE
-    cli = CLI(args, service_factory, out, err)
+    cli = CLI(args, services_factory, out, err)
     try:
         return int(getattr(cli, f"{args.noun}_{args.command}")())
     except InvalidRequestError as e:

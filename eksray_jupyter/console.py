@@ -488,10 +488,10 @@ def job_request(args: argparse.Namespace, base: dict[str, Any] | None = None) ->
     return request
 
 
-def submit_job(service: ClusterService, args: argparse.Namespace) -> Job:
+def submit_job(jobs: JobService, args: argparse.Namespace) -> Job:
     """Submit the job a face's flags describe; a relative working dir is relative to the current directory."""
     base = load_spec_file(args.spec, what=JOB_SPEC_WHAT) if args.spec else None
-    return service.jobs.submit(job_request(args, base))
+    return jobs.submit(job_request(args, base))
 
 
 def job_succeeded(job: Job) -> bool:
@@ -509,9 +509,9 @@ def add_job_results_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def save_results(service: ClusterService, job_id: str, paths: list[str], target: str) -> list[dict[str, Any]]:
+def save_results(jobs: JobService, job_id: str, paths: list[str], target: str) -> list[dict[str, Any]]:
     """Save a job's result files (all, or ``paths``) under ``target``; ``[{"path", "size", "savedTo"}]``."""
-    job = service.jobs.get(job_id)
+    job = jobs.get(job_id)
     listed = {r["path"]: r for r in job.results}
     if not listed:
         raise NotFoundError(f"Job {job_id!r} has no result files (yet: it is {job.state.value}).")
@@ -527,7 +527,7 @@ def save_results(service: ClusterService, job_id: str, paths: list[str], target:
         if os.path.commonpath([dest, root]) != root:
             raise InvalidRequestError(f"The result {path!r} would be saved outside {target}; not saving it.")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        result = service.jobs.open_result(job_id, path)
+        result = jobs.open_result(job_id, path)
         size = 0
         try:
             with open(dest, "wb") as f:

@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -32,6 +32,10 @@ from .core.models import Cluster
 from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, port_open
 from .jobs.models import Job, JobState
 from .jobs.runner import STOP_WAIT_S
+from .services import Services
+
+if TYPE_CHECKING:
+    from .jobs.service import JobService
 
 HINT = "Create one with %eksray up, or choose one with %eksray use NAME."
 JOB_HINT = 'Submit one with %eksray job submit --entrypoint "python main.py".'
@@ -116,23 +120,31 @@ def _same_address(a: str | None, b: str | None) -> bool:
 
 @magics_class
 class EKSRayMagics(Magics):
-    def __init__(self, shell: Any, service_factory: Callable[[], ClusterService] | None = None) -> None:
+    def __init__(self, shell: Any, services_factory: Callable[[], Services] | None = None) -> None:
         super().__init__(shell)
-        self._service_factory = service_factory or ClusterService.from_environment
-        self._service: ClusterService | None = None
+        self._services_factory = services_factory or Services.from_environment
+        self._services: Services | None = None
         self.parser = build_parser()
 
     @property
-    def service(self) -> ClusterService:
-        if self._service is None:
-            self._service = self._service_factory()
-            # A backend's watch threads must stop before the kernel's interpreter finalizes.
-            atexit.register(self._service.close)
-        return self._service
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = self._services_factory()
+            # Watch and follower threads must stop before the kernel's interpreter finalizes.
+            atexit.register(self._services.close)
+        return self._services
+
+    @property
+    def clusters(self) -> ClusterService:
+        return self.services.clusters
+
+    @property
+    def jobs(self) -> JobService:
+        return self.services.jobs
 
     @line_magic
     def eksray(self, line: str) -> None:
-        """Ray clusters from this notebook; ``%eksray --help`` lists the console."""
+        """Ray clusters from this notebook; ``%eksray --help`` lists the commands."""
         try:
             args = self.parser.parse_args(shlex.split(line))
         except ParserExit:
@@ -166,7 +178,7 @@ class EKSRayMagics(Magics):
         self._show(present.paragraph(text, link))
 
     def _dashboard_url(self, cluster: Cluster) -> str | None:
-        return console.dashboard_link(self.service, cluster)
+        return console.dashboard_link(self.clusters, cluster)
 
     def _wait(self, name: str, timeout: float, active: bool) -> Cluster | None:
         """Wait with a display that updates in place; None if the user interrupted."""
@@ -183,7 +195,7 @@ class EKSRayMagics(Magics):
             last = view.text
 
         try:
-            cluster = console.wait(self.service, name, timeout, show)
+            cluster = console.wait(self.clusters, name, timeout, show)
         except KeyboardInterrupt:
             self._say(f"Stopped waiting; {name} carries on. %eksray status {name} shows where it is.")
             return None
@@ -206,17 +218,17 @@ class EKSRayMagics(Magics):
 
     def _cmd_up(self, args: argparse.Namespace) -> None:
         request = console.create_request(
-            self.service,
+            self.clusters,
             name=args.name,
             profile=args.profile,
             workers=args.workers,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
         )
-        cluster = self.service.create(request)
+        cluster = self.clusters.create(request)
         name = cluster.name
-        self.service.use(name)
-        self._point_kernel_at(name, cluster.address or self.service.connection_address(name))
+        self.clusters.use(name)
+        self._point_kernel_at(name, cluster.address or self.clusters.connection_address(name))
         if not args.wait:
             self._show(present.cluster_detail(cluster, None, active=True))
             self._say(
@@ -230,33 +242,33 @@ class EKSRayMagics(Magics):
             )
 
     def _cmd_list(self, args: argparse.Namespace) -> None:
-        clusters = self.service.list()
-        active = self.service.active_of(clusters)
+        clusters = self.clusters.list()
+        active = self.clusters.active_of(clusters)
         links = {c.name: self._dashboard_url(c) for c in clusters}
         self._show(present.cluster_list(clusters, active.name if active else None, links, HINT))
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
-        cluster, active = console.status(self.service, args.name, HINT)
+        cluster, active = console.status(self.clusters, args.name, HINT)
         self._show(present.cluster_detail(cluster, self._dashboard_url(cluster), active=active))
 
     def _cmd_scale(self, args: argparse.Namespace) -> None:
         request = console.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)
-        cluster = self.service.scale(args.name, request)
+        cluster = self.clusters.scale(args.name, request)
         if args.wait:
-            self._wait(cluster.name, args.timeout, active=self.service.active_name() == cluster.name)
+            self._wait(cluster.name, args.timeout, active=self.clusters.active_name() == cluster.name)
         else:
             self._show(present.cluster_detail(cluster, self._dashboard_url(cluster)))
 
     def _cmd_events(self, args: argparse.Namespace) -> None:
-        name = console.resolve_name(self.service, args.name, HINT)
-        events = self.service.events(name)
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        events = self.clusters.events(name)
         self._show(present.events_view(events))
         if not args.follow:
             return
         print(f"Following events of {name}; interrupt the kernel to stop.", flush=True)
         try:
             console.follow_events(
-                self.service,
+                self.clusters,
                 name,
                 lambda e: print(present.event_line(e), flush=True),
                 seen={e.id for e in events},
@@ -266,23 +278,23 @@ class EKSRayMagics(Magics):
         print(f"{name} was deleted.", flush=True)
 
     def _cmd_dashboard(self, args: argparse.Namespace) -> None:
-        name = console.resolve_name(self.service, args.name, HINT)
-        url = console.require_dashboard(self.service, name)
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        url = console.require_dashboard(self.clusters, name)
         self._say(f"Ray dashboard of {name}:", present.Link(url, url))
 
     def _cmd_use(self, args: argparse.Namespace) -> None:
-        cluster = self.service.use(args.name)
-        self._point_kernel_at(cluster.name, cluster.address or self.service.connection_address(cluster.name))
+        cluster = self.clusters.use(args.name)
+        self._point_kernel_at(cluster.name, cluster.address or self.clusters.connection_address(cluster.name))
         self._say(f"{cluster.name} is your active cluster: new kernels and ray.init() here connect to it.")
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
-        name = console.resolve_name(self.service, args.name, HINT)
-        cluster = self.service.get(name)
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        cluster = self.clusters.get(name)
         if cluster.phase not in CONNECTABLE_PHASES:
             raise NotReadyError(
                 f"{name} is {cluster.phase.value}; only a running cluster can be connected to."
             )
-        address = cluster.address or self.service.connection_address(name)
+        address = cluster.address or self.clusters.connection_address(name)
         # A direct GCS address that does not answer would make ray.init() hang for a minute.
         if not address.startswith("ray://") and not port_open(address, timeout=3.0):
             raise NotReadyError(
@@ -310,11 +322,11 @@ class EKSRayMagics(Magics):
         )
 
     def _cmd_down(self, args: argparse.Namespace) -> None:
-        cluster = self.service.get(args.name)
+        cluster = self.clusters.get(args.name)
         address = cluster.address
         if _same_address(_ray_connected_address(), address):
             sys.modules["ray"].shutdown()  # a driver on a deleted cluster only produces errors
-        self.service.delete(args.name)
+        self.clusters.delete(args.name)
         if os.environ.get(CLUSTER_ENV) == args.name or _same_address(os.environ.get("RAY_ADDRESS"), address):
             # ray.init() without an address falls back to its default (a new local instance).
             os.environ.pop("RAY_ADDRESS", None)
@@ -337,7 +349,7 @@ class EKSRayMagics(Magics):
                 cluster = None
                 if job.cluster_name:
                     try:
-                        cluster = self.service.get(job.cluster_name)
+                        cluster = self.clusters.get(job.cluster_name)
                     except EKSRayError:
                         cluster = None  # not created yet
                 line = present.job_progress_line(job.id, state, elapsed, cluster)
@@ -354,7 +366,7 @@ class EKSRayMagics(Magics):
 
         try:
             return console.follow_job(
-                self.service.jobs, job.id, lambda text: print(text, end="", flush=True), on_state
+                self.jobs, job.id, lambda text: print(text, end="", flush=True), on_state
             )
         except KeyboardInterrupt:
             self._say(f"Stopped following; {job.id} carries on. %eksray job stop {job.id} stops it.")
@@ -369,7 +381,7 @@ class EKSRayMagics(Magics):
     def _cmd_job_submit(self, args: argparse.Namespace) -> None:
         if args.spec == "-":
             raise InvalidRequestError("A notebook has no standard input to read a spec from; name a file")
-        job = console.submit_job(self.service, args)
+        job = console.submit_job(self.jobs, args)
         if not args.follow:
             self._show(present.job_detail(job))
             self._say(f"{job.id} is {job.state.value}. %eksray job logs {job.id} --follow streams its log.")
@@ -379,32 +391,30 @@ class EKSRayMagics(Magics):
             self._job_outcome(ended)
 
     def _cmd_job_list(self, args: argparse.Namespace) -> None:
-        jobs, warnings = self.service.jobs.list_with_warnings()
+        jobs, warnings = self.jobs.list_with_warnings()
         self._show(present.job_list(jobs, JOB_HINT, warnings))
 
     def _cmd_job_status(self, args: argparse.Namespace) -> None:
-        self._show(present.job_detail(self.service.jobs.get(args.job_id)))
+        self._show(present.job_detail(self.jobs.get(args.job_id)))
 
     def _cmd_job_logs(self, args: argparse.Namespace) -> None:
         if not args.follow:
-            print(self.service.jobs.logs(args.job_id).text, end="", flush=True)
+            print(self.jobs.logs(args.job_id).text, end="", flush=True)
             return
         try:
-            job = console.follow_job(
-                self.service.jobs, args.job_id, lambda text: print(text, end="", flush=True)
-            )
+            job = console.follow_job(self.jobs, args.job_id, lambda text: print(text, end="", flush=True))
         except KeyboardInterrupt:
             return
         self._say(present.job_end_line(job))
 
     def _cmd_job_results(self, args: argparse.Namespace) -> None:
-        saved = console.save_results(self.service, args.job_id, args.paths, args.to)
+        saved = console.save_results(self.jobs, args.job_id, args.paths, args.to)
         rows: list[list[present.Cell]] = [[s["path"], s["size"], s["savedTo"]] for s in saved]
         table = present.Table(["result", "size", "saved to"], rows)
         self._show(present.View(table.text(), table.html()))
 
     def _cmd_job_stop(self, args: argparse.Namespace) -> None:
-        job = self.service.jobs.stop(args.job_id, wait=STOP_WAIT_S)
+        job = self.jobs.stop(args.job_id, wait=STOP_WAIT_S)
         self._show(present.job_detail(job))
         if not job.terminal:
             self._say(f"{job.id} is still stopping; %eksray job status {job.id} shows when it has.")

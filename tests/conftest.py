@@ -57,6 +57,18 @@ def jp_server_config(state_dir: Path, backend_class: str, eksray_settings: dict[
 
 
 @pytest.fixture
-def service(jp_serverapp: Any) -> Any:
+def services(jp_serverapp: Any) -> Any:
+    """The running extension's clusters and jobs (the objects the handlers use)."""
+    return jp_serverapp.web_app.settings["eksray_services"]
+
+
+@pytest.fixture
+def service(services: Any) -> Any:
     """The running extension's ClusterService (same backend object the handlers use)."""
-    return jp_serverapp.web_app.settings["eksray_service"]
+    return services.clusters
+
+
+@pytest.fixture
+def jobs(services: Any) -> Any:
+    """The running extension's JobService."""
+    return services.jobs

@@ -16,6 +16,7 @@ import pytest
 
 from eksray_jupyter.cli import main
 from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.services import Services
 from tests.fakes import isolate_env, make_service
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def svc(make: Callable[..., ClusterService], monkeypatch: pytest.MonkeyPatch) ->
 def cli(svc: ClusterService) -> Callable[..., Result]:
     def run(*argv: str, service: ClusterService | None = None) -> Result:
         out, err = io.StringIO(), io.StringIO()
-        code = main(list(argv), service_factory=lambda: service or svc, out=out, err=err)
+        code = main(list(argv), services_factory=lambda: Services(service or svc), out=out, err=err)
         return Result(code, out.getvalue(), err.getvalue())
 
     return run

@@ -25,6 +25,8 @@ from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import JobState
+from eksray_jupyter.jobs.service import JobService
+from eksray_jupyter.services import Services
 
 from .test_jobs_store import moto_url  # noqa: F401  (fixture)
 from .test_local_e2e import cluster_pids
@@ -68,9 +70,7 @@ def alive(pids: set[int]) -> list[int]:
 # --- a job that creates and deletes its own cluster, through the REST API ----------------------
 
 
-async def test_job_with_its_own_cluster(
-    jp_fetch: Any, jp_root_dir: Path, state_dir: Path, service: Any
-) -> None:
+async def test_job_with_its_own_cluster(jp_fetch: Any, jp_root_dir: Path, state_dir: Path, jobs: Any) -> None:
     project = jp_root_dir / "proj"
     project.mkdir()
     (project / "main.py").write_text(MAIN_PY)
@@ -139,7 +139,6 @@ async def test_job_with_its_own_cluster(
     wait_until(lambda: not alive(pids), "the cluster's processes to exit", timeout=60, interval=0.5)
     assert not (state_dir / "local" / "clusters" / cluster).exists()
     # The supervisor has finished too.
-    jobs = service.jobs
     wait_until(
         lambda: jobs.runner.is_active(jobs.get(job_id)) is False,
         "the supervisor to exit",
@@ -148,7 +147,7 @@ async def test_job_with_its_own_cluster(
     )
 
     # A "restarted server": a fresh service on the same state reads it all back.
-    fresh = ClusterService(EKSRay(state_dir=str(state_dir), backend="local")).jobs
+    fresh = JobService(ClusterService(EKSRay(state_dir=str(state_dir), backend="local")))
     again = fresh.get(job_id)
     assert again.state == JobState.SUCCEEDED
     assert "greeting=hello total=14" in fresh.logs(job_id).text
@@ -177,7 +176,7 @@ def head_up(service: ClusterService, name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterService]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     state = tmp_path_factory.mktemp("jobs-e2e-state")
     service = ClusterService(EKSRay(state_dir=str(state), backend="local"))
     try:
@@ -189,15 +188,17 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterService]
             service.delete(SHARED)
         else:
             pytest.fail("the shared cluster's head did not come up in 3 tries")
-        yield service
+        services = Services(service)
+        yield services
     finally:
-        for job in service.jobs.list():
+        jobs = JobService(service)
+        for job in jobs.list():
             if not job.terminal:
-                service.jobs.stop(job.id, wait=90)
+                jobs.stop(job.id, wait=90)
         service.delete(SHARED)
 
 
-def test_failing_job_is_retried_and_reports_its_log_tail(shared: ClusterService) -> None:
+def test_failing_job_is_retried_and_reports_its_log_tail(shared: Services) -> None:
     job = shared.jobs.submit(
         {
             "entrypoint": f"{PYTHON} -c \"import sys; print('about to fail', flush=True); sys.exit(3)\"",
@@ -217,10 +218,10 @@ def test_failing_job_is_retried_and_reports_its_log_tail(shared: ClusterService)
     assert "attempt 2 of 2" in log
     # An existing cluster is never deleted by a job.
     assert done.cluster_deleted_at is None
-    assert shared.get(SHARED).phase == Phase.READY
+    assert shared.clusters.get(SHARED).phase == Phase.READY
 
 
-def test_job_exceeding_its_deadline_is_stopped(shared: ClusterService) -> None:
+def test_job_exceeding_its_deadline_is_stopped(shared: Services) -> None:
     marker = "600.4321"  # a sleep no one else runs, to find its process
     job = shared.jobs.submit(
         {"entrypoint": f"sleep {marker}", "clusterName": SHARED, "activeDeadlineSeconds": 30}
@@ -242,7 +243,7 @@ def test_job_exceeding_its_deadline_is_stopped(shared: ClusterService) -> None:
     assert "stopping the Ray job (deadline exceeded" in shared.jobs.logs(job.id).text
 
 
-def test_logs_are_persisted_while_running_and_stop_works(shared: ClusterService) -> None:
+def test_logs_are_persisted_while_running_and_stop_works(shared: Services) -> None:
     ticker = "import time\\nfor i in range(1200):\\n    print(f'tick {i}', flush=True)\\n    time.sleep(0.5)"
     job = shared.jobs.submit({"entrypoint": f'{PYTHON} -c "$(printf "{ticker}")"', "clusterName": SHARED})
 
@@ -264,28 +265,29 @@ def test_logs_are_persisted_while_running_and_stop_works(shared: ClusterService)
     assert stopped.reason == "stopped on request"
     assert stopped.attempts[-1]["status"] == "STOPPED"
     assert "tick 3" in shared.jobs.logs(job.id).text
-    assert shared.get(SHARED).phase == Phase.READY
+    assert shared.clusters.get(SHARED).phase == Phase.READY
 
 
-def test_s3_store_end_to_end(shared: ClusterService, moto_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_s3_store_end_to_end(shared: Services, moto_url: str, tmp_path: Path) -> None:  # noqa: F811
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
     s3.create_bucket(Bucket="e2e-jobs")
     settings = {"job_store": "s3", "job_s3_bucket": "e2e-jobs", "job_s3_endpoint_url": moto_url}
-    service = ClusterService(EKSRay(state_dir=shared.config.state_dir, backend="local", **settings))
+    service = ClusterService(EKSRay(state_dir=shared.clusters.config.state_dir, backend="local", **settings))
     write = "import os, pathlib; print('to s3', flush=True); pathlib.Path(os.environ['EKSRAY_RESULTS_DIR'], 'r.txt').write_text('s3 result')"
-    job = service.jobs.submit({"entrypoint": f'{PYTHON} -c "{write}"', "clusterName": SHARED})
-    done = service.jobs.wait(job.id, timeout=JOB_TIMEOUT)
+    jobs = JobService(service)
+    job = jobs.submit({"entrypoint": f'{PYTHON} -c "{write}"', "clusterName": SHARED})
+    done = jobs.wait(job.id, timeout=JOB_TIMEOUT)
     assert done.state == JobState.SUCCEEDED, done.reason
     assert done.location == f"s3://e2e-jobs/eksray/jobs/{service.owner}/{job.id}/"
     # Nothing on this machine's job store: all of it is in the bucket.
-    assert not (Path(shared.config.state_dir) / "jobs" / service.owner / job.id).exists()
+    assert not (Path(shared.clusters.config.state_dir) / "jobs" / service.owner / job.id).exists()
     everything = [o["Key"] for o in s3.list_objects_v2(Bucket="e2e-jobs")["Contents"]]
     keys = {k.split(f"/{job.id}/", 1)[1] for k in everything if f"/{job.id}/" in k}
     assert {"job.json", "results/r.txt"} <= keys
     assert f"eksray/jobs/{service.owner}/_index/{job.id}.json" in everything  # what the list reads
     assert any(k.startswith("logs/") for k in keys)
     # Another machine (another state dir) reads it back from S3.
-    elsewhere = ClusterService(EKSRay(state_dir=str(tmp_path), backend="local", **settings)).jobs
+    elsewhere = JobService(ClusterService(EKSRay(state_dir=str(tmp_path), backend="local", **settings)))
     assert elsewhere.get(job.id).state == JobState.SUCCEEDED
     assert "to s3" in elsewhere.logs(job.id).text
     assert elsewhere.result(job.id, "r.txt") == b"s3 result"

@@ -20,11 +20,11 @@ from IPython.utils.capture import CapturedIO, capture_output
 from eksray_jupyter import console
 from eksray_jupyter.cli import main
 from eksray_jupyter.core.errors import EKSRayError
-from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import Job, JobState, transition
 from eksray_jupyter.jobs.runner import JobRunner
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.magics import EKSRayMagics
+from eksray_jupyter.services import Services
 from tests.fakes import isolate_env, make_service
 from tests.waiting import wait_until
 
@@ -49,7 +49,7 @@ class StepRunner(JobRunner):
         self.starting_gate: threading.Event | None = None
 
     def start(self, job: Job) -> None:
-        store = self.service.jobs.stores.open(job.store)
+        store = self.stores.open(job.store)
         stop = self.stops[job.id] = threading.Event()
         entrypoint = job.spec["entrypoint"]
 
@@ -102,21 +102,20 @@ class StepRunner(JobRunner):
 
 
 @pytest.fixture
-def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClusterService]:
+def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
     isolate_env(monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(console, "FOLLOW_JOB_INTERVAL", 0.01)
-    service = make_service(tmp_path / "state")
-    runner = StepRunner(parent=service.config, log=service.config.log, service=service)
-    service.__dict__["jobs"] = JobService(service, runner=runner)  # the cached property's slot
-    yield service
+    clusters = make_service(tmp_path / "state")
+    runner = StepRunner(parent=clusters.config, log=clusters.config.log, service=clusters)
+    yield Services(clusters, JobService(clusters, runner=runner))
     for stop in runner.stops.values():
         stop.set()
     for thread in runner.threads.values():
         thread.join(5)
 
 
-def wait_for(svc: ClusterService, job_id: str, state: str) -> Job:
+def wait_for(svc: Services, job_id: str, state: str) -> Job:
     return wait_until(lambda: (job := svc.jobs.get(job_id)).state.value == state and job, f"{job_id} {state}")
 
 
@@ -134,10 +133,10 @@ class Result:
 
 
 @pytest.fixture
-def cli(svc: ClusterService) -> Callable[..., Result]:
+def cli(svc: Services) -> Callable[..., Result]:
     def run(*argv: str) -> Result:
         out, err = io.StringIO(), io.StringIO()
-        code = main(["rj", *argv], service_factory=lambda: svc, out=out, err=err)
+        code = main(["rj", *argv], services_factory=lambda: svc, out=out, err=err)
         return Result(code, out.getvalue(), err.getvalue())
 
     return run
@@ -179,7 +178,7 @@ def test_help_and_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
     ],
 )
 def test_an_invalid_spec_exits_2_with_one_line(
-    cli: Callable[..., Result], svc: ClusterService, argv: tuple[str, ...], message: str
+    cli: Callable[..., Result], svc: Services, argv: tuple[str, ...], message: str
 ) -> None:
     result = cli("submit", *argv)
     assert result.code == 2, result.err
@@ -233,9 +232,9 @@ def test_submit_builds_the_spec_from_flags(cli: Callable[..., Result], tmp_path:
 
 
 def test_submit_a_spec_file_with_flag_overrides(
-    cli: Callable[..., Result], svc: ClusterService, tmp_path: Path
+    cli: Callable[..., Result], svc: Services, tmp_path: Path
 ) -> None:
-    svc.create({"name": "shared"})
+    svc.clusters.create({"name": "shared"})
     spec = tmp_path / "job.yaml"
     spec.write_text(
         "name: nightly\nentrypoint: python a.py\nruntimeEnv: {envVars: {A: '1'}}\n"
@@ -253,7 +252,7 @@ def test_submit_a_spec_file_with_flag_overrides(
     assert bad.code == 2 and "must contain one job spec" in bad.err
 
 
-def hold_starting_until_followed(svc: ClusterService, monkeypatch: pytest.MonkeyPatch) -> None:
+def hold_starting_until_followed(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs stay ``starting`` until a follower has read them in that state (on a loaded machine
     a job could otherwise run to its end between two reads, and no progress would show)."""
     runner = svc.jobs.runner
@@ -271,7 +270,7 @@ def hold_starting_until_followed(svc: ClusterService, monkeypatch: pytest.Monkey
 
 
 def test_submit_follow_streams_the_log_and_exits_with_the_outcome(
-    cli: Callable[..., Result], svc: ClusterService, monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Result], svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hold_starting_until_followed(svc, monkeypatch)
     ok = cli("submit", "--entrypoint", "python ok.py", "--follow")
@@ -294,7 +293,7 @@ def test_submit_follow_as_json_keeps_stdout_one_document(cli: Callable[..., Resu
     assert "line 2 ✓" in result.err  # the log went to stderr
 
 
-def test_a_followed_job_that_is_stopped_exits_1(cli: Callable[..., Result], svc: ClusterService) -> None:
+def test_a_followed_job_that_is_stopped_exits_1(cli: Callable[..., Result], svc: Services) -> None:
     def stop_when_running() -> None:
         running = wait_until(
             lambda: [j for j in svc.jobs.list() if j.state == JobState.RUNNING], "a running job"
@@ -309,7 +308,7 @@ def test_a_followed_job_that_is_stopped_exits_1(cli: Callable[..., Result], svc:
     assert result.err.strip().splitlines()[-1].endswith("stopped on request")
 
 
-def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: ClusterService) -> None:
+def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: Services) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -343,7 +342,7 @@ def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: ClusterServi
 
 
 def test_interrupting_a_follow_leaves_the_job_running(
-    cli: Callable[..., Result], svc: ClusterService, monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Result], svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Job:
         raise KeyboardInterrupt
@@ -358,7 +357,7 @@ def test_interrupting_a_follow_leaves_the_job_running(
     assert not job.terminal
 
 
-def test_list_status_logs_and_stop(cli: Callable[..., Result], svc: ClusterService) -> None:
+def test_list_status_logs_and_stop(cli: Callable[..., Result], svc: Services) -> None:
     empty = cli("list")
     assert (
         empty.code == 0
@@ -402,7 +401,7 @@ def test_list_status_logs_and_stop(cli: Callable[..., Result], svc: ClusterServi
     assert cli("stop", "zz-00000").code == 1
 
 
-def test_logs_follow(cli: Callable[..., Result], svc: ClusterService) -> None:
+def test_logs_follow(cli: Callable[..., Result], svc: Services) -> None:
     job = svc.jobs.submit({"entrypoint": "python ok.py"})
     result = cli("logs", job.id, "--follow")
     assert result.code == 0
@@ -415,7 +414,7 @@ def test_logs_follow(cli: Callable[..., Result], svc: ClusterService) -> None:
     )
 
 
-def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: ClusterService) -> None:
+def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: Services) -> None:
     """follow_job decodes incrementally: a multi-byte character split between reads is not mangled."""
     job = svc.jobs.submit({"entrypoint": "python ok.py"})
     wait_for(svc, job.id, "succeeded")
@@ -444,9 +443,9 @@ def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: ClusterServ
 
 
 @pytest.fixture
-def shell(svc: ClusterService) -> Iterator[InteractiveShell]:
+def shell(svc: Services) -> Iterator[InteractiveShell]:
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: svc))
     yield ip
 
 
@@ -483,7 +482,7 @@ def test_magic_help_and_usage_errors(shell: InteractiveShell) -> None:
     )
 
 
-def test_magic_submit_list_status_logs_stop(shell: InteractiveShell, svc: ClusterService) -> None:
+def test_magic_submit_list_status_logs_stop(shell: InteractiveShell, svc: Services) -> None:
     assert (
         "No jobs. Submit one with %eksray job submit" in run(shell, "job list").outputs[0].data["text/plain"]
     )
@@ -514,7 +513,7 @@ def test_magic_submit_list_status_logs_stop(shell: InteractiveShell, svc: Cluste
 
 
 def test_magic_submit_follow_streams_into_the_cell_and_a_failure_fails_it(
-    shell: InteractiveShell, svc: ClusterService
+    shell: InteractiveShell, svc: Services
 ) -> None:
     cap = run(shell, "job submit --entrypoint 'python ok.py' --follow")
     assert cap.stdout == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
@@ -534,7 +533,7 @@ def test_magic_submit_follow_streams_into_the_cell_and_a_failure_fails_it(
     assert follow.stdout.endswith("line 2 ✓\n") and "failed after" in follow.outputs[-1].data["text/plain"]
 
 
-def test_magic_errors_from_the_service_are_one_line(shell: InteractiveShell, svc: ClusterService) -> None:
+def test_magic_errors_from_the_service_are_one_line(shell: InteractiveShell, svc: Services) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise EKSRayError("S3 failed while listing jobs in s3://b/p: AccessDenied")
 
@@ -545,7 +544,7 @@ def test_magic_errors_from_the_service_are_one_line(shell: InteractiveShell, svc
 
 
 def test_results_are_saved_where_asked(
-    cli: Callable[..., Result], shell: InteractiveShell, svc: ClusterService, tmp_path: Path
+    cli: Callable[..., Result], shell: InteractiveShell, svc: Services, tmp_path: Path
 ) -> None:
     job = svc.jobs.submit({"entrypoint": "python train.py", "results": ["out/*.csv"]})
     wait_for(svc, job.id, "succeeded")

@@ -39,7 +39,7 @@ class ScriptedRunner(JobRunner):
     result_files: dict[str, bytes] = {}
 
     def start(self, job: Job) -> None:
-        store = self.service.jobs.stores.open(job.store)
+        store = self.stores.open(job.store)
         stop = self.stops[job.id] = threading.Event()
 
         def run() -> None:
@@ -178,7 +178,7 @@ async def test_submit_list_get_and_logs(jp_fetch: Any, jp_root_dir: Path) -> Non
     assert nothing.body == b""
 
 
-async def test_follow_streams_until_the_job_ends(jp_fetch: Any, service: Any) -> None:
+async def test_follow_streams_until_the_job_ends(jp_fetch: Any, jobs: Any) -> None:
     ScriptedRunner.gate.clear()
     job = await json_of(jp_fetch, "jobs", method="POST", body={"entrypoint": "python slow.py"})
     await until(jp_fetch, job["id"], "running")
@@ -200,7 +200,7 @@ async def test_follow_streams_until_the_job_ends(jp_fetch: Any, service: Any) ->
     response = await asyncio.wait_for(follow, 30)
     assert response.code == 200
     assert b"".join(chunks) == b"line 1\nline 2\nline 3\n"
-    assert service.jobs.get(job["id"]).state == JobState.SUCCEEDED
+    assert jobs.get(job["id"]).state == JobState.SUCCEEDED
 
 
 async def test_stop(jp_fetch: Any) -> None:
@@ -272,7 +272,7 @@ async def test_existing_cluster(jp_fetch: Any, service: Any) -> None:
     assert [e["path"] for e in body["errors"]] == ["clusterName"]
 
 
-async def test_invalid_spec_lists_every_field(jp_fetch: Any, service: Any) -> None:
+async def test_invalid_spec_lists_every_field(jp_fetch: Any, jobs: Any) -> None:
     bad = {
         "name": "Not_A_Name",
         "colour": "blue",
@@ -297,7 +297,7 @@ async def test_invalid_spec_lists_every_field(jp_fetch: Any, service: Any) -> No
         "cluster.head.cpu",
         "cluster.workerGroups[0].minReplicas",
     } <= paths
-    assert service.jobs.list() == []  # nothing persisted
+    assert jobs.list() == []  # nothing persisted
 
 
 @pytest.mark.parametrize(
@@ -348,16 +348,16 @@ async def test_bad_offset_is_400(jp_fetch: Any) -> None:
     ],
 )
 async def test_every_route_refuses_unauthenticated(
-    jp_fetch: Any, service: Any, method: str, path: tuple[str, ...], body: Any
+    jp_fetch: Any, jobs: Any, method: str, path: tuple[str, ...], body: Any
 ) -> None:
     ScriptedRunner.gate.clear()
-    job = service.jobs.submit({"entrypoint": "python a.py"})
+    job = jobs.submit({"entrypoint": "python a.py"})
     path = tuple(job.id if p == "JOB" else p for p in path)
     code, _ = await error_of(jp_fetch, *path, method=method, body=body, headers={"Authorization": ""})
     assert code == 403
     # Nothing was changed by the refused request.
-    assert [j.id for j in service.jobs.list()] == [job.id]
-    assert service.jobs.get(job.id).state != JobState.STOPPED
+    assert [j.id for j in jobs.list()] == [job.id]
+    assert jobs.get(job.id).state != JobState.STOPPED
 
 
 def test_job_model_matches_the_openapi_document() -> None:

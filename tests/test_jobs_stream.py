@@ -385,10 +385,7 @@ async def connect(jp_ws_fetch: Any) -> tuple[WebSocketClientConnection, dict[str
     return ws, jobs
 
 
-async def test_stream_sends_the_jobs_then_their_changes(
-    jp_ws_fetch: Any, jp_fetch: Any, service: Any
-) -> None:
-    jobs = service.jobs
+async def test_stream_sends_the_jobs_then_their_changes(jp_ws_fetch: Any, jp_fetch: Any, jobs: Any) -> None:
     first = await in_thread(jobs.submit, {"entrypoint": "python a.py"})
     ws, snapshot = await connect(jp_ws_fetch)
     listed = json.loads((await jp_fetch("eksray", "api", "jobs")).body)
@@ -415,8 +412,7 @@ async def test_stream_sends_the_jobs_then_their_changes(
     ws.close()
 
 
-async def test_stream_carries_only_the_owners_jobs(jp_ws_fetch: Any, service: Any) -> None:
-    jobs = service.jobs
+async def test_stream_carries_only_the_owners_jobs(jp_ws_fetch: Any, jobs: Any) -> None:
     ws, snapshot = await connect(jp_ws_fetch)
     assert snapshot["jobs"] == [] and snapshot["warnings"] == []
     other = new_record(
@@ -430,19 +426,19 @@ async def test_stream_carries_only_the_owners_jobs(jp_ws_fetch: Any, service: An
 
 
 async def test_one_watcher_for_all_sockets_while_any_is_open(
-    jp_ws_fetch: Any, service: Any, jp_serverapp: Any
+    jp_ws_fetch: Any, jobs: Any, jp_serverapp: Any
 ) -> None:
     hub = jp_serverapp.web_app.settings["eksray_stream_hub"]
     one, _ = await connect(jp_ws_fetch)
     two, _ = await connect(jp_ws_fetch)
     assert hub.job_watcher.running
     assert sum(t.name == "eksray-job-watch" for t in threading.enumerate()) == 1
-    job = await in_thread(service.jobs.submit, {"entrypoint": "python a.py"})
+    job = await in_thread(jobs.submit, {"entrypoint": "python a.py"})
     for ws in (one, two):
         message = await read_json(ws)
         assert message["type"] == "job" and message["job"]["id"] == job.id
     one.close()
-    await in_thread(write_state, service.jobs, job.id, JobState.RUNNING)
+    await in_thread(write_state, jobs, job.id, JobState.RUNNING)
     message = await read_json(two)
     assert message["job"]["state"] == "running"
     two.close()

@@ -253,7 +253,7 @@ def jp_server_config(eksray_state: Path, backend_class: str, extra_config: dict[
 
 @pytest.fixture
 def server_service(jp_serverapp: Any) -> ClusterService:
-    return jp_serverapp.web_app.settings["eksray_service"]
+    return jp_serverapp.web_app.settings["eksray_services"].clusters
 
 
 @dataclass

@@ -13,7 +13,7 @@ from jupyter_server.serverapp import ServerApp
 app = ServerApp(jpserver_extensions={{"eksray_jupyter": True}}, allow_root=True, open_browser=False)
 app.initialize(argv=["--EKSRay.state_dir={tmp_path}", "--ServerApp.port=0"])
 assert "eksray_jupyter" in app.extension_manager.extensions
-assert app.web_app.settings["eksray_service"].backend.name == "local"
+assert app.web_app.settings["eksray_services"].clusters.backend.name == "local"
 heavy = sorted(m for m in ("ray", "kubernetes", "boto3", "botocore") if m in sys.modules)
 print("HEAVY", heavy)
 """

@@ -18,6 +18,7 @@ from IPython.utils.capture import CapturedIO, capture_output
 
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.magics import EKSRayMagics
+from eksray_jupyter.services import Services
 from tests.fakes import isolate_env, make_service
 from tests.waiting import wait_until
 
@@ -39,7 +40,7 @@ def svc(make: Callable[..., ClusterService]) -> ClusterService:
 def shell(svc: ClusterService, monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
     isolate_env(monkeypatch)
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     yield ip
 
 
@@ -144,7 +145,7 @@ def test_up_wait_shows_progress_in_one_updating_display(
     isolate_env(monkeypatch)
     svc = make(start_seconds=1.5)
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     cap = run(ip, "up t1 --workers 1 --wait")
     outputs = cap.outputs
     first = outputs[0]
@@ -165,7 +166,7 @@ def test_up_wait_reports_a_failed_cluster(
     isolate_env(monkeypatch)
     svc = make(fail=True)
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     message = fail(ip, "up t1 --wait")
     assert message == "%eksray up: Cluster 't1' failed: The head node's ray process exited (fake failure)"
 
@@ -176,7 +177,7 @@ def test_up_wait_times_out_with_a_hint(
     isolate_env(monkeypatch)
     svc = make(start_seconds=60)
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     assert "still starting after 1 s; check its events" in fail(ip, "up t1 --wait --timeout 1")
 
 
@@ -268,7 +269,7 @@ def test_dashboard_link(make: Callable[..., ClusterService], monkeypatch: pytest
     isolate_env(monkeypatch)
     svc = make()
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     svc.create({"name": "t1"})
     (bundle,) = bundles(run(ip, "dashboard t1"))
     assert bundle["text/plain"] == "Ray dashboard of t1: http://127.0.0.1:8265"  # no server known: direct
@@ -279,7 +280,7 @@ def test_dashboard_link(make: Callable[..., ClusterService], monkeypatch: pytest
 
     slow = make(start_seconds=60)
     slow.create({"name": "t2"})
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: slow))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(slow)))
     assert "The Ray dashboard of 't2' is not up (the cluster is starting)" in fail(ip, "dashboard t2")
 
 
@@ -303,13 +304,13 @@ def test_connect_refuses_clearly_when_nothing_answers(
     isolate_env(monkeypatch)
     svc = make()
     ip = InteractiveShell.instance()
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: svc))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(svc)))
     assert "You have no active cluster" in fail(ip, "connect")
     svc.create({"name": "t1"})  # the fake's address is a closed port
     message = fail(ip, "connect t1")
     assert message.startswith("%eksray connect: Nothing answers at 127.0.0.1:")
     failed = make(fail=True)
-    ip.register_magics(EKSRayMagics(ip, service_factory=lambda: failed))
+    ip.register_magics(EKSRayMagics(ip, services_factory=lambda: Services(failed)))
     assert "t1 is failed; only a running cluster can be connected to" in fail(ip, "connect t1")
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from traitlets.config import Config
 
@@ -25,9 +23,6 @@ from .config import EKSRay, import_path, load_jupyter_config
 from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
 from .state_files import read_json, write_json_atomic
-
-if TYPE_CHECKING:
-    from ..jobs.service import JobService
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
 # Phases in which a driver may connect (or will be able to shortly): kernels get RAY_ADDRESS.
@@ -77,18 +72,8 @@ class ClusterService:
         return self.config.owner
 
     def close(self) -> None:
-        """Stop this process's background threads (RayJob followers, the backend's watches)."""
-        runner = sys.modules.get("eksray_jupyter.jobs.kuberay_runner")
-        if runner is not None:  # followers live only where RayJobs were submitted or read
-            runner.KubeRayJobRunner.stop_following()
+        """Stop this process's background threads (the backend's watches)."""
         self.backend.close()
-
-    @cached_property
-    def jobs(self) -> JobService:
-        """The user's jobs (submit, list, logs, stop) on this service's clusters; built on first use."""
-        from ..jobs.service import JobService
-
-        return JobService(self)
 
     # --- clusters ---------------------------------------------------------------------------
 

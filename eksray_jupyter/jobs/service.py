@@ -1,8 +1,9 @@
 """The job operations every face offers: submit, list, get, read logs, stop.
 
-``ClusterService.jobs`` gives the :class:`JobService` of a cluster service: the REST
-handlers (``server/jobs.py``), and later the ``eksray rj`` CLI and ``%eksray job`` magics,
-call it. Methods block (stores may be S3); the server calls them on its thread pool.
+Each face builds one on its :class:`~eksray_jupyter.core.service.ClusterService` (through
+:class:`eksray_jupyter.services.Services`): the REST handlers (``server/jobs.py``), the
+``eksray rj`` CLI and the ``%eksray job`` magics. Methods block (stores may be S3); the
+server calls them on its thread pool.
 """
 
 from __future__ import annotations
@@ -68,10 +69,16 @@ class JobService:
         self.config = clusters.config
         self.stores = stores if stores is not None else JobStores.from_config(self.config)
         self.runner = runner if runner is not None else make_runner(clusters, self.stores)
+        if self.runner.stores is None:  # a runner made elsewhere uses this service's stores
+            self.runner.stores = self.stores
 
     @property
     def owner(self) -> str:
         return self.config.owner
+
+    def close(self) -> None:
+        """Stop the runner's background threads (RayJob followers release their leases)."""
+        self.runner.close()
 
     # --- submit -----------------------------------------------------------------------------
 

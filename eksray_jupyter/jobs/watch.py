@@ -40,7 +40,7 @@ from .service import JobService
 from .store import JobStore, JobStores
 
 if TYPE_CHECKING:
-    from ..core.service import ClusterService
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,10 @@ class JobWatcher:
         self.polls = 0
 
     @classmethod
-    def for_service(cls, clusters: ClusterService) -> JobWatcher:
-        config = clusters.config
-        return cls(clusters.jobs, config.job_watch_seconds, config.job_watch_s3_seconds)
+    def for_jobs(cls, jobs: JobService) -> JobWatcher:
+        """A watcher at the intervals the user's settings give."""
+        config = jobs.config
+        return cls(jobs, config.job_watch_seconds, config.job_watch_s3_seconds)
 
     @property
     def running(self) -> bool:

@@ -10,6 +10,7 @@ from traitlets import Int
 from ..core.config import EKSRay
 from ..core.service import ClusterService
 from ..kernel import setup_kernel_provisioner
+from ..services import Services
 from . import handlers, jobs
 from .proxy import proxy_handlers
 from .stream import StreamHub, stream_handlers
@@ -27,16 +28,16 @@ class EKSRayExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         # ray/kubernetes/boto3 are not imported here: backends import them on first use.
         config = EKSRay(parent=self, log=self.log)
-        self.service = ClusterService(config)
+        self.services = Services(ClusterService(config))
         self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
         self.hub = StreamHub(
-            self.service, lambda name: handlers.dashboard_path(self.serverapp.base_url, name)
+            self.services, lambda name: handlers.dashboard_path(self.serverapp.base_url, name)
         )
         self.settings.update(
-            eksray_service=self.service, eksray_executor=self.executor, eksray_stream_hub=self.hub
+            eksray_services=self.services, eksray_executor=self.executor, eksray_stream_hub=self.hub
         )
-        self.log.info("eksray: %s backend for user %s", self.service.backend.name, config.owner)
-        setup_kernel_provisioner(self.serverapp, self.service)
+        self.log.info("eksray: %s backend for user %s", self.services.clusters.backend.name, config.owner)
+        setup_kernel_provisioner(self.serverapp, self.services.clusters)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))
@@ -47,5 +48,5 @@ class EKSRayExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         # Clusters keep running: their state lives in the backend, not in this process.
         self.hub.close()
-        self.service.close()  # followers release their RayJob leases; watches stop
+        self.services.close()  # followers release their RayJob leases; watches stop
         self.executor.shutdown(wait=False, cancel_futures=True)

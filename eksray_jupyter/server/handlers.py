@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop
 from ..core.errors import FieldError, InvalidRequestError
 from ..core.models import Cluster
 from ..core.service import ClusterService
+from ..services import Services
 from .errors import error_body, http_status
 
 T = TypeVar("T")
@@ -39,8 +40,12 @@ class EKSRayHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
     @property
+    def services(self) -> Services:
+        return self.settings["eksray_services"]
+
+    @property
     def service(self) -> ClusterService:
-        return self.settings["eksray_service"]
+        return self.services.clusters
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) backend call on the extension's thread pool."""

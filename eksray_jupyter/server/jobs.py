@@ -44,7 +44,7 @@ TEXT = "text/plain; charset=utf-8"
 class JobsBaseHandler(EKSRayHandler):
     @property
     def jobs(self) -> JobService:
-        return self.service.jobs
+        return self.services.jobs
 
     def int_query(self, name: str, default: int) -> int:
         raw = self.get_query_argument(name, None)

@@ -56,7 +56,7 @@ class DashboardProxyHandler(ProxyHandler):
         Also fetches what the backend needs sent upstream (e.g. the Kubernetes API server's
         bearer token and CA for its service proxy); secrets, so never logged.
         """
-        service = self.settings["eksray_service"]
+        service = self.settings["eksray_services"].clusters
         executor = self.settings["eksray_executor"]
         loop = asyncio.get_running_loop()
         address = await loop.run_in_executor(executor, service.dashboard_address, name)

@@ -41,7 +41,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
 from ..core.models import Change
-from ..core.service import ClusterService
+from ..services import Services
 from .handlers import AUTH_RESOURCE
 
 if TYPE_CHECKING:
@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 class StreamHub:
     """Fans backend changes out to the connected sockets of their owner."""
 
-    def __init__(self, service: ClusterService, dashboard_url: Callable[[str], str]) -> None:
-        self.service = service
+    def __init__(self, services: Services, dashboard_url: Callable[[str], str]) -> None:
+        self.services = services
+        self.service = services.clusters
         self.dashboard_url = dashboard_url
         self.sockets: set[StreamHandler] = set()
         #: Sockets that have had their ``jobs`` snapshot: job changes go to them only.
@@ -68,7 +69,7 @@ class StreamHub:
         if self._job_watcher is None:
             from ..jobs.watch import JobWatcher
 
-            self._job_watcher = JobWatcher.for_service(self.service)
+            self._job_watcher = JobWatcher.for_jobs(self.services.jobs)
         return self._job_watcher
 
     def add(self, socket: StreamHandler) -> None:
