@@ -21,6 +21,7 @@ from pathlib import Path
 from eksray_jupyter.backends.local import dashboard, processes, ray_start
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
+from eksray_jupyter.core.net import port_open
 from eksray_jupyter.core.service import ClusterService
 
 POLL = 0.1
@@ -52,7 +53,7 @@ def raw_ray_start(workdir: Path) -> float:
                 workdir / "head.log",
             )
         )
-        while not processes.port_open(gcs):
+        while not port_open(gcs, timeout=0.2):
             time.sleep(POLL)
         refs.append(
             processes.spawn(

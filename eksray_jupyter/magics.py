@@ -29,7 +29,8 @@ from . import console, present
 from .console import Parser, ParserExit, UsageProblem
 from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotReadyError
 from .core.models import Cluster
-from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, port_open
+from .core.net import port_open
+from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService
 from .jobs.models import Job, JobState
 from .jobs.runner import STOP_WAIT_S
 from .services import Services

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ from .backend import ClusterBackend
 from .config import EKSRay, import_path, load_jupyter_config
 from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
+from .net import port_open
 from .state_files import read_json, write_json_atomic
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
@@ -208,19 +208,6 @@ class ClusterService:
             return cluster.name, cluster.address or self.connection_address(cluster.name)
         except EKSRayError:
             return None
-
-
-def port_open(address: str, timeout: float = 0.25) -> bool:
-    """Whether ``[scheme://]host:port`` accepts a TCP connection within ``timeout`` seconds."""
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        return False
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from traitlets import Float, Int, Unicode, default
 from ...core.backend import ClusterBackend
 from ...core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
 from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
+from ...core.net import port_open
 from . import processes, ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
@@ -347,7 +348,7 @@ class LocalBackend(ClusterBackend):
         _, record = self._record(owner, name)
         if record.get("status") != "running" or not processes.is_alive(record.get("head")):
             raise NotReadyError(f"Cluster {name!r} is not running, so its dashboard is not available.")
-        if not processes.port_open(record["ports"]["dashboard"]):
+        if not port_open(record["ports"]["dashboard"], timeout=0.2):
             raise NotReadyError(
                 f"The Ray dashboard of {name!r} is still starting; try again in a few seconds."
             )

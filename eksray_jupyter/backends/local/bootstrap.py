@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from .processes import is_alive, port_open
+from ...core.net import port_open
+from .processes import is_alive
 from .state import ClusterDir
 from .workers import launch_worker, live_workers
 
@@ -23,7 +24,7 @@ def bootstrap(cdir: ClusterDir) -> int:
     if record is None:
         return 1
     deadline = time.monotonic() + GCS_TIMEOUT_S
-    while not port_open(record["ports"]["gcs"]):
+    while not port_open(record["ports"]["gcs"], timeout=0.2):
         if time.monotonic() > deadline or not is_alive(record.get("head")):
             return 1  # the backend reports the head's failure from its log
         time.sleep(0.1)

@@ -81,14 +81,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Process]:
     """Every live process of one cluster: our roots, their descendants, and anything naming ``marker``."""
     found: dict[int, psutil.Process] = {}
