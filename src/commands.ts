@@ -14,12 +14,12 @@ import {
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import { deleteCluster, errorText, scaleCluster } from './api';
+import type { ClusterStore } from './clusterStore';
 import { CommandIDs } from './commandIds';
 import { DashboardWidget, openInBrowser } from './dashboard';
 import { rayClustersIcon } from './icons';
 import type { ICluster, IGroupScale } from './models';
 import type { ClusterSidebar } from './sidebar';
-import type { ClusterStore } from './store';
 
 export { CommandIDs };
 

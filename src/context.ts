@@ -4,7 +4,7 @@
 import type { CommandRegistry } from '@lumino/commands';
 import React, { useContext, useSyncExternalStore } from 'react';
 
-import type { ClusterStore } from './store';
+import type { ClusterStore } from './clusterStore';
 
 export interface IPanelContext {
   store: ClusterStore;

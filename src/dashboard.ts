@@ -2,14 +2,9 @@
  * The Ray dashboard in a JupyterLab main-area tab.
  */
 import { MainAreaWidget } from '@jupyterlab/apputils';
-import {
-  IFrame,
-  launchIcon,
-  refreshIcon,
-  ToolbarButton
-} from '@jupyterlab/ui-components';
+import { IFrame, launchIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
-import { rayClustersIcon } from './icons';
+import { setUpTab } from './mainAreaTab';
 
 /** A dashboard tab: an iframe on the proxied dashboard of one cluster. */
 export class DashboardWidget extends MainAreaWidget<IFrame> {
@@ -32,24 +27,17 @@ export class DashboardWidget extends MainAreaWidget<IFrame> {
     super({ content });
     this.clusterName = options.name;
     this.url = options.url;
-    this.id = DashboardWidget.idFor(options.name);
-    this.title.label = `Ray: ${options.name}`;
-    this.title.caption = `Ray dashboard of ${options.name}`;
-    this.title.icon = rayClustersIcon;
-    this.title.closable = true;
-    this.addClass('eksray-Dashboard');
-
-    this.toolbar.addItem(
-      'reload',
-      new ToolbarButton({
-        icon: refreshIcon,
-        tooltip: 'Reload the dashboard',
-        onClick: () => {
-          this.content.url = '';
-          this.content.url = this.url;
-        }
-      })
-    );
+    setUpTab(this, {
+      id: DashboardWidget.idFor(options.name),
+      label: `Ray: ${options.name}`,
+      caption: `Ray dashboard of ${options.name}`,
+      className: 'eksray-Dashboard',
+      reloadTooltip: 'Reload the dashboard',
+      onReload: () => {
+        this.content.url = '';
+        this.content.url = this.url;
+      }
+    });
     this.toolbar.addItem(
       'open-in-browser',
       new ToolbarButton({

@@ -7,12 +7,14 @@ import { ICommandPalette, WidgetTracker } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStateDB } from '@jupyterlab/statedb';
 
+import { ClusterStore } from './clusterStore';
 import { addCommands, CommandIDs, PALETTE_COMMANDS } from './commands';
 import { DashboardWidget } from './dashboard';
-import { JobLogWidget, JobStore } from './jobs';
+import { JobLogWidget } from './jobLog';
+import { JobStore } from './jobStore';
 import type { IJob } from './models';
+import { PushStream } from './pushStream';
 import { type PanelView, ClusterSidebar } from './sidebar';
-import { ClusterStore } from './store';
 
 /** Must match the name of the settings schema file, `schema/settings/plugin.json`. */
 const PLUGIN_ID = 'eksray-jupyter:plugin';
@@ -33,11 +35,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     state: IStateDB | null
   ) => {
-    // One store per app, shared by the panel, the commands and the tabs.
-    const store = new ClusterStore({
+    // One socket and one store of each kind per app, shared by the panel,
+    // the commands and the tabs.
+    const stream = new PushStream({
       serverSettings: app.serviceManager.serverSettings
     });
-    const jobs = new JobStore({ stream: store });
+    const store = new ClusterStore({ stream });
+    const jobs = new JobStore({ stream });
     const openJobLog = (job: IJob) => {
       const id = JobLogWidget.idFor(job.id);
       let widget = [...app.shell.widgets('main')].find(w => w.id === id);

@@ -229,6 +229,16 @@ export const TERMINAL_JOB_STATES: readonly JobState[] = [
   'stopped'
 ];
 
+/** Whether a job has ended. */
+export function isTerminal(state: JobState): boolean {
+  return TERMINAL_JOB_STATES.includes(state);
+}
+
+/** Whether a job can still be stopped. */
+export function isStoppable(state: JobState): boolean {
+  return !isTerminal(state);
+}
+
 /** One attempt of a job (one Ray submission). */
 export interface IJobAttempt {
   attempt: number | null;

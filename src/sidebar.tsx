@@ -13,15 +13,15 @@ import type { Message } from '@lumino/messaging';
 import { type ISignal, Signal } from '@lumino/signaling';
 import React from 'react';
 
+import type { ClusterStore } from './clusterStore';
 import { ClusterDetail } from './components/ClusterDetail';
 import { ClusterList, EmptyState } from './components/ClusterList';
 import { CreateClusterForm } from './components/CreateClusterForm';
 import { JobsSection } from './components/JobList';
 import { PanelContext, useStore } from './context';
 import { rayClustersIcon } from './icons';
-import type { JobStore } from './jobs';
+import type { JobStore } from './jobStore';
 import type { IJob } from './models';
-import type { ClusterStore } from './store';
 
 /** What the panel shows. */
 export type PanelView =

@@ -1,9 +1,9 @@
 import { addIcon } from '@jupyterlab/ui-components';
 import React from 'react';
 
+import { aliveWorkers } from '../clusterStore';
 import { rayClustersIcon } from '../icons';
 import type { ClusterPhase, ICluster } from '../models';
-import { aliveWorkers } from '../store';
 
 /** What each phase means, for tooltips and screen readers. */
 const PHASE_HINTS: Record<ClusterPhase, string> = {

@@ -8,8 +8,8 @@ import React, { useEffect, useState, useSyncExternalStore } from 'react';
 
 import { jobResultUrl } from '../api';
 import { formatDateTime } from '../format';
-import { isStoppable, isTerminal, type JobStore } from '../jobs';
-import type { IJob, JobState } from '../models';
+import type { JobStore } from '../jobStore';
+import { type IJob, isStoppable, isTerminal, type JobState } from '../models';
 
 /** What each state means, for tooltips and screen readers. */
 const STATE_HINTS: Record<JobState, string> = {

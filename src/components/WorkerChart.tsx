@@ -6,9 +6,9 @@
  */
 import React, { useEffect, useState } from 'react';
 
+import type { IWorkerSample } from '../clusterStore';
 import { formatClock } from '../format';
 import type { IClusterEvent } from '../models';
-import type { IWorkerSample } from '../store';
 
 const WIDTH = 260;
 const HEIGHT = 100;

@@ -1,44 +1,23 @@
 /**
- * The client-side list of the user's jobs and the job log tabs.
+ * The client-side list of the user's jobs.
  *
- * The jobs come from the server's push stream, through the `ClusterStore`
- * that owns the app's one socket ({@link IPushStream}): after every
+ * The jobs come from the app's push stream ({@link IPushStream}): after every
  * (re)connection a `jobs` message with the whole list (`GET /jobs`), then
  * `job`, `jobDeleted` and `jobWarnings` as records change (the server reads
  * them every second). Only while the stream is down, or up but without jobs
- * (a server without job push), does the store poll `GET /jobs` with a lumino
- * `Poll`, backing off on errors, and only while the panel is visible.
- * Stopping a job is a REST call; its answer is shown at once.
+ * (a server without job push), does the store poll `GET /jobs`, backing off
+ * on errors, and only while the panel is visible. Stopping a job is a REST
+ * call; its answer is shown at once.
  */
-import { MainAreaWidget } from '@jupyterlab/apputils';
-import { refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
 import type { IDisposable } from '@lumino/disposable';
-import type { Message } from '@lumino/messaging';
-import { Poll } from '@lumino/polling';
+import type { Poll } from '@lumino/polling';
 import { Signal } from '@lumino/signaling';
-import { Widget } from '@lumino/widgets';
 
 import { ObservableStore } from './observable';
-import { errorText, getJobLog, listJobs, stopJob } from './api';
-import { rayClustersIcon } from './icons';
-import {
-  type IJob,
-  type IJobList,
-  type JobState,
-  type JobStreamMessage,
-  TERMINAL_JOB_STATES
-} from './models';
-import type { IPushStream, StreamStatus } from './store';
-
-/** Whether a job has ended. */
-export function isTerminal(state: JobState): boolean {
-  return TERMINAL_JOB_STATES.includes(state);
-}
-
-/** Whether a job can still be stopped. */
-export function isStoppable(state: JobState): boolean {
-  return !isTerminal(state);
-}
+import { errorText, listJobs, stopJob } from './api';
+import { createFallbackPoll, type IFallbackPollOptions } from './fallbackPoll';
+import type { IJob, IJobList, StreamMessage } from './models';
+import type { IPushStream, StreamStatus } from './pushStream';
 
 export class JobStore extends ObservableStore implements IDisposable {
   constructor(options: IJobStoreOptions = {}) {
@@ -47,22 +26,18 @@ export class JobStore extends ObservableStore implements IDisposable {
     this._streamGrace = options.streamGrace ?? 5_000;
     // Without a stream, polling is the only source.
     this._fallback = this._stream === null;
-    this._stream?.jobMessage.connect(this._onMessage, this);
+    this._poll = createFallbackPoll({
+      name: 'eksray-jupyter:jobs',
+      fetch: () => this._fetch(),
+      visible: () => this._visible,
+      pollInterval: options.pollInterval,
+      maxPollInterval: options.maxPollInterval
+    });
+    this._stream?.message.connect(this._onMessage, this);
     this._stream?.statusChanged.connect(this._onStatus, this);
     if (this._stream && this._stream.status !== 'connecting') {
       this._onStatus(this._stream, this._stream.status);
     }
-    this._poll = new Poll({
-      name: 'eksray-jupyter:jobs',
-      auto: false,
-      factory: () => this._fetch(),
-      frequency: {
-        interval: options.pollInterval ?? 5_000,
-        backoff: true,
-        max: options.maxPollInterval ?? 120_000
-      },
-      standby: () => !this._visible || 'when-hidden'
-    });
   }
 
   /** The jobs, newest first; `null` until the first answer. */
@@ -148,11 +123,10 @@ export class JobStore extends ObservableStore implements IDisposable {
 
   // --- the stream ---------------------------------------------------------
 
-  private _onMessage(_: IPushStream, message: JobStreamMessage): void {
+  private _onMessage(_: IPushStream, message: StreamMessage): void {
     if (this._isDisposed) {
       return;
     }
-    this._pushed++;
     switch (message.type) {
       case 'jobs':
         this._jobs = sortJobs(message.jobs);
@@ -173,8 +147,9 @@ export class JobStore extends ObservableStore implements IDisposable {
         this._warnings = message.warnings;
         break;
       default:
-        return;
+        return; // Not about jobs.
     }
+    this._pushed++;
     this._emit();
   }
 
@@ -270,7 +245,7 @@ function sortJobs(jobs: IJob[]): IJob[] {
 }
 
 /** Options of a {@link JobStore}. */
-export interface IJobStoreOptions {
+export interface IJobStoreOptions extends IFallbackPollOptions {
   /** The push stream to take the jobs from; without it the store polls. */
   stream?: IPushStream;
   /**
@@ -278,144 +253,4 @@ export interface IJobStoreOptions {
    * polling instead (a server that does not push jobs).
    */
   streamGrace?: number;
-  /** Milliseconds between polls (while the stream does not bring the jobs). */
-  pollInterval?: number;
-  /** Longest wait between polls after errors. */
-  maxPollInterval?: number;
-}
-
-/** The body of a log tab: the whole log in a `<pre>`. */
-class JobLogView extends Widget {
-  constructor(jobId: string) {
-    super();
-    this.addClass('eksray-JobLog');
-    this._status = document.createElement('div');
-    this._status.className = 'eksray-JobLog-status';
-    this._status.setAttribute('role', 'status');
-    this._pre = document.createElement('pre');
-    this._pre.className = 'eksray-JobLog-text';
-    this.node.append(this._status, this._pre);
-    this._jobId = jobId;
-    this._poll = new Poll({
-      name: `eksray-jupyter:job-log:${jobId}`,
-      factory: () => this._read(),
-      frequency: { interval: 2_000, backoff: true, max: 60_000 },
-      standby: 'when-hidden'
-    });
-  }
-
-  /** Read the log again from the start. */
-  reload(): void {
-    this._offset = 0;
-    this._decoder = new TextDecoder();
-    this._pre.textContent = '';
-    this._ended = false;
-    this._generation++;
-    void this._poll.start().then(() => this._poll.refresh());
-  }
-
-  dispose(): void {
-    this._poll.dispose();
-    super.dispose();
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    if (!this._ended) {
-      void this._poll.refresh();
-    }
-  }
-
-  /** One read at a time: a refresh during a read waits for it. */
-  private _read(): Promise<void> {
-    if (!this._reading) {
-      this._reading = this._readOnce().finally(() => {
-        this._reading = null;
-      });
-    }
-    return this._reading;
-  }
-
-  private async _readOnce(): Promise<void> {
-    const generation = this._generation;
-    let chunk;
-    try {
-      chunk = await getJobLog(this._jobId, this._offset, this._decoder);
-    } catch (error) {
-      if (generation !== this._generation) {
-        return;
-      }
-      this._status.textContent = `Could not read the log: ${errorText(error)}`;
-      this._status.classList.add('eksray-JobLog-error');
-      throw error; // Lets the poll back off.
-    }
-    if (generation !== this._generation) {
-      return; // Reloaded meanwhile: this piece belongs to the old read.
-    }
-    this._status.classList.remove('eksray-JobLog-error');
-    const scroller = this.node;
-    const atBottom =
-      scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 24;
-    if (chunk.text) {
-      this._pre.append(chunk.text);
-    }
-    this._offset = chunk.nextOffset;
-    if (atBottom && chunk.text) {
-      scroller.scrollTop = scroller.scrollHeight;
-    }
-    const state = chunk.state;
-    if (state && isTerminal(state)) {
-      this._ended = true;
-      this._status.textContent = `The job ${state}; this is its complete log.`;
-      void this._poll.stop();
-    } else {
-      this._status.textContent = state
-        ? `The job is ${state}; the log follows it.`
-        : '';
-    }
-    if (!this._pre.textContent) {
-      this._status.textContent =
-        `${this._status.textContent} The log is empty so far.`.trim();
-    }
-  }
-
-  private _jobId: string;
-  private _offset = 0;
-  private _decoder = new TextDecoder();
-  private _ended = false;
-  private _generation = 0;
-  private _reading: Promise<void> | null = null;
-  private _poll: Poll;
-  private _pre: HTMLPreElement;
-  private _status: HTMLDivElement;
-}
-
-/** A main-area tab with the complete log of one job, followed while it runs. */
-export class JobLogWidget extends MainAreaWidget<Widget> {
-  constructor(options: { id: string; name: string }) {
-    const content = new JobLogView(options.id);
-    super({ content });
-    this.jobId = options.id;
-    this.id = JobLogWidget.idFor(options.id);
-    this.title.label = `Log: ${options.name}`;
-    this.title.caption = `Log of the Ray job ${options.name} (${options.id})`;
-    this.title.icon = rayClustersIcon;
-    this.title.closable = true;
-    this.addClass('eksray-JobLogWidget');
-    this.toolbar.addItem(
-      'reload',
-      new ToolbarButton({
-        icon: refreshIcon,
-        tooltip: 'Read the log again',
-        onClick: () => content.reload()
-      })
-    );
-  }
-
-  /** The id of a job's log tab. */
-  static idFor(jobId: string): string {
-    return `eksray-job-log-${jobId}`;
-  }
-
-  readonly jobId: string;
 }

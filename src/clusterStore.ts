@@ -2,41 +2,24 @@
  * The client-side state of every cluster: one store per JupyterLab app, shared
  * by the panel, the commands and the dashboard tabs.
  *
- * Kept up to date by the server's push stream (`eksray/api/stream`). Only
- * while the stream is down does the store poll `GET /clusters`, with backoff,
- * and it stands by while the panel is hidden.
- *
- * The store owns the app's one stream socket. Messages that are not about
- * clusters (the jobs) and the stream's status are passed on through
- * {@link IPushStream}, which the `JobStore` consumes.
+ * Kept up to date by the messages about clusters on the app's push stream
+ * ({@link IPushStream}). Only while the stream is down does the store poll
+ * `GET /clusters`, with backoff, and it stands by while the panel is hidden.
  */
-import type { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
-import { Poll } from '@lumino/polling';
-import { type ISignal, Signal } from '@lumino/signaling';
+import type { Poll } from '@lumino/polling';
+import { Signal } from '@lumino/signaling';
 
 import { ObservableStore } from './observable';
-import { errorText, listClusters, listEvents, openStream } from './api';
+import { errorText, listClusters, listEvents } from './api';
+import { createFallbackPoll, type IFallbackPollOptions } from './fallbackPoll';
 import type {
   ICluster,
   IClusterEvent,
   IClusterNode,
-  JobStreamMessage,
   StreamMessage
 } from './models';
-
-/** State of the push stream. */
-export type StreamStatus = 'connecting' | 'live' | 'offline';
-
-/** The push stream as the other stores see it (the `ClusterStore` owns the socket). */
-export interface IPushStream {
-  /** `live` once the stream's first message (the clusters) has arrived. */
-  readonly status: StreamStatus;
-  /** Emitted when {@link status} changes. */
-  readonly statusChanged: ISignal<IPushStream, StreamStatus>;
-  /** The stream's messages about jobs, in the order they arrive. */
-  readonly jobMessage: ISignal<IPushStream, JobStreamMessage>;
-}
+import type { IPushStream, StreamStatus } from './pushStream';
 
 /** Worker count of a cluster at one moment, for the chart. */
 export interface IWorkerSample {
@@ -59,27 +42,22 @@ export function aliveWorkers(nodes: IClusterNode[]): number {
   return nodes.filter(n => n.kind === 'worker' && n.state === 'alive').length;
 }
 
-export class ClusterStore
-  extends ObservableStore
-  implements IDisposable, IPushStream
-{
-  constructor(options: IClusterStoreOptions = {}) {
+export class ClusterStore extends ObservableStore implements IDisposable {
+  constructor(options: IClusterStoreOptions) {
     super();
-    this._serverSettings = options.serverSettings;
-    this._reconnectDelays = options.reconnectDelays ?? [
-      1_000, 2_000, 4_000, 8_000, 15_000, 30_000
-    ];
-    this._poll = new Poll({
+    this._stream = options.stream;
+    this._poll = createFallbackPoll({
       name: 'eksray-jupyter:clusters',
-      auto: false,
-      factory: () => this._pollOnce(),
-      frequency: {
-        interval: options.pollInterval ?? 5_000,
-        backoff: true,
-        max: options.maxPollInterval ?? 120_000
-      },
-      standby: () => !this._visible || 'when-hidden'
+      fetch: () => this._pollOnce(),
+      visible: () => this._visible,
+      pollInterval: options.pollInterval,
+      maxPollInterval: options.maxPollInterval
     });
+    this._stream.message.connect(this._onMessage, this);
+    this._stream.statusChanged.connect(this._onStatus, this);
+    if (this._stream.status !== 'connecting') {
+      this._onStatus(this._stream, this._stream.status);
+    }
   }
 
   /** Every cluster, oldest first; `null` until the first answer. */
@@ -101,17 +79,7 @@ export class ClusterStore
 
   /** Whether changes are pushed (`live`) or polled (`offline`). */
   get status(): StreamStatus {
-    return this._status;
-  }
-
-  /** Emitted when {@link status} changes. */
-  get statusChanged(): ISignal<this, StreamStatus> {
-    return this._statusChanged;
-  }
-
-  /** The stream's messages about jobs, passed on as they arrive. */
-  get jobMessage(): ISignal<this, JobStreamMessage> {
-    return this._jobMessage;
+    return this._stream.status;
   }
 
   /** Why the last attempt to get the clusters failed, in plain words. */
@@ -151,11 +119,9 @@ export class ClusterStore
 
   /** Open the stream (once); until it is up, poll. */
   start(): void {
-    if (this._started || this._isDisposed) {
-      return;
+    if (!this._isDisposed) {
+      this._stream.start();
     }
-    this._started = true;
-    this._connect();
   }
 
   /** Whether someone looks at the clusters; polling stands by when not. */
@@ -166,7 +132,7 @@ export class ClusterStore
     this._visible = visible;
     if (visible) {
       this.start();
-      if (this._status === 'offline') {
+      if (this._stream.status === 'offline') {
         void this._poll.refresh();
       }
     }
@@ -238,100 +204,32 @@ export class ClusterStore
     }
     this._isDisposed = true;
     this._poll.dispose();
-    window.clearTimeout(this._reconnectTimer);
-    const socket = this._socket;
-    this._socket = null;
-    socket?.close();
     Signal.clearData(this);
   }
 
   // --- the stream ---------------------------------------------------------
 
-  private _connect(): void {
-    if (this._isDisposed) {
-      return;
+  private _onStatus(_: IPushStream, status: StreamStatus): void {
+    this._emit();
+    if (status === 'offline') {
+      // Poll while the stream is down (the poll backs off and stands by when hidden).
+      void this._poll.start();
+    } else if (status === 'live') {
+      void this._poll.stop();
     }
-    this._setStatus('connecting');
-    let socket: WebSocket;
-    try {
-      socket = openStream(this._serverSettings);
-    } catch (error) {
-      console.warn('eksray-jupyter: cannot open the cluster stream.', error);
-      this._onStreamDown();
-      return;
-    }
-    this._socket = socket;
-    socket.onmessage = event => {
-      if (this._socket === socket) {
-        this._onMessage(event.data);
-      }
-    };
-    socket.onclose = () => {
-      if (this._socket === socket) {
-        this._socket = null;
-        this._onStreamDown();
-      }
-    };
-    // An error is always followed by a close.
-    socket.onerror = () => undefined;
   }
 
-  private _onStreamDown(): void {
-    if (this._isDisposed) {
-      return;
-    }
-    this._setStatus('offline');
-    // Poll while the stream is down (the poll backs off and stands by when hidden).
-    void this._poll.start();
-    const delays = this._reconnectDelays;
-    const delay = delays[Math.min(this._attempt, delays.length - 1)];
-    this._attempt++;
-    // Jitter, so that many tabs do not reconnect in lockstep after a restart.
-    const jittered = delay * (0.75 + Math.random() * 0.5);
-    window.clearTimeout(this._reconnectTimer);
-    this._reconnectTimer = window.setTimeout(() => this._connect(), jittered);
-  }
-
-  private _onMessage(data: unknown): void {
-    let message: StreamMessage;
-    try {
-      message = JSON.parse(String(data));
-    } catch {
-      console.warn(
-        'eksray-jupyter: ignoring a stream message that is not JSON.'
-      );
-      return;
-    }
+  private _onMessage(_: IPushStream, message: StreamMessage): void {
     switch (message.type) {
-      case 'jobs':
-      case 'job':
-      case 'jobDeleted':
-      case 'jobWarnings':
-        this._jobMessage.emit(message);
-        return;
-      case 'snapshot': {
-        const names = new Set(message.clusters.map(c => c.name));
-        for (const name of [...this._clusters.keys()]) {
-          if (!names.has(name)) {
-            this._remove(name);
-          }
-        }
-        for (const cluster of message.clusters) {
-          this._setCluster(cluster);
-        }
-        this._markLoaded();
-        this._error = null;
-        this._attempt = 0;
-        this._setStatus('live');
-        void this._poll.stop();
+      case 'snapshot':
+        this._replaceClusters(message.clusters);
         // Events may have been missed while the stream was down.
         for (const [name, entry] of this._events) {
-          if (entry.loaded && names.has(name)) {
+          if (entry.loaded && this._clusters.has(name)) {
             void this._fetchEvents(name);
           }
         }
         break;
-      }
       case 'cluster':
         this._setCluster(message.cluster);
         this._retryEvents(message.cluster.name);
@@ -343,7 +241,7 @@ export class ClusterStore
         this._addEvents(message.name, [message.event]);
         break;
       default:
-        return;
+        return; // Not about clusters.
     }
     this._pushed++;
     this._emit();
@@ -384,17 +282,7 @@ export class ClusterStore
       // The stream spoke while we waited: its news is newer than this answer.
       return;
     }
-    const names = new Set(clusters.map(c => c.name));
-    for (const name of [...this._clusters.keys()]) {
-      if (!names.has(name)) {
-        this._remove(name);
-      }
-    }
-    for (const cluster of clusters) {
-      this._setCluster(cluster);
-    }
-    this._error = null;
-    this._markLoaded();
+    this._replaceClusters(clusters);
     this._emit();
   }
 
@@ -418,6 +306,21 @@ export class ClusterStore
   }
 
   // --- state --------------------------------------------------------------
+
+  /** Take the complete list of clusters (a snapshot or a `GET /clusters` answer). */
+  private _replaceClusters(clusters: ICluster[]): void {
+    const names = new Set(clusters.map(c => c.name));
+    for (const name of [...this._clusters.keys()]) {
+      if (!names.has(name)) {
+        this._remove(name);
+      }
+    }
+    for (const cluster of clusters) {
+      this._setCluster(cluster);
+    }
+    this._markLoaded();
+    this._error = null;
+  }
 
   private _setCluster(cluster: ICluster): void {
     if (this._deleting.has(cluster.name) && cluster.phase !== 'stopping') {
@@ -504,27 +407,11 @@ export class ClusterStore
     }
   }
 
-  private _setStatus(status: StreamStatus): void {
-    if (status !== this._status) {
-      this._status = status;
-      this._emit();
-      this._statusChanged.emit(status);
-    }
-  }
-
-  private _serverSettings: ServerConnection.ISettings | undefined;
-  private _reconnectDelays: number[];
+  private _stream: IPushStream;
   private _poll: Poll;
-  private _socket: WebSocket | null = null;
-  private _reconnectTimer: number | undefined = undefined;
-  private _attempt = 0;
   /** Cluster messages received on the stream so far. */
   private _pushed = 0;
-  private _statusChanged = new Signal<this, StreamStatus>(this);
-  private _jobMessage = new Signal<this, JobStreamMessage>(this);
-  private _started = false;
   private _visible = false;
-  private _status: StreamStatus = 'connecting';
   private _error: string | null = null;
   private _loaded = false;
   private _clusters = new Map<string, ICluster>();
@@ -542,13 +429,7 @@ export class ClusterStore
 }
 
 /** Options of a {@link ClusterStore}. */
-export interface IClusterStoreOptions {
-  /** Server connection settings; JupyterLab's by default. */
-  serverSettings?: ServerConnection.ISettings;
-  /** Polling interval while the stream is down, in ms. */
-  pollInterval?: number;
-  /** Longest polling interval after repeated failures, in ms. */
-  maxPollInterval?: number;
-  /** Waits before successive reconnection attempts, in ms (the last repeats). */
-  reconnectDelays?: number[];
+export interface IClusterStoreOptions extends IFallbackPollOptions {
+  /** The app's push stream, which brings the clusters while it is up. */
+  stream: IPushStream;
 }
