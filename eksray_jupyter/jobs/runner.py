@@ -8,8 +8,8 @@ survive the caller: the server or a CLI may exit while the job runs.
 (``python -m eksray_jupyter.jobs.supervisor``) that creates the cluster through the
 :class:`~eksray_jupyter.core.service.ClusterService` (so it works with any backend whose
 dashboard this machine can reach), submits with Ray's Jobs API and cleans up. The KubeRay
-runner (:mod:`.kuberay_runner`, chosen for the kuberay backend) creates a RayJob instead and
-mirrors its status and log into the store.
+runner (:mod:`eksray_jupyter.backends.kuberay.rayjob_runner`, the kuberay backend's default)
+creates a RayJob instead and mirrors its status and log into the store.
 """
 
 from __future__ import annotations
