@@ -11,15 +11,18 @@ A simulated KubeRay operator, scheduler and kubelet run inside the server's even
         api = kubernetes.client.CustomObjectsApi(fk.api_client())
         ...
 
-or ``python -m tests.fakekube --port 8001`` (prints the URL). See README-style notes in
-``server.py`` and ``operator.py``.
+or ``python -m tests.fakekube --port 8001`` (prints the URL). README.md beside this file
+lists the modules and the controls.
 """
 
 from __future__ import annotations
 
 from .errors import ApiError
-from .operator import OperatorConfig, PodSimulator, RayClusterController, RayOperator
-from .server import DEFAULT_TOKEN, ErrorRule, FakeKubeServer, Faults
+from .faults import ErrorRule, Faults
+from .kubelet import PodSimulator
+from .operator import OperatorConfig, RayOperator
+from .raycluster import RayClusterController
+from .server import DEFAULT_TOKEN, FakeKubeServer
 from .store import ResourceType, Store, WatchEvent
 
 __all__ = [

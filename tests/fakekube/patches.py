@@ -97,19 +97,23 @@ def _parent(doc: Any, tokens: list[str], op: str, path: str) -> Any:
     return cur
 
 
+def _existing(parent: Any, last: str, path: str, op: str) -> str | int:
+    """The key or index of the existing member ``last`` of ``parent``."""
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise JsonPatchError(f"{op} operation does not apply: doc is missing key: {path}: missing value")
+        return last
+    if isinstance(parent, list):
+        return _index(last, len(parent), False, path)
+    raise JsonPatchError(f"{op} operation does not apply: doc is missing path: {path}")
+
+
 def _get(doc: Any, path: str, op: str) -> Any:
     tokens = _pointer(path)
     if not tokens:
         return doc
     parent = _parent(doc, tokens, op, path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise JsonPatchError(f"{op} operation does not apply: doc is missing key: {path}: missing value")
-        return parent[last]
-    if isinstance(parent, list):
-        return parent[_index(last, len(parent), False, path)]
-    raise JsonPatchError(f"{op} operation does not apply: doc is missing path: {path}")
+    return parent[_existing(parent, tokens[-1], path, op)]
 
 
 def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
@@ -132,15 +136,7 @@ def _remove(doc: Any, path: str, op: str = "remove") -> Any:
     if not tokens:
         raise JsonPatchError("unable to remove the whole document")
     parent = _parent(doc, tokens, op, path)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise JsonPatchError(f"{op} operation does not apply: doc is missing key: {path}: missing value")
-        del parent[last]
-    elif isinstance(parent, list):
-        del parent[_index(last, len(parent), False, path)]
-    else:
-        raise JsonPatchError(f"{op} operation does not apply: doc is missing path: {path}")
+    del parent[_existing(parent, tokens[-1], path, op)]
     return doc
 
 

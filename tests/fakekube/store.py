@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import itertools
 import json
 import logging
 import random
-import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -24,10 +22,21 @@ from typing import Any
 
 import yaml
 
-from .errors import ApiError, bad_request, unsupported_media_type
+from .errors import (
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    precondition_failed,
+    unsupported_media_type,
+)
+from .kinds import KindStrategies, metadata_causes
+from .objects import meta_of
 from .patches import jcopy, json_equal, json_patch, merge_patch, strategic_merge
 from .schema import DEFAULT_CRD_DIR, Cause, CrdSchema, crd_schema
-from .selection import FieldSelector, LabelSelector, label_key_errors, label_value_errors
+from .selection import FieldSelector, LabelSelector
 
 log = logging.getLogger("fakekube.store")
 
@@ -37,9 +46,6 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def now() -> _dt.datetime:
@@ -144,18 +150,13 @@ class Scheduler:
             fn()
 
 
-def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    m = obj.get("metadata")
-    return m if isinstance(m, dict) else {}
-
-
 def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def _without_rv(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(obj)
-    meta = dict(_meta(obj))
+    meta = dict(meta_of(obj))
     meta.pop("resourceVersion", None)
     out["metadata"] = meta
     return out
@@ -174,7 +175,6 @@ class Store:
         history_size: int = 2000,
         strict_namespaces: bool = True,
         scheduler: Scheduler | None = None,
-        extra_types: Iterable[ResourceType] = (),
         initial_namespaces: Iterable[str] = ("default", "kube-system", "kube-public"),
     ) -> None:
         self.crd_dir = Path(crd_dir)
@@ -182,7 +182,7 @@ class Store:
         self.strict_namespaces = strict_namespaces
         self.scheduler = scheduler or Scheduler()
         self.types: dict[str, ResourceType] = {}
-        for rt in (*CORE_TYPES, *RAY_TYPES, *extra_types):
+        for rt in (*CORE_TYPES, *RAY_TYPES):
             self.types[rt.key] = rt
         self._objs: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in self.types}
         self._rv = self.START_RV
@@ -191,8 +191,7 @@ class Store:
         self._listeners: list[Listener] = []
         self._queue: deque[WatchEvent] = deque()
         self._dispatching = False
-        self._ip_counter = itertools.count(10)
-        self._node_port_counter = itertools.count(30000)
+        self.kinds = KindStrategies()
         # hook: (rtype, obj, requested_grace) -> seconds to keep a deleted object around
         # with deletionTimestamp before it disappears (pods with a kubelet); None = now.
         self.graceful_delete: Callable[[ResourceType, dict[str, Any], int | None], float | None]
@@ -207,9 +206,6 @@ class Store:
         if rt is None or rt.version != version:
             return None
         return rt
-
-    def rtype(self, key: str) -> ResourceType:
-        return self.types[key]
 
     def schema_for(self, rt: ResourceType) -> CrdSchema | None:
         if not rt.crd_file:
@@ -270,55 +266,6 @@ class Store:
         self._rv += 1
         return self._rv
 
-    # -- errors -----------------------------------------------------------------------------
-
-    @staticmethod
-    def not_found(rt: ResourceType, name: str) -> ApiError:
-        return ApiError(
-            404,
-            f'{rt.group_resource} "{name}" not found',
-            "NotFound",
-            {"name": name, "group": rt.group, "kind": rt.plural},
-        )
-
-    @staticmethod
-    def conflict(rt: ResourceType, name: str, why: str | None = None) -> ApiError:
-        why = why or (
-            "the object has been modified; please apply your changes to the latest version and try again"
-        )
-        return ApiError(
-            409,
-            f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
-            "Conflict",
-            {"name": name, "group": rt.group, "kind": rt.plural},
-        )
-
-    @staticmethod
-    def precondition_failed(rt: ResourceType, name: str, why: str) -> ApiError:
-        """A failed delete precondition: a 409 whose details name the Kind (a stale write's name the resource)."""
-        return ApiError(
-            409,
-            f'Operation cannot be fulfilled on {rt.group_resource} "{name}": {why}',
-            "Conflict",
-            {"name": name, "group": rt.group, "kind": rt.kind},
-        )
-
-    @staticmethod
-    def invalid(rt: ResourceType, name: str, causes: list[Cause]) -> ApiError:
-        rendered = [c.render() for c in causes]
-        text = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
-        return ApiError(
-            422,
-            f'{rt.qualified_kind} "{name}" is invalid: {text}',
-            "Invalid",
-            {
-                "name": name,
-                "group": rt.group,
-                "kind": rt.kind,
-                "causes": [c.as_dict() for c in causes],
-            },
-        )
-
     # -- reads ------------------------------------------------------------------------------
 
     def _key(self, rt: ResourceType, namespace: str, name: str) -> tuple[str, str]:
@@ -331,7 +278,7 @@ class Store:
     def get(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any]:
         obj = self.peek(rt, namespace, name)
         if obj is None:
-            raise self.not_found(rt, name)
+            raise not_found(rt, name)
         return jcopy(obj)
 
     def select(
@@ -347,7 +294,7 @@ class Store:
         for (ns, _name), obj in sorted(self._objs[rt.key].items()):
             if namespace and rt.namespaced and ns != namespace:
                 continue
-            if labels and not labels.matches(_meta(obj).get("labels")):
+            if labels and not labels.matches(meta_of(obj).get("labels")):
                 continue
             if fields and not fields.matches(obj):
                 continue
@@ -361,7 +308,7 @@ class Store:
         labels: LabelSelector | None,
         fields: FieldSelector | None,
     ) -> bool:
-        meta = _meta(obj)
+        meta = meta_of(obj)
         if namespace and meta.get("namespace", "") != namespace:
             return False
         if labels and not labels.matches(meta.get("labels")):
@@ -397,55 +344,6 @@ class Store:
         obj["apiVersion"] = rt.api_version
         obj["kind"] = rt.kind
 
-    def _metadata_causes(self, rt: ResourceType, meta: Mapping[str, Any]) -> list[Cause]:
-        causes: list[Cause] = []
-        name = meta.get("name", "")
-        if name:
-            causes.extend(self._name_causes(rt, name))
-        for key, value in (meta.get("labels") or {}).items():
-            err = label_key_errors(str(key))
-            if err:
-                causes.append(Cause("FieldValueInvalid", "metadata.labels", f'Invalid value: "{key}": {err}'))
-            if not isinstance(value, str):
-                causes.append(Cause("FieldValueInvalid", f"metadata.labels.{key}", "must be a string"))
-                continue
-            err = label_value_errors(value)
-            if err:
-                causes.append(
-                    Cause("FieldValueInvalid", "metadata.labels", f'Invalid value: "{value}": {err}')
-                )
-        for key, value in (meta.get("annotations") or {}).items():
-            if not isinstance(value, str):
-                causes.append(Cause("FieldValueInvalid", f"metadata.annotations.{key}", "must be a string"))
-        return causes
-
-    def _name_causes(self, rt: ResourceType, name: str) -> list[Cause]:
-        if rt.name_rule == "label" and (len(name) > 63 or not _DNS1123_LABEL.match(name)):
-            msg = (
-                f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower case '
-                "alphanumeric characters or '-', and must start and end with an alphanumeric "
-                "character (e.g. 'my-name',  or '123-abc', regex used for validation is "
-                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-            )
-            return [Cause("FieldValueInvalid", "metadata.name", msg)]
-        if rt.name_rule == "dns1035" and (len(name) > 63 or not _DNS1035_LABEL.match(name)):
-            msg = (
-                f'Invalid value: "{name}": a DNS-1035 label must consist of lower case '
-                "alphanumeric characters or '-', start with an alphabetic character, and end "
-                "with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
-                "validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-            )
-            return [Cause("FieldValueInvalid", "metadata.name", msg)]
-        if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-            msg = (
-                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower '
-                "case alphanumeric characters, '-' or '.', and must start and end with an "
-                "alphanumeric character (e.g. 'example.com', regex used for validation is "
-                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-            )
-            return [Cause("FieldValueInvalid", "metadata.name", msg)]
-        return []
-
     def _structural(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
                     ) -> list[Cause]:  # fmt: skip
         schema = self.schema_for(rt)
@@ -454,78 +352,6 @@ class Store:
         schema.prune(obj)
         schema.default(obj)
         return schema.validate(obj, old)
-
-    # -- type specific strategies -------------------------------------------------------------
-
-    def _prepare_create(self, rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
-        causes: list[Cause] = []
-        if rt.custom and rt.status_subresource:
-            obj.pop("status", None)
-        if rt.key == "namespaces":
-            obj["status"] = {"phase": "Active"}
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            labels = _meta(obj).setdefault("labels", {})
-            labels["kubernetes.io/metadata.name"] = _meta(obj)["name"]
-        elif rt.key == "pods":
-            causes.extend(_pod_causes(obj))
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("dnsPolicy", "ClusterFirst")
-            spec.setdefault("schedulerName", "default-scheduler")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            spec.setdefault("serviceAccountName", "default")
-            spec.setdefault("securityContext", {})
-            for c in spec.get("containers") or []:
-                if isinstance(c, dict):
-                    image = str(c.get("image", ""))
-                    tag_latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
-                    c.setdefault("imagePullPolicy", "Always" if tag_latest else "IfNotPresent")
-                    c.setdefault("terminationMessagePath", "/dev/termination-log")
-                    c.setdefault("terminationMessagePolicy", "File")
-                    c.setdefault("resources", {})
-                    for p in c.get("ports") or []:
-                        if isinstance(p, dict):
-                            p.setdefault("protocol", "TCP")
-            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
-        elif rt.key == "services":
-            spec = obj.setdefault("spec", {})
-            stype = spec.setdefault("type", "ClusterIP")
-            spec.setdefault("sessionAffinity", "None")
-            if spec.get("clusterIP") != "None" and stype != "ExternalName":
-                n = next(self._ip_counter)
-                ip = spec.get("clusterIP") or f"10.96.{n // 250 % 250}.{n % 250 + 2}"
-                spec["clusterIP"] = ip
-                spec["clusterIPs"] = [ip]
-            elif spec.get("clusterIP") == "None":
-                spec["clusterIPs"] = ["None"]
-            for p in spec.get("ports") or []:
-                if isinstance(p, dict):
-                    p.setdefault("protocol", "TCP")
-                    p.setdefault("targetPort", p.get("port"))
-                    if stype in ("NodePort", "LoadBalancer") and "nodePort" not in p:
-                        p["nodePort"] = next(self._node_port_counter)
-            obj["status"] = {"loadBalancer": {}}
-        return causes
-
-    def _prepare_update(self, rt: ResourceType, new: dict[str, Any], old: dict[str, Any]
-                        ) -> list[Cause]:  # fmt: skip
-        if rt.key == "pods":
-            return _pod_update_causes(new, old)
-        if rt.key == "services":
-            old_ip = (old.get("spec") or {}).get("clusterIP")
-            spec = new.setdefault("spec", {})
-            if spec.get("clusterIP") in (None, "") and old_ip:
-                spec["clusterIP"] = old_ip
-                spec.setdefault("clusterIPs", (old.get("spec") or {}).get("clusterIPs"))
-            elif spec.get("clusterIP") != old_ip:
-                return [
-                    Cause(
-                        "FieldValueInvalid",
-                        "spec.clusterIPs[0]",
-                        f'Invalid value: ["{spec.get("clusterIP")}"]: may not change once set',
-                    )
-                ]
-        return []
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -575,7 +401,7 @@ class Store:
         if not name:
             prefix = meta.get("generateName")
             if not prefix:
-                raise self.invalid(
+                raise invalid(
                     rt,
                     "",
                     [
@@ -593,12 +419,7 @@ class Store:
                     break
             meta["name"] = name
         elif self.peek(rt, namespace, name) is not None:
-            raise ApiError(
-                409,
-                f'{rt.group_resource} "{name}" already exists',
-                "AlreadyExists",
-                {"name": name, "group": rt.group, "kind": rt.plural},
-            )
+            raise already_exists(rt, name)
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"):
             meta.pop(k, None)
         meta["uid"] = str(uuid.uuid4())
@@ -607,11 +428,11 @@ class Store:
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
-        causes = self._metadata_causes(rt, meta)
-        causes.extend(self._prepare_create(rt, obj))
+        causes = metadata_causes(rt, meta)
+        causes.extend(self.kinds.prepare_create(rt, obj))
         causes.extend(self._structural(rt, obj, None))
         if causes:
-            raise self.invalid(rt, str(name), causes)
+            raise invalid(rt, str(name), causes)
         if dry_run:
             return obj
         return self._commit("ADDED", rt, obj, None)
@@ -640,12 +461,12 @@ class Store:
             raise bad_request("the request body must be a JSON object")
         old = self.peek(rt, namespace, name)
         if old is None:
-            raise self.not_found(rt, name)
-        meta = _meta(body)
+            raise not_found(rt, name)
+        meta = meta_of(body)
         rv = meta.get("resourceVersion")
         if not rv:
             if rt.custom:
-                raise self.invalid(
+                raise invalid(
                     rt,
                     name,
                     [
@@ -656,8 +477,8 @@ class Store:
                         )
                     ],
                 )
-        elif str(rv) != _meta(old)["resourceVersion"]:
-            raise self.conflict(rt, name)
+        elif str(rv) != meta_of(old)["resourceVersion"]:
+            raise conflict(rt, name)
         return self._update(rt, namespace, name, body, old, subresource, dry_run)
 
     def _update(
@@ -683,7 +504,7 @@ class Store:
             raise bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
-        old_meta = _meta(old)
+        old_meta = meta_of(old)
         if subresource == "status":
             status = new.get("status")
             new = jcopy(old)
@@ -724,12 +545,12 @@ class Store:
                     f"finalizers {sorted(added)!r}",
                     "Invalid",
                 )
-        causes = self._metadata_causes(rt, meta)
+        causes = metadata_causes(rt, meta)
         if subresource != "status":
-            causes.extend(self._prepare_update(rt, new, old))
+            causes.extend(self.kinds.prepare_update(rt, new, old))
         causes.extend(self._structural(rt, new, old))
         if causes:
-            raise self.invalid(rt, name, causes)
+            raise invalid(rt, name, causes)
         if "generation" in old_meta and not json_equal(_spec_part(new), _spec_part(old)):
             meta["generation"] = int(old_meta["generation"]) + 1
         if json_equal(_without_rv(new), _without_rv(old)):
@@ -779,7 +600,7 @@ class Store:
                 doc = jcopy(patch_doc)
                 doc.setdefault("metadata", {})["name"] = name
                 return self.create(rt, namespace, doc, dry_run=dry_run), True
-            raise self.not_found(rt, name)
+            raise not_found(rt, name)
         current = jcopy(old)
         if ct == JSON_PATCH:
             patched = json_patch(current, patch_doc)
@@ -795,9 +616,9 @@ class Store:
             patched = strategic_merge(current, patch_doc, apply=ct == APPLY_PATCH)
         if not isinstance(patched, dict):
             raise ApiError(422, "the patched document is not an object", "Invalid")
-        rv = _meta(patched).get("resourceVersion")
-        if rv and str(rv) != _meta(old)["resourceVersion"]:
-            raise self.conflict(rt, name)
+        rv = meta_of(patched).get("resourceVersion")
+        if rv and str(rv) != meta_of(old)["resourceVersion"]:
+            raise conflict(rt, name)
         return self._update(rt, namespace, name, patched, old, subresource, dry_run), False
 
     @staticmethod
@@ -824,19 +645,19 @@ class Store:
         keep the object around with ``deletionTimestamp`` set."""
         old = self.peek(rt, namespace, name)
         if old is None:
-            raise self.not_found(rt, name)
+            raise not_found(rt, name)
         options = options or {}
         pre = options.get("preconditions") or {}
-        meta = _meta(old)
+        meta = meta_of(old)
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
-            raise self.precondition_failed(
+            raise precondition_failed(
                 rt,
                 name,
                 f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
                 f"{meta.get('uid')}",
             )
         if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
-            raise self.precondition_failed(
+            raise precondition_failed(
                 rt,
                 name,
                 f"Precondition failed: ResourceVersion in precondition: "
@@ -872,7 +693,7 @@ class Store:
 
             def finish() -> None:
                 cur = self.peek(rt, namespace, name)
-                if cur is not None and _meta(cur).get("uid") == uid:
+                if cur is not None and meta_of(cur).get("uid") == uid:
                     self._remove(rt, namespace, name, orphan=propagation == "Orphan")
 
             self.scheduler.later(delay, finish)
@@ -886,7 +707,7 @@ class Store:
         final = jcopy(old)
         final["metadata"]["resourceVersion"] = str(rv)
         self._emit(WatchEvent("DELETED", rt.key, final, jcopy(old), rv))
-        uid = _meta(old).get("uid", "")
+        uid = meta_of(old).get("uid", "")
         if rt.key == "namespaces":
             for other in self.types.values():
                 if not other.namespaced:
@@ -902,14 +723,14 @@ class Store:
         out = []
         for rt in self.types.values():
             for obj in self._objs[rt.key].values():
-                refs = _meta(obj).get("ownerReferences") or []
+                refs = meta_of(obj).get("ownerReferences") or []
                 if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
                     out.append((rt, obj))
         return out
 
     def _delete_dependent(self, dep: tuple[ResourceType, dict[str, Any]], uid: str) -> None:
         rt, obj = dep
-        meta = _meta(obj)
+        meta = meta_of(obj)
         ns, name = meta.get("namespace", ""), meta["name"]
         if self.peek(rt, ns, name) is not obj:
             return
@@ -936,7 +757,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         out = []
         for obj in self.select(rt, namespace, labels, fields, copy=False):
-            meta = _meta(obj)
+            meta = meta_of(obj)
             try:
                 deleted, _gone = self.delete(rt, meta.get("namespace", ""), meta["name"], options)
                 out.append(deleted)
@@ -950,13 +771,13 @@ class Store:
         """Controller-internal write (scheduler binding, kubelet status): stores ``obj`` as
         given, without update strategies or validation; bumps resourceVersion and emits
         MODIFIED unless nothing changed."""
-        meta = _meta(obj)
+        meta = meta_of(obj)
         ns, name = meta.get("namespace", ""), meta["name"]
         old = self.peek(rt, ns, name)
         if old is None:
-            raise self.not_found(rt, name)
+            raise not_found(rt, name)
         new = jcopy(obj)
-        new["metadata"]["resourceVersion"] = _meta(old)["resourceVersion"]
+        new["metadata"]["resourceVersion"] = meta_of(old)["resourceVersion"]
         if json_equal(new, old):
             return jcopy(old)
         return self._commit("MODIFIED", rt, new, jcopy(old))
@@ -969,76 +790,3 @@ class Store:
         cur = self.get(rt, namespace, name)
         cur["status"] = status
         return self.update(rt, namespace, name, cur, subresource="status")
-
-
-# --------------------------------------------------------------------------------------------
-# pod helpers
-
-
-def _pod_causes(pod: Mapping[str, Any]) -> list[Cause]:
-    spec = pod.get("spec")
-    if not isinstance(spec, dict):
-        return [Cause("FieldValueRequired", "spec.containers", "Required value")]
-    containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
-        return [Cause("FieldValueRequired", "spec.containers", "Required value")]
-    causes = []
-    names: set[str] = set()
-    for i, c in enumerate(containers):
-        if not isinstance(c, dict) or not c.get("name"):
-            causes.append(Cause("FieldValueRequired", f"spec.containers[{i}].name", "Required value"))
-            continue
-        if not c.get("image"):
-            causes.append(Cause("FieldValueRequired", f"spec.containers[{i}].image", "Required value"))
-        if c["name"] in names:
-            causes.append(
-                Cause(
-                    "FieldValueDuplicate",
-                    f"spec.containers[{i}].name",
-                    f'Duplicate value: "{c["name"]}"',
-                )
-            )
-        names.add(c["name"])
-    return causes
-
-
-def _pod_update_causes(new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
-    def mutable_view(spec: Any) -> Any:
-        spec = jcopy(spec or {})
-        for key in ("containers", "initContainers"):
-            for c in spec.get(key) or []:
-                if isinstance(c, dict):
-                    c.pop("image", None)
-        for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"):
-            spec.pop(key, None)
-        return spec
-
-    if not json_equal(mutable_view(new.get("spec")), mutable_view(old.get("spec"))):
-        return [
-            Cause(
-                "FieldValueForbidden",
-                "spec",
-                "Forbidden: pod updates may not change fields other than "
-                "`spec.containers[*].image`,`spec.initContainers[*].image`,"
-                "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing "
-                "tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if "
-                "it was previously negative)",
-            )
-        ]
-    return []
-
-
-def _qos_class(spec: Mapping[str, Any]) -> str:
-    requests_any = False
-    guaranteed = True
-    for c in spec.get("containers") or []:
-        res = (c or {}).get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        if req or lim:
-            requests_any = True
-        for r in ("cpu", "memory"):
-            if r not in lim or (r in req and str(req[r]) != str(lim[r])):
-                guaranteed = False
-    if not requests_any:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
