@@ -17,12 +17,15 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from eksray_jupyter.backends.kuberay.names import GROUP as G
+from eksray_jupyter.backends.kuberay.names import RAYCLUSTERS as PLURAL
+from eksray_jupyter.backends.kuberay.names import VERSION as V
+
 from .fakekube import FakeKubeServer, pytest_plugin
 from .k8s import ControlPlane
 
 pytestmark = pytest.mark.k8s
 
-G, V, PLURAL = "ray.io", "v1", "rayclusters"
 JSON_PATCH = "application/json-patch+json"
 NS = "eksray-differential"
 

@@ -34,11 +34,12 @@ from traitlets.config import Config
 
 from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.kuberay.names import head_service
+from eksray_jupyter.backends.kuberay.rayjob import map_status
+from eksray_jupyter.backends.kuberay.rayjob_runner import KubeRayJobRunner
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.errors import InvalidRequestError, LimitExceededError
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
-from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner, map_status
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.jobs.spec import resolve_job_spec
@@ -102,7 +103,7 @@ class Dashboard:
 class Env:
     def __init__(self, fk: FakeKubeServer, backend: KubeRayBackend, service: ClusterService) -> None:
         self.fk, self.backend, self.service = fk, backend, service
-        self.jobs: JobService = service.jobs
+        self.jobs = JobService(service)
         self.dashboard = Dashboard()
 
     def rayjob(self, name: str) -> dict[str, Any] | None:
@@ -162,7 +163,7 @@ def make_env(
     try:
         yield e
     finally:
-        KubeRayJobRunner.stop_following()
+        e.jobs.runner.close()
         e.dashboard.close()
         backend.close()
 
@@ -239,7 +240,7 @@ def test_generated_rayjobs_validate_against_the_crd(tmp_path: Path) -> None:
     service = ClusterService(
         EKSRay(owner="alice", backend="local", state_dir=str(tmp_path)), backend=KubeRayBackend()
     )
-    runner = service.jobs.runner
+    runner = JobService(service).runner
     assert isinstance(runner, KubeRayJobRunner)  # selected because the backend is kuberay
     job = _job(
         service,
@@ -327,7 +328,7 @@ def test_explicit_local_runner_still_wins(tmp_path: Path) -> None:
         ),
         backend=KubeRayBackend(),
     )
-    assert service.jobs.runner.name == "local"
+    assert JobService(service).runner.name == "local"
 
 
 @pytest.mark.parametrize(
@@ -437,7 +438,7 @@ def test_a_job_is_followed_again_after_its_follower_is_gone(env: Env) -> None:
     env.dashboard.logs[ray_id] = "one\n"
     env.state(job.id, JobState.RUNNING)
     wait_until(lambda: env.jobs.logs(job.id).data == b"one\n", what="first line")
-    KubeRayJobRunner.stop_following()  # as if the server that submitted it exited
+    env.jobs.runner.close()  # as if the server that submitted it exited
     env.dashboard.logs[ray_id] = "one\ntwo\n"
     env.finish(job.id, "SUCCEEDED")
     wait_until(lambda: env.rayjob(job.id)["status"]["jobDeploymentStatus"] == "Complete", what="Complete")  # type: ignore[index]
@@ -603,7 +604,7 @@ def test_the_driver_streams_large_results_under_the_prefix_only(moto_url: str, t
 def test_a_long_log_is_read_less_often_but_always_at_the_end(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eksray_jupyter.jobs import kuberay_runner
+    from eksray_jupyter.backends.kuberay import rayjob_runner
     from eksray_jupyter.jobs.store import LocalJobStore
 
     runner = KubeRayJobRunner(service=env.service)
@@ -613,7 +614,7 @@ def test_a_long_log_is_read_less_often_but_always_at_the_end(
     log = "x" * (4 << 20)  # 4 MiB: read again at most every 4 s
     reads: list[float] = []
     clock = [1000.0]
-    monkeypatch.setattr(kuberay_runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(rayjob_runner.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(runner, "_read_log", lambda *_: reads.append(clock[0]) or log)
     status = {"jobId": "train-abcde-1", "rayClusterName": "train-abcde-xyz12"}
     runner._copy_log(store, record, status)  # first read: small so far
@@ -636,16 +637,16 @@ def test_a_long_log_is_read_less_often_but_always_at_the_end(
 def test_one_follower_per_rayjob_across_processes(env: Env) -> None:
     """A second process (a CLI, a kernel) reading a followed job does not follow it too; it takes
     over only once the follower's lease has expired, and the first follower then lets go."""
-    from eksray_jupyter.jobs.kuberay_runner import FOLLOWER_ANNOTATION
+    from eksray_jupyter.backends.kuberay.rayjob import FOLLOWER_ANNOTATION
 
     job = env.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
     _, ray_id = env.started(job.id)
     env.dashboard.logs[ray_id] = "one\n"
     env.state(job.id, JobState.RUNNING)
     wait_until(lambda: env.jobs.logs(job.id).text == "one\n", what="the log followed")
-    first = KubeRayJobRunner._followers[("alice", job.id)]
+    first = env.jobs.runner._followers[("alice", job.id)]
     lease = json.loads(env.rayjob(job.id)["metadata"]["annotations"][FOLLOWER_ANNOTATION])  # type: ignore[index]
-    assert lease["holder"] == KubeRayJobRunner.holder
+    assert lease["holder"] == env.jobs.runner.holder
 
     other = KubeRayJobRunner(service=env.service)
     other.holder = "jupyter-other/4242/feedbeef"  # as another process would be
@@ -690,7 +691,7 @@ def test_a_stop_recorded_elsewhere_during_a_followers_step_stands(env: Env) -> N
     wait_until(lambda: env.dashboard.before_next_read is None, what="the interleaving")
     done = env.state(job.id, JobState.STOPPED)
     wait_until(
-        lambda: not (f := KubeRayJobRunner._followers.get(("alice", job.id))) or not f.alive(),
+        lambda: not (f := env.jobs.runner._followers.get(("alice", job.id))) or not f.alive(),
         what="the follower done",
     )
     record = other.read("alice", job.id)
@@ -701,12 +702,12 @@ def test_a_stop_recorded_elsewhere_during_a_followers_step_stands(env: Env) -> N
 
 
 def test_a_process_that_exits_releases_its_lease(env: Env) -> None:
-    from eksray_jupyter.jobs.kuberay_runner import FOLLOWER_ANNOTATION
+    from eksray_jupyter.backends.kuberay.rayjob import FOLLOWER_ANNOTATION
 
     job = env.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
     env.started(job.id)
     env.state(job.id, JobState.RUNNING)
-    KubeRayJobRunner.stop_following()  # what ClusterService.close does when a CLI exits
+    env.jobs.runner.close()  # what JobService.close does when a CLI exits
     lease = json.loads(env.rayjob(job.id)["metadata"]["annotations"][FOLLOWER_ANNOTATION])  # type: ignore[index]
     assert lease["until"] == 0
     other = KubeRayJobRunner(service=env.service)

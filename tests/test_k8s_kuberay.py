@@ -481,8 +481,8 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
 
     from eksray_jupyter.core.config import EKSRay
     from eksray_jupyter.core.service import ClusterService
-    from eksray_jupyter.jobs.kuberay_runner import KubeRayJobRunner
     from eksray_jupyter.jobs.models import JobState
+    from eksray_jupyter.jobs.service import JobService
 
     frank = k8s_user("frank")
     backend = make_backend(frank, dashboard_access="apiserver-proxy")
@@ -491,8 +491,9 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
         EKSRay(config=config, owner=frank.owner, backend="local", state_dir=str(tmp_path / "state")),
         backend=backend,
     )
+    jobs = JobService(service)
     try:
-        job = service.jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
+        job = jobs.submit({"entrypoint": "python train.py", "cluster": {"profile": "cpu-small"}})
         _, crs = admin(k8s_plane)
 
         def rayjob_status() -> dict[str, Any]:
@@ -507,7 +508,7 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
         cluster = status["rayClusterName"]
         assert cluster.startswith(job.id) and status.get("jobId")
         running = wait_until(
-            lambda: (j := service.jobs.get(job.id)).state == JobState.RUNNING and j,
+            lambda: (j := jobs.get(job.id)).state == JobState.RUNNING and j,
             "job running",
             timeout=TIMEOUT,
         )
@@ -524,7 +525,7 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
             submitters = kubernetes.client.BatchV1Api(client).list_namespaced_job(frank.namespace).items
         assert [j.metadata.name for j in submitters] == [job.id]
 
-        stopped = service.jobs.stop(job.id, wait=30)
+        stopped = jobs.stop(job.id, wait=30)
         assert stopped.state == JobState.STOPPED
         # The RayJob goes; the garbage collector takes its RayCluster, pods and submitter Job.
         wait_until(lambda: not crs.list_namespaced_custom_object("ray.io", "v1", frank.namespace, "rayjobs")["items"],
@@ -532,7 +533,7 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
         wait_until(lambda: service.list() == [], "the job's cluster gone", timeout=TIMEOUT)
         wait_until(lambda: not pods(k8s_plane, frank.namespace), "pods garbage-collected", timeout=TIMEOUT)
     finally:
-        KubeRayJobRunner.stop_following()
+        jobs.close()
 
 
 # --- the magics -------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ import sys
 from jupyter_server.serverapp import ServerApp
 app = ServerApp(jpserver_extensions={{"eksray_jupyter": True}}, allow_root=True, open_browser=False)
 app.initialize(argv=["--EKSRay.state_dir={tmp_path}", "--EKSRay.backend=kuberay", "--ServerApp.port=0"])
-backend = app.web_app.settings["eksray_service"].backend
+backend = app.web_app.settings["eksray_services"].clusters.backend
 assert backend.name == "kuberay"
 backend.manifest("alice", {{"name": "x", "head": {{"cpu": 1}}, "workerGroups": [], "autoscaling": {{}}}})
 print("HEAVY", sorted(m for m in ("ray", "kubernetes", "boto3", "botocore") if m in sys.modules))

@@ -7,9 +7,10 @@
   ``eksray.io/owner`` label and the exact owner in an annotation; every call checks it,
   so another user's cluster is a 404. Clusters made by others (kubectl, RayJobs) in a
   user's own namespace are shown read-only; elsewhere they are skipped.
-* Scaling shares ``replicas`` with the in-tree Ray autoscaler: a JSON patch with ``test``
-  ops on resourceVersion and the group's name, retried on fresh state after a 409/422;
-  lowering ``replicas`` with autoscaling on names its victims in ``workersToDelete``.
+* The class is the settings, the ClusterBackend interface and ownership; the rest is
+  composed in: scaling alongside the autoscaler (:mod:`.scaling`), the ``subscribe``
+  observer (:mod:`.observer`), Kubernetes events (:mod:`.kube_events`) and Ray autoscaler
+  events (:mod:`.dashboard_events`).
 * ``kubernetes`` and ``boto3`` are imported on first use, never when the class loads.
 """
 
@@ -18,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.metadata
-import random
-import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,16 +36,14 @@ from ...core.errors import (
     NotReadyError,
 )
 from ...core.models import Change, Cluster, ClusterEvent
-from ...core.spec import validate_scale_request
-from . import dashboard as dash
+from . import kube_events, scaling
+from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
 from .names import (
     ANNOTATION_OWNER,
     ANNOTATION_SPEC,
-    API_VERSION,
     CLIENT_PORT,
     DASHBOARD_PORT,
-    EVENT_COMPONENT,
     GCS_PORT,
     L_GANG,
     LABEL_MANAGED_BY,
@@ -55,9 +52,9 @@ from .names import (
     dns_label,
     head_service,
     is_dns_label,
-    parse_time,
 )
-from .status import build_cluster, cluster_event, pod_ready, spec_of
+from .observer import Observer
+from .status import build_cluster
 
 if TYPE_CHECKING:
     from .cache import NamespaceCache
@@ -70,6 +67,10 @@ _QUEUE_LABELS = {
     "kueue": "kueue.x-k8s.io/queue-name",
     "kai": "kai.scheduler/queue",
 }
+
+
+def _not_found(name: str) -> str:
+    return f"No cluster named {name!r}. List your clusters to see their names."
 
 
 def _installed_ray_version() -> str:
@@ -250,13 +251,8 @@ class KubeRayBackend(ClusterBackend):
         self._namespace_owner: dict[str, str] = {}
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
         self._skipped: set[tuple[str, str, str]] = set()
-        self._events_reader = dash.EventsReader(self._fetch_dashboard_events)
-        # Observing: one dispatcher thread turns cache changes into Change notifications.
-        self._observing = False
-        self._pending: dict[str, Any] = {"clusters": set(), "deleted": {}, "events": []}
-        self._wake = threading.Condition(self._lock)
-        self._dispatcher: threading.Thread | None = None
-        self._stop_dispatch = threading.Event()
+        self._dashboard_events = DashboardEvents(self)
+        self._observer = Observer(self)
         self._closed = False
 
     # --- connections ------------------------------------------------------------------------------
@@ -300,6 +296,11 @@ class KubeRayBackend(ClusterBackend):
         if self.dashboard_access != "auto":
             return self.dashboard_access
         return "service" if self._in_cluster() else "apiserver-proxy"
+
+    def _dashboard_service_url(self, cr: dict[str, Any], namespace: str) -> str:
+        """The dashboard through the head Service's cluster DNS name (service mode)."""
+        port = ((cr.get("status") or {}).get("endpoints") or {}).get("dashboard") or DASHBOARD_PORT
+        return f"http://{head_service(cr)}.{namespace}.{self.service_domain}:{port}"
 
     # --- namespaces and ownership -----------------------------------------------------------------
 
@@ -346,7 +347,7 @@ class KubeRayBackend(ClusterBackend):
                 from .cache import NamespaceCache
 
                 cache = NamespaceCache(
-                    namespace, self.api, self._on_cache_change, self.log, self.watch_timeout_seconds
+                    namespace, self.api, self._observer.on_cache_change, self.log, self.watch_timeout_seconds
                 )
                 self._caches[namespace] = cache
                 cache.start()
@@ -368,7 +369,7 @@ class KubeRayBackend(ClusterBackend):
             who, ours = self._owner_of(namespace, cr)
             if who == owner:
                 return cache, cr, ours
-        raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
+        raise NotFoundError(_not_found(name))
 
     # --- building Cluster objects -----------------------------------------------------------------
 
@@ -383,22 +384,6 @@ class KubeRayBackend(ClusterBackend):
             port = endpoints.get("gcs-server") or endpoints.get("gcs") or GCS_PORT
             return f"{host}:{port}"
         return f"ray://{host}:{endpoints.get('client') or CLIENT_PORT}"
-
-    def _refusal(self, cache: NamespaceCache, cr: dict[str, Any]) -> str | None:
-        """The operator's last Invalid* warning, while it has not reconciled the cluster."""
-        if cr.get("status"):
-            return None
-        meta = cr["metadata"]
-        created = parse_time(meta.get("creationTimestamp")) or 0.0
-        refusals = [
-            e
-            for e in cache.cluster_events(meta["name"], meta.get("uid"), created)
-            if e["kind"] == "RayCluster" and e["type"] == "Warning" and e["reason"].startswith("Invalid")
-        ]
-        if not refusals:
-            return None
-        last = max(refusals, key=lambda e: e["time"])
-        return f"The KubeRay operator refused the cluster ({last['reason']}): {last['message']}"
 
     def _build(self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool) -> Cluster:
         meta = cr["metadata"]
@@ -423,7 +408,7 @@ class KubeRayBackend(ClusterBackend):
             backend=self.name,
             ours=ours,
             address=self._address(cr),
-            operator_refusal=self._refusal(cache, cr),
+            operator_refusal=kube_events.operator_refusal(cache, cr),
             suspended_reason=suspended_reason,
         )
         self._memo[key] = (version, cluster)
@@ -445,6 +430,11 @@ class KubeRayBackend(ClusterBackend):
                     cache.namespace, name, type(e).__name__, e,
                 )  # fmt: skip
             return None
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """Drop what is kept of a deleted cluster (namespace, name)."""
+        self._memo.pop(key, None)
+        self._dashboard_events.forget(key)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -587,131 +577,20 @@ class KubeRayBackend(ClusterBackend):
         cache, cr, ours = self._find(owner, name)
         if not ours:
             raise ConflictError(f"Cluster {name!r} was not created by eksray-jupyter; it is read-only here.")
-        namespace, uid = cache.namespace, cr["metadata"].get("uid")
-        not_found = f"No cluster named {name!r}. List your clusters to see their names."
-        for attempt in range(max(1, self.scale_retries)):
-            fresh = self.api.get_cluster(namespace, name, not_found)
-            if fresh["metadata"].get("uid") != uid or self._owner_of(namespace, fresh) != (owner, True):
-                raise NotFoundError(not_found)  # deleted and re-created meanwhile, maybe by someone else
-            if fresh["metadata"].get("deletionTimestamp"):
-                raise ConflictError(f"Cluster {name!r} is being deleted.")
-            # Validated against the live values each time: the request, not a stale result, is re-applied.
-            groups = validate_scale_request(spec_of(fresh, ours=True), request)
-            ops, summary = self._scale_ops(cache, fresh, groups, request)
-            if not ops:
-                cache.put_cluster(fresh)
-                return self._build(cache, fresh, owner, True)
-            try:
-                patched = self.api.patch_cluster(namespace, name, ops, not_found)
-            except (ConflictError, InvalidRequestError) as e:
-                if getattr(e, "status", 0) in (409, 422) and self._changed_since(namespace, name, fresh):
-                    self.log.info("eksray: %s/%s changed while scaling (attempt %d); retrying", namespace, name,
-                                  attempt + 1)  # fmt: skip
-                    # Jittered backoff: do not collide with the same writer again and again.
-                    time.sleep(random.uniform(0, min(0.4, 0.025 * 2**attempt)))
-                    continue
-                raise
-            cache.put_cluster(patched)
-            self._record(patched, "Scaled", f"Scaled by {owner}: {summary}")
-            return self._build(cache, patched, owner, True)
-        raise ConflictError(
-            f"Cluster {name!r} kept changing while it was being scaled (its autoscaler is busy); try again."
+        scaled, summary = scaling.scale(
+            self.api,
+            cache,
+            cr,
+            request,
+            lambda fresh: self._owner_of(cache.namespace, fresh) == (owner, True),
+            retries=self.scale_retries,
+            not_found=_not_found(name),
+            log=self.log,
         )
-
-    @staticmethod
-    def _scale_fields(cr: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return [
-            (g.get("groupName"), g.get("replicas"), g.get("minReplicas"), g.get("maxReplicas"))
-            for g in (cr.get("spec") or {}).get("workerGroupSpecs") or []
-        ]
-
-    def _changed_since(self, namespace: str, name: str, seen: dict[str, Any]) -> bool:
-        """Whether the scaling fields moved since ``seen`` (a 422 was a lost race, not a bad request)."""
-        try:
-            now = self.api.get_cluster(namespace, name, "gone")
-        except NotFoundError:
-            return False
-        return self._scale_fields(now) != self._scale_fields(seen)
-
-    def _scale_ops(
-        self, cache: NamespaceCache, cr: dict[str, Any], groups: list[dict[str, Any]], request: Any
-    ) -> tuple[list[dict[str, Any]], str]:
-        """JSON-patch ops turning ``cr``'s groups into ``groups``, guarded by ``test`` ops.
-
-        The tests pin exactly what the change was computed from — the group at that index
-        and its replicas/min/max — so a concurrent autoscaler write fails the patch (422)
-        and it is recomputed, while the operator's frequent status writes (which bump the
-        resourceVersion) do not get in the way.
-        """
-        explicit = {
-            c.get("groupName"): "replicas" in c
-            for c in (request.get("workerGroups") or [])
-            if isinstance(c, dict)
-        }
-        wanted = {g["groupName"]: g for g in groups}
-        autoscaling = bool((cr.get("spec") or {}).get("enableInTreeAutoscaling"))
-        ops: list[dict[str, Any]] = []
-        changes = []
-        pods = cache.cluster_pods(cr["metadata"]["name"])
-        for i, live in enumerate((cr.get("spec") or {}).get("workerGroupSpecs") or []):
-            group = live.get("groupName")
-            new = wanted.get(group)
-            if new is None:
-                continue
-            base = f"/spec/workerGroupSpecs/{i}"
-            group_ops = []
-            diff = []
-            for key in ("minReplicas", "maxReplicas", "replicas"):
-                old_value = live.get(key)
-                if new[key] == old_value:
-                    continue
-                lowering_carried = (
-                    key == "replicas"
-                    and autoscaling
-                    and not explicit.get(group)
-                    and new[key] < (old_value or 0)
-                )
-                if lowering_carried:
-                    # Bounds moved down: the autoscaler picks which (idle) workers go.
-                    continue
-                group_ops.append({"op": "add", "path": f"{base}/{key}", "value": new[key]})
-                diff.append(f"{key} {old_value}→{new[key]}")
-            if autoscaling and explicit.get(group) and new["replicas"] < (live.get("replicas") or 0):
-                group_ops += self._victim_ops(base, group, live, new, pods)
-            if group_ops:
-                # Index paths are only safe if the group at that index is still this one.
-                ops.append({"op": "test", "path": f"{base}/groupName", "value": group})
-                ops += [
-                    {"op": "test", "path": f"{base}/{key}", "value": live[key]}
-                    for key in ("replicas", "minReplicas", "maxReplicas")
-                    if key in live
-                ]
-                ops += group_ops
-                changes.append(f"{group}: {', '.join(diff)}")
-        return ops, "; ".join(changes)
-
-    @staticmethod
-    def _victim_ops(
-        base: str, group: str, live: dict[str, Any], new: dict[str, Any], pods: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """With autoscaling on, the operator deletes no surplus pod by itself: name them.
-
-        Not-ready pods go first (they hold no work), then the newest.
-        """
-        pending = (live.get("scaleStrategy") or {}).get("workersToDelete") or []
-        members = [p for p in pods if p["nodeType"] == "worker" and p["group"] == group and not p["deleting"]]
-        if any(p["name"] in pending for p in members):
-            raise ConflictError(
-                f"The autoscaler is removing workers of group {group!r} right now; try again in a few seconds."
-            )
-        target = min(max(new["replicas"], new["minReplicas"]), new["maxReplicas"])
-        surplus = len(members) - target
-        if surplus <= 0:
-            return []
-        not_ready = sorted((p for p in members if not pod_ready(p)), key=lambda p: p["created"] or "")
-        ready = sorted((p for p in members if pod_ready(p)), key=lambda p: p["created"] or "", reverse=True)
-        victims = [p["name"] for p in (not_ready + ready)[:surplus]]
-        return [{"op": "add", "path": f"{base}/scaleStrategy", "value": {"workersToDelete": victims}}]
+        cache.put_cluster(scaled)
+        if summary is not None:
+            self._record(scaled, "Scaled", f"Scaled by {owner}: {summary}")
+        return self._build(cache, scaled, owner, True)
 
     # --- delete -----------------------------------------------------------------------------------
 
@@ -719,8 +598,7 @@ class KubeRayBackend(ClusterBackend):
         cache, cr, ours = self._find(owner, name)
         if not ours:
             raise ConflictError(f"Cluster {name!r} was not created by eksray-jupyter; it is read-only here.")
-        not_found = f"No cluster named {name!r}. List your clusters to see their names."
-        self.api.delete_cluster(cache.namespace, name, cr["metadata"]["uid"], not_found)
+        self.api.delete_cluster(cache.namespace, name, cr["metadata"]["uid"], _not_found(name))
         self._record(cr, "Deleting", f"Cluster {name} deleted by {owner}")
         # Shown as stopping until the watch sees it go (finalizers may keep it a while).
         marked = copy.deepcopy(cr)
@@ -731,70 +609,19 @@ class KubeRayBackend(ClusterBackend):
                 cache.clusters[name] = marked
                 cache.versions[name] += 1
         self.notify(Change("cluster", owner, name, cluster=self._build(cache, marked, owner, True)))
-        self._events_reader.forget((cache.namespace, name))
+        self._dashboard_events.forget((cache.namespace, name))
 
     # --- events -----------------------------------------------------------------------------------
 
     def _record(self, cr: dict[str, Any], reason: str, message: str) -> None:
-        """A Kubernetes event on the RayCluster: kubectl and every eksray server see who did what."""
-        if not self.record_events:
-            return
-        meta = cr["metadata"]
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": "RayCluster",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid", ""),
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Normal",
-            "source": {"component": EVENT_COMPONENT},
-            "reportingComponent": EVENT_COMPONENT,
-            "reportingInstance": EVENT_COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.api.create_event(meta["namespace"], body)
-        except BackendError as e:  # no RBAC for events: the action itself still happened
-            self.log.debug("eksray: could not record event %s on %s: %s", reason, meta["name"], e.message)
-
-    def _fetch_dashboard_events(self, key: tuple[str, str]) -> Any:
-        namespace, name = key
-        cache = self._caches.get(namespace)
-        cr = cache.clusters.get(name) if cache else None
-        if cr is None:
-            raise BackendError("gone")
-        service = head_service(cr)
-        if self._dashboard_mode() == "service":
-            port = ((cr.get("status") or {}).get("endpoints") or {}).get("dashboard") or DASHBOARD_PORT
-            return dash.fetch_direct(
-                f"http://{service}.{namespace}.{self.service_domain}:{port}", timeout=2.0
-            )
-        return self.api.service_proxy_get(
-            namespace, service, "dashboard", dash.EVENTS_PATH, dash.EVENTS_QUERY, 2.0
-        )
-
-    def _dashboard_events(self, cache: NamespaceCache, cluster: Cluster, uid: str) -> list[ClusterEvent]:
-        if not self.dashboard_events or not cluster.dashboard_available:
-            return []
-        return self._events_reader.events((cache.namespace, cluster.name), uid)
+        if self.record_events:
+            kube_events.record(self.api, cr, reason, message, self.log)
 
     def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:
         cache, cr, ours = self._find(owner, name)
-        meta = cr["metadata"]
-        created = parse_time(meta.get("creationTimestamp")) or 0.0
-        events = [cluster_event(e) for e in cache.cluster_events(name, meta.get("uid"), created)]
+        events = kube_events.cluster_events(cache, cr)
         cluster = self._build(cache, cr, owner, ours)
-        events += self._dashboard_events(cache, cluster, str(meta.get("uid")))
+        events += self._dashboard_events.of(cache.namespace, cluster, str(cr["metadata"].get("uid")))
         unique = {e.id: e for e in events}
         out = sorted(unique.values(), key=lambda e: (e.time, e.id))
         if since is not None:
@@ -808,12 +635,10 @@ class KubeRayBackend(ClusterBackend):
         cluster = self._build(cache, cr, owner, ours)
         if not cluster.dashboard_available:
             raise NotReadyError(f"The Ray dashboard of {name!r} is not up yet (its head pod is not ready).")
-        service, namespace = head_service(cr), cache.namespace
         if self._dashboard_mode() == "service":
-            port = ((cr.get("status") or {}).get("endpoints") or {}).get("dashboard") or DASHBOARD_PORT
-            return f"http://{service}.{namespace}.{self.service_domain}:{port}"
+            return self._dashboard_service_url(cr, cache.namespace)
         host = str(self.api.configuration.host).rstrip("/")
-        return f"{host}/api/v1/namespaces/{namespace}/services/{service}:dashboard/proxy"
+        return f"{host}/api/v1/namespaces/{cache.namespace}/services/{head_service(cr)}:dashboard/proxy"
 
     def dashboard_request_headers(self, owner: str, name: str) -> dict[str, str]:
         """The API server credentials the proxy needs in apiserver-proxy mode (nothing in service mode)."""
@@ -830,20 +655,10 @@ class KubeRayBackend(ClusterBackend):
         self._find(owner, name)
         if self._dashboard_mode() != "apiserver-proxy":
             return {}
-        cfg = self.api.configuration
-        if not str(cfg.host).startswith("https://"):
-            return {}
-        if not cfg.verify_ssl:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context = ssl.create_default_context(
-                cafile=cfg.ssl_ca_cert or None, cadata=cfg.ca_cert_data or None
-            )
-        if cfg.cert_file:
-            context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        return {"ssl_options": context}
+        from .credentials import ssl_context
+
+        context = ssl_context(self.api.configuration)
+        return {"ssl_options": context} if context is not None else {}
 
     def connection_address(self, owner: str, name: str) -> str:
         _cache, cr, _ours = self._find(owner, name)
@@ -851,149 +666,16 @@ class KubeRayBackend(ClusterBackend):
 
     # --- observing --------------------------------------------------------------------------------
 
-    def _on_cache_change(self, kind: str, namespace: str, name: str, payload: Any) -> None:
-        """Called on watch threads; the dispatcher does the work (coalesced)."""
-        with self._lock:
-            if not self._observing:
-                return
-            key = (namespace, name)
-            if kind == "deleted":
-                self._pending["deleted"][key] = payload
-            elif kind == "event":
-                self._pending["events"].append((key, payload))
-            else:
-                self._pending["clusters"].add(key)
-            self._wake.notify()
-
     def start_observing(self) -> None:
-        with self._lock:
-            if self._observing:
-                return
-            self._observing = True
-            self._stop_dispatch.clear()
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, name="eksray-kuberay-observer", daemon=True
-            )
-            self._dispatcher.start()
+        self._observer.start()
 
     def stop_observing(self) -> None:
-        with self._lock:
-            self._observing = False
-            self._stop_dispatch.set()
-            self._wake.notify_all()
-            thread, self._dispatcher = self._dispatcher, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        self._observer.stop()
 
     def _default_owner(self) -> str | None:
+        """The owner of the server this backend belongs to, if it has one: watched from the start."""
         owner = getattr(self.parent, "owner", None)
         return owner if isinstance(owner, str) and owner else None
-
-    def _dispatch_loop(self) -> None:
-        last: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
-        seen_ray: dict[tuple[str, str], set[str]] = {}
-        started = time.time()
-        next_poll = time.monotonic() + self.dashboard_poll_seconds
-        polls = 0
-        owner = self._default_owner()
-        if owner is not None:
-            try:  # the user's namespace is watched before the first change can be missed
-                for namespace in self._namespaces(owner):
-                    self._cache(namespace)
-            except BackendError as e:
-                self.log.warning("eksray: cannot observe clusters yet: %s", e.message)
-        # What panels already have (their snapshot): only differences from here are pushed. The
-        # snapshot may have been read before or after this baseline, so the first change of each
-        # cluster is pushed even when it looks the same (``unconfirmed``); later ones only if different.
-        for cache in list(self._caches.values()):
-            with cache.lock:
-                crs = list(cache.clusters.values())
-            for cr in crs:
-                who, ours = self._owner_of(cache.namespace, cr)
-                if who is not None and (cluster := self._build_safe(cache, cr, who, ours)) is not None:
-                    last[(cache.namespace, cluster.name)] = (who, cluster.to_dict())
-        unconfirmed = set(last)
-        while not self._stop_dispatch.is_set():
-            with self._lock:
-                if not (self._pending["clusters"] or self._pending["deleted"] or self._pending["events"]):
-                    self._wake.wait(timeout=max(0.05, next_poll - time.monotonic()))
-            if self._stop_dispatch.wait(0.05):  # coalesce a burst of watch events
-                break
-            with self._lock:
-                pending, self._pending = self._pending, {"clusters": set(), "deleted": {}, "events": []}
-            try:
-                self._dispatch(pending, last, unconfirmed)
-                if time.monotonic() >= next_poll:
-                    polls += 1
-                    self._poll_dashboards(last, seen_ray, started, every_round=polls % 6 == 0)
-                    next_poll = time.monotonic() + self.dashboard_poll_seconds
-            except Exception:  # the observer must outlive one bad change
-                self.log.exception("eksray: kuberay observer failed to dispatch changes")
-
-    def _dispatch(
-        self,
-        pending: dict[str, Any],
-        last: dict[tuple[str, str], tuple[str, dict[str, Any]]],
-        unconfirmed: set[tuple[str, str]],
-    ) -> None:
-        for key, obj in pending["deleted"].items():
-            previous = last.pop(key, None)
-            who = previous[0] if previous else self._owner_of(key[0], obj or {})[0]
-            if who is not None:
-                self.notify(Change("deleted", who, key[1]))
-            self._memo.pop(key, None)
-            self._events_reader.forget(key)
-        for key in pending["clusters"] - set(pending["deleted"]):
-            cache = self._caches.get(key[0])
-            cr = cache.clusters.get(key[1]) if cache else None
-            if cache is None or cr is None:
-                continue
-            who, ours = self._owner_of(key[0], cr)
-            if who is None:
-                continue
-            cluster = self._build_safe(cache, cr, who, ours)
-            if cluster is None:
-                continue
-            state = cluster.to_dict()
-            if key in unconfirmed or last.get(key) != (who, state):
-                unconfirmed.discard(key)
-                last[key] = (who, state)
-                self.notify(Change("cluster", who, cluster.name, cluster=cluster))
-        for key, ev in pending["events"]:
-            cache = self._caches.get(key[0])
-            cr = cache.clusters.get(key[1]) if cache else None
-            if cr is None:
-                continue
-            who, _ours = self._owner_of(key[0], cr)
-            if who is not None:
-                self.notify(Change("event", who, key[1], event=cluster_event(ev)))
-
-    def _poll_dashboards(
-        self,
-        last: dict[tuple[str, str], tuple[str, dict[str, Any]]],
-        seen: dict[tuple[str, str], set[str]],
-        started: float,
-        every_round: bool,
-    ) -> None:
-        """New autoscaler events of clusters that are changing (all clusters every 6th round)."""
-        if not self.dashboard_events:
-            return
-        for key, (who, state) in list(last.items()):
-            if state["phase"] == "ready" and not every_round:
-                continue
-            cache = self._caches.get(key[0])
-            cr = cache.clusters.get(key[1]) if cache else None
-            if cache is None or cr is None:
-                continue
-            cluster = self._build_safe(cache, cr, who, self._owner_of(key[0], cr)[1])
-            if cluster is None or not cluster.dashboard_available:
-                continue
-            known = seen.setdefault(key, set())
-            for event in self._dashboard_events(cache, cluster, str(cr["metadata"].get("uid"))):
-                if event.id not in known:
-                    known.add(event.id)
-                    if event.time >= started - 1:
-                        self.notify(Change("event", who, key[1], event=event))
 
     def watch_stats(self) -> dict[str, dict[str, int]]:
         """Per-namespace counters of lists, watches, expiries (410) and interruptions."""

@@ -1,10 +1,9 @@
-"""One namespace's RayClusters, Ray pods and events, kept current by three watches.
+"""One namespace's RayClusters, Ray pods and events, indexed for the backend's reads.
 
-Each kind has a thread that lists (paginated), then watches from the list's
-resourceVersion with bookmarks; a stream that ends or drops resumes from the last
-resourceVersion seen, and a 410 Expired (history compacted) re-lists and applies the
-difference. Readers (``list``/``get`` of the backend) take the lock briefly and never
-call the API, so they are fast however many pods there are.
+A :class:`~.reflector.Reflector` per kind keeps it current (lists, watches, re-lists after
+a 410); this index applies what they see: full lists as a difference, watch events one by
+one. Readers (``list``/``get`` of the backend) take the lock briefly and never call the
+API, so they are fast however many pods there are.
 
 Changes are reported through ``on_change(kind, namespace, cluster, payload)``:
 ``("cluster", ns, name, None)`` when a RayCluster or one of its pods changed,
@@ -14,19 +13,21 @@ first list of each kind reports nothing (it is the starting state, not a change)
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.errors import EKSRayError
-from .errors import KubeError, KubeExpired
-from .kubeapi import KINDS, KubeApi
+from .kubeapi import KINDS
+from .names import RAYCLUSTERS
+from .reflector import Reflector
 from .status import trim_event, trim_pod
+
+if TYPE_CHECKING:
+    from .kubeapi import KubeApi
 
 OnChange = Callable[[str, str, str, Any], None]
 _POD_NAME = re.compile(r"^(?P<cluster>.+?)-(?:head|(?P<group>.+)-worker)-[a-z0-9]{5}$")
@@ -57,11 +58,6 @@ def _relevant(event: dict[str, Any]) -> bool:
     return (event.get("involvedObject") or {}).get("kind") in ("RayCluster", "Pod")
 
 
-def describe(error: BaseException) -> str:
-    """A log-safe description of an error (our messages, or just the exception type)."""
-    return error.message if isinstance(error, EKSRayError) else type(error).__name__
-
-
 class NamespaceCache:
     def __init__(
         self,
@@ -86,43 +82,34 @@ class NamespaceCache:
         # Bumped whenever a cluster or one of its pods changes: keys the backend's memo.
         self.versions: Counter[str] = Counter()
         self.event_serial = 0  # bumped on every event change
-        self.synced = {kind: threading.Event() for kind in KINDS}
-        self.stats: Counter[str] = Counter()
-        self.last_error: str | None = None
         self._pod_cluster: OrderedDict[str, str] = OrderedDict()  # pod -> cluster, kept after deletion
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._streams: dict[str, Any] = {}
+        self._reflectors = {kind: self._reflector(kind) for kind in KINDS}
+        self.synced = {kind: reflector.synced for kind, reflector in self._reflectors.items()}
+
+    def _reflector(self, kind: str) -> Reflector:
+        def replace(items: list[dict[str, Any]], initial: bool) -> None:
+            self._replace(kind, items, initial)
+
+        def apply(etype: str, obj: dict[str, Any]) -> None:
+            self._apply(kind, etype, obj)
+
+        # Events are extra information: without RBAC for them, clusters still work.
+        forbidden = "clusters are shown without them" if kind == "events" else None
+        return Reflector(
+            self.api, kind, self.namespace, replace, apply, self.log, self.watch_timeout, forbidden
+        )
 
     # --- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for kind in KINDS:
-            thread = threading.Thread(
-                target=self._run, args=(kind,), name=f"eksray-watch-{self.namespace}-{kind}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        for reflector in self._reflectors.values():
+            reflector.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with self.lock:
-            streams = list(self._streams.values())
-        for stream in streams:
-            self._shutdown(stream)
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-        self._threads.clear()
-
-    @staticmethod
-    def _shutdown(stream: Any) -> None:
-        # shutdown() interrupts a read blocked in another thread (urllib3 >= 2.3).
-        for method in ("shutdown", "close"):
-            try:
-                getattr(stream, method)()
-            except Exception:  # best effort on a stream that may already be broken
-                continue
+        for reflector in self._reflectors.values():
+            reflector.interrupt()
+        for reflector in self._reflectors.values():
+            reflector.join(timeout)
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -132,95 +119,17 @@ class NamespaceCache:
     def is_synced(self) -> bool:
         return all(e.is_set() for e in self.synced.values())
 
-    # --- the watch loop -----------------------------------------------------------------------------
+    @property
+    def stats(self) -> Counter[str]:
+        """Lists, watches, expiries (410) and interruptions of the namespace's three watches."""
+        total: Counter[str] = Counter()
+        for reflector in self._reflectors.values():
+            total.update(dict(reflector.stats))  # a copy: the watch thread may add a key meanwhile
+        return total
 
-    def _run(self, kind: str) -> None:
-        rv: str | None = None
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    rv = self._relist(kind)
-                rv = self._stream(kind, rv)
-                delay = 0.1
-            except KubeExpired:
-                # History compacted past our resourceVersion: start over from a fresh list.
-                self.stats["expired"] += 1
-                self.log.info("eksray: watch of %s in %s expired (410); re-listing", kind, self.namespace)
-                rv = None
-            except Exception as e:
-                if self._stop.is_set():
-                    break
-                if kind == "events" and getattr(e, "status", 0) == 403 and not self.synced[kind].is_set():
-                    # Events are extra information: without RBAC for them, clusters still work.
-                    self.log.warning("eksray: may not list events in %s; clusters are shown without them",
-                                     self.namespace)  # fmt: skip
-                    self.synced[kind].set()
-                    delay = 60.0
-                self.stats["errors"] += 1
-                self.last_error = describe(e)
-                level = logging.INFO if self.stats["errors"] < 3 else logging.WARNING
-                self.log.log(
-                    level,
-                    "eksray: watch of %s in %s interrupted (%s); resuming in %.1f s",
-                    kind, self.namespace, self.last_error, delay,
-                )  # fmt: skip
-                self._stop.wait(delay)
-                delay = max(delay, min(delay * 2, 10.0))
-
-    def _relist(self, kind: str) -> str:
-        items: list[dict[str, Any]] = []
-        cont: str | None = None
-        rv = ""
-        while True:
-            page = self.api.list_raw(kind, self.namespace, cont=cont)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            rv = str(meta.get("resourceVersion") or rv)
-            cont = meta.get("continue")
-            if not cont:
-                break
-        self.stats["lists"] += 1
-        self._replace(kind, items, initial=not self.synced[kind].is_set())
-        self.synced[kind].set()
-        self.last_error = None
-        return rv
-
-    def _stream(self, kind: str, rv: str) -> str:
-        from kubernetes.watch.watch import iter_resp_lines
-
-        stream = self.api.watch_raw(kind, self.namespace, rv, self.watch_timeout)
-        with self.lock:
-            self._streams[kind] = stream
-        self.stats["watches"] += 1
-        try:
-            if self._stop.is_set():
-                return rv
-            for line in iter_resp_lines(stream):
-                if self._stop.is_set():
-                    break
-                if not line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                etype, obj = event.get("type"), event.get("object") or {}
-                if etype == "ERROR":
-                    code = obj.get("code")
-                    if code == 410:
-                        raise KubeExpired(f"watch of {kind} expired: {obj.get('message', '')}", 410)
-                    raise KubeError(f"watch of {kind} failed: {code} {obj.get('message', '')}", code or 0)
-                if etype in ("ADDED", "MODIFIED", "DELETED"):
-                    self._apply(kind, etype, obj)
-                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if new_rv:
-                    rv = str(new_rv)
-        finally:
-            with self.lock:
-                self._streams.pop(kind, None)
-            stream.release_conn()
-        return rv
+    @property
+    def last_error(self) -> str | None:
+        return next((r.last_error for r in self._reflectors.values() if r.last_error), None)
 
     # --- applying changes ---------------------------------------------------------------------------
 
@@ -228,7 +137,7 @@ class NamespaceCache:
         """A full list: apply the difference to the cache (and report it unless initial)."""
         signals: list[tuple[str, str, Any]] = []
         with self.lock:
-            if kind == "rayclusters":
+            if kind == RAYCLUSTERS:
                 fresh = {o["metadata"]["name"]: o for o in items}
                 for name, old in list(self.clusters.items()):
                     if name not in fresh:
@@ -279,7 +188,7 @@ class NamespaceCache:
     def _apply(self, kind: str, etype: str, obj: dict[str, Any]) -> None:
         signal: tuple[str, str, Any] | None = None
         with self.lock:
-            if kind == "rayclusters":
+            if kind == RAYCLUSTERS:
                 name = obj["metadata"]["name"]
                 if etype == "DELETED":
                     old = self.clusters.pop(name, None)

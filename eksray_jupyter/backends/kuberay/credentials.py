@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -216,3 +217,18 @@ def bearer_header(cfg: kubernetes.client.Configuration) -> str | None:
     """The ``Authorization`` value the client would send now (refreshed), or None."""
     value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
     return str(value) if value else None
+
+
+def ssl_context(cfg: kubernetes.client.Configuration) -> ssl.SSLContext | None:
+    """TLS settings to reach the API server as the client does (CA, client certificate); None over http."""
+    if not str(cfg.host).startswith("https://"):
+        return None
+    if not cfg.verify_ssl:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None, cadata=cfg.ca_cert_data or None)
+    if cfg.cert_file:
+        context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    return context

@@ -1,4 +1,4 @@
-"""The Kubernetes calls the backend makes, each through :func:`.errors.kube_call`.
+"""The Kubernetes calls the backend and its RayJob runner make, each through :func:`.errors.kube_call`.
 
 Lists and watches ask for raw JSON (``_preload_content=False``): the backend keeps plain
 dicts, and skipping the client's model deserialisation makes listing 1,000 pods cheap.
@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .errors import KubeError, kube_call
-from .names import GROUP, PLURAL, VERSION
+from .names import GROUP, RAYCLUSTERS, RAYJOBS, VERSION
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 JSON_PATCH = "application/json-patch+json"
 #: Kinds the watches follow: RayClusters, Ray pods (those labelled ray.io/cluster), events.
-KINDS = ("rayclusters", "pods", "events")
+KINDS = (RAYCLUSTERS, "pods", "events")
 POD_SELECTOR = "ray.io/cluster"
 
 
@@ -37,22 +37,38 @@ class KubeApi:
     def configuration(self) -> kubernetes.client.Configuration:
         return self.client.configuration
 
-    # --- RayClusters ----------------------------------------------------------------------------
+    # --- KubeRay's custom resources (RayClusters, RayJobs) -------------------------------------
 
-    def get_cluster(self, namespace: str, name: str, not_found: str) -> dict[str, Any]:
+    def _get(self, kind: str, plural: str, namespace: str, name: str, not_found: str) -> dict[str, Any]:
         return kube_call(
-            f"reading RayCluster {namespace}/{name}",
+            f"reading {kind} {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, name,
+            GROUP, VERSION, namespace, plural, name,
             not_found=not_found, _request_timeout=self.timeout,
         )  # fmt: skip
 
-    def create_cluster(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, kind: str, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return kube_call(
-            f"creating RayCluster {namespace}/{body['metadata']['name']}",
+            f"creating {kind} {namespace}/{body['metadata']['name']}",
             self.custom.create_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, body, _request_timeout=self.timeout,
+            GROUP, VERSION, namespace, plural, body, _request_timeout=self.timeout,
         )  # fmt: skip
+
+    def _delete(
+        self, kind: str, plural: str, namespace: str, name: str, body: dict[str, Any], not_found: str
+    ) -> None:
+        kube_call(
+            f"deleting {kind} {namespace}/{name}",
+            self.custom.delete_namespaced_custom_object,
+            GROUP, VERSION, namespace, plural, name,
+            body=body, not_found=not_found, _request_timeout=self.timeout,
+        )  # fmt: skip
+
+    def get_cluster(self, namespace: str, name: str, not_found: str) -> dict[str, Any]:
+        return self._get("RayCluster", RAYCLUSTERS, namespace, name, not_found)
+
+    def create_cluster(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._create("RayCluster", RAYCLUSTERS, namespace, body)
 
     def patch_cluster(
         self, namespace: str, name: str, ops: list[dict[str, Any]], not_found: str
@@ -61,19 +77,32 @@ class KubeApi:
         return kube_call(
             f"scaling RayCluster {namespace}/{name}",
             self.custom.patch_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, name, ops,
+            GROUP, VERSION, namespace, RAYCLUSTERS, name, ops,
             not_found=not_found, _content_type=JSON_PATCH, _request_timeout=self.timeout,
         )  # fmt: skip
 
     def delete_cluster(self, namespace: str, name: str, uid: str, not_found: str) -> None:
         # The uid precondition: never delete a same-named cluster created meanwhile.
-        kube_call(
-            f"deleting RayCluster {namespace}/{name}",
-            self.custom.delete_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, name,
-            body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
-            not_found=not_found, _request_timeout=self.timeout,
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        self._delete("RayCluster", RAYCLUSTERS, namespace, name, body, not_found)
+
+    def get_rayjob(self, namespace: str, name: str, not_found: str) -> dict[str, Any]:
+        return self._get("RayJob", RAYJOBS, namespace, name, not_found)
+
+    def create_rayjob(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._create("RayJob", RAYJOBS, namespace, body)
+
+    def replace_rayjob_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the RayJob with ``body``, whose resourceVersion makes it fail (409) if the RayJob
+        changed since it was read: how a follower lease is taken."""
+        return kube_call(
+            f"writing the follower lease of RayJob {namespace}/{name}",
+            self.custom.replace_namespaced_custom_object,
+            GROUP, VERSION, namespace, RAYJOBS, name, body, _request_timeout=self.timeout,
         )  # fmt: skip
+
+    def delete_rayjob(self, namespace: str, name: str, not_found: str) -> None:
+        self._delete("RayJob", RAYJOBS, namespace, name, {"propagationPolicy": "Background"}, not_found)
 
     # --- namespaces and events -----------------------------------------------------------------
 
@@ -118,8 +147,8 @@ class KubeApi:
     # --- list / watch (raw JSON) -----------------------------------------------------------------
 
     def _list_fn(self, kind: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        if kind == "rayclusters":
-            return self.custom.list_namespaced_custom_object, (GROUP, VERSION), {"plural": PLURAL}
+        if kind == RAYCLUSTERS:
+            return self.custom.list_namespaced_custom_object, (GROUP, VERSION), {"plural": RAYCLUSTERS}
         if kind == "pods":
             return self.core.list_namespaced_pod, (), {"label_selector": POD_SELECTOR}
         if kind == "events":

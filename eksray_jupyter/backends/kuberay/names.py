@@ -13,8 +13,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
+# KubeRay's custom resources: their API group and version, and the plural of each kind.
+GROUP, VERSION = "ray.io", "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
+RAYCLUSTERS = "rayclusters"
+RAYJOBS = "rayjobs"
 INT32_MAX = 2**31 - 1
 
 # Ours. The owner label is a sanitised form (label values are restricted); the annotation

@@ -1,10 +1,11 @@
-"""The KubeRay job runner: each job is a ``RayJob`` custom resource (``ray.io/v1``).
+"""The KubeRay job runner: each job is a ``RayJob`` custom resource (:mod:`.rayjob`).
 
 The KubeRay operator does the life cycle (creates the cluster from ``rayClusterSpec`` or
 uses ``clusterSelector``, submits, enforces ``activeDeadlineSeconds``/``backoffLimit``,
-deletes the cluster after ``ttlSecondsAfterFinished``). The runner creates the RayJob and a
-*follower* thread in this process mirrors its status into the job's record and copies the
-Ray job's log (read through the backend's dashboard access path) into the job's store.
+deletes the cluster after ``ttlSecondsAfterFinished``). The runner creates the RayJob, and a
+*follower* thread (one per job, started by the runner) mirrors its status into the job's
+record and copies the Ray job's log (read through the backend's dashboard access path) into
+the job's store; :meth:`KubeRayJobRunner.close` ends the runner's followers.
 
 Logs are persisted before the cluster is gone: the RayJob's ``ttlSecondsAfterFinished`` is
 the job's TTL plus :attr:`KubeRayJobRunner.log_grace_seconds`, so the operator keeps the
@@ -12,7 +13,8 @@ cluster that much longer; the follower reads the final log once the RayJob is te
 persists it, records the terminal state and only then deletes the cluster itself (after
 the job's own TTL). If this process dies, any process that reads the job resumes
 following it (:meth:`KubeRayJobRunner.is_active` adopts a RayJob that still exists) within
-the grace window. See docs/jobs.md.
+the grace window. Every Kubernetes call goes through the backend's
+:class:`~.kubeapi.KubeApi`. See docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -32,11 +34,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
 from traitlets import Float, Int, Unicode
 
-from ..backends.kuberay.names import parse_time
-from ..core.errors import (
+from ...core.errors import (
     BackendError,
     ConflictError,
     EKSRayError,
@@ -44,49 +44,22 @@ from ..core.errors import (
     InvalidRequestError,
     NotFoundError,
 )
-from .driver import RESULTS_UPLOAD_ENV, inline_command
-from .models import Job, JobState, log_read_interval, transition
-from .runner import JobRunner
-from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL
-from .store import JobStore, JobStores, S3JobStore
+from ...jobs.models import Job, JobState, log_read_interval, transition
+from ...jobs.runner import JobRunner
+from ...jobs.store import JobStore, JobStores, S3JobStore
+from .names import parse_time
+from .rayjob import (
+    FOLLOWER_ANNOTATION,
+    SUBMISSION_MODE,
+    build_rayjob,
+    lease_of,
+    lease_value,
+    map_status,
+    record_attempt,
+)
 
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
 LOGS_PATH = "api/jobs/{job_id}/logs"
-SUBMISSION_MODE = "K8sJobMode"
-#: On the RayJob: which process follows it, until when (JSON ``{"holder", "until"}``). One
-#: follower per job across processes (the server, CLIs, kernels), so the log is appended once
-#: and records are written by one writer; a lease that is not renewed expires.
-FOLLOWER_ANNOTATION = "eksray.io/follower"
-
-_TERMINAL_DEPLOY = {"Complete", "Failed", "ValidationFailed"}
-
-
-def map_status(status: dict[str, Any] | None) -> tuple[JobState, str | None]:
-    """Our state (and reason) for a RayJob status (``jobDeploymentStatus``, ``jobStatus``, reason, message)."""
-    status = status or {}
-    deploy = status.get("jobDeploymentStatus") or ""
-    ray = status.get("jobStatus") or ""
-    reason, message = status.get("reason") or "", status.get("message") or ""
-    detail = f"{reason}: {message}" if reason and message else reason or message
-    if deploy == "Complete":
-        if ray == "SUCCEEDED":
-            return JobState.SUCCEEDED, None
-        return JobState.FAILED, f"the Ray job ended {ray or 'without a status'}" + (
-            f" ({detail})" if detail else ""
-        )
-    if deploy in ("Failed", "ValidationFailed"):
-        if reason == "DeadlineExceeded":
-            return JobState.FAILED, f"deadline exceeded: {message or 'activeDeadlineSeconds passed'}"
-        if reason == "AppFailed" or ray == "FAILED":
-            return JobState.FAILED, f"the entrypoint failed ({detail or 'jobStatus FAILED'})"
-        return JobState.FAILED, f"the RayJob failed ({detail or deploy})"
-    if deploy == "Running":
-        # Also with a final jobStatus: in K8sJobMode KubeRay waits for the submitter before Complete.
-        return JobState.RUNNING, None
-    if deploy in ("Suspending", "Suspended"):
-        return JobState.STARTING, f"the RayJob is {deploy.lower()} (queued)"
-    return (JobState.PENDING if not deploy else JobState.STARTING), None
 
 
 class _Follower:
@@ -103,7 +76,7 @@ class _Follower:
 
 
 class KubeRayJobRunner(JobRunner):
-    """A RayJob per job, followed by a thread of the process that submitted (or read) it."""
+    """A RayJob per job, followed by a thread of the runner that submitted (or read) it."""
 
     name = "kuberay"
 
@@ -124,21 +97,18 @@ class KubeRayJobRunner(JobRunner):
         30.0, help="How long a process's claim to follow a RayJob lasts unless renewed (every half of it)."
     ).tag(config=True)
 
-    #: This process, as a follower lease holder.
-    holder = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
-
-    # One follower per job in this process, whichever runner instance started it
-    # (``ClusterService.jobs`` builds a JobService, and so a runner, on every use).
-    _lock = threading.Lock()
-    _followers: dict[tuple[str, str], _Follower] = {}
-    # One look at a RayJob at a time per job in this process (a reader's catch-up and the follower).
-    _step_locks: dict[tuple[str, str], threading.Lock] = {}
-    _next_log_read: dict[tuple[str, str], float] = {}
-    _taken_over: set[tuple[str, str]] = set()
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._stores: JobStores | None = None
+        #: This runner, as a follower lease holder: another runner, here or in another process,
+        #: is another holder.
+        self.holder = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+        self._lock = threading.Lock()
+        # One follower per job.
+        self._followers: dict[tuple[str, str], _Follower] = {}
+        # One look at a RayJob at a time per job (a reader's catch-up and the follower).
+        self._step_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._next_log_read: dict[tuple[str, str], float] = {}
+        self._taken_over: set[tuple[str, str]] = set()
 
     # --- the RayJob ------------------------------------------------------------------------------
 
@@ -146,137 +116,42 @@ class KubeRayJobRunner(JobRunner):
     def backend(self) -> Any:
         return self.service.backend
 
-    def _custom(self) -> Any:
-        import kubernetes.client
-
-        return kubernetes.client.CustomObjectsApi(self.backend.api.client)
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from ..backends.kuberay.errors import kube_call
-
-        return kube_call(what, fn, *args, _request_timeout=self.backend.request_timeout, **kwargs)
-
-    def runtime_env(
-        self,
-        job: Job,
-        attempt: int = 1,
-        working_dir: str | None = None,
-        results_upload: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        spec = job.spec
-        runtime = dict(spec.get("runtimeEnv") or {})
-        env = dict(runtime.get("envVars") or {})
-        env.update({JOB_ID_ENV: job.id, ATTEMPT_ENV: str(attempt)})
-        if results_upload is not None:
-            env[RESULTS_UPLOAD_ENV] = json.dumps(results_upload, sort_keys=True)
-        out: dict[str, Any] = {"env_vars": env}
-        if working_dir:
-            out["working_dir"] = working_dir
-        if runtime.get("pip"):
-            out["pip"] = list(runtime["pip"])
-        return out
-
     def rayjob(
         self,
         job: Job,
         working_dir: str | None = None,
         results_upload: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The RayJob custom resource for ``job`` (no API call).
-
-        ``working_dir``: the ``s3://`` URI of the uploaded working directory. ``results_upload``:
-        the presigned POST the head uploads result files with; the entrypoint is then wrapped in
-        the results driver (shipped inline, nothing to install on the head).
-        """
-        from ..backends.kuberay.names import (
-            ANNOTATION_OWNER,
-            LABEL_MANAGED_BY,
-            LABEL_OWNER,
-            MANAGED_BY,
-            dns_label,
+        """The RayJob custom resource for ``job`` (no API call); see :func:`.rayjob.build_rayjob`."""
+        return build_rayjob(
+            job,
+            self.backend,
+            submission_mode=self.submission_mode,
+            log_grace_seconds=self.log_grace_seconds,
+            lease=self._lease_value(),  # the submitter follows it first
+            working_dir=working_dir,
+            results_upload=results_upload,
         )
-
-        spec = job.spec
-        entrypoint = spec["entrypoint"]
-        if results_upload is not None:
-            entrypoint = inline_command(list(spec.get("results") or []), entrypoint)
-        runtime_env = self.runtime_env(job, working_dir=working_dir, results_upload=results_upload)
-        body_spec: dict[str, Any] = {
-            "entrypoint": entrypoint,
-            "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
-            "submissionMode": self.submission_mode,
-        }
-        if spec.get("activeDeadlineSeconds"):
-            body_spec["activeDeadlineSeconds"] = int(spec["activeDeadlineSeconds"])
-        if "clusterName" in spec:
-            cluster = self.backend.get_cluster(job.owner, spec["clusterName"])
-            namespace = cluster.namespace or self.backend.namespace_for(job.owner)
-            labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_OWNER: dns_label(job.owner)}
-            annotations = {ANNOTATION_OWNER: job.owner}
-            # KubeRay never deletes a selected cluster and allows no retries with one.
-            body_spec["clusterSelector"] = {"ray.io/cluster": spec["clusterName"]}
-        else:
-            # The backend's own RayCluster manifest: same images, resources, labels, ownership.
-            manifest = self.backend.manifest(job.owner, {**spec["cluster"], "name": job.id})
-            meta = manifest["metadata"]
-            namespace = meta["namespace"]
-            labels = dict(meta.get("labels") or {})
-            annotations = dict(meta.get("annotations") or {})
-            body_spec["rayClusterSpec"] = manifest["spec"]
-            body_spec["shutdownAfterJobFinishes"] = True
-            body_spec["ttlSecondsAfterFinished"] = int(spec.get("ttlSecondsAfterFinished") or 0) + int(
-                self.log_grace_seconds
-            )
-            body_spec["backoffLimit"] = int(spec.get("backoffLimit") or 0)
-        labels[JOB_LABEL] = job.id
-        annotations[FOLLOWER_ANNOTATION] = self._lease_value()  # the submitter follows it first
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "RayJob",
-            "metadata": {
-                "name": job.id,
-                "namespace": namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
-            "spec": body_spec,
-        }
 
     def _lease_value(self, until: float | None = None) -> str:
-        return json.dumps(
-            {"holder": self.holder, "until": time.time() + self.lease_seconds if until is None else until}
-        )
-
-    @staticmethod
-    def _lease_of(rj: dict[str, Any]) -> tuple[str | None, float]:
-        """(holder, until) of the RayJob's follower lease; (None, 0) if it has none."""
-        annotations = (rj.get("metadata") or {}).get("annotations") or {}
-        try:
-            lease = json.loads(annotations.get(FOLLOWER_ANNOTATION) or "{}")
-            return lease.get("holder"), float(lease.get("until") or 0)
-        except (ValueError, TypeError, AttributeError):
-            return None, 0.0
+        return lease_value(self.holder, time.time() + self.lease_seconds if until is None else until)
 
     def _write_lease(self, rj: dict[str, Any], until: float | None = None) -> bool:
-        """Set this process's lease on ``rj``, with the resourceVersion just read: of two processes
+        """Set this runner's lease on ``rj``, with the resourceVersion just read: of two processes
         writing it, one gets a 409. False if it could not be written."""
         body = copy.deepcopy(rj)
         body.pop("status", None)
         meta = body["metadata"]
         meta.setdefault("annotations", {})[FOLLOWER_ANNOTATION] = self._lease_value(until)
         try:
-            self._call(
-                f"writing the follower lease of RayJob {meta['namespace']}/{meta['name']}",
-                self._custom().replace_namespaced_custom_object,
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body,
-            )  # fmt: skip
+            self.backend.api.replace_rayjob_lease(meta["namespace"], meta["name"], body)
         except (ConflictError, NotFoundError):
             return False
         return True
 
     def _hold(self, rj: dict[str, Any]) -> bool:
-        """Take or renew this process's lease to follow ``rj``; False while another live process holds it."""
-        holder, until = self._lease_of(rj)
+        """Take or renew this runner's lease to follow ``rj``; False while another live holder has it."""
+        holder, until = lease_of(rj)
         now = time.time()
         if holder not in (None, self.holder) and until > now:
             return False
@@ -286,23 +161,13 @@ class KubeRayJobRunner(JobRunner):
 
     def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(
-                f"reading RayJob {namespace}/{name}",
-                self._custom().get_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name,
-                not_found="gone",
-            )  # fmt: skip
+            return self.backend.api.get_rayjob(namespace, name, not_found="gone")
         except NotFoundError:
             return None
 
     def _delete(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFoundError):
-            self._call(
-                f"deleting RayJob {namespace}/{name}",
-                self._custom().delete_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name,
-                body={"propagationPolicy": "Background"}, not_found="gone",
-            )  # fmt: skip
+            self.backend.api.delete_rayjob(namespace, name, not_found="gone")
 
     # --- JobRunner ---------------------------------------------------------------------------------
 
@@ -374,11 +239,7 @@ class KubeRayJobRunner(JobRunner):
             and backend.create_namespaces
         ):
             backend._ensure_namespace(namespace, job.owner)  # as create_cluster does
-        self._call(
-            f"creating RayJob {namespace}/{job.id}",
-            self._custom().create_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, body,
-        )  # fmt: skip
+        backend.api.create_rayjob(namespace, body)
         record = store.read(job.owner, job.id) or {}
         record["kuberay"] = {"namespace": namespace, "rayJob": job.id, "logBytes": 0}
         if working_dir:
@@ -433,12 +294,11 @@ class KubeRayJobRunner(JobRunner):
     def failure_hint(self, job: Job) -> str:
         return f"its RayJob {job.id} was deleted before the job ended"
 
-    @classmethod
-    def stop_following(cls, timeout: float = 5.0) -> None:
-        """End every follower of this process (the RayJobs continue; a later read resumes them)."""
-        with cls._lock:
-            followers = list(cls._followers.values())
-            cls._followers.clear()
+    def close(self, timeout: float = 5.0) -> None:
+        """End this runner's followers (the RayJobs continue; a later read resumes them)."""
+        with self._lock:
+            followers = list(self._followers.values())
+            self._followers.clear()
         for follower in followers:
             follower.released = True
             follower.wake.set()
@@ -448,9 +308,9 @@ class KubeRayJobRunner(JobRunner):
     # --- following ---------------------------------------------------------------------------------
 
     def _store(self, job: Job) -> JobStore:
-        if self._stores is None:
-            self._stores = JobStores.from_config(self.service.config)
-        return self._stores.open(job.store or {"type": "local"})
+        if self.stores is None:  # a runner made on its own, not by a JobService
+            self.stores = JobStores.from_config(self.service.config)
+        return self.stores.open(job.store or {"type": "local"})
 
     def _namespace(self, job: Job) -> str | None:
         record = self._store(job).read(job.owner, job.id) or {}
@@ -470,7 +330,7 @@ class KubeRayJobRunner(JobRunner):
     def _run(self, job: Job, follower: _Follower) -> None:
         store = self._store(job)
         try:
-            while not follower.released:  # released: this process lets go of the job
+            while not follower.released:  # released: this runner lets go of the job
                 follower.wake.clear()
                 if self._locked_step(store, job, follower.stop_requested):
                     return
@@ -480,10 +340,10 @@ class KubeRayJobRunner(JobRunner):
             self.log.warning("eksray: following RayJob %s failed: %s", job.id, e)
 
     def _release(self, job: Job) -> None:
-        """Give up this process's follower lease on the job's RayJob, if it holds it."""
+        """Give up this runner's follower lease on the job's RayJob, if it holds it."""
         namespace = self._namespace(job)
         rj = self._get(namespace, job.id) if namespace else None
-        if rj is not None and self._lease_of(rj)[0] == self.holder:
+        if rj is not None and lease_of(rj)[0] == self.holder:
             with contextlib.suppress(EKSRayError):
                 self._write_lease(rj, until=0)
 
@@ -515,7 +375,7 @@ class KubeRayJobRunner(JobRunner):
         status = rj.get("status") or {}
         if status.get("rayClusterName") and record.get("clusterCreated"):
             record["clusterName"] = status["rayClusterName"]
-        self._attempt(record, status)
+        record_attempt(record, status)
         self._copy_log(store, record, status)
         if stop_requested:
             transition(record, JobState.STOPPED, "stopped on request")
@@ -559,26 +419,6 @@ class KubeRayJobRunner(JobRunner):
                 ended[name] = record[name]
         store.write(ended)
         return ended
-
-    @staticmethod
-    def _attempt(record: dict[str, Any], status: dict[str, Any]) -> None:
-        ray_id = status.get("jobId")
-        if not ray_id:
-            return
-        attempts = record.setdefault("attempts", [])
-        if not attempts or attempts[-1].get("rayJobId") != ray_id:
-            if attempts and not attempts[-1].get("finishedAt"):
-                # KubeRay retries only a failed attempt (its Failed status may come and go between polls).
-                attempts[-1]["finishedAt"] = time.time()
-                if attempts[-1].get("status") not in ("FAILED", "STOPPED"):
-                    attempts[-1]["status"] = "FAILED"
-            attempts.append({"attempt": len(attempts) + 1, "rayJobId": ray_id, "startedAt": time.time()})
-            record["kuberay"]["logBytes"] = 0  # a retry's log starts again
-        current = attempts[-1]
-        current["status"] = status.get("jobStatus") or None
-        current["message"] = status.get("message") or None
-        if status.get("jobDeploymentStatus") in _TERMINAL_DEPLOY and not current.get("finishedAt"):
-            current["finishedAt"] = time.time()
 
     def _copy_log(
         self, store: JobStore, record: dict[str, Any], status: dict[str, Any], final: bool = False

@@ -1,0 +1,173 @@
+"""What ``KubeRayBackend.subscribe`` listeners hear: cache changes turned into ``Change``s.
+
+The namespace caches report changes on their watch threads; one dispatcher thread
+coalesces them (a burst of watch events becomes one change per cluster), builds each
+changed cluster and pushes only what differs from what panels already have. While
+observing, it also polls the dashboards of clusters that are changing for new autoscaler
+events (all clusters every 6th round).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...core.errors import BackendError
+from ...core.models import Change
+from .dashboard_events import NewEvents
+from .status import cluster_event
+
+if TYPE_CHECKING:
+    from .backend import KubeRayBackend
+
+Key = tuple[str, str]  # (namespace, name)
+#: Per cluster, the owner and the state last pushed.
+Pushed = dict[Key, tuple[str, dict[str, Any]]]
+
+
+def _nothing_pending() -> dict[str, Any]:
+    return {"clusters": set(), "deleted": {}, "events": []}
+
+
+class Observer:
+    """The dispatcher of one backend: started by its first listener, stopped after its last."""
+
+    def __init__(self, backend: KubeRayBackend) -> None:
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._observing = False
+        self._pending = _nothing_pending()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def on_cache_change(self, kind: str, namespace: str, name: str, payload: Any) -> None:
+        """Called on watch threads; the dispatcher does the work (coalesced)."""
+        with self._lock:
+            if not self._observing:
+                return
+            key = (namespace, name)
+            if kind == "deleted":
+                self._pending["deleted"][key] = payload
+            elif kind == "event":
+                self._pending["events"].append((key, payload))
+            else:
+                self._pending["clusters"].add(key)
+            self._wake.notify()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._observing:
+                return
+            self._observing = True
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="eksray-kuberay-observer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._observing = False
+            self._stop.set()
+            self._wake.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _baseline(self) -> Pushed:
+        """What panels already have (their snapshot): only differences from it are pushed."""
+        backend = self.backend
+        owner = backend._default_owner()
+        if owner is not None:
+            try:  # the user's namespace is watched before the first change can be missed
+                for namespace in backend._namespaces(owner):
+                    backend._cache(namespace)
+            except BackendError as e:
+                backend.log.warning("eksray: cannot observe clusters yet: %s", e.message)
+        last: Pushed = {}
+        for cache in list(backend._caches.values()):
+            with cache.lock:
+                crs = list(cache.clusters.values())
+            for cr in crs:
+                who, ours = backend._owner_of(cache.namespace, cr)
+                if who is not None and (cluster := backend._build_safe(cache, cr, who, ours)) is not None:
+                    last[(cache.namespace, cluster.name)] = (who, cluster.to_dict())
+        return last
+
+    def _loop(self) -> None:
+        backend = self.backend
+        new_events = NewEvents(backend._dashboard_events)
+        next_poll = time.monotonic() + backend.dashboard_poll_seconds
+        polls = 0
+        last = self._baseline()
+        # The snapshot may have been read before or after this baseline, so the first change of
+        # each cluster is pushed even when it looks the same (``unconfirmed``); later ones only if
+        # different.
+        unconfirmed = set(last)
+        while not self._stop.is_set():
+            with self._lock:
+                if not (self._pending["clusters"] or self._pending["deleted"] or self._pending["events"]):
+                    self._wake.wait(timeout=max(0.05, next_poll - time.monotonic()))
+            if self._stop.wait(0.05):  # coalesce a burst of watch events
+                break
+            with self._lock:
+                pending, self._pending = self._pending, _nothing_pending()
+            try:
+                self._dispatch(pending, last, unconfirmed)
+                if time.monotonic() >= next_poll:
+                    polls += 1
+                    self._poll_dashboards(last, new_events, every_round=polls % 6 == 0)
+                    next_poll = time.monotonic() + backend.dashboard_poll_seconds
+            except Exception:  # the observer must outlive one bad change
+                backend.log.exception("eksray: kuberay observer failed to dispatch changes")
+
+    def _dispatch(self, pending: dict[str, Any], last: Pushed, unconfirmed: set[Key]) -> None:
+        backend = self.backend
+        for key, obj in pending["deleted"].items():
+            previous = last.pop(key, None)
+            who = previous[0] if previous else backend._owner_of(key[0], obj or {})[0]
+            if who is not None:
+                backend.notify(Change("deleted", who, key[1]))
+            backend._forget(key)
+        for key in pending["clusters"] - set(pending["deleted"]):
+            cache = backend._caches.get(key[0])
+            cr = cache.clusters.get(key[1]) if cache else None
+            if cache is None or cr is None:
+                continue
+            who, ours = backend._owner_of(key[0], cr)
+            if who is None:
+                continue
+            cluster = backend._build_safe(cache, cr, who, ours)
+            if cluster is None:
+                continue
+            state = cluster.to_dict()
+            if key in unconfirmed or last.get(key) != (who, state):
+                unconfirmed.discard(key)
+                last[key] = (who, state)
+                backend.notify(Change("cluster", who, cluster.name, cluster=cluster))
+        for key, ev in pending["events"]:
+            cache = backend._caches.get(key[0])
+            cr = cache.clusters.get(key[1]) if cache else None
+            if cr is None:
+                continue
+            who, _ours = backend._owner_of(key[0], cr)
+            if who is not None:
+                backend.notify(Change("event", who, key[1], event=cluster_event(ev)))
+
+    def _poll_dashboards(self, last: Pushed, new_events: NewEvents, every_round: bool) -> None:
+        """New autoscaler events of clusters that are changing (all clusters every 6th round)."""
+        backend = self.backend
+        if not backend.dashboard_events:
+            return
+        for key, (who, state) in list(last.items()):
+            if state["phase"] == "ready" and not every_round:
+                continue
+            cache = backend._caches.get(key[0])
+            cr = cache.clusters.get(key[1]) if cache else None
+            if cache is None or cr is None:
+                continue
+            cluster = backend._build_safe(cache, cr, who, backend._owner_of(key[0], cr)[1])
+            if cluster is None or not cluster.dashboard_available:
+                continue
+            for event in new_events.of(key[0], cluster, str(cr["metadata"].get("uid"))):
+                backend.notify(Change("event", who, key[1], event=event))
