@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from eksray_jupyter.backends.local import dashboard, processes, ray_start
+from eksray_jupyter.backends.local import dashboard, ray_start
+from eksray_jupyter.core import processes
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.net import port_open

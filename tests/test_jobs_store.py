@@ -283,7 +283,7 @@ def test_stop_without_a_live_runner_records_stopped(tmp_path: Path) -> None:
 
 
 def test_job_whose_supervisor_died_reads_as_failed(tmp_path: Path) -> None:
-    from eksray_jupyter.backends.local import processes
+    from eksray_jupyter.core import processes
 
     clusters = ClusterService(EKSRay(state_dir=str(tmp_path), backend=MEMORY))
     runner = LocalJobRunner(service=clusters)

@@ -575,5 +575,4 @@ def test_the_magics_on_the_real_control_plane(
         run("down nb")
         wait_until(lambda: not pods(k8s_plane, gina.namespace), "pods garbage-collected", timeout=TIMEOUT)
     finally:
-        if magics._service is not None:
-            magics._service.close()
+        magics.services.close()

@@ -446,8 +446,8 @@ async def test_magic_errors_reach_the_client_as_one_line(
 
 def cluster_processes(state_dir: Path, name: str) -> list[psutil.Process]:
     """Every process of a local cluster, found the way the backend finds them."""
-    from eksray_jupyter.backends.local import processes
     from eksray_jupyter.backends.local.state import ClusterDir
+    from eksray_jupyter.core import processes
 
     cdir = ClusterDir(state_dir / "local" / "clusters" / name)
     record = cdir.read()

@@ -133,8 +133,9 @@ def test_workers_that_exit_on_their_own_are_replaced(
     import subprocess
     import sys
 
-    from eksray_jupyter.backends.local import processes, ray_start
+    from eksray_jupyter.backends.local import ray_start
     from eksray_jupyter.backends.local.workers import live_workers
+    from eksray_jupyter.core import processes
 
     # Stand-ins for `ray`: the head and any worker just sleep, so no Ray is needed here.
     monkeypatch.setattr(

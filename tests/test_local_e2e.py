@@ -39,8 +39,8 @@ async def api(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, 
 
 def cluster_pids(state_dir: Path, name: str) -> set[int]:
     """Every process of the cluster, found the way the backend finds them (roots + temp dir)."""
-    from eksray_jupyter.backends.local import processes
     from eksray_jupyter.backends.local.state import ClusterDir
+    from eksray_jupyter.core import processes
 
     cdir = ClusterDir(state_dir / "local" / "clusters" / name)
     record = cdir.read()

@@ -105,7 +105,7 @@ class LocalJobRunner(JobRunner):
         return Path(self.service.config.state_dir) / "job-runs" / owner_key(owner) / job_id
 
     def start(self, job: Job) -> None:
-        from ..backends.local import processes
+        from ..core import processes
 
         run_dir = self.run_dir(job.owner, job.id)
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class LocalJobRunner(JobRunner):
         write_json_atomic(run_dir / "supervisor.json", ref)
 
     def _process(self, job: Job) -> Any:
-        from ..backends.local import processes
+        from ..core import processes
 
         return processes.process_of(read_json(self.run_dir(job.owner, job.id) / "supervisor.json"))
 

@@ -182,7 +182,9 @@ class JobResultHandler(JobsBaseHandler):
                 except StreamClosedError:
                     return  # the client went away
         finally:
-            await self.call(result.close)
+            # Here, not on the pool: with Content-Length the client may be done (and the server
+            # stopping) before a queued close would run. Closing a file or an S3 body is quick.
+            result.close()
         self.finish(set_content_type=content_type(path))  # APIHandler.finish would say JSON
 
 

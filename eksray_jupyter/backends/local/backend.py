@@ -25,11 +25,12 @@ from typing import Any
 
 from traitlets import Float, Int, Unicode, default
 
+from ...core import processes
 from ...core.backend import ClusterBackend
 from ...core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
 from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
 from ...core.net import port_open
-from . import processes, ray_start
+from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
 from .state import ClusterDir

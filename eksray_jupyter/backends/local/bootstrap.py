@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ...core.net import port_open
-from .processes import is_alive
+from ...core.processes import is_alive
 from .state import ClusterDir
 from .workers import launch_worker, live_workers
 

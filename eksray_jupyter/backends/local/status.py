@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 from ...core.models import Cluster, Node, Phase, WorkerGroupStatus
+from ...core.processes import is_alive, log_tail
 from . import dashboard
 from .autoscaler_config import autoscaling_enabled
-from .processes import is_alive, log_tail
 from .ray_start import HEAD_NODE_ID
 from .state import ClusterDir
 from .workers import live_workers

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from .processes import is_alive, process_of, spawn, terminate
+from ...core.processes import is_alive, process_of, spawn, terminate
 from .ray_start import worker_command
 from .state import ClusterDir
 

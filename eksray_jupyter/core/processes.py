@@ -1,5 +1,8 @@
 """Detached processes on this machine: starting, recognising and stopping them.
 
+Used by the local backend (Ray's head and worker processes, the bootstrap) and the local
+job runner (one supervisor per job); both outlive the process that started them.
+
 A process is remembered as ``{"pid", "createTime"}`` so a recycled pid is never
 mistaken for ours. Stopping a cluster only ever signals processes we can tie to it:
 descendants of its own ``ray start`` processes and processes whose command line names
@@ -15,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +53,23 @@ def is_alive(ref: ProcessRef | None) -> bool:
     return process_of(ref) is not None
 
 
+class _DetachedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A child meant to outlive its Popen object: dropping it while the child runs is no leak.
+
+    Popen warns (ResourceWarning) when it is collected before its child ended, then keeps it
+    on its own list and reaps it later. For a detached process the first part is noise; the
+    reaping (here or in :func:`process_of`) stays.
+    """
+
+    def __del__(self, _maxsize: int = sys.maxsize, _warn: Any = None) -> None:
+        super().__del__(_maxsize, lambda *args, **kwargs: None)  # type: ignore[misc]
+
+
 def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> ProcessRef:
     """Start a detached process (own session: a Ctrl-C in Jupyter's terminal does not reach it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        proc = _DetachedPopen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
