@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from eksray_jupyter.backends.local import dashboard, ray_start
+from eksray_jupyter.backends import ray_dashboard
+from eksray_jupyter.backends.local import ray_start
 from eksray_jupyter.core import processes
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Phase
@@ -72,10 +73,10 @@ def raw_ray_start(workdir: Path) -> float:
         )
         while time.perf_counter() - started < TIMEOUT:
             try:
-                nodes = dashboard.list_nodes(f"http://127.0.0.1:{dash}")
+                nodes = ray_dashboard.list_nodes(f"http://127.0.0.1:{dash}")
                 if sum(n.get("state") == "ALIVE" for n in nodes) == 2:
                     return time.perf_counter() - started
-            except dashboard.DashboardUnavailable:
+            except ray_dashboard.DashboardUnavailable:
                 pass
             time.sleep(POLL)
         raise RuntimeError("raw ray start did not become ready")

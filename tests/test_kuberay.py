@@ -869,11 +869,11 @@ def test_a_change_made_while_the_observer_starts_is_pushed(
 
 
 def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.MonkeyPatch) -> None:
-    from eksray_jupyter.backends.kuberay import dashboard
+    from eksray_jupyter.backends.kuberay import dashboard_events
     from eksray_jupyter.core.errors import BackendError
 
     now = [1000.0]
-    monkeypatch.setattr(dashboard.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(dashboard_events.time, "monotonic", lambda: now[0])
     answers: list[Any] = []
     asked: list[float] = []
 
@@ -884,7 +884,7 @@ def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.
             raise answer
         return answer
 
-    reader = dashboard.EventsReader(fetch, ttl=5.0, backoff=30.0, first_backoff=2.0)
+    reader = dashboard_events.EventsReader(fetch, ttl=5.0, backoff=30.0, first_backoff=2.0)
     key = (ALICE_NS, "demo")
     # Six failures, an answer, one more failure, then answers.
     answers.extend([BackendError("slow")] * 6 + [{"data": {"result": {"result": []}}}, BackendError("slow")])

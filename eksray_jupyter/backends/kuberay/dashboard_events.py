@@ -2,22 +2,87 @@
 
 A cluster's timeline (``cluster_events``) reads them on demand; while panels are open the
 observer polls them and pushes those it has not pushed before (:class:`NewEvents`). Reads
-are cached briefly, and a failing dashboard is asked less often (:class:`.dashboard.EventsReader`).
-Each dashboard is reached as the backend is configured to (``dashboard_access``).
+are cached briefly, and a failing dashboard is asked less often (:class:`EventsReader`).
+Each dashboard is reached as the backend is configured to (``dashboard_access``):
+
+* ``service``: ``http://<cluster>-head-svc.<ns>.svc:8265`` directly (the server runs in
+  the cluster; cluster DNS resolves the head Service);
+* ``apiserver-proxy``: through the API server's service proxy,
+  ``<apiserver>/api/v1/namespaces/<ns>/services/<cluster>-head-svc:dashboard/proxy/``,
+  with the backend's own credentials (the server runs outside the cluster).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...core.errors import BackendError
 from ...core.models import Cluster, ClusterEvent
-from .dashboard import EVENTS_PATH, EVENTS_QUERY, EventsReader, fetch_direct
+from ..ray_dashboard import EVENTS_PATH, EVENTS_QUERY, get_json, result_items
 from .names import head_service
+from .status import dashboard_event
 
 if TYPE_CHECKING:
     from .backend import KubeRayBackend
+
+
+def parse_events(body: Any) -> list[ClusterEvent]:
+    """The events of a ``/api/v0/cluster_events`` answer."""
+    out = []
+    for raw in result_items(body) or []:
+        event = dashboard_event(raw) if isinstance(raw, dict) else None
+        if event is not None:
+            out.append(event)
+    return out
+
+
+class EventsReader:
+    """Dashboard events per cluster, cached briefly; a dashboard that fails is left alone a while:
+    ``first_backoff`` seconds after one failure, twice as long after each further one, at most
+    ``backoff`` (one slow answer costs little, a dashboard that is down is not asked every poll).
+
+    ``fetch(key)`` returns the raw JSON answer for a cluster key or raises.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[tuple[str, str]], Any],
+        ttl: float = 2.0,
+        backoff: float = 30.0,
+        first_backoff: float = 2.0,
+    ) -> None:
+        self._fetch = fetch
+        self.ttl = ttl
+        self.backoff = backoff
+        self.first_backoff = first_backoff
+        self._cache: dict[tuple[str, str], tuple[float, list[ClusterEvent]]] = {}
+        self._failed: dict[tuple[str, str], tuple[float, int]] = {}  # (retry after, failures in a row)
+
+    def events(self, key: tuple[str, str], uid: str) -> list[ClusterEvent]:
+        now = time.monotonic()
+        cache_key = (key[0], f"{key[1]}/{uid}")
+        cached = self._cache.get(cache_key)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        retry_after, failures = self._failed.get(cache_key, (0.0, 0))
+        if now < retry_after:
+            return cached[1] if cached else []
+        try:
+            events = parse_events(self._fetch(key))
+        except BackendError:
+            delay = min(self.backoff, self.first_backoff * 2 ** min(failures, 16))  # no float overflow
+            self._failed[cache_key] = (now + delay, failures + 1)
+            return cached[1] if cached else []
+        self._failed.pop(cache_key, None)
+        self._cache[cache_key] = (now, events)
+        return events
+
+    def forget(self, key: tuple[str, str]) -> None:
+        for cache_key in [k for k in self._cache if k[0] == key[0] and k[1].startswith(f"{key[1]}/")]:
+            self._cache.pop(cache_key, None)
+            self._failed.pop(cache_key, None)
 
 
 class DashboardEvents:
@@ -35,7 +100,7 @@ class DashboardEvents:
         if cr is None:
             raise BackendError("gone")
         if backend._dashboard_mode() == "service":
-            return fetch_direct(backend._dashboard_service_url(cr, namespace), timeout=2.0)
+            return get_json(backend._dashboard_service_url(cr, namespace), EVENTS_PATH, EVENTS_QUERY, 2.0)
         return backend.api.service_proxy_get(
             namespace, head_service(cr), "dashboard", EVENTS_PATH, EVENTS_QUERY, 2.0
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...core.models import Cluster, Node, Phase, WorkerGroupStatus
 from ...core.processes import is_alive, log_tail
-from . import dashboard
+from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
 from .ray_start import HEAD_NODE_ID
 from .state import ClusterDir
@@ -28,8 +28,8 @@ def dashboard_nodes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
     if record.get("status") != "running" or not is_alive(record.get("head")):
         return None
     try:
-        return dashboard.list_nodes(dashboard_url(record))
-    except dashboard.DashboardUnavailable:
+        return ray_dashboard.list_nodes(dashboard_url(record))
+    except ray_dashboard.DashboardUnavailable:
         return None
 
 
@@ -44,7 +44,7 @@ class NodeUsage:
         cached = self._cache.get(key)
         if cached and time.monotonic() - cached[0] < 1.0:
             return cached[1]
-        usage = dashboard.usage_by_node(dashboard_url(record))
+        usage = ray_dashboard.usage_by_node(dashboard_url(record))
         self._cache[key] = (time.monotonic(), usage)
         return usage
 

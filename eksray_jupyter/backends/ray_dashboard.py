@@ -1,0 +1,78 @@
+"""A small client for the Ray dashboard's HTTP API, for both backends (no ``import ray``).
+
+The local backend reads a cluster's node table and utilisation from it; the kuberay backend
+reads the autoscaler's events (directly, or through the API server's service proxy, which
+answers with the same JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from ..core.errors import BackendError
+
+NODES_PATH = "api/v0/nodes"
+NODES_QUERY = [("detail", "1"), ("limit", "1000")]
+CLUSTER_STATUS_PATH = "api/cluster_status"
+EVENTS_PATH = "api/v0/cluster_events"
+# Ray returns the oldest events first and stops at ``limit``: ask for enough to reach the newest.
+EVENTS_QUERY = [("limit", "10000")]
+
+
+class DashboardUnavailable(BackendError):
+    """The dashboard did not answer, or answered something that is not its API."""
+
+
+def get_json(
+    base_url: str, path: str, query: list[tuple[str, str]] | None = None, timeout: float = 2.0
+) -> Any:
+    """GET ``{base_url}/{path}?{query}`` as JSON; DashboardUnavailable if that fails."""
+    url = f"{base_url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise DashboardUnavailable(
+            f"The Ray dashboard at {base_url} does not answer ({type(e).__name__})"
+        ) from e
+
+
+def result_items(body: Any) -> list[Any] | None:
+    """The items of a state API answer (``{"result": true, "data": {"result": {"result": [...]}}}``);
+    None when the dashboard says the query failed or the answer has another shape."""
+    if not isinstance(body, dict) or not body.get("result", True):
+        return None
+    data = (body.get("data") or {}).get("result", {})
+    items = data.get("result", data) if isinstance(data, dict) else data
+    return items if isinstance(items, list) else None
+
+
+def list_nodes(base_url: str) -> list[dict[str, Any]]:
+    """Every node the GCS knows (alive and dead) with state, resources and times."""
+    body = get_json(base_url, NODES_PATH, NODES_QUERY)
+    items = result_items(body)
+    if items is None:
+        message = body.get("msg") if isinstance(body, dict) else None
+        raise DashboardUnavailable(message or "node listing failed")
+    return items
+
+
+def usage_by_node(base_url: str) -> dict[str, dict[str, float]]:
+    """Per-node resource utilisation (0..1) from the autoscaler's load report, keyed by node id."""
+    try:
+        body = get_json(base_url, CLUSTER_STATUS_PATH, timeout=1.0)
+    except DashboardUnavailable:
+        return {}
+    report = (body.get("data") or {}).get("clusterStatus", {}).get("loadMetricsReport", {})
+    out: dict[str, dict[str, float]] = {}
+    for node_id, usage in (report.get("usageByNode") or {}).items():
+        fractions = {}
+        for resource, (used, total) in usage.items():
+            if total and not resource.startswith(("node:", "object_store")):
+                fractions[resource] = round(used / total, 3)
+        out[node_id] = fractions
+    return out
