@@ -844,13 +844,13 @@ def test_a_change_made_while_the_observer_starts_is_pushed(
     backend.create_cluster("alice", spec_of(CPU_SPEC))
     ready(backend, "alice", "demo")
     go = threading.Event()
-    default_owner = backend._default_owner
+    default_owner = backend.default_owner
 
     def late_start() -> str | None:  # the observer's thread, slow to start
         go.wait(30)
         return default_owner()
 
-    monkeypatch.setattr(backend, "_default_owner", late_start)
+    monkeypatch.setattr(backend, "default_owner", late_start)
     changes: list[Change] = []
     unsubscribe = backend.subscribe(changes.append)
     try:

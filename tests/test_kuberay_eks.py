@@ -180,9 +180,9 @@ def test_in_cluster_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert cfg.host == "https://10.0.0.1:443"
     assert (bearer_header(cfg) or "").lower() == "bearer sa-token-123"
     backend = KubeRayBackend()
-    assert backend._dashboard_mode() == "service"
+    assert backend.dashboard_mode() == "service"
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
-    assert backend._dashboard_mode() == "apiserver-proxy"
+    assert backend.dashboard_mode() == "apiserver-proxy"
     with pytest.raises(BackendError, match="service account"):
         build_configuration(CredentialSettings(mode="in-cluster"))
 

@@ -247,11 +247,11 @@ class KubeRayBackend(ClusterBackend):
         super().__init__(**kwargs)
         self._lock = threading.RLock()
         self._api: KubeApi | None = None
-        self._caches: dict[str, NamespaceCache] = {}
+        self.caches: dict[str, NamespaceCache] = {}
         self._namespace_owner: dict[str, str] = {}
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
         self._skipped: set[tuple[str, str, str]] = set()
-        self._dashboard_events = DashboardEvents(self)
+        self.autoscaler_events = DashboardEvents(self)
         self._observer = Observer(self)
         self._closed = False
 
@@ -292,12 +292,12 @@ class KubeRayBackend(ClusterBackend):
 
         return self.credentials == "in-cluster" or (self.credentials == "auto" and in_cluster())
 
-    def _dashboard_mode(self) -> str:
+    def dashboard_mode(self) -> str:
         if self.dashboard_access != "auto":
             return self.dashboard_access
         return "service" if self._in_cluster() else "apiserver-proxy"
 
-    def _dashboard_service_url(self, cr: dict[str, Any], namespace: str) -> str:
+    def dashboard_service_url(self, cr: dict[str, Any], namespace: str) -> str:
         """The dashboard through the head Service's cluster DNS name (service mode)."""
         port = ((cr.get("status") or {}).get("endpoints") or {}).get("dashboard") or DASHBOARD_PORT
         return f"http://{head_service(cr)}.{namespace}.{self.service_domain}:{port}"
@@ -313,11 +313,11 @@ class KubeRayBackend(ClusterBackend):
         self._namespace_owner[namespace] = owner
         return namespace
 
-    def _namespaces(self, owner: str) -> list[str]:
+    def namespaces_of(self, owner: str) -> list[str]:
         own = self.namespace_for(owner)
         return [own] + [n for n in self.allowed_namespaces if n != own]
 
-    def _owner_of(self, namespace: str, cr: dict[str, Any]) -> tuple[str | None, bool]:
+    def owner_of(self, namespace: str, cr: dict[str, Any]) -> tuple[str | None, bool]:
         """(owner, made by eksray) of a RayCluster; owner None: nobody may see it here."""
         meta = cr.get("metadata") or {}
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
@@ -337,19 +337,19 @@ class KubeRayBackend(ClusterBackend):
             return self._namespace_owner[namespace], False
         return None, False
 
-    def _cache(self, namespace: str) -> NamespaceCache:
+    def cache_of(self, namespace: str) -> NamespaceCache:
         """The namespace's cache, started on first use and synced before it is read."""
         with self._lock:
             if self._closed:
                 raise BackendError("The kuberay backend is closed")
-            cache = self._caches.get(namespace)
+            cache = self.caches.get(namespace)
             if cache is None:
                 from .cache import NamespaceCache
 
                 cache = NamespaceCache(
                     namespace, self.api, self._observer.on_cache_change, self.log, self.watch_timeout_seconds
                 )
-                self._caches[namespace] = cache
+                self.caches[namespace] = cache
                 cache.start()
         if not cache.wait_synced(self.request_timeout):
             raise BackendError(
@@ -360,13 +360,13 @@ class KubeRayBackend(ClusterBackend):
 
     def _find(self, owner: str, name: str) -> tuple[NamespaceCache, dict[str, Any], bool]:
         """The owner's cluster ``name`` (cache, object, ours) or NotFoundError — also for others' clusters."""
-        for namespace in self._namespaces(owner):
-            cache = self._cache(namespace)
+        for namespace in self.namespaces_of(owner):
+            cache = self.cache_of(namespace)
             with cache.lock:
                 cr = cache.clusters.get(name)
             if cr is None:
                 continue
-            who, ours = self._owner_of(namespace, cr)
+            who, ours = self.owner_of(namespace, cr)
             if who == owner:
                 return cache, cr, ours
         raise NotFoundError(_not_found(name))
@@ -414,9 +414,7 @@ class KubeRayBackend(ClusterBackend):
         self._memo[key] = (version, cluster)
         return cluster
 
-    def _build_safe(
-        self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool
-    ) -> Cluster | None:
+    def build_safe(self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool) -> Cluster | None:
         """Build, or skip with a logged reason: one odd RayCluster never breaks the list."""
         try:
             return self._build(cache, cr, owner, ours)
@@ -431,31 +429,31 @@ class KubeRayBackend(ClusterBackend):
                 )  # fmt: skip
             return None
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    def forget_cluster(self, key: tuple[str, str]) -> None:
         """Drop what is kept of a deleted cluster (namespace, name)."""
         self._memo.pop(key, None)
-        self._dashboard_events.forget(key)
+        self.autoscaler_events.forget(key)
 
     # --- reading ----------------------------------------------------------------------------------
 
     def list_clusters(self, owner: str) -> list[Cluster]:
         out: dict[str, Cluster] = {}
-        for namespace in self._namespaces(owner):
-            cache = self._cache(namespace)
+        for namespace in self.namespaces_of(owner):
+            cache = self.cache_of(namespace)
             with cache.lock:
                 items = list(cache.clusters.values())
             for cr in items:
-                who, ours = self._owner_of(namespace, cr)
+                who, ours = self.owner_of(namespace, cr)
                 if who != owner:
                     continue
-                cluster = self._build_safe(cache, cr, owner, ours)
+                cluster = self.build_safe(cache, cr, owner, ours)
                 if cluster is not None and cluster.name not in out:
                     out[cluster.name] = cluster
         return [out[name] for name in sorted(out)]
 
     def get_cluster(self, owner: str, name: str) -> Cluster:
         cache, cr, ours = self._find(owner, name)
-        cluster = self._build_safe(cache, cr, owner, ours)
+        cluster = self.build_safe(cache, cr, owner, ours)
         if cluster is None:
             raise BackendError(f"Cluster {name!r} cannot be read; the server log says why.")
         return cluster
@@ -497,7 +495,7 @@ class KubeRayBackend(ClusterBackend):
         return build_raycluster(spec, self._manifest_options(owner, namespace, spec))
 
     def _target_namespace(self, owner: str, spec: dict[str, Any]) -> str:
-        allowed = self._namespaces(owner)
+        allowed = self.namespaces_of(owner)
         wanted = spec.get("namespace") or allowed[0]
         if wanted not in allowed:
             raise InvalidRequestError(
@@ -530,7 +528,7 @@ class KubeRayBackend(ClusterBackend):
         own = namespace == self.namespace_for(owner) and not self.namespace
         if own and self.create_namespaces:
             self._ensure_namespace(namespace, owner)
-        cache = self._cache(namespace)
+        cache = self.cache_of(namespace)
         try:
             created = self.api.create_cluster(namespace, body)
         except ConflictError as e:
@@ -582,7 +580,7 @@ class KubeRayBackend(ClusterBackend):
             cache,
             cr,
             request,
-            lambda fresh: self._owner_of(cache.namespace, fresh) == (owner, True),
+            lambda fresh: self.owner_of(cache.namespace, fresh) == (owner, True),
             retries=self.scale_retries,
             not_found=_not_found(name),
             log=self.log,
@@ -609,7 +607,7 @@ class KubeRayBackend(ClusterBackend):
                 cache.clusters[name] = marked
                 cache.versions[name] += 1
         self.notify(Change("cluster", owner, name, cluster=self._build(cache, marked, owner, True)))
-        self._dashboard_events.forget((cache.namespace, name))
+        self.autoscaler_events.forget((cache.namespace, name))
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -621,7 +619,7 @@ class KubeRayBackend(ClusterBackend):
         cache, cr, ours = self._find(owner, name)
         events = kube_events.cluster_events(cache, cr)
         cluster = self._build(cache, cr, owner, ours)
-        events += self._dashboard_events.of(cache.namespace, cluster, str(cr["metadata"].get("uid")))
+        events += self.autoscaler_events.of(cache.namespace, cluster, str(cr["metadata"].get("uid")))
         unique = {e.id: e for e in events}
         out = sorted(unique.values(), key=lambda e: (e.time, e.id))
         if since is not None:
@@ -635,15 +633,15 @@ class KubeRayBackend(ClusterBackend):
         cluster = self._build(cache, cr, owner, ours)
         if not cluster.dashboard_available:
             raise NotReadyError(f"The Ray dashboard of {name!r} is not up yet (its head pod is not ready).")
-        if self._dashboard_mode() == "service":
-            return self._dashboard_service_url(cr, cache.namespace)
+        if self.dashboard_mode() == "service":
+            return self.dashboard_service_url(cr, cache.namespace)
         host = str(self.api.configuration.host).rstrip("/")
         return f"{host}/api/v1/namespaces/{cache.namespace}/services/{head_service(cr)}:dashboard/proxy"
 
     def dashboard_request_headers(self, owner: str, name: str) -> dict[str, str]:
         """The API server credentials the proxy needs in apiserver-proxy mode (nothing in service mode)."""
         self._find(owner, name)  # ownership first: never hand a token out for someone else's cluster
-        if self._dashboard_mode() != "apiserver-proxy":
+        if self.dashboard_mode() != "apiserver-proxy":
             return {}
         from .credentials import bearer_header
 
@@ -653,7 +651,7 @@ class KubeRayBackend(ClusterBackend):
     def dashboard_request_options(self, owner: str, name: str) -> dict[str, Any]:
         """TLS settings to reach the API server as the client does (CA, client certificate)."""
         self._find(owner, name)
-        if self._dashboard_mode() != "apiserver-proxy":
+        if self.dashboard_mode() != "apiserver-proxy":
             return {}
         from .credentials import ssl_context
 
@@ -672,20 +670,20 @@ class KubeRayBackend(ClusterBackend):
     def stop_observing(self) -> None:
         self._observer.stop()
 
-    def _default_owner(self) -> str | None:
+    def default_owner(self) -> str | None:
         """The owner of the server this backend belongs to, if it has one: watched from the start."""
         owner = getattr(self.parent, "owner", None)
         return owner if isinstance(owner, str) and owner else None
 
     def watch_stats(self) -> dict[str, dict[str, int]]:
         """Per-namespace counters of lists, watches, expiries (410) and interruptions."""
-        return {ns: dict(cache.stats) for ns, cache in self._caches.items()}
+        return {ns: dict(cache.stats) for ns, cache in self.caches.items()}
 
     def close(self) -> None:
         super().close()
         with self._lock:
             self._closed = True
-            caches, self._caches = list(self._caches.values()), {}
+            caches, self.caches = list(self.caches.values()), {}
             api, self._api = self._api, None
         for cache in caches:
             cache.stop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...core.errors import BackendError
 from ...core.models import Cluster, ClusterEvent
@@ -25,7 +25,8 @@ from .names import head_service
 from .status import dashboard_event
 
 if TYPE_CHECKING:
-    from .backend import KubeRayBackend
+    from .cache import NamespaceCache
+    from .kubeapi import KubeApi
 
 
 def parse_events(body: Any) -> list[ClusterEvent]:
@@ -85,22 +86,34 @@ class EventsReader:
             self._failed.pop(cache_key, None)
 
 
+class DashboardSource(Protocol):
+    """How to reach a cluster's dashboard: what :class:`DashboardEvents` needs of ``KubeRayBackend``."""
+
+    dashboard_events: bool
+    caches: dict[str, NamespaceCache]
+
+    @property
+    def api(self) -> KubeApi: ...
+    def dashboard_mode(self) -> str: ...
+    def dashboard_service_url(self, cr: dict[str, Any], namespace: str) -> str: ...
+
+
 class DashboardEvents:
     """The autoscaler events of ``backend``'s clusters, keyed by (namespace, name)."""
 
-    def __init__(self, backend: KubeRayBackend) -> None:
+    def __init__(self, backend: DashboardSource) -> None:
         self.backend = backend
         self._reader = EventsReader(self._fetch)
 
     def _fetch(self, key: tuple[str, str]) -> Any:
         namespace, name = key
         backend = self.backend
-        cache = backend._caches.get(namespace)
+        cache = backend.caches.get(namespace)
         cr = cache.clusters.get(name) if cache else None
         if cr is None:
             raise BackendError("gone")
-        if backend._dashboard_mode() == "service":
-            return get_json(backend._dashboard_service_url(cr, namespace), EVENTS_PATH, EVENTS_QUERY, 2.0)
+        if backend.dashboard_mode() == "service":
+            return get_json(backend.dashboard_service_url(cr, namespace), EVENTS_PATH, EVENTS_QUERY, 2.0)
         return backend.api.service_proxy_get(
             namespace, head_service(cr), "dashboard", EVENTS_PATH, EVENTS_QUERY, 2.0
         )

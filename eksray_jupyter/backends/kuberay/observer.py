@@ -9,21 +9,42 @@ events (all clusters every 6th round).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...core.errors import BackendError
-from ...core.models import Change
-from .dashboard_events import NewEvents
+from ...core.models import Change, Cluster
+from .dashboard_events import DashboardEvents, NewEvents
 from .status import cluster_event
 
 if TYPE_CHECKING:
-    from .backend import KubeRayBackend
+    from .cache import NamespaceCache
 
 Key = tuple[str, str]  # (namespace, name)
 #: Per cluster, the owner and the state last pushed.
 Pushed = dict[Key, tuple[str, dict[str, Any]]]
+
+
+class ObservedBackend(Protocol):
+    """What the observer needs of its backend (``KubeRayBackend``)."""
+
+    log: logging.Logger
+    dashboard_events: bool
+    dashboard_poll_seconds: float
+    caches: dict[str, NamespaceCache]
+    autoscaler_events: DashboardEvents
+
+    def notify(self, change: Change) -> None: ...
+    def default_owner(self) -> str | None: ...
+    def namespaces_of(self, owner: str) -> list[str]: ...
+    def cache_of(self, namespace: str) -> NamespaceCache: ...
+    def owner_of(self, namespace: str, cr: dict[str, Any]) -> tuple[str | None, bool]: ...
+    def build_safe(
+        self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool
+    ) -> Cluster | None: ...
+    def forget_cluster(self, key: Key) -> None: ...
 
 
 def _nothing_pending() -> dict[str, Any]:
@@ -33,7 +54,7 @@ def _nothing_pending() -> dict[str, Any]:
 class Observer:
     """The dispatcher of one backend: started by its first listener, stopped after its last."""
 
-    def __init__(self, backend: KubeRayBackend) -> None:
+    def __init__(self, backend: ObservedBackend) -> None:
         self.backend = backend
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -77,26 +98,26 @@ class Observer:
     def _baseline(self) -> Pushed:
         """What panels already have (their snapshot): only differences from it are pushed."""
         backend = self.backend
-        owner = backend._default_owner()
+        owner = backend.default_owner()
         if owner is not None:
             try:  # the user's namespace is watched before the first change can be missed
-                for namespace in backend._namespaces(owner):
-                    backend._cache(namespace)
+                for namespace in backend.namespaces_of(owner):
+                    backend.cache_of(namespace)
             except BackendError as e:
                 backend.log.warning("eksray: cannot observe clusters yet: %s", e.message)
         last: Pushed = {}
-        for cache in list(backend._caches.values()):
+        for cache in list(backend.caches.values()):
             with cache.lock:
                 crs = list(cache.clusters.values())
             for cr in crs:
-                who, ours = backend._owner_of(cache.namespace, cr)
-                if who is not None and (cluster := backend._build_safe(cache, cr, who, ours)) is not None:
+                who, ours = backend.owner_of(cache.namespace, cr)
+                if who is not None and (cluster := backend.build_safe(cache, cr, who, ours)) is not None:
                     last[(cache.namespace, cluster.name)] = (who, cluster.to_dict())
         return last
 
     def _loop(self) -> None:
         backend = self.backend
-        new_events = NewEvents(backend._dashboard_events)
+        new_events = NewEvents(backend.autoscaler_events)
         next_poll = time.monotonic() + backend.dashboard_poll_seconds
         polls = 0
         last = self._baseline()
@@ -125,19 +146,19 @@ class Observer:
         backend = self.backend
         for key, obj in pending["deleted"].items():
             previous = last.pop(key, None)
-            who = previous[0] if previous else backend._owner_of(key[0], obj or {})[0]
+            who = previous[0] if previous else backend.owner_of(key[0], obj or {})[0]
             if who is not None:
                 backend.notify(Change("deleted", who, key[1]))
-            backend._forget(key)
+            backend.forget_cluster(key)
         for key in pending["clusters"] - set(pending["deleted"]):
-            cache = backend._caches.get(key[0])
+            cache = backend.caches.get(key[0])
             cr = cache.clusters.get(key[1]) if cache else None
             if cache is None or cr is None:
                 continue
-            who, ours = backend._owner_of(key[0], cr)
+            who, ours = backend.owner_of(key[0], cr)
             if who is None:
                 continue
-            cluster = backend._build_safe(cache, cr, who, ours)
+            cluster = backend.build_safe(cache, cr, who, ours)
             if cluster is None:
                 continue
             state = cluster.to_dict()
@@ -146,11 +167,11 @@ class Observer:
                 last[key] = (who, state)
                 backend.notify(Change("cluster", who, cluster.name, cluster=cluster))
         for key, ev in pending["events"]:
-            cache = backend._caches.get(key[0])
+            cache = backend.caches.get(key[0])
             cr = cache.clusters.get(key[1]) if cache else None
             if cr is None:
                 continue
-            who, _ours = backend._owner_of(key[0], cr)
+            who, _ours = backend.owner_of(key[0], cr)
             if who is not None:
                 backend.notify(Change("event", who, key[1], event=cluster_event(ev)))
 
@@ -162,11 +183,11 @@ class Observer:
         for key, (who, state) in list(last.items()):
             if state["phase"] == "ready" and not every_round:
                 continue
-            cache = backend._caches.get(key[0])
+            cache = backend.caches.get(key[0])
             cr = cache.clusters.get(key[1]) if cache else None
             if cache is None or cr is None:
                 continue
-            cluster = backend._build_safe(cache, cr, who, backend._owner_of(key[0], cr)[1])
+            cluster = backend.build_safe(cache, cr, who, backend.owner_of(key[0], cr)[1])
             if cluster is None or not cluster.dashboard_available:
                 continue
             for event in new_events.of(key[0], cluster, str(cr["metadata"].get("uid"))):
