@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import http.server
 import json
 import os
 import subprocess
@@ -26,11 +25,13 @@ try:
     from tests.fakekube import FakeKubeServer, OperatorConfig
     from tests.fakekube.pytest_plugin import fakekube, fakekube_kubeconfig
     from tests.fakekube.schema import SAMPLES_DIR
+    from tests.stub_http import JSONHandler, StubServer
     from tests.waiting import wait_until
 except ModuleNotFoundError:  # pytest put tests/ (not the repo root) on sys.path
     from fakekube import FakeKubeServer, OperatorConfig  # type: ignore[no-redef]
     from fakekube.pytest_plugin import fakekube, fakekube_kubeconfig  # type: ignore[no-redef] # noqa: F401
     from fakekube.schema import SAMPLES_DIR  # type: ignore[no-redef]
+    from stub_http import JSONHandler, StubServer  # type: ignore[no-redef]
     from waiting import wait_until  # type: ignore[no-redef]
 
 T = TypeVar("T")
@@ -129,38 +130,22 @@ def reasons_for(core: client.CoreV1Api, name: str) -> list[str]:
     return [e.reason for e in events_for(core, name)]
 
 
-class _Dashboard(http.server.BaseHTTPRequestHandler):
+class _Dashboard(JSONHandler):
     def do_GET(self) -> None:
-        body = json.dumps({"path": self.path, "ray_version": "2.52.0"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json({"path": self.path, "ray_version": "2.52.0"})
 
     def do_POST(self) -> None:
         data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"echo": json.loads(data or b"null")}).encode()
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.send_json({"echo": json.loads(data or b"null")}, status=201)
 
 
 @pytest.fixture
 def dashboard() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dashboard)
-    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
+    stub = StubServer(_Dashboard)
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield stub.url
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        stub.close()
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import CapturedIO, capture_output
+from IPython.utils.capture import capture_output
 
 from eksray_jupyter import console
 from eksray_jupyter.cli import main
@@ -26,6 +26,7 @@ from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.magics import EKSRayMagics
 from eksray_jupyter.services import Services
 from tests.fakes import isolate_env, make_service
+from tests.magic_cells import fail, run
 from tests.waiting import wait_until
 
 STEP = 0.05
@@ -447,20 +448,6 @@ def shell(svc: Services) -> Iterator[InteractiveShell]:
     ip = InteractiveShell.instance()
     ip.register_magics(EKSRayMagics(ip, services_factory=lambda: svc))
     yield ip
-
-
-def run(shell: InteractiveShell, line: str) -> CapturedIO:
-    with capture_output() as cap:
-        shell.run_line_magic("eksray", line)
-    return cap
-
-
-def fail(shell: InteractiveShell, line: str) -> str:
-    with pytest.raises(UsageError) as info:
-        run(shell, line)
-    message = str(info.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
 
 
 def test_magic_help_and_usage_errors(shell: InteractiveShell) -> None:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import http.server
 import io
 import json
 import os
 import shlex
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +42,7 @@ from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.jobs.spec import resolve_job_spec
 from eksray_jupyter.jobs.store import LocalJobStore
+from tests.stub_http import JSONHandler, StubServer
 
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, crd_schema
@@ -67,7 +66,7 @@ class Dashboard:
         self.before_next_read: Callable[[], None] | None = None
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def do_GET(self) -> None:
                 parts = self.path.strip("/").split("/")
                 if len(parts) != 4 or parts[:2] != ["api", "jobs"] or parts[3] != "logs":
@@ -79,25 +78,13 @@ class Dashboard:
                 hook, stub.before_next_read = stub.before_next_read, None
                 if hook is not None:
                     hook()
-                body = json.dumps({"logs": stub.logs[parts[2]]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json({"logs": stub.logs[parts[2]]})
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = StubServer(Handler)
+        self.url = self.server.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.server.close()
 
 
 class Env:

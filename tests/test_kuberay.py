@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import http.server
 import itertools
 import json
 import logging
@@ -25,6 +24,7 @@ from eksray_jupyter.core.config import DEFAULT_PROFILES
 from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, NotFoundError, NotReadyError
 from eksray_jupyter.core.models import Change, Phase
 from eksray_jupyter.core.spec import resolve_cluster_spec
+from tests.stub_http import JSONHandler, StubServer
 
 from .fakekube import FakeKubeServer, pytest_plugin
 from .fakekube.schema import DEFAULT_CRD_DIR, SAMPLES_DIR, crd_schema
@@ -666,31 +666,21 @@ class DashboardStub:
         self.events: list[dict[str, Any]] = []
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def do_GET(self) -> None:
                 if not self.path.startswith("/api/v0/cluster_events"):
                     self.send_error(404)
                     return
-                body = json.dumps(
+                self.send_json(
                     {
                         "result": True,
                         "msg": "",
                         "data": {"result": {"total": len(stub.events), "result": stub.events}},
                     }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                )
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = StubServer(Handler)
+        self.url = self.server.url
 
     def add(self, message: str, severity: str = "INFO") -> None:
         self.events.append(
@@ -699,9 +689,7 @@ class DashboardStub:
         )  # fmt: skip
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        self.server.close()
 
 
 @pytest.fixture

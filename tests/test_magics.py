@@ -20,6 +20,7 @@ from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.magics import EKSRayMagics
 from eksray_jupyter.services import Services
 from tests.fakes import isolate_env, make_service
+from tests.magic_cells import fail, run
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,23 +45,8 @@ def shell(svc: ClusterService, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inte
     yield ip
 
 
-def run(shell: InteractiveShell, line: str) -> CapturedIO:
-    """Run a magic the way a cell does; errors propagate (UsageError for the user's mistakes)."""
-    with capture_output() as cap:
-        shell.run_line_magic("eksray", line)
-    return cap
-
-
 def bundles(cap: CapturedIO) -> list[dict[str, str]]:
     return [o.data for o in cap.outputs]
-
-
-def fail(shell: InteractiveShell, line: str) -> str:
-    with pytest.raises(UsageError) as info:
-        run(shell, line)
-    message = str(info.value)
-    assert "\n" not in message and "Traceback" not in message
-    return message
 
 
 # --- parsing and help --------------------------------------------------------------------------
