@@ -112,6 +112,17 @@ def test_create_from_a_spec_file_with_flag_overrides(
     assert len(svc.get("j1").spec["workerGroups"]) == 2
 
 
+def test_a_spec_file_with_nan_or_infinity_is_refused_with_its_field(
+    cli: Callable[..., Result], svc: ClusterService, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: odd\nhead: {cpu: .nan}\nworkerGroups:\n  - {groupName: g, cpu: .inf}\n")
+    result = cli("rc", "create", "-f", str(spec))
+    assert result.code == 2
+    assert "head.cpu" in result.err and "workerGroups[0].cpu" in result.err and "finite" in result.err
+    assert svc.list() == []
+
+
 def test_create_reads_a_spec_from_stdin(
     cli: Callable[..., Result], svc: ClusterService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -187,6 +187,9 @@ async def test_profile_with_overrides(jp_fetch: Any) -> None:
         ({"workerGroups": [{"groupName": "cpu"}]}, "workerGroups[0]"),
         ({"workerGroups": []}, "workerGroups"),
         ({"name": "other", "workerGroups": [{"groupName": "cpu", "replicas": 1}]}, "name"),
+        # Found by fuzzing: these were 500s.
+        ({"workerGroups": [{"groupName": {}, "replicas": 1}]}, "workerGroups[0].groupName"),
+        ({"workerGroups": [{"groupName": ["cpu"], "replicas": 1}]}, "workerGroups[0].groupName"),
     ],
 )
 async def test_bad_scale_is_400(jp_fetch: Any, service: Any, body: Any, path: str) -> None:
@@ -195,6 +198,28 @@ async def test_bad_scale_is_400(jp_fetch: Any, service: Any, body: Any, path: st
     assert code == 400
     assert path in {e["path"] for e in response["errors"]}
     assert service.get("demo").worker_groups[0].replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ('{"name": "x", "head": {"cpu": NaN}}', "head.cpu"),
+        ('{"name": "x", "head": {"memory": NaN}}', "head.memory"),
+        ('{"name": "x", "workerGroups": [{"groupName": "g", "cpu": Infinity}]}', "workerGroups[0].cpu"),
+        ('{"name": "x", "head": {"cpu": -Infinity}}', "head.cpu"),
+    ],
+)
+async def test_numbers_json_cannot_carry_are_refused(
+    jp_fetch: Any, service: Any, raw: str, path: str
+) -> None:
+    """Found by fuzzing: NaN was accepted (201) and the list then carried a bare NaN no browser parses."""
+    code, response = await error_of(jp_fetch, "clusters", method="POST", body=raw)
+    assert code == 400
+    assert path in {e["path"] for e in response["errors"]}, response
+    assert "NaN" in response["message"] or "finite" in response["message"]
+    assert service.list() == []
+    listed = (await call(jp_fetch, "clusters")).body.decode()
+    json.loads(listed, parse_constant=lambda name: pytest.fail(f"{name} in the cluster list"))
 
 
 async def test_unknown_cluster_is_404_everywhere(jp_fetch: Any) -> None:

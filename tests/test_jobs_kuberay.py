@@ -32,7 +32,7 @@ from traitlets.config import Config
 
 from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.kuberay.names import head_service
-from eksray_jupyter.backends.kuberay.rayjob import map_status
+from eksray_jupyter.backends.kuberay.rayjob import map_status, record_attempt
 from eksray_jupyter.backends.kuberay.rayjob_runner import KubeRayJobRunner
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.errors import InvalidRequestError, LimitExceededError
@@ -339,6 +339,16 @@ def test_explicit_local_runner_still_wins(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_status_mapping(status: dict[str, Any], state: JobState, reason: str | None) -> None:
     assert map_status(status) == (state, reason)
+
+
+def test_an_attempt_ray_does_not_have_yet_reads_submitting() -> None:
+    """Found by fuzzing: a job stopped right after submission had attempts[].status null."""
+    record: dict[str, Any] = {"kuberay": {}}
+    record_attempt(record, {"jobId": "job-1", "jobDeploymentStatus": "Initializing"})
+    assert record["attempts"][0]["status"] == "SUBMITTING"
+    job = Job.from_record({**new_record("j", "alice", {"name": "j", "entrypoint": "x"}, "c", {}, "", "kuberay"),
+                           "attempts": [{"attempt": 1, "rayJobId": "job-1", "status": None}]})  # fmt: skip
+    assert job.to_dict()["attempts"][0]["status"] == "SUBMITTING"  # a record written before the fix
 
 
 # --- the life cycle against the fake operator -----------------------------------------------------

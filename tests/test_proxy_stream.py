@@ -37,6 +37,9 @@ class EchoHandler(web.RequestHandler):
     def post(self, path: str) -> None:
         self.finish({"posted": self.request.body.decode()})
 
+    def patch(self, path: str) -> None:
+        self.finish({"patched": self.request.body.decode()})
+
 
 class EchoSocket(websocket.WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
@@ -153,6 +156,16 @@ async def test_proxy_post_with_token(jp_fetch: Any, demo: MemoryBackend) -> None
         "eksray", "clusters", "demo", "dashboard", "api", "jobs", method="POST", body="{}"
     )
     assert json.loads(response.body) == {"posted": "{}"}
+
+
+async def test_proxy_patch_without_a_body_is_forwarded(jp_fetch: Any, demo: MemoryBackend) -> None:
+    """Found by fuzzing: jupyter-server-proxy turns an empty PATCH body into None, and tornado's
+    client refused to send that (a 500 page)."""
+    response = await jp_fetch(
+        "eksray", "clusters", "demo", "dashboard", "api", "x", method="PATCH", body=None,
+        allow_nonstandard_methods=True,
+    )  # fmt: skip
+    assert json.loads(response.body) == {"patched": ""}
 
 
 async def read_json(ws: WebSocketClientConnection) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,21 @@ def json_path(parts: Any) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def non_finite_errors(value: Any, parts: tuple[Any, ...] = ()) -> list[FieldError]:
+    """NaN and infinities anywhere in a request: JSON cannot carry them back to a browser.
+
+    Python's ``json`` reads ``NaN``/``Infinity`` and YAML reads ``.nan``/``.inf``; both pass a
+    schema's ``type: number`` and every ``minimum``, so they are refused before validation.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return [FieldError(json_path(parts), f"{value} is not a number JSON can carry; give a finite number")]
+    if isinstance(value, dict):
+        return [e for key, item in value.items() for e in non_finite_errors(item, (*parts, key))]
+    if isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in non_finite_errors(item, (*parts, i))]
+    return []
 
 
 def _describe(error: Any) -> FieldError:
@@ -206,6 +222,8 @@ def resolve_cluster_spec(request: Any, profiles: dict[str, dict[str, Any]]) -> d
     """
     if not isinstance(request, dict):
         raise InvalidRequestError("The request body must be a JSON object describing the cluster")
+    if errors := non_finite_errors(request):
+        raise InvalidRequestError("Invalid cluster spec: numbers must be finite (no NaN or Infinity)", errors)
     request = dict(request)
     profile_name = request.pop("profile", None)
     if profile_name is not None:
@@ -259,6 +277,10 @@ def validate_scale_request(spec: dict[str, Any], request: Any) -> list[dict[str,
                 FieldError(f"{where}.{key}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
             )
         name = change.get("groupName")
+        if not isinstance(name, str):
+            known = ", ".join(sorted(groups)) or "this cluster has no worker groups"
+            errors.append(FieldError(f"{where}.groupName", f"give a worker group's name; groups: {known}"))
+            continue
         if name not in groups:
             known = ", ".join(sorted(groups)) or "this cluster has no worker groups"
             errors.append(FieldError(f"{where}.groupName", f"no worker group {name!r}; groups: {known}"))

@@ -169,7 +169,7 @@ class Job:
                 {
                     "attempt": a.get("attempt"),
                     "rayJobId": a.get("rayJobId"),
-                    "status": a.get("status"),
+                    "status": a.get("status") or "SUBMITTING",  # records written before Ray had it
                     "exitCode": a.get("exitCode"),
                     "message": a.get("message"),
                     "startedAt": iso(a.get("startedAt")),

@@ -16,7 +16,7 @@ import string
 from typing import Any
 
 from ..core.errors import FieldError, InvalidRequestError
-from ..core.spec import fill_defaults, load_schema, resolve_cluster_spec, schema_errors
+from ..core.spec import fill_defaults, load_schema, non_finite_errors, resolve_cluster_spec, schema_errors
 
 JOB_SCHEMA = "job"
 #: Environment variables the runner sets for the entrypoint and its tasks.
@@ -102,6 +102,8 @@ def resolve_job_spec(
     """
     if not isinstance(request, dict):
         raise InvalidRequestError("The request body must be a JSON object describing the job")
+    if errors := non_finite_errors(request):
+        raise InvalidRequestError("Invalid job spec: numbers must be finite (no NaN or Infinity)", errors)
     schema = load_schema(JOB_SCHEMA)
     spec = fill_defaults(copy.deepcopy(request), schema, schema)
     errors = schema_errors(spec, JOB_SCHEMA)

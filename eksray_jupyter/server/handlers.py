@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop
 from ..core.errors import FieldError, InvalidRequestError
 from ..core.models import Cluster
 from ..core.service import ClusterService
+from ..core.spec import non_finite_errors
 from ..services import Services
 from .errors import error_body, http_status
 
@@ -59,9 +60,12 @@ class EKSRayHandler(APIHandler):
                 f"The request body is {len(self.request.body)} bytes; the limit is {limit} bytes"
             )
         try:
-            return json.loads(self.request.body or b"null")
+            body = json.loads(self.request.body or b"null")
         except ValueError as e:
             raise InvalidRequestError(f"The request body is not valid JSON ({e})") from e
+        if errors := non_finite_errors(body):
+            raise InvalidRequestError("NaN and Infinity are not JSON numbers; give finite numbers", errors)
+        return body
 
     def cluster_json(self, cluster: Cluster) -> dict[str, Any]:
         return cluster.to_dict(dashboard_url=dashboard_path(self.base_url, cluster.name))

@@ -107,7 +107,12 @@ class DashboardProxyHandler(ProxyHandler):
         return headers
 
     def proxy_request_options(self) -> dict[str, Any]:
-        return {**super().proxy_request_options(), **getattr(self, "_upstream_options", {})}
+        options = {**super().proxy_request_options(), **getattr(self, "_upstream_options", {})}
+        if self.request.method == "PATCH" and not self.request.body:
+            # jupyter-server-proxy sends an empty PATCH body as None, which tornado's client
+            # refuses unless told that is meant.
+            options["allow_nonstandard_methods"] = True
+        return options
 
     def get_client_uri(self, protocol: str, host: str, port: int, proxied_path: str) -> str:
         """The upstream URL: the resolved address's scheme and path, then the proxied path.

@@ -172,7 +172,7 @@ def record_attempt(record: dict[str, Any], status: dict[str, Any]) -> None:
         attempts.append({"attempt": len(attempts) + 1, "rayJobId": ray_id, "startedAt": time.time()})
         record["kuberay"]["logBytes"] = 0  # a retry's log starts again
     current = attempts[-1]
-    current["status"] = status.get("jobStatus") or None
+    current["status"] = status.get("jobStatus") or "SUBMITTING"  # KubeRay has not handed it to Ray yet
     current["message"] = status.get("message") or None
     if status.get("jobDeploymentStatus") in _TERMINAL_DEPLOY and not current.get("finishedAt"):
         current["finishedAt"] = time.time()
