@@ -214,3 +214,38 @@ def test_a_head_that_fails_to_start_is_retried_then_reported(
         assert reasons[-1] == "Failed"
     finally:
         service.delete("unlucky")
+
+
+def test_ray_processes_get_none_of_the_servers_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eksray_jupyter.core import processes
+
+    secrets = {
+        "JUPYTERHUB_API_TOKEN": "hub",
+        "JPY_SESSION_NAME": "s",
+        "JUPYTER_TOKEN": "t",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "AWS_SESSION_TOKEN": "aws2",
+        "AWS_PROFILE": "team",
+        "KUBECONFIG": "/k",
+        "MY_SERVICE_API_KEY": "k",
+        "DB_PASSWORD": "p",
+        "GITHUB_TOKEN": "g",
+        "RAY_AUTH_MODE": "token",
+    }
+    for name, value in {**secrets, "HOME_OF_DATA": "/data", "LANG": "C.UTF-8"}.items():
+        monkeypatch.setenv(name, value)
+
+    env = processes.ray_env({"EXTRA": "1"})
+    assert not set(secrets) & set(env)
+    assert env["HOME_OF_DATA"] == "/data" and env["LANG"] == "C.UTF-8" and env["EXTRA"] == "1"
+
+    # An admin passes what Ray should have, by name or pattern; everything else stays out.
+    passed = processes.ray_env(passed=["RAY_AUTH_MODE", "AWS_PROFILE"])
+    assert passed["RAY_AUTH_MODE"] == "token" and passed["AWS_PROFILE"] == "team"
+    assert not (set(secrets) - {"RAY_AUTH_MODE", "AWS_PROFILE"}) & set(passed)
+
+    # A job supervisor is ours, not Ray's: it keeps the cloud credentials its S3 store needs,
+    # but never Jupyter's tokens.
+    child = processes.child_env()
+    assert child["AWS_SECRET_ACCESS_KEY"] == "aws"
+    assert not {"JUPYTERHUB_API_TOKEN", "JPY_SESSION_NAME", "JUPYTER_TOKEN", "RAY_AUTH_MODE"} & set(child)

@@ -65,7 +65,23 @@ print(json.dumps({{"nodes": sorted(set(ray.get([where.remote() for _ in range(6)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def test_local_cluster_life_cycle(jp_fetch: Any, state_dir: Path) -> None:
+def environ_of(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # it exited meanwhile
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+async def test_local_cluster_life_cycle(
+    jp_fetch: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's credentials must reach no Ray process (head, workers from the bootstrap and
+    # from Ray's autoscaler, and the processes Ray starts itself).
+    secrets = {"JUPYTERHUB_API_TOKEN": "hub-secret", "AWS_SECRET_ACCESS_KEY": "aws-secret"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
     spec = {
         "name": "e2e",
         "head": {"cpu": 1},
@@ -117,6 +133,11 @@ async def test_local_cluster_life_cycle(jp_fetch: Any, state_dir: Path) -> None:
         )
         workers = {n["id"] for n in cluster["nodes"] if n["kind"] == "worker"}
         assert first_worker in workers
+
+        environs = [env for pid in cluster_pids(state_dir, "e2e") if (env := environ_of(pid)) is not None]
+        assert len(environs) >= 6  # GCS, raylets, dashboard, monitor, ... of three nodes
+        leaked = {name for env in environs for name, value in env.items() if value in secrets.values()}
+        assert leaked == set(), f"secrets in Ray processes' environment: {leaked}"
 
         events = (await api(jp_fetch, "clusters", "e2e", "events"))["events"]
         messages = [e["message"] for e in events]

@@ -14,6 +14,7 @@ needs around those processes.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import signal
 import socket
@@ -132,9 +133,59 @@ def terminate(processes: list[psutil.Process], grace: float = 10.0) -> list[int]
     return [p.pid for p in processes]
 
 
-def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a detached process: ours without Ray's and Jupyter's settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "JPY_", "JUPYTER_TOKEN"))}
+#: What a Ray process never inherits from the Jupyter server unless an admin passes it by
+#: name: Jupyter's and JupyterHub's tokens, cloud and Kubernetes credentials, and anything
+#: named like a secret. Ray runs user code, which other users' jobs on a shared cluster (and
+#: anything that can read a process's environment) could see.
+CREDENTIAL_PATTERNS = (
+    "JPY_*",
+    "JUPYTER_TOKEN",
+    "JUPYTERHUB_*",
+    "AWS_*",
+    "AZURE_*",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "KUBECONFIG",
+    "*TOKEN*",
+    "*SECRET*",
+    "*PASSWORD*",
+    "*PASSWD*",
+    "*CREDENTIAL*",
+    "*API_KEY*",
+    "*APIKEY*",
+    "*_KEY",
+    "*_KEY_ID",
+)
+
+
+def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one of our own helper processes (a job supervisor): ours, without
+    Jupyter's tokens and Ray's settings (it starts Ray processes with :func:`ray_env`)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not _matches(k, ("RAY_*", "JPY_*", "JUPYTER_TOKEN", "JUPYTERHUB_API_TOKEN"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def ray_env(extra: dict[str, str] | None = None, passed: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+    """The environment of a Ray process (head, worker, their bootstrap), plus ``extra``.
+
+    Without the server's credentials (:data:`CREDENTIAL_PATTERNS`) and Ray settings (``RAY_*``,
+    which would configure the user's cluster from the server's environment), except the
+    variables an admin passes by name or pattern (``c.LocalBackend.ray_environment``).
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if _matches(k, passed) or not _matches(k, ("RAY_*", *CREDENTIAL_PATTERNS))
+    }
     env.update(
         {
             "RAY_USAGE_STATS_ENABLED": "0",

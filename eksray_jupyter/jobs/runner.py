@@ -120,7 +120,7 @@ class LocalJobRunner(JobRunner):
             str(run_dir),
         ]
         # The server's effective settings (backend, owner, state dir, stores) travel as for kernels.
-        env = processes.ray_env({CONFIG_ENV: self.service.environment_config()})
+        env = processes.child_env({CONFIG_ENV: self.service.environment_config()})
         ref = processes.spawn(argv, env, run_dir / "supervisor.log")
         write_json_atomic(run_dir / "supervisor.json", ref)
 

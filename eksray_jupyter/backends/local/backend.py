@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Int, Unicode, default
+from traitlets import Float, Int, List, Unicode, default
 
 from ...core import processes
 from ...core.backend import ClusterBackend
@@ -60,6 +60,14 @@ class LocalBackend(ClusterBackend):
     object_store_memory_mb = Int(
         256,
         help="Default object store size of each local node, in MiB (rayStartParams may override).",
+    ).tag(config=True)
+
+    ray_environment = List(
+        Unicode(),
+        help="Environment variables of the server that Ray processes get, by name or shell pattern "
+        "(e.g. 'RAY_AUTH_MODE', 'AWS_PROFILE', 'RAY_*'). Without them Ray processes get none of the "
+        "server's credentials (tokens, secrets, passwords, keys, AWS_*, JUPYTERHUB_*) and no RAY_* "
+        "setting: Ray runs user code, and a process's environment is readable.",
     ).tag(config=True)
 
     temp_root = Unicode(
@@ -180,6 +188,8 @@ class LocalBackend(ClusterBackend):
                 "ports": ports,
                 "tempDir": f"{self.temp_root}/{short}",
                 "objectStoreBytes": self.object_store_memory_mb * MIB,
+                # Names only (never values): the bootstrap and Ray's autoscaler start workers too.
+                "rayEnvironment": list(self.ray_environment),
                 "head": None,
             }
             cdir.write(record)
@@ -198,7 +208,7 @@ class LocalBackend(ClusterBackend):
         cdir.update(head=self._start_head(cdir, record), bootstrapped=False, startedAt=time.time())
         processes.spawn(
             [sys.executable, "-m", "eksray_jupyter.backends.local.bootstrap", str(cdir.root)],
-            processes.ray_env(),
+            processes.ray_env(passed=record.get("rayEnvironment", [])),
             cdir.logs / "bootstrap.log",
         )
 

@@ -132,7 +132,7 @@ def head_command(record: dict[str, Any], autoscaling_config: Path | None) -> tup
             # let the autoscaler give up on a node that is still starting.
             "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "120",
         }
-    return argv, ray_env(extra_env)
+    return argv, ray_env(extra_env, passed=record.get("rayEnvironment", []))
 
 
 def new_node_id() -> str:
@@ -160,6 +160,7 @@ def worker_command(record: dict[str, Any], group_name: str) -> tuple[str, list[s
             "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id,
             "RAY_CLOUD_INSTANCE_ID": node_id,
             "RAY_NODE_TYPE_NAME": group_name,
-        }
+        },
+        passed=record.get("rayEnvironment", []),
     )
     return node_id, argv, env
