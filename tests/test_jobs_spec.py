@@ -227,3 +227,23 @@ def test_driver_runs_the_command_and_collects_results(tmp_path: Path) -> None:
     collected = sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file())
     assert collected == ["out/a.txt", "out/deep/b.txt", "run.log"]  # never the symlink out of the dir
     assert (results / "out" / "deep" / "b.txt").read_text() == "two\n"
+
+
+def test_the_driver_removes_the_results_dir_it_made(tmp_path: Path) -> None:
+    """With an upload target and no results dir given, the driver makes one and removes it after."""
+    tmp, work = tmp_path / "tmp", tmp_path / "work"
+    tmp.mkdir()
+    work.mkdir()
+    target = {"url": "http://127.0.0.1:9/", "fields": {}, "prefix": "r/"}  # nothing listens: reported
+    out = subprocess.run(
+        [sys.executable, "-m", "eksray_jupyter.jobs.driver", "--results", json.dumps(["*.txt"]), "--",
+         "echo hi > a.txt"],
+        cwd=work,
+        env={**os.environ, "TMPDIR": str(tmp), "EKSRAY_RESULTS_UPLOAD": json.dumps(target)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "could not upload the result a.txt" in out.stdout
+    assert list(tmp.iterdir()) == []

@@ -3,6 +3,7 @@ custom-resource task, restart, delete, nothing left running."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -133,6 +134,18 @@ async def test_local_cluster_life_cycle(
         )
         workers = {n["id"] for n in cluster["nodes"] if n["kind"] == "worker"}
         assert first_worker in workers
+
+        # Ray's temp dir is ours alone: made fresh (random name, 0700), not at a path another
+        # user could have made first.
+        from eksray_jupyter.backends.local.state import ClusterDir
+
+        record = ClusterDir(state_dir / "local" / "clusters" / "e2e").read()
+        assert record is not None
+        temp = Path(record["tempRoot"])
+        assert Path(record["tempDir"]).parent == temp
+        assert temp.parent == Path("/tmp") and temp.name.startswith("eksray-") and len(temp.name) > 16
+        mode, uid = await asyncio.to_thread(lambda: (temp.stat().st_mode & 0o777, temp.stat().st_uid))
+        assert (mode, uid) == (0o700, os.getuid())
 
         environs = [env for pid in cluster_pids(state_dir, "e2e") if (env := environ_of(pid)) is not None]
         assert len(environs) >= 6  # GCS, raylets, dashboard, monitor, ... of three nodes

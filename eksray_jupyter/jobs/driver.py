@@ -141,7 +141,8 @@ def main(argv: list[str]) -> int:
     if "--results" in options:
         patterns = json.loads(options[options.index("--results") + 1])
     upload_to = json.loads(os.environ[RESULTS_UPLOAD_ENV]) if os.environ.get(RESULTS_UPLOAD_ENV) else None
-    if upload_to is not None and not os.environ.get(RESULTS_DIR_ENV):
+    made_results_dir = upload_to is not None and not os.environ.get(RESULTS_DIR_ENV)
+    if made_results_dir:
         os.environ[RESULTS_DIR_ENV] = tempfile.mkdtemp(prefix="eksray-results-")
     child = subprocess.Popen(command, shell=True)
 
@@ -168,6 +169,8 @@ def main(argv: list[str]) -> int:
         )
         failed = upload(files, target, upload_to)
         print(f"[eksray] uploaded {len(files) - len(failed)} result file(s)", flush=True)
+    if made_results_dir and target:
+        shutil.rmtree(target, ignore_errors=True)  # uploaded (or reported): nothing to keep here
     return code if code >= 0 else 128 - code
 
 

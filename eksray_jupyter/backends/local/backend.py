@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Int, List, Unicode, default
+from traitlets import Float, Int, List, Unicode
 
 from ...core import processes
 from ...core.backend import ClusterBackend
@@ -71,12 +71,10 @@ class LocalBackend(ClusterBackend):
     ).tag(config=True)
 
     temp_root = Unicode(
-        help="Where Ray's per-cluster temp dirs go. Kept short: Ray's unix socket paths must fit 107 bytes.",
+        "/tmp",
+        help="Where each cluster's Ray temp dir is made: a new directory with a random name, mode 0700, "
+        "that no other user can have made first. Kept short: Ray's unix socket paths must fit 107 bytes.",
     ).tag(config=True)
-
-    @default("temp_root")
-    def _default_temp_root(self) -> str:
-        return f"/tmp/eksray-{os.getuid()}"
 
     max_head_restarts = Int(
         2, help="How many times a head that dies before the cluster was first ready is started again."
@@ -186,7 +184,9 @@ class LocalBackend(ClusterBackend):
                 "createdAt": time.time(),
                 "status": "running",
                 "ports": ports,
-                "tempDir": f"{self.temp_root}/{short}",
+                # Ray makes its temp dir world-writable; ours around it (0700) keeps others out.
+                "tempRoot": (temp_root := tempfile.mkdtemp(prefix=f"eksray-{short}-", dir=self.temp_root)),
+                "tempDir": f"{temp_root}/ray",
                 "objectStoreBytes": self.object_store_memory_mb * MIB,
                 # Names only (never values): the bootstrap and Ray's autoscaler start workers too.
                 "rayEnvironment": list(self.ray_environment),
@@ -249,7 +249,7 @@ class LocalBackend(ClusterBackend):
         )
         self._stop_processes(cdir, fresh)
         cdir.write_nodes({})
-        shutil.rmtree(fresh["tempDir"], ignore_errors=True)
+        shutil.rmtree(fresh["tempDir"], ignore_errors=True)  # inside our 0700 tempRoot
         (cdir.logs / "head.log").rename(cdir.logs / f"head.{attempt}.log")
         self._launch(cdir, fresh)
         return cdir.read() or fresh
@@ -437,8 +437,8 @@ class LocalBackend(ClusterBackend):
     def _teardown(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
         self._stop_processes(cdir, record)
         shutil.rmtree(cdir.root, ignore_errors=True)
-        if record.get("tempDir"):
-            shutil.rmtree(record["tempDir"], ignore_errors=True)
+        if record.get("tempRoot") or record.get("tempDir"):
+            shutil.rmtree(record.get("tempRoot") or record["tempDir"], ignore_errors=True)
 
     # --- observing --------------------------------------------------------------------------
 
