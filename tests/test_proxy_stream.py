@@ -26,6 +26,11 @@ class EchoHandler(web.RequestHandler):
     """Answers with what it received, so tests can see exactly what the proxy forwarded."""
 
     def get(self, path: str) -> None:
+        self.set_cookie("dashboard-session", "upstream")  # must never reach Jupyter's origin
+        if self.request.headers.get("Accept") == "text/event-stream":
+            self.set_header("Content-Type", "text/event-stream")
+            self.finish("data: tick\n\n")
+            return
         self.finish(
             {
                 "path": path,
@@ -88,6 +93,17 @@ async def test_proxy_forwards_without_jupyter_credentials(
     assert "authorization" not in echoed["headers"]
     assert "cookie" not in echoed["headers"]
     assert token not in response.body.decode()
+    assert "dashboard-session" not in str(response.headers.get_list("Set-Cookie"))
+
+
+async def test_proxy_drops_the_dashboards_cookies_from_event_streams_too(
+    jp_fetch: Any, demo: MemoryBackend
+) -> None:
+    response = await jp_fetch(
+        "eksray", "clusters", "demo", "dashboard", "events", headers={"Accept": "text/event-stream"}
+    )
+    assert response.body == b"data: tick\n\n"
+    assert "dashboard-session" not in str(response.headers.get_list("Set-Cookie"))
 
 
 async def test_proxy_adds_the_trailing_slash(jp_fetch: Any, demo: MemoryBackend) -> None:

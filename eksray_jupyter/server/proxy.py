@@ -36,7 +36,18 @@ class DashboardProxyHandler(ProxyHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Only the host this request resolved to may be reached.
         kwargs["host_allowlist"] = lambda handler, host: host == getattr(handler, "_resolved_host", None)
+        kwargs["rewrite_response"] = (_drop_upstream_cookies,)
         super().__init__(*args, **kwargs)
+        # Event streams skip rewrite_response: their upstream headers arrive through set_header,
+        # which jupyter-server-proxy's websocket mixin rebinds per instance. Jupyter's own
+        # cookies go through set_cookie and add_header, never this.
+        set_header = self.set_header
+
+        def set_header_but_cookies(name: str, value: Any) -> None:
+            if name.lower() != "set-cookie":
+                set_header(name, value)
+
+        self.set_header = set_header_but_cookies  # type: ignore[method-assign]
 
     async def prepare(self, *args: Any, **kwargs: Any) -> None:
         await super().prepare(*args, **kwargs)  # authentication (403 for websocket upgrades)
@@ -174,6 +185,12 @@ class DashboardProxyHandler(ProxyHandler):
 
     def options(self, name: str, proxied_path: str = "") -> Any:
         return self._forward(name, proxied_path)
+
+
+def _drop_upstream_cookies(response: Any) -> None:
+    """A dashboard's cookie would be set on Jupyter's origin and sent with every Jupyter request."""
+    if "Set-Cookie" in response.headers:
+        del response.headers["Set-Cookie"]
 
 
 def proxy_handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
