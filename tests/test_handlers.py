@@ -286,3 +286,21 @@ async def test_slow_backend_does_not_block_other_requests(jp_fetch: Any) -> None
     assert not slow.done()
     SlowBackend.release.set()
     assert (await slow).code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", ("clusters",), {"GET", "POST", "OPTIONS"}),
+        ("POST", ("clusters", "demo"), {"GET", "PATCH", "DELETE", "OPTIONS"}),
+        ("DELETE", ("config",), {"GET", "OPTIONS"}),
+        ("PATCH", ("jobs",), {"GET", "POST", "OPTIONS"}),
+    ],
+)
+async def test_405_says_which_methods_the_route_answers(
+    jp_fetch: Any, method: str, path: tuple[str, ...], allowed: set[str]
+) -> None:
+    with pytest.raises(HTTPClientError) as info:
+        await call(jp_fetch, *path, method=method, body=None if method == "DELETE" else "{}")
+    assert info.value.code == 405
+    assert set(info.value.response.headers["Allow"].split(", ")) == allowed

@@ -75,7 +75,18 @@ class EKSRayHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this route answers (HTTP's ``Allow``): those its handler class defines."""
+        return [
+            method
+            for method in self.SUPPORTED_METHODS
+            if getattr(type(self), method.lower(), None)
+            is not getattr(web.RequestHandler, method.lower(), None)
+        ]
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         exc_info = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
         if isinstance(error, web.HTTPError) and not hasattr(error, "eksray"):
