@@ -889,3 +889,40 @@ def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.
         now[0] += 30.0
         assert reader.events(key, "uid") == []
     assert not answers
+
+
+def test_the_watch_backs_off_while_down_and_starts_over_once_it_was_back() -> None:
+    """After an outage the reconnect delay returns to its minimum once the API server answered."""
+    from eksray_jupyter.backends.kuberay.reflector import Reflector
+
+    class Outage(Exception):
+        pass
+
+    # Four failed lists (the server is down), then a list and a watch that opens and breaks.
+    script = ["down", "down", "down", "down", "up"]
+    waits: list[float] = []
+
+    class Api:
+        def list_raw(self, kind: str, namespace: str, cont: str | None = None) -> dict[str, Any]:
+            if not script or script.pop(0) == "down":
+                raise Outage()
+            return {"items": [], "metadata": {"resourceVersion": "7"}}
+
+        def watch_raw(self, kind: str, namespace: str, rv: str, timeout: int) -> Any:
+            raise Outage()  # opened, then reset at once
+
+    reflector = Reflector(
+        Api(), "pods", "ns", lambda items, first: None, lambda t, o: None, logging.getLogger()
+    )  # type: ignore[arg-type]
+
+    def wait(delay: float) -> bool:
+        waits.append(delay)
+        if len(waits) >= 7:
+            reflector._stop.set()
+        return reflector._stop.is_set()
+
+    reflector._stop.wait = wait  # type: ignore[method-assign]
+    reflector._run()
+    # Backing off while down; after the list answered, the broken watch is retried at once again.
+    assert waits[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert waits[4] == 0.1, waits

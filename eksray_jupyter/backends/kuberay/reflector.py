@@ -65,6 +65,8 @@ class Reflector:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stream: Any = None
+        #: Whether the API server answered (a list, or a watch opened) since the last failure.
+        self._connected = False
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Reflector:
         rv: str | None = None
         delay = 0.1
         while not self._stop.is_set():
+            self._connected = False
             try:
                 if rv is None:
                     rv = self._relist()
@@ -123,6 +126,8 @@ class Reflector:
                     )
                     self.synced.set()
                     delay = 60.0
+                elif self._connected:
+                    delay = 0.1  # the API server answered since the last failure: a new interruption
                 self.stats["errors"] += 1
                 self.last_error = describe(e)
                 level = logging.INFO if self.stats["errors"] < 3 else logging.WARNING
@@ -150,12 +155,14 @@ class Reflector:
         self.replace(items, not self.synced.is_set())
         self.synced.set()
         self.last_error = None
+        self._connected = True
         return rv
 
     def _watch(self, rv: str) -> str:
         from kubernetes.watch.watch import iter_resp_lines
 
         stream = self.api.watch_raw(self.kind, self.namespace, rv, self.watch_timeout)
+        self._connected = True
         with self._lock:
             self._stream = stream
         self.stats["watches"] += 1
