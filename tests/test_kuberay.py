@@ -190,6 +190,25 @@ def test_namespaces_and_owner_labels_are_dns_safe() -> None:
     assert backend.namespace_for("alice") != backend.namespace_for("Alice")
     assert len(backend.namespace_for("x" * 200)) <= 63
     assert KubeRayBackend(namespace="ray").namespace_for("bob") == "ray"
+    # Injective: a user named like another user's hashed label never gets that user's namespace.
+    squatter = backend.namespace_for("Alice").removeprefix("eksray-")
+    assert backend.namespace_for(squatter) != backend.namespace_for("Alice")
+    assert backend.namespace_for(squatter).startswith(f"eksray-{squatter}-")
+
+
+def test_a_namespace_not_labelled_for_the_owner_is_never_used(
+    backend: KubeRayBackend, fakekube: FakeKubeServer
+) -> None:
+    fakekube.create(
+        "namespaces", "", {"metadata": {"name": "eksray-bob", "labels": {"eksray.io/owner": "mallory"}}}
+    )
+    with pytest.raises(ConflictError, match="not labelled for you"):
+        backend.create_cluster("bob", spec_of({"name": "demo"}))
+    assert fakekube.list_objects("rayclusters", "eksray-bob") == []
+    # Made by eksray for this owner: used.
+    backend.create_cluster("alice", spec_of({"name": "demo"}))
+    backend.create_cluster("alice", spec_of({"name": "again"}))
+    assert {c.name for c in backend.list_clusters("alice")} == {"demo", "again"}
 
 
 def test_loading_the_backend_imports_neither_kubernetes_nor_boto3(tmp_path: Path) -> None:

@@ -545,8 +545,17 @@ class KubeRayBackend(ClusterBackend):
         return self._build(cache, created, owner, True)
 
     def _ensure_namespace(self, namespace: str, owner: str) -> None:
+        """Create the owner's namespace, or check that the existing one was made for this owner."""
         try:
-            if self.api.namespace_exists(namespace):
+            labels = self.api.namespace_labels(namespace)
+            if labels is not None:
+                if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_OWNER) != dns_label(owner):
+                    # Someone else's, or made by hand: never put this owner's clusters there.
+                    raise ConflictError(
+                        f"Namespace {namespace} exists but is not labelled for you "
+                        f"({LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_OWNER}={dns_label(owner)}). "
+                        "Ask an administrator to label it, or to set c.KubeRayBackend.namespace_template."
+                    )
                 return
         except BackendError as e:
             if getattr(e, "status", 0) != 403:

@@ -106,20 +106,25 @@ class KubeApi:
 
     # --- namespaces and events -----------------------------------------------------------------
 
-    def namespace_exists(self, namespace: str) -> bool:
+    def namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        """The labels of ``namespace``, or None when it does not exist."""
         from .errors import KubeNotFound
 
         try:
-            kube_call(
+            response = kube_call(
                 f"reading namespace {namespace}",
                 self.core.read_namespace,
                 namespace,
                 _preload_content=False,
                 _request_timeout=self.timeout,
-            ).release_conn()
+            )
         except KubeNotFound:
-            return False
-        return True
+            return None
+        try:
+            body = json.loads(response.data or b"{}")
+        finally:
+            response.release_conn()
+        return dict((body.get("metadata") or {}).get("labels") or {})
 
     def create_namespace(self, namespace: str, labels: dict[str, str]) -> None:
         from .errors import KubeConflict

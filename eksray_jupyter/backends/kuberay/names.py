@@ -45,14 +45,18 @@ GCS_PORT = 6379
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def dns_label(text: str, max_len: int = 63) -> str:
-    """``text`` as a DNS-1123 label (also a valid label value).
+_HASHED = re.compile(r"-[0-9a-f]{8}$")
 
-    Unchanged when already valid; otherwise lower-cased, invalid characters replaced and a
-    short hash of the original appended, so two different users never map to the same
-    namespace or owner label ("Alice" and "alice" stay apart).
+
+def dns_label(text: str, max_len: int = 63) -> str:
+    """``text`` as a DNS-1123 label (also a valid label value); two texts never share one.
+
+    Unchanged when already valid and not ending like a hashed label; otherwise lower-cased,
+    invalid characters replaced and a short hash of the original appended. So "Alice" and
+    "alice" stay apart, and a user named like another's hashed label ("alice-1a2b3c4d") is
+    hashed too instead of getting that user's namespace.
     """
-    if _DNS1123_LABEL.match(text) and len(text) <= max_len:
+    if _DNS1123_LABEL.match(text) and len(text) <= max_len and not _HASHED.search(text):
         return text
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", text.lower())).strip("-")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
