@@ -527,3 +527,18 @@ async def test_a_large_result_is_sent_in_pieces(jp_fetch: Any, monkeypatch: pyte
     size = len(RESULTS["model.txt"])
     assert {asked for asked, _ in reads} == {4}
     assert [got for _, got in reads] == [4] * (size // 4) + ([size % 4] if size % 4 else []) + [0]
+
+
+async def test_a_working_dir_over_the_admins_limit_is_400(
+    jp_fetch: Any, jp_root_dir: Path, jobs: Any
+) -> None:
+    project = jp_root_dir / "big-project"
+    project.mkdir()
+    (project / "data.bin").write_bytes(b"\0" * (2 << 20))
+    jobs.config.job_working_dir_max_mb = 1
+    code, response = await error_of(
+        jp_fetch, "jobs", method="POST", body={"entrypoint": "python a.py", "workingDir": "big-project"}
+    )
+    assert code == 400
+    assert "more than 1 MiB" in {e["path"]: e["message"] for e in response["errors"]}["workingDir"]
+    assert jobs.list() == []

@@ -247,3 +247,30 @@ def test_the_driver_removes_the_results_dir_it_made(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "could not upload the result a.txt" in out.stdout
     assert list(tmp.iterdir()) == []
+
+
+def test_a_working_dir_that_is_home_root_or_too_large_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    project = home / "project"
+    (project / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    job = {"entrypoint": "python main.py"}
+
+    assert "the root directory" in paths_of({**job, "workingDir": "/"})["workingDir"]
+    assert "your home directory" in paths_of({**job, "workingDir": "~"})["workingDir"]
+    assert (
+        "your home directory"
+        in paths_of({**job, "workingDir": "project/.."}, base_dir=str(home))["workingDir"]
+    )
+
+    (project / "data" / "big.bin").write_bytes(b"\0" * (3 << 20))
+    (project / "main.py").write_text("print('hi')")
+    message = paths_of({**job, "workingDir": str(project)}, working_dir_max_bytes=2 << 20)["workingDir"]
+    assert "more than 2 MiB" in message and "at least 3 MiB" in message
+    # Under the limit (or with none) it is accepted.
+    assert resolve({**job, "workingDir": str(project)}, working_dir_max_bytes=4 << 20)["workingDir"] == str(
+        project
+    )
+    assert resolve({**job, "workingDir": str(project)})["workingDir"] == str(project)

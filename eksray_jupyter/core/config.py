@@ -165,6 +165,12 @@ class EKSRay(LoggingConfigurable):
         "(local store; unchanged records are not parsed again).",
     ).tag(config=True)
 
+    job_working_dir_max_mb = Int(
+        100,
+        help="Largest working directory a job may upload, in MiB (0: no limit). A larger one is refused "
+        "when the job is submitted.",
+    ).tag(config=True)
+
     job_watch_s3_seconds = Float(
         10.0,
         help="How often the job push lists S3 job stores (one LIST, then GETs only of changed records).",

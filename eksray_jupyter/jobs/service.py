@@ -95,6 +95,7 @@ class JobService:
             default_profile=self.config.default_profile,
             default_store=self.stores.default_spec(),
             base_dir=base_dir,
+            working_dir_max_bytes=self.config.job_working_dir_max_mb << 20,
         )
         if "clusterName" in spec:
             try:

@@ -86,6 +86,29 @@ def _check_results(patterns: Any) -> list[FieldError]:
     return errors
 
 
+MIB = 1 << 20
+
+
+def tree_size(path: str, stop_above: int) -> int:
+    """Bytes of the files under ``path`` (symlinks not followed), counting no further than ``stop_above``."""
+    total = 0
+    pending = [path]
+    while pending and total <= stop_above:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
 def resolve_job_spec(
     request: Any,
     profiles: dict[str, dict[str, Any]],
@@ -93,6 +116,7 @@ def resolve_job_spec(
     default_profile: str | None = None,
     default_store: dict[str, Any] | None = None,
     base_dir: str | None = None,
+    working_dir_max_bytes: int = 0,
 ) -> dict[str, Any]:
     """Turn a submit request into a complete, valid job spec or raise :class:`InvalidRequestError`.
 
@@ -154,12 +178,31 @@ def resolve_job_spec(
         if not os.path.isabs(path):
             path = os.path.join(os.path.expanduser(base_dir or os.getcwd()), path)
         path = os.path.normpath(path)
-        if not os.path.isdir(path):
+        if path in ("/", os.path.normpath(os.path.expanduser("~"))):
+            errors.append(
+                FieldError(
+                    "workingDir",
+                    f"{working_dir!r} is {'the root' if path == '/' else 'your home'} directory: all of it "
+                    "would be uploaded; give the project's own directory",
+                )
+            )
+        elif not os.path.isdir(path):
             errors.append(
                 FieldError(
                     "workingDir",
                     f"no directory {working_dir!r}"
                     + (f" (relative to {base_dir})" if base_dir and not os.path.isabs(working_dir) else ""),
+                )
+            )
+        elif (
+            working_dir_max_bytes and (size := tree_size(path, working_dir_max_bytes)) > working_dir_max_bytes
+        ):
+            errors.append(
+                FieldError(
+                    "workingDir",
+                    f"{working_dir!r} holds more than {working_dir_max_bytes // MIB} MiB (at least "
+                    f"{size // MIB} MiB); jobs upload it whole. Give a smaller directory, or read large data "
+                    "from its store (S3) in the job",
                 )
             )
         else:
