@@ -165,6 +165,44 @@ async def test_oversize_body_is_400(jp_fetch: Any) -> None:
     assert "limit is 65536 bytes" in response["message"]
 
 
+async def test_an_oversize_body_is_refused_before_it_is_sent(
+    http_server_client: Any, jp_http_port: int, jp_base_url: str, jp_auth_header: dict[str, str]
+) -> None:
+    """The limit is checked from Content-Length: the answer comes before any of the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    try:
+        head = [
+            f"POST {jp_base_url.rstrip('/')}/eksray/api/clusters HTTP/1.1",
+            f"Host: 127.0.0.1:{jp_http_port}",
+            *(f"{k}: {v}" for k, v in jp_auth_header.items()),
+            "Content-Type: application/json",
+            "Content-Length: 50000000",  # 50 MB that never come
+        ]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), timeout=10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.decode(errors="replace").partition("\r\n")
+    assert " 400 " in status_line, status_line
+    assert "limit is 65536 bytes" in rest
+
+
+async def test_an_oversize_chunked_body_is_refused(jp_fetch: Any) -> None:
+    """Without Content-Length the body is read as it comes and kept no further than the limit."""
+
+    async def body_producer(write: Any) -> None:
+        for _ in range(20):
+            await write(b" " * 10_000)
+
+    code, response = await error_of(
+        jp_fetch, "clusters", method="POST", body_producer=body_producer, body=None,
+        headers={"Transfer-Encoding": "chunked"},
+    )  # fmt: skip
+    assert code == 400
+    assert "200000 bytes; the limit is 65536 bytes" in response["message"]
+
+
 async def test_profile_with_overrides(jp_fetch: Any) -> None:
     body = {
         "name": "fromprofile",

@@ -37,8 +37,27 @@ def dashboard_path(base_url: str, name: str) -> str:
     return url_path_join(base_url, "eksray", "clusters", name, "dashboard") + "/"
 
 
+@web.stream_request_body
 class EKSRayHandler(APIHandler):
+    """Base of the REST handlers. Bodies are read as they arrive, so one larger than
+    ``max_request_bytes`` is refused from its Content-Length, or kept no further than the
+    limit, instead of being buffered whole first."""
+
     auth_resource = AUTH_RESOURCE
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        self._body_parts: list[bytes] = []
+        self._body_size = 0
+        await super().prepare(*args, **kwargs)  # authentication
+        declared = self.request.headers.get("Content-Length", "")
+        limit = self.service.config.max_request_bytes
+        if declared.isdigit() and int(declared) > limit:
+            raise InvalidRequestError(f"The request body is {declared} bytes; the limit is {limit} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= self.service.config.max_request_bytes:
+            self._body_parts.append(chunk)
 
     @property
     def services(self) -> Services:
@@ -55,12 +74,12 @@ class EKSRayHandler(APIHandler):
 
     def json_body(self) -> Any:
         limit = self.service.config.max_request_bytes
-        if len(self.request.body or b"") > limit:
+        if self._body_size > limit:
             raise InvalidRequestError(
-                f"The request body is {len(self.request.body)} bytes; the limit is {limit} bytes"
+                f"The request body is {self._body_size} bytes; the limit is {limit} bytes"
             )
         try:
-            body = json.loads(self.request.body or b"null")
+            body = json.loads(b"".join(self._body_parts) or b"null")
         except ValueError as e:
             raise InvalidRequestError(f"The request body is not valid JSON ({e})") from e
         if errors := non_finite_errors(body):
