@@ -34,7 +34,8 @@ JOB_RUNNERS = {
 class PluginType(Type):
     """A class chosen by import path (as jupyter-scheduler does) or by one of a few short names.
 
-    Strings are resolved on first use, so naming a backend imports nothing until it is needed.
+    A short name or path is imported when it is set (a wrong one is refused there, saying what
+    to fix); a default given as a path is imported when the setting is first read.
     """
 
     def __init__(self, *args: Any, aliases: dict[str, str], what: str, **kwargs: Any) -> None:
