@@ -93,7 +93,7 @@ def test_a_chosen_live_cluster_costs_no_backend_call(
     svc.use("t1")
     calls = count_backend_calls(svc, monkeypatch)
     started = time.perf_counter()
-    assert svc.active_connection() == ("t1", listening)
+    assert svc.active_connection()[:2] == ("t1", listening)
     elapsed = time.perf_counter() - started
     assert calls == []
     assert elapsed < 0.5, f"{elapsed:.3f} s"
@@ -108,12 +108,12 @@ def test_without_a_live_recorded_address_the_backend_decides(
     time.sleep(0.01)
     svc.create({"name": "new"})
     calls = count_backend_calls(svc, monkeypatch)
-    assert svc.active_connection() == ("new", svc.get("new").address)  # nothing chosen: most recent ready
+    assert svc.active_connection()[:2] == ("new", svc.get("new").address)  # nothing chosen: most recent ready
     assert calls[0] == "list_clusters"
     svc.use("old")
-    assert svc.active_connection() == ("old", svc.get("old").address)
+    assert svc.active_connection()[:2] == ("old", svc.get("old").address)
     svc.delete("old")
-    assert svc.active_connection() == ("new", svc.get("new").address)
+    assert svc.active_connection()[:2] == ("new", svc.get("new").address)
     assert make_service(tmp_path, fail=True).active_connection() is None  # failed: no address
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from traitlets import Dict, Int, Unicode
@@ -96,6 +97,14 @@ class ClusterBackend(LoggingConfigurable):
         """Extra ``tornado.httpclient.HTTPRequest`` options for the upstream (e.g. ``ssl_options``
         with the API server's CA). Default: none."""
         return {}
+
+    def ray_auth_token_file(self, owner: str, name: str) -> Path | None:
+        """The file (mode 0600) holding the token this cluster's Ray demands (:mod:`..core.ray_auth`).
+
+        None for a cluster that demands none. Raises NotFoundError for an unknown cluster and
+        NotReadyError while the token does not exist yet. Default: no authentication.
+        """
+        return None
 
     def connection_address(self, owner: str, name: str) -> str:
         """The address a Ray driver should use (``host:port`` for GCS or ``ray://host:port``)."""

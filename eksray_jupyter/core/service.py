@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from traitlets.config import Config
 
@@ -22,6 +22,7 @@ from .config import EKSRay, import_path, load_jupyter_config
 from .errors import EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
 from .net import port_open
+from .ray_auth import dashboard_headers, driver_env, read_token_file
 from .state_files import read_json, write_json_atomic
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
@@ -36,6 +37,19 @@ CONFIG_ENV = "EKSRAY_CONFIG"
 SERVER_URL_ENV = "JUPYTER_SERVER_URL"
 #: Set in kernels next to RAY_ADDRESS: the name of the cluster that address belongs to.
 CLUSTER_ENV = "EKSRAY_CLUSTER"
+
+
+class Connection(NamedTuple):
+    """How a Ray driver reaches a cluster: its address and the environment it needs
+    (Ray's token authentication: the mode and the token file's path, never the token)."""
+
+    name: str
+    address: str
+    env: dict[str, str]
+
+    def driver_env(self) -> dict[str, str]:
+        """Everything a driver's environment needs for a bare ``ray.init()`` to connect here."""
+        return {"RAY_ADDRESS": self.address, CLUSTER_ENV: self.name, **self.env}
 
 
 class ClusterService:
@@ -107,6 +121,25 @@ class ClusterService:
     def connection_address(self, name: str) -> str:
         return self.backend.connection_address(self.owner, name)
 
+    def ray_auth_env(self, name: str) -> dict[str, str]:
+        """Environment a driver or job needs to authenticate to ``name``'s Ray (empty if none)."""
+        return driver_env(self.backend.ray_auth_token_file(self.owner, name))
+
+    def connection(self, name: str, cluster: Cluster | None = None) -> Connection:
+        """Address and authentication of ``name`` for a driver."""
+        cluster = cluster if cluster is not None else self.get(name)
+        address = cluster.address or self.connection_address(name)
+        return Connection(name, address, self.ray_auth_env(name))
+
+    def dashboard_headers(self, name: str) -> dict[str, str]:
+        """Headers a request to ``name``'s dashboard needs: the backend's own (e.g. the API
+        server's bearer token) and Ray's token. Secret values: never answer or log them."""
+        headers = dict(self.backend.dashboard_request_headers(self.owner, name))
+        token_file = self.backend.ray_auth_token_file(self.owner, name)
+        if token_file is not None:
+            headers.update(dashboard_headers(read_token_file(token_file)))
+        return headers
+
     def wait_ready(
         self,
         name: str,
@@ -149,17 +182,20 @@ class ClusterService:
         """The cluster the user chose with :meth:`use`, if any (it may no longer exist)."""
         return self._read_active().get("name")
 
-    def _write_active(self, name: str | None, address: str | None = None) -> None:
+    def _write_active(self, connection: Connection | None) -> None:
         self._active_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self._active_file, {"name": name, "address": address})
+        record = {"name": None, "address": None, "env": {}}
+        if connection is not None:
+            record = {"name": connection.name, "address": connection.address, "env": connection.env}
+        write_json_atomic(self._active_file, record)
 
     def use(self, name: str) -> Cluster:
         """Make ``name`` the active cluster (it must exist).
 
-        Its driver address is recorded too, so starting a kernel needs no backend call.
+        How to connect is recorded too, so starting a kernel needs no backend call.
         """
         cluster = self.get(name)
-        self._write_active(name, cluster.address or self.connection_address(name))
+        self._write_active(self.connection(name, cluster))
         return cluster
 
     def clear_active(self) -> None:
@@ -190,22 +226,22 @@ class ClusterService:
         ready = [c for c in clusters if c.phase in (Phase.READY, Phase.SCALING)]
         return max(ready, key=lambda c: c.created_at, default=None)
 
-    def active_connection(self, probe_timeout: float = 0.25) -> tuple[str, str] | None:
-        """``(name, driver address)`` of the active cluster if a driver can connect, else None.
+    def active_connection(self, probe_timeout: float = 0.25) -> Connection | None:
+        """How a driver connects to the active cluster, if one can; else None.
 
-        Called on every kernel start, so the common case is cheap: the address recorded by
+        Called on every kernel start, so the common case is cheap: the connection recorded by
         :meth:`use` is trusted if its port accepts a TCP connection (~1 ms, no backend call).
         Otherwise the backend decides (a ``get``, or a ``list`` when nothing was chosen).
         """
         recorded = self._read_active()
-        name, address = recorded.get("name"), recorded.get("address")
-        if name and address and port_open(address, probe_timeout):
-            return name, address
+        name, address, env = recorded.get("name"), recorded.get("address"), recorded.get("env")
+        if name and address and isinstance(env, dict) and port_open(address, probe_timeout):
+            return Connection(name, address, {str(k): str(v) for k, v in env.items()})
         cluster = self.active()
         if cluster is None or cluster.phase not in CONNECTABLE_PHASES:
             return None
         try:
-            return cluster.name, cluster.address or self.connection_address(cluster.name)
+            return self.connection(cluster.name, cluster)
         except EKSRayError:
             return None
 

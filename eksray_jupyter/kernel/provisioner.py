@@ -4,7 +4,9 @@ It changes two things at every launch (and so at every restart, which launches a
 ipykernel commands get ``--ext=eksray_jupyter``, and the environment gets
 
 - ``RAY_ADDRESS`` and ``EKSRAY_CLUSTER`` when the user has an active cluster a driver can
-  connect to, so a bare ``ray.init()`` connects before any cell ran;
+  connect to, so a bare ``ray.init()`` connects before any cell ran, with ``RAY_AUTH_MODE``
+  and ``RAY_AUTH_TOKEN_PATH`` (the cluster's token file, never the token) for Ray's token
+  authentication;
 - ``EKSRAY_CONFIG``: the server's eksray settings, so the kernel's magics see the same
   clusters as the server even when the settings came from its command line;
 - ``JUPYTER_SERVER_URL``, so the magics can link to the server's dashboard proxy.
@@ -23,7 +25,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Float
 
-from ..core.service import CLUSTER_ENV, CONFIG_ENV, SERVER_URL_ENV
+from ..core.service import CONFIG_ENV, SERVER_URL_ENV
 from . import context
 
 EXTENSION_ARG = "--ext=eksray_jupyter"
@@ -74,7 +76,8 @@ class EKSRayProvisioner(LocalProvisioner):
             self.log.exception("eksray: could not find the active cluster for kernel %s", self.kernel_id)
             found = None
         if found is not None:
-            name, address = found
-            env.update({"RAY_ADDRESS": address, CLUSTER_ENV: name})
-            self.log.info("eksray: kernel %s connects to cluster %s at %s", self.kernel_id, name, address)
+            env.update(found.driver_env())
+            self.log.info(
+                "eksray: kernel %s connects to cluster %s at %s", self.kernel_id, found.name, found.address
+            )
         return env

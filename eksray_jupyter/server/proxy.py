@@ -22,12 +22,15 @@ from jupyter_server_proxy.handlers import ProxyHandler
 from tornado import web
 
 from ..core.errors import EKSRayError
+from ..core.ray_auth import DASHBOARD_HEADER
 from .errors import http_status
 from .handlers import AUTH_RESOURCE
 
 # RFC 3986 reserved and unreserved characters: quote only what a request line cannot carry.
 _SAFE_PATH_CHARS = ":/?#[]@!$&'()*+,;=-._~"
-_STRIPPED_HEADERS = ("Authorization", "Cookie", "X-XSRFToken", "X-Xsrftoken")
+# Jupyter's credentials, and any Ray token the client sent (only the cluster's own, added
+# by us, may reach the dashboard).
+_STRIPPED_HEADERS = ("Authorization", "Cookie", "X-XSRFToken", "X-Xsrftoken", DASHBOARD_HEADER)
 
 
 class DashboardProxyHandler(ProxyHandler):
@@ -64,17 +67,16 @@ class DashboardProxyHandler(ProxyHandler):
     async def _resolve(self, name: str) -> tuple[str, int]:
         """The dashboard's host and port for the owner's cluster ``name`` (EKSRayError if none).
 
-        Also fetches what the backend needs sent upstream (e.g. the Kubernetes API server's
-        bearer token and CA for its service proxy); secrets, so never logged.
+        Also fetches what must be sent upstream: Ray's token for the cluster, and what the
+        backend needs (e.g. the Kubernetes API server's bearer token and CA for its service
+        proxy); secrets, so never logged.
         """
         service = self.settings["eksray_services"].clusters
         executor = self.settings["eksray_executor"]
         loop = asyncio.get_running_loop()
         address = await loop.run_in_executor(executor, service.dashboard_address, name)
         backend = service.backend
-        self._upstream_headers = await loop.run_in_executor(
-            executor, backend.dashboard_request_headers, service.owner, name
-        )
+        self._upstream_headers = await loop.run_in_executor(executor, service.dashboard_headers, name)
         self._upstream_options = await loop.run_in_executor(
             executor, backend.dashboard_request_options, service.owner, name
         )
