@@ -28,12 +28,20 @@ class DashboardUnavailable(BackendError):
 
 
 def get_json(
-    base_url: str, path: str, query: list[tuple[str, str]] | None = None, timeout: float = 2.0
+    base_url: str,
+    path: str,
+    query: list[tuple[str, str]] | None = None,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> Any:
-    """GET ``{base_url}/{path}?{query}`` as JSON; DashboardUnavailable if that fails."""
+    """GET ``{base_url}/{path}?{query}`` as JSON; DashboardUnavailable if that fails.
+
+    ``headers`` authenticate the request (Ray's token: :func:`..core.ray_auth.dashboard_headers`).
+    """
     url = f"{base_url}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise DashboardUnavailable(
@@ -51,9 +59,9 @@ def result_items(body: Any) -> list[Any] | None:
     return items if isinstance(items, list) else None
 
 
-def list_nodes(base_url: str) -> list[dict[str, Any]]:
+def list_nodes(base_url: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every node the GCS knows (alive and dead) with state, resources and times."""
-    body = get_json(base_url, NODES_PATH, NODES_QUERY)
+    body = get_json(base_url, NODES_PATH, NODES_QUERY, headers=headers)
     items = result_items(body)
     if items is None:
         message = body.get("msg") if isinstance(body, dict) else None
@@ -61,10 +69,10 @@ def list_nodes(base_url: str) -> list[dict[str, Any]]:
     return items
 
 
-def usage_by_node(base_url: str) -> dict[str, dict[str, float]]:
+def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """Per-node resource utilisation (0..1) from the autoscaler's load report, keyed by node id."""
     try:
-        body = get_json(base_url, CLUSTER_STATUS_PATH, timeout=1.0)
+        body = get_json(base_url, CLUSTER_STATUS_PATH, timeout=1.0, headers=headers)
     except DashboardUnavailable:
         return {}
     report = (body.get("data") or {}).get("clusterStatus", {}).get("loadMetricsReport", {})
