@@ -7,6 +7,9 @@
   ``eksray.io/owner`` label and the exact owner in an annotation; every call checks it,
   so another user's cluster is a 404. Clusters made by others (kubectl, RayJobs) in a
   user's own namespace are shown read-only; elsewhere they are skipped.
+* Only the owner's clients reach a cluster: Ray's token authentication (``ray_token_auth``;
+  the token from the operator's Secret, :mod:`.ray_tokens`) and a NetworkPolicy per cluster
+  (``network_policy``, :mod:`.network_policy`), made with the cluster and deleted with it.
 * The class is the settings, the ClusterBackend interface and ownership; the rest is
   composed in: scaling alongside the autoscaler (:mod:`.scaling`), the ``subscribe``
   observer (:mod:`.observer`), Kubernetes events (:mod:`.kube_events`) and Ray autoscaler
@@ -18,10 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib.metadata
+import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default, validate
 
@@ -29,13 +36,15 @@ from ...core.backend import ClusterBackend
 from ...core.errors import (
     BackendError,
     ConflictError,
+    EKSRayError,
     FieldError,
     InvalidRequestError,
     LimitExceededError,
     NotFoundError,
     NotReadyError,
 )
-from ...core.models import Change, Cluster, ClusterEvent
+from ...core.models import CacheStatus, Change, Cluster, ClusterEvent
+from ...core.ray_auth import dashboard_headers
 from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
@@ -48,12 +57,17 @@ from .names import (
     L_GANG,
     LABEL_MANAGED_BY,
     LABEL_OWNER,
+    LABEL_SUBMITS_TO,
     MANAGED_BY,
+    auth_secret_name,
     dns_label,
     head_service,
     is_dns_label,
+    network_policy_name,
 )
+from .network_policy import build_network_policy, check_peer, jupyter_peer, owned_by
 from .observer import Observer
+from .ray_tokens import RayTokens
 from .status import build_cluster
 
 if TYPE_CHECKING:
@@ -69,8 +83,23 @@ _QUEUE_LABELS = {
 }
 
 
+T = TypeVar("T")
+
+
 def _not_found(name: str) -> str:
     return f"No cluster named {name!r}. List your clusters to see their names."
+
+
+def _within_request_timeout(method: Callable[..., T]) -> Callable[..., T]:
+    """All the API calls of ``method`` (a create, scale or delete) share one ``request_timeout``:
+    it answers in time, or with a 504, however many calls it makes (see ``KubeApi.deadline``)."""
+
+    @functools.wraps(method)
+    def bounded(self: KubeRayBackend, *args: Any, **kwargs: Any) -> T:
+        with self.api.deadline():
+            return method(self, *args, **kwargs)
+
+    return bounded
 
 
 def _installed_ray_version() -> str:
@@ -226,9 +255,74 @@ class KubeRayBackend(ClusterBackend):
         "svc", help="DNS suffix after <service>.<namespace>. ('svc' or 'svc.cluster.local')."
     ).tag(config=True)
 
+    # --- who may reach a cluster ---------------------------------------------------------------
+
+    ray_token_auth = Bool(
+        True,
+        help="Ray token authentication on every RayCluster eksray makes (spec.authOptions mode 'token'): "
+        "the KubeRay operator creates a Secret with a random token per cluster and gives it to the "
+        "cluster's Ray containers; Ray then refuses every client without it, and eksray hands it only to "
+        "the owner's kernels, jobs and dashboard proxy. Needs KubeRay >= 1.5 (older operators ignore it), "
+        "Ray >= 2.52 and 'get' on secrets (docs/kuberay.md). Clusters made before keep running without.",
+    ).tag(config=True)
+    network_policy = Bool(
+        True,
+        help="Create a networking.k8s.io/v1 NetworkPolicy with each cluster (deleted with it): its pods "
+        "accept connections only from the cluster's own pods, its RayJob submitters, the Jupyter "
+        "server's pods (jupyter_pod_selector), the KubeRay operator (operator_peer, dashboard port) "
+        "and network_policy_ingress_from. Needs create/get/delete on networkpolicies, and a network "
+        "plugin that enforces NetworkPolicies.",
+    ).tag(config=True)
+    jupyter_pod_selector = Dict(
+        {"app": "jupyterhub", "component": "singleuser-server"},
+        allow_none=True,
+        help="Labels of the Jupyter server pods whose kernels may connect to clusters (default: "
+        "JupyterHub's single-user servers, as the zero-to-jupyterhub chart labels them). {}: every "
+        "pod of jupyter_namespace_selector; None: no such peer.",
+    ).tag(config=True)
+    jupyter_namespace_selector = Dict(
+        None,
+        allow_none=True,
+        help="Labels of the namespaces of those pods. Default (None): the server's own namespace when it "
+        "runs in a pod, otherwise every namespace. {}: every namespace.",
+    ).tag(config=True)
+    operator_peer = Dict(
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+        },
+        help="The KubeRay operator's pods as a NetworkPolicy peer, let in to the dashboard port only (it "
+        "asks dashboards about RayJobs and RayServices). Narrow the namespaceSelector to the operator's "
+        "namespace, e.g. {'matchLabels': {'kubernetes.io/metadata.name': 'kuberay-system'}}; {}: no rule.",
+    ).tag(config=True)
+    network_policy_ingress_from = List(
+        Dict(),
+        help="Further NetworkPolicy peers (podSelector/namespaceSelector/ipBlock) let in to every port of "
+        "every cluster, e.g. [{'ipBlock': {'cidr': '10.0.0.0/24'}}] for the API server's addresses "
+        "with dashboard_access 'apiserver-proxy'.",
+    ).tag(config=True)
+
+    @validate("operator_peer")
+    def _check_operator_peer(self, proposal: Any) -> dict[str, Any]:
+        if proposal["value"]:
+            check_peer(proposal["value"], "operator_peer")
+        return proposal["value"]
+
+    @validate("network_policy_ingress_from")
+    def _check_peers(self, proposal: Any) -> list[dict[str, Any]]:
+        for i, peer in enumerate(proposal["value"]):
+            check_peer(peer, f"network_policy_ingress_from[{i}]")
+        return proposal["value"]
+
     # --- operation --------------------------------------------------------------------------------
 
-    request_timeout = Float(15.0, help="Seconds for one API request.").tag(config=True)
+    request_timeout = Float(
+        15.0,
+        help="Seconds eksray waits for the API server: for any one call, and for all the calls of one "
+        "create, scale or delete together (then it answers 504). Nothing retries past it: only a "
+        "connection that was never made, a broken read or a 429 is tried again, within it. Watches "
+        "list with 4 times this.",
+    ).tag(config=True)
     watch_timeout_seconds = Int(300, help="Server-side lifetime of one watch request.").tag(config=True)
     dashboard_events = Bool(True, help="Show Ray autoscaler events from each head's dashboard.").tag(
         config=True
@@ -252,8 +346,19 @@ class KubeRayBackend(ClusterBackend):
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
         self._skipped: set[tuple[str, str, str]] = set()
         self.autoscaler_events = DashboardEvents(self)
+        self.ray_tokens = RayTokens(lambda: self.api, self._token_root)
         self._observer = Observer(self)
         self._closed = False
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        # As EKSRay.state_dir, for a backend made on its own (tests, scripts).
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.environ.get("EKSRAY_STATE_DIR") or str(Path(jupyter_data_dir()) / "eksray")
+
+    def _token_root(self) -> Path:
+        return Path(self.state_dir) / "kuberay" / "ray-tokens"
 
     # --- connections ------------------------------------------------------------------------------
 
@@ -280,10 +385,12 @@ class KubeRayBackend(ClusterBackend):
                 import kubernetes.client
 
                 from .credentials import build_configuration
+                from .errors import no_client_retries
                 from .kubeapi import KubeApi
 
                 configuration = build_configuration(self._credential_settings())
                 configuration.connection_pool_maxsize = 32  # three watches per namespace + requests
+                configuration.retries = no_client_retries()  # kube_call retries, within the timeout
                 self._api = KubeApi(kubernetes.client.ApiClient(configuration), self.request_timeout)
             return self._api
 
@@ -433,6 +540,7 @@ class KubeRayBackend(ClusterBackend):
         """Drop what is kept of a deleted cluster (namespace, name)."""
         self._memo.pop(key, None)
         self.autoscaler_events.forget(key)
+        self.ray_tokens.forget(*key)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -487,6 +595,7 @@ class KubeRayBackend(ClusterBackend):
             head_min_memory_gib=self.head_min_memory_gib,
             gpu_resource=self.gpu_resource_name,
             object_store_fraction=self.object_store_memory_fraction,
+            ray_token_auth=self.ray_token_auth,
         )
 
     def manifest(self, owner: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +624,7 @@ class KubeRayBackend(ClusterBackend):
                 f"(c.KubeRayBackend.max_clusters_per_owner = {self.max_clusters_per_owner}). Delete one first."
             )
 
+    @_within_request_timeout
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
         namespace = self._target_namespace(owner, spec)
         body = build_raycluster(spec, self._manifest_options(owner, namespace, spec))
@@ -529,6 +639,8 @@ class KubeRayBackend(ClusterBackend):
         if own and self.create_namespaces:
             self._ensure_namespace(namespace, owner)
         cache = self.cache_of(namespace)
+        if self.ray_token_auth:
+            self._check_no_token_secret(namespace, name)
         try:
             created = self.api.create_cluster(namespace, body)
         except ConflictError as e:
@@ -540,9 +652,96 @@ class KubeRayBackend(ClusterBackend):
                 f"Namespace {namespace} does not exist. Ask an administrator to create it "
                 "(or set c.KubeRayBackend.create_namespaces = True with RBAC to create namespaces)."
             ) from e
+        if self.network_policy:
+            try:
+                self._create_network_policy(created)
+            except EKSRayError as e:
+                self._roll_back(created, e)
         cache.put_cluster(created)
         self._record(created, "Created", f"Cluster {name} created by {owner}")
         return self._build(cache, created, owner, True)
+
+    def _check_no_token_secret(self, namespace: str, name: str) -> None:
+        """ConflictError if a Secret already has the name of the cluster's token Secret: the
+        operator would take its token instead of making one (someone else would know it)."""
+        secret = auth_secret_name(name)
+        if self.api.get_secret(namespace, secret) is not None:
+            raise ConflictError(
+                f"A Secret named {secret!r} is already in namespace {namespace} (left from a cluster named "
+                f"{name!r} that is being deleted, or made by someone else); the new cluster would take its "
+                "Ray token. Try again in a few seconds, or pick another name."
+            )
+
+    def _network_policy_body(self, cr: dict[str, Any]) -> dict[str, Any]:
+        return build_network_policy(
+            cr,
+            jupyter=jupyter_peer(
+                self.jupyter_pod_selector, self.jupyter_namespace_selector, self._in_cluster()
+            ),
+            operator=self.operator_peer or None,
+            extra=list(self.network_policy_ingress_from),
+        )
+
+    def _create_network_policy(self, cr: dict[str, Any]) -> None:
+        """The cluster's NetworkPolicy; one of that name left from an earlier cluster of the same
+        name and owner (not yet garbage-collected) is replaced, anybody else's is a conflict."""
+        body = self._network_policy_body(cr)
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            self.api.create_network_policy(namespace, body)
+            return
+        except ConflictError:
+            existing = self.api.get_network_policy(namespace, name)
+        labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+        if existing is not None and not (
+            labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+            and labels.get(LABEL_OWNER) == meta["labels"].get(LABEL_OWNER)
+        ):
+            raise ConflictError(
+                f"A NetworkPolicy named {name!r} in namespace {namespace} was not made by eksray for you."
+            )
+        if existing is not None:
+            with contextlib.suppress(NotFoundError):
+                self.api.delete_network_policy(namespace, name, existing["metadata"]["uid"])
+        self.api.create_network_policy(namespace, body)
+
+    def _roll_back(self, cr: dict[str, Any], error: EKSRayError) -> None:
+        """Delete a cluster whose NetworkPolicy could not be made, and say why (always raises)."""
+        meta = cr["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        what = f"Cluster {name!r} was not created: its NetworkPolicy could not be made ({error.message})"
+        try:
+            self.api.delete_cluster(namespace, name, meta["uid"], _not_found(name))
+        except NotFoundError:
+            pass
+        except EKSRayError as e:
+            self.log.warning("eksray: could not delete the half-made cluster %s/%s: %s", namespace, name, e)
+            raise BackendError(
+                f"{what}, and deleting it failed too ({e.message}); delete it yourself (eksray rc delete {name})."
+            ) from error
+        cls = ConflictError if isinstance(error, ConflictError) else BackendError
+        raise cls(
+            f"{what}. Ask an administrator (RBAC for networkpolicies, or c.KubeRayBackend.network_policy)."
+        ) from error
+
+    def _delete_network_policy(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the cluster's NetworkPolicy now (the garbage collector would, later)."""
+        policy = network_policy_name(name)
+        try:
+            existing = self.api.get_network_policy(namespace, policy)
+            if existing is not None and owned_by(existing, uid):
+                self.api.delete_network_policy(namespace, policy, existing["metadata"]["uid"])
+        except NotFoundError:
+            pass
+        except EKSRayError as e:  # e.g. no RBAC for it since network_policy was turned off
+            log = self.log.warning if self.network_policy else self.log.debug
+            log(
+                "eksray: could not delete NetworkPolicy %s/%s (the garbage collector will): %s",
+                namespace,
+                policy,
+                e,
+            )
 
     def _ensure_namespace(self, namespace: str, owner: str) -> None:
         """Create the owner's namespace, or check that the existing one was made for this owner."""
@@ -580,6 +779,7 @@ class KubeRayBackend(ClusterBackend):
             request.append(change)
         return self.scale_cluster_request(owner, name, {"workerGroups": request}, None)
 
+    @_within_request_timeout
     def scale_cluster_request(self, owner: str, name: str, request: Any, current: Cluster | None) -> Cluster:
         cache, cr, ours = self._find(owner, name)
         if not ours:
@@ -601,12 +801,15 @@ class KubeRayBackend(ClusterBackend):
 
     # --- delete -----------------------------------------------------------------------------------
 
+    @_within_request_timeout
     def delete_cluster(self, owner: str, name: str) -> None:
         cache, cr, ours = self._find(owner, name)
         if not ours:
             raise ConflictError(f"Cluster {name!r} was not created by eksray-jupyter; it is read-only here.")
         self.api.delete_cluster(cache.namespace, name, cr["metadata"]["uid"], _not_found(name))
         self._record(cr, "Deleting", f"Cluster {name} deleted by {owner}")
+        self._delete_network_policy(cache.namespace, name, cr["metadata"]["uid"])
+        self.ray_tokens.forget(cache.namespace, name)
         # Shown as stopping until the watch sees it go (finalizers may keep it a while).
         marked = copy.deepcopy(cr)
         marked["metadata"].setdefault("deletionTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -671,6 +874,50 @@ class KubeRayBackend(ClusterBackend):
         _cache, cr, _ours = self._find(owner, name)
         return self._address(cr)
 
+    # --- Ray's token ------------------------------------------------------------------------------
+
+    def ray_auth_token_file(self, owner: str, name: str) -> Path | None:
+        """The 0600 file with the cluster's Ray token, from the Secret the operator made (after the
+        ownership check); None for a cluster made without token authentication."""
+        cache, cr, _ours = self._find(owner, name)
+        return self.ray_tokens.file(cache.namespace, cr)
+
+    def ray_auth_token(self, owner: str, name: str) -> str | None:
+        """The cluster's Ray token itself (for our own requests to its dashboard). A secret."""
+        cache, cr, _ours = self._find(owner, name)
+        return self.ray_tokens.token(cache.namespace, cr)
+
+    def ray_dashboard_headers(self, namespace: str, cr: dict[str, Any]) -> dict[str, str]:
+        """Headers with the Ray token of ``cr`` (in ``namespace``) for a request to its dashboard."""
+        return dashboard_headers(self.ray_tokens.token(namespace, cr))
+
+    def submitter_pod_template(self, owner: str, name: str) -> dict[str, Any] | None:
+        """The submitter pod of a RayJob on ``owner``'s cluster ``name``: KubeRay's default (the
+        head's image, 500m/200Mi..1/1Gi) labelled so the cluster's NetworkPolicy lets it in.
+        None for clusters eksray did not make (they have no NetworkPolicy of ours)."""
+        _cache, cr, ours = self._find(owner, name)
+        if not ours:
+            return None
+        pod = ((cr.get("spec") or {}).get("headGroupSpec") or {}).get("template", {}).get("spec") or {}
+        head = (pod.get("containers") or [{}])[0]
+        container: dict[str, Any] = {
+            "name": "ray-job-submitter",
+            "image": head.get("image")
+            or self.image
+            or self.image_template.format(ray_version=self.ray_version),
+            "resources": {
+                "limits": {"cpu": "1", "memory": "1Gi"},
+                "requests": {"cpu": "500m", "memory": "200Mi"},
+            },
+        }
+        if head.get("imagePullPolicy"):
+            container["imagePullPolicy"] = head["imagePullPolicy"]
+        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        if pod.get("imagePullSecrets"):
+            spec["imagePullSecrets"] = pod["imagePullSecrets"]
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_OWNER: dns_label(owner), LABEL_SUBMITS_TO: name}
+        return {"metadata": {"labels": labels}, "spec": spec}
+
     # --- observing --------------------------------------------------------------------------------
 
     def start_observing(self) -> None:
@@ -683,6 +930,18 @@ class KubeRayBackend(ClusterBackend):
         """The owner of the server this backend belongs to, if it has one: watched from the start."""
         owner = getattr(self.parent, "owner", None)
         return owner if isinstance(owner, str) and owner else None
+
+    def cache_status(self, owner: str) -> CacheStatus:
+        """Not current while a watch of one of the owner's namespaces is interrupted or re-listing."""
+        stale = []
+        for namespace in self.namespaces_of(owner):
+            cache = self.caches.get(namespace)
+            staleness = cache.staleness() if cache is not None else None
+            if staleness is not None:
+                stale.append(staleness)
+        if not stale:
+            return CacheStatus()
+        return CacheStatus(False, min(since for since, _ in stale), "; ".join(why for _, why in stale))
 
     def watch_stats(self) -> dict[str, dict[str, int]]:
         """Per-namespace counters of lists, watches, expiries (410) and interruptions."""

@@ -10,6 +10,9 @@ Each dashboard is reached as the backend is configured to (``dashboard_access``)
 * ``apiserver-proxy``: through the API server's service proxy,
   ``<apiserver>/api/v1/namespaces/<ns>/services/<cluster>-head-svc:dashboard/proxy/``,
   with the backend's own credentials (the server runs outside the cluster).
+
+Either way the request presents the cluster's Ray token (``X-Ray-Authorization``) when the
+cluster demands one (``KubeRayBackend.ray_token_auth``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ...core.errors import BackendError
+from ...core.errors import BackendError, EKSRayError
 from ...core.models import Cluster, ClusterEvent
 from ..ray_dashboard import EVENTS_PATH, EVENTS_QUERY, get_json, result_items
 from .names import head_service
@@ -96,6 +99,7 @@ class DashboardSource(Protocol):
     def api(self) -> KubeApi: ...
     def dashboard_mode(self) -> str: ...
     def dashboard_service_url(self, cr: dict[str, Any], namespace: str) -> str: ...
+    def ray_dashboard_headers(self, namespace: str, cr: dict[str, Any]) -> dict[str, str]: ...
 
 
 class DashboardEvents:
@@ -112,10 +116,15 @@ class DashboardEvents:
         cr = cache.clusters.get(name) if cache else None
         if cr is None:
             raise BackendError("gone")
+        try:
+            headers = backend.ray_dashboard_headers(namespace, cr)
+        except EKSRayError as e:  # the token is not there yet, or not to be trusted
+            raise BackendError(f"no Ray token for the dashboard: {e}") from e
         if backend.dashboard_mode() == "service":
-            return get_json(backend.dashboard_service_url(cr, namespace), EVENTS_PATH, EVENTS_QUERY, 2.0)
+            url = backend.dashboard_service_url(cr, namespace)
+            return get_json(url, EVENTS_PATH, EVENTS_QUERY, 2.0, headers=headers)
         return backend.api.service_proxy_get(
-            namespace, head_service(cr), "dashboard", EVENTS_PATH, EVENTS_QUERY, 2.0
+            namespace, head_service(cr), "dashboard", EVENTS_PATH, EVENTS_QUERY, 2.0, headers=headers
         )
 
     def of(self, namespace: str, cluster: Cluster, uid: str) -> list[ClusterEvent]:

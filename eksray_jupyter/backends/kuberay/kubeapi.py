@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import KubeError, kube_call
 from .names import GROUP, RAYCLUSTERS, RAYJOBS, VERSION
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import kubernetes.client
     import urllib3
 
@@ -31,11 +36,34 @@ class KubeApi:
         self.client = api_client
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
-        self.timeout = request_timeout
+        self.networking = kubernetes.client.NetworkingV1Api(api_client)
+        self.request_timeout = request_timeout
+        self._bounds = threading.local()  # this thread's operation deadline, see `deadline`
 
     @property
     def configuration(self) -> kubernetes.client.Configuration:
         return self.client.configuration
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the next call has: ``request_timeout``, or less inside a :meth:`deadline` block
+        (what is left of it; 0 or less when it has run out, which :func:`.errors.kube_call` refuses)."""
+        deadline = getattr(self._bounds, "deadline", None)
+        if deadline is None:
+            return self.request_timeout
+        return min(self.request_timeout, deadline - time.monotonic())
+
+    @contextlib.contextmanager
+    def deadline(self) -> Iterator[None]:
+        """Every call this thread makes in the block shares one ``request_timeout``: how one
+        create, scale or delete answers in time however many calls it makes. Nested blocks keep
+        the outer deadline."""
+        outer = getattr(self._bounds, "deadline", None)
+        self._bounds.deadline = outer if outer is not None else time.monotonic() + self.request_timeout
+        try:
+            yield
+        finally:
+            self._bounds.deadline = outer
 
     # --- KubeRay's custom resources (RayClusters, RayJobs) -------------------------------------
 
@@ -149,6 +177,62 @@ class KubeApi:
             _request_timeout=self.timeout,
         ).release_conn()
 
+    # --- Secrets (read only) and NetworkPolicies, as raw JSON -------------------------------------
+
+    def _raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        response = kube_call(what, fn, *args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+        try:
+            body = json.loads(response.data or b"{}")
+        except ValueError as e:
+            raise KubeError(f"Unreadable answer from the Kubernetes API while {what}") from e
+        finally:
+            response.release_conn()
+        return body if isinstance(body, dict) else {}
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret ``name`` (its values base64 in ``data``), or None when it does not exist.
+        Secret values: never log or answer them."""
+        from .errors import KubeNotFound
+
+        try:
+            return self._raw(
+                f"reading Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
+            )
+        except KubeNotFound:
+            return None
+
+    def get_network_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The NetworkPolicy ``name``, or None when it does not exist."""
+        from .errors import KubeNotFound
+
+        try:
+            return self._raw(
+                f"reading NetworkPolicy {namespace}/{name}",
+                self.networking.read_namespaced_network_policy,
+                name,
+                namespace,
+            )
+        except KubeNotFound:
+            return None
+
+    def create_network_policy(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._raw(
+            f"creating NetworkPolicy {namespace}/{body['metadata']['name']}",
+            self.networking.create_namespaced_network_policy,
+            namespace,
+            body,
+        )
+
+    def delete_network_policy(self, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly the NetworkPolicy of that ``uid`` (KubeNotFound if it is gone)."""
+        self._raw(
+            f"deleting NetworkPolicy {namespace}/{name}",
+            self.networking.delete_namespaced_network_policy,
+            name,
+            namespace,
+            body={"preconditions": {"uid": uid}},
+        )
+
     # --- list / watch (raw JSON) -----------------------------------------------------------------
 
     def _list_fn(self, kind: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -206,20 +290,31 @@ class KubeApi:
     # --- the dashboard through the API server ----------------------------------------------------
 
     def service_proxy_get(
-        self, namespace: str, service: str, port: str, path: str, query: list[tuple[str, str]], timeout: float
+        self,
+        namespace: str,
+        service: str,
+        port: str,
+        path: str,
+        query: list[tuple[str, str]],
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """GET ``/api/v1/namespaces/{ns}/services/{service}:{port}/proxy/{path}`` as JSON."""
-        method, url, headers, _body, _post = self.client.param_serialize(
+        """GET ``/api/v1/namespaces/{ns}/services/{service}:{port}/proxy/{path}`` as JSON.
+
+        ``headers`` go on to the service (e.g. Ray's token, ``X-Ray-Authorization``)."""
+        method, url, request_headers, _body, _post = self.client.param_serialize(
             "GET",
             "/api/v1/namespaces/{namespace}/services/{name}/proxy/" + path.lstrip("/"),
             path_params={"namespace": namespace, "name": f"{service}:{port}"},
             query_params=query,
-            header_params={"Accept": "application/json"},
+            header_params={**(headers or {}), "Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
 
         def call() -> Any:
-            response = self.client.call_api(method, url, header_params=headers, _request_timeout=timeout)
+            response = self.client.call_api(
+                method, url, header_params=request_headers, _request_timeout=timeout
+            )
             response.read()
             if not 200 <= response.status < 300:
                 raise KubeError(f"The Ray dashboard answered {response.status}", response.status)

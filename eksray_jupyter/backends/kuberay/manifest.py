@@ -11,6 +11,9 @@ Every generated object validates against the KubeRay v1.7 CRD (a test checks it)
   keyed by ``*``, ``head``, ``workers``, ``gpu`` and ``group/<groupName>``.
 * Ownership: labels for server-side selection, the exact owner and the submitted spec in
   annotations (what ``get`` shows and ownership checks compare).
+* Ray token authentication (``ray_token_auth``): ``spec.authOptions {mode: token}``; the
+  operator (KubeRay >= 1.5) then makes the cluster's token Secret and gives every Ray
+  container ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from it. Ray >= 2.52 is needed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +55,9 @@ _MAP_KEYS = frozenset({"nodeSelector", "labels", "annotations"})
 #: ``rayStartParams`` eksray sets from the spec's fields; a spec may not set them itself.
 RESERVED_PARAMS = frozenset({"num-cpus", "num-gpus", "resources", "memory", "address", "block"})
 HEAD_ONLY_PARAMS = frozenset({"port", "dashboard-port", "dashboard-host", "ray-client-server-port"})
+#: The first Ray that KubeRay accepts with ``authOptions.mode: token`` (``utils/validation.go``).
+TOKEN_AUTH_MIN_RAY = (2, 52, 0)
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class ManifestOptions:
     head_min_memory_gib: float = 2.0
     gpu_resource: str = "nvidia.com/gpu"
     object_store_fraction: float = 0.0
+    #: ``spec.authOptions {mode: token}``: Ray's token authentication, set up by the operator.
+    ray_token_auth: bool = False
 
 
 def check_pod_templates(value: Mapping[str, Any]) -> None:
@@ -142,12 +151,28 @@ def _check(spec: Mapping[str, Any], opts: ManifestOptions) -> list[FieldError]:
                         f"must be a whole number on Kubernetes (the Ray autoscaler reads integers), got {amount}",
                     )
                 )
+    if opts.ray_token_auth and not _token_auth_supported(spec.get("rayVersion") or opts.ray_version):
+        errors.append(
+            FieldError(
+                "rayVersion",
+                f"must be {'.'.join(map(str, TOKEN_AUTH_MIN_RAY))} or later: clusters here use Ray's token "
+                f"authentication (got {spec.get('rayVersion') or opts.ray_version!r})",
+            )
+        )
     image = spec.get("image")
     if image and opts.allowed_images and not any(fnmatch.fnmatchcase(image, p) for p in opts.allowed_images):
         errors.append(
             FieldError("image", f"is not allowed here; allowed images: {', '.join(opts.allowed_images)}")
         )
     return errors
+
+
+def _token_auth_supported(ray_version: str) -> bool:
+    """Whether KubeRay accepts token authentication for ``ray_version`` (it compares the numbers)."""
+    match = _VERSION.match(ray_version or "")
+    if match is None:
+        return False
+    return tuple(int(n or 0) for n in match.groups()) >= TOKEN_AUTH_MIN_RAY
 
 
 def _ray_params(
@@ -277,6 +302,8 @@ def build_raycluster(spec: Mapping[str, Any], opts: ManifestOptions) -> dict[str
             "workerGroupSpecs": groups,
         },
     }
+    if opts.ray_token_auth:
+        body["spec"]["authOptions"] = {"mode": "token"}
     if enabled:
         body["spec"]["autoscalerOptions"] = {
             "upscalingMode": autoscaling.get("upscalingMode", "Default"),

@@ -37,6 +37,13 @@ L_ORIGIN_CRD = "ray.io/originated-from-crd"
 L_ORIGIN_NAME = "ray.io/originated-from-cr-name"
 L_GANG = "ray.io/gang-scheduling-enabled"
 HEAD_GROUP = "headgroup"
+#: The key of the token in the Secret KubeRay (>= 1.5) makes for a cluster with
+#: ``authOptions {mode: token}`` (``raycluster_controller.go`` reconcileAuthSecret).
+AUTH_TOKEN_KEY = "auth_token"
+
+# Ours, for the NetworkPolicy: the submitter pods of RayJobs on a user's cluster carry the
+# cluster they submit to, so the cluster's policy can let exactly them in.
+LABEL_SUBMITS_TO = "eksray.io/submits-to"
 
 DASHBOARD_PORT = 8265
 CLIENT_PORT = 10001
@@ -76,6 +83,22 @@ def head_service(cluster: dict[str, Any]) -> str:
     head = (cluster.get("spec") or {}).get("headGroupSpec") or {}
     custom = ((head.get("headService") or {}).get("metadata") or {}).get("name")
     return str(custom or f"{cluster['metadata']['name']}-head-svc")
+
+
+def auth_secret_name(cluster: str) -> str:
+    """The name of the token Secret KubeRay makes for a cluster: its ``utils.CheckName`` of the
+    cluster's name (the last 50 characters; a leading digit or punctuation becomes ``r``)."""
+    name = cluster[-50:]
+    if name[:1].isdigit():
+        name = "r" + name[1:]
+    if name[:1] in ("-", "."):
+        name = "r" + name[1:]
+    return name
+
+
+def network_policy_name(cluster: str) -> str:
+    """The NetworkPolicy eksray makes for a cluster."""
+    return f"{cluster}-eksray"
 
 
 def parse_time(text: Any) -> float | None:

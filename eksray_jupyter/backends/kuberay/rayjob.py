@@ -1,9 +1,12 @@
 """The ``RayJob`` custom resource of a job: built from the job's spec, read back into its record.
 
 * :func:`build_rayjob`: the RayJob for a job — on a cluster the operator creates from the
-  backend's own RayCluster manifest (same images, resources, labels, ownership), or on one
-  of the user's clusters by ``clusterSelector``; the Ray job's runtime environment carries
-  the job's id, attempt, working directory and where to upload results.
+  backend's own RayCluster manifest (same images, resources, labels, ownership, Ray token
+  authentication), or on one of the user's clusters by ``clusterSelector``; the Ray job's
+  runtime environment carries the job's id, attempt, working directory and where to upload
+  results. The operator gives the submitter the cluster's Ray token itself
+  (``RAY_AUTH_TOKEN`` from the cluster's Secret); on a user's cluster the submitter pod is
+  labelled so that the cluster's NetworkPolicy lets it in.
 * :func:`map_status` and :func:`record_attempt`: a RayJob's status as the job's state and
   attempts.
 * The follower lease: which process follows the RayJob, until when (an annotation).
@@ -99,6 +102,9 @@ def build_rayjob(
         annotations = {ANNOTATION_OWNER: job.owner}
         # KubeRay never deletes a selected cluster and allows no retries with one.
         body_spec["clusterSelector"] = {L_CLUSTER: spec["clusterName"]}
+        submitter = backend.submitter_pod_template(job.owner, spec["clusterName"])
+        if submitter is not None:
+            body_spec["submitterPodTemplate"] = submitter
     else:
         # The backend's own RayCluster manifest: same images, resources, labels, ownership.
         manifest = backend.manifest(job.owner, {**spec["cluster"], "name": job.id})

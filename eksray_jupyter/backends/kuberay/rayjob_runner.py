@@ -44,6 +44,7 @@ from ...core.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from ...core.ray_auth import dashboard_headers
 from ...jobs.models import Job, JobState, log_read_interval, transition
 from ...jobs.runner import JobRunner
 from ...jobs.store import JobStore, JobStores, S3JobStore
@@ -471,10 +472,14 @@ class KubeRayJobRunner(JobRunner):
             )
 
     def _read_log(self, owner: str, cluster: str, ray_id: str) -> str:
-        """The Ray job's whole log, through the backend's dashboard access path (service or API proxy)."""
+        """The Ray job's whole log, through the backend's dashboard access path (service or API
+        proxy), presenting the cluster's Ray token if it demands one."""
         backend = self.backend
         base = backend.dashboard_address(owner, cluster)  # NotReadyError until the head is ready
-        headers = backend.dashboard_request_headers(owner, cluster)
+        headers = {
+            **backend.dashboard_request_headers(owner, cluster),
+            **dashboard_headers(backend.ray_auth_token(owner, cluster)),
+        }
         ssl_context = backend.dashboard_request_options(owner, cluster).get("ssl_options")
         url = f"{base.rstrip('/')}/{LOGS_PATH.format(job_id=ray_id)}"
         request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
