@@ -1,10 +1,13 @@
 """What the API server does on a write that depends on the kind, beyond the store's generic
 metadata handling: each kind's name rule, the label and annotation rules, and per-kind
 defaults and checks (namespaces, pods, services with cluster IPs and node ports allocated;
-custom resources with a status subresource are created without a status)."""
+secrets with ``stringData`` folded into base64 ``data``; network policies with their
+``policyTypes`` and port protocols; custom resources with a status subresource are created
+without a status)."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from collections.abc import Mapping
@@ -134,10 +137,19 @@ class KindStrategies:
                     if stype in ("NodePort", "LoadBalancer") and "nodePort" not in p:
                         p["nodePort"] = next(self._node_port_counter)
             obj["status"] = {"loadBalancer": {}}
+        elif rt.key == "secrets":
+            _fold_string_data(obj)
+        elif rt.key == "networking.k8s.io/networkpolicies":
+            causes.extend(_network_policy_defaults(obj))
         return causes
 
     def prepare_update(self, rt: ResourceType, new: dict[str, Any], old: dict[str, Any]
                         ) -> list[Cause]:  # fmt: skip
+        if rt.key == "secrets":
+            _fold_string_data(new)
+            return []
+        if rt.key == "networking.k8s.io/networkpolicies":
+            return _network_policy_defaults(new)
         if rt.key == "pods":
             return _pod_update_causes(new, old)
         if rt.key == "services":
@@ -155,6 +167,30 @@ class KindStrategies:
                     )
                 ]
         return []
+
+
+def _fold_string_data(secret: dict[str, Any]) -> None:
+    """``stringData`` is write-only: the API server stores it base64 in ``data``."""
+    data = secret.get("data") or {}
+    for key, value in (secret.pop("stringData", None) or {}).items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    secret["data"] = data
+    secret.setdefault("type", "Opaque")
+
+
+def _network_policy_defaults(policy: dict[str, Any]) -> list[Cause]:
+    """``networking/v1`` defaulting (policyTypes from the rules, ports TCP) and the required podSelector."""
+    spec = policy.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("podSelector"), dict):
+        return [Cause("FieldValueRequired", "spec.podSelector", "Required value")]
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in (rule or {}).get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    return []
 
 
 def _pod_causes(pod: Mapping[str, Any]) -> list[Cause]:

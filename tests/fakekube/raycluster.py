@@ -1,9 +1,11 @@
 """The RayCluster controller: a subset of KubeRay v1.7's reconciler. The operator-side checks
-(``utils/validation.go``), the head Service, head and worker pods (``workersToDelete``, scale
-up and down, ended pods replaced, suspend), the status and the operator's Kubernetes events."""
+(``utils/validation.go``), the token Secret of ``authOptions {mode: token}``, the head Service,
+head and worker pods (``workersToDelete``, scale up and down, ended pods replaced, suspend),
+the status and the operator's Kubernetes events."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import re
@@ -15,15 +17,18 @@ from .controller import Controller
 from .errors import ApiError
 from .objects import labels_of, meta_of, owner_ref, pod_phase
 from .raycluster_objects import (
+    AUTH_TOKEN_KEY,
     L_CLUSTER,
     L_GROUP,
     L_HOST_INDEX,
     L_NODE_TYPE,
     L_REPLICA_INDEX,
     L_REPLICA_NAME,
+    auth_secret_name,
     head_service_body,
     head_service_name,
     pod_body,
+    token_auth,
 )
 from .raycluster_status import cluster_status, group_desired
 from .selection import LabelSelector
@@ -79,6 +84,20 @@ def validate_raycluster(cluster: Mapping[str, Any]) -> tuple[str, str] | None:
                 "InvalidRayClusterSpec",
                 "suspending worker groups is not currently supported with Autoscaler enabled",
             )
+    auth = spec.get("authOptions") or {}
+    if auth.get("mode") == "token":
+        version = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", str(spec.get("rayVersion") or ""))
+        if version is None:
+            return (
+                "InvalidRayClusterSpec",
+                "authOptions.mode is 'token' but RayVersion was not specified. "
+                "Ray version 2.52.0 or later is required",
+            )
+        if tuple(int(n or 0) for n in version.groups()) < (2, 52, 0):
+            return (
+                "InvalidRayClusterSpec",
+                f"authOptions.mode is 'token' but minimum Ray version is 2.52.0, got {spec['rayVersion']}",
+            )
     idle = (spec.get("autoscalerOptions") or {}).get("idleTimeoutSeconds")
     if idle is not None and idle < 0:
         return (
@@ -96,6 +115,7 @@ class RayClusterController(Controller):
         self.rc = self.primary = self.store.types["ray.io/rayclusters"]
         self.pods = self.store.types["pods"]
         self.services = self.store.types["services"]
+        self.secrets = self.store.types["secrets"]
         self._warned: dict[tuple[str, str], tuple[Any, str]] = {}
 
     def keys_for(self, ev: WatchEvent) -> Iterable[tuple[str, str]]:
@@ -156,6 +176,7 @@ class RayClusterController(Controller):
         if spec.get("suspend"):
             self._suspend(cluster)
         else:
+            self._ensure_auth_secret(cluster)
             self._ensure_head_service(cluster)
             failure = self._reconcile_head(cluster) or self._reconcile_workers(cluster)
         cluster = self.store.peek(self.rc, ns, name)
@@ -173,6 +194,28 @@ class RayClusterController(Controller):
             with contextlib.suppress(ApiError):
                 self.store.delete(self.pods, ns, pname)
                 self.event(cluster, "Normal", "DeletedPod", f"Deleted pod {ns}/{pname}", "Delete")
+
+    def _ensure_auth_secret(self, cluster: Mapping[str, Any]) -> None:
+        """``reconcileAuthSecret``: a random token in a Secret named after the cluster, unless the
+        spec names its own Secret; a Secret of that name that exists (anybody's) is used as is."""
+        auth = (cluster.get("spec") or {}).get("authOptions") or {}
+        if not token_auth(cluster) or auth.get("enableK8sTokenAuth") or auth.get("secretName"):
+            return
+        meta = meta_of(cluster)
+        ns, name = meta["namespace"], auth_secret_name(meta["name"])
+        if self.store.peek(self.secrets, ns, name) is not None:
+            return
+        token = base64.b64encode(secrets.token_bytes(32)).decode()
+        body = {
+            "metadata": {
+                "name": name,
+                "labels": {L_CLUSTER: meta["name"]},
+                "ownerReferences": [owner_ref(cluster, self.rc)],
+            },
+            "stringData": {AUTH_TOKEN_KEY: token},
+        }
+        with contextlib.suppress(ApiError):
+            self.store.create(self.secrets, ns, body)
 
     def _ensure_head_service(self, cluster: Mapping[str, Any]) -> None:
         ns = meta_of(cluster)["namespace"]

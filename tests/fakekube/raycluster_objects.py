@@ -1,5 +1,6 @@
 """What the KubeRay operator (v1.7) makes for a RayCluster: the head Service and the head and
-worker Pods, with KubeRay's names, labels, injected env and ``ray start`` command
+worker Pods, with KubeRay's names, labels, injected env (with ``authOptions {mode: token}``:
+``RAY_AUTH_MODE`` and ``RAY_AUTH_TOKEN`` from the cluster's Secret) and ``ray start`` command
 (``ray-operator/controllers/ray/common``)."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ L_HOST_INDEX = "ray.io/replica-host-index"
 L_ORIGIN_NAME = "ray.io/originated-from-cr-name"
 L_ORIGIN_CRD = "ray.io/originated-from-crd"
 
+AUTH_TOKEN_KEY = "auth_token"
+
 DEFAULT_HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
 METRICS_PORT = ("metrics", 8080)
 
@@ -37,6 +40,37 @@ _INJECTED_ENV = {
     "RAY_USAGE_STATS_KUBERAY_IN_USE",
     "KUBERAY_GEN_RAY_START_CMD",
 }
+
+
+def auth_secret_name(cluster_name: str) -> str:
+    """``utils.CheckName``: the last 50 characters; a leading digit or punctuation becomes ``r``."""
+    name = cluster_name[-50:]
+    if name[:1].isdigit():
+        name = "r" + name[1:]
+    if name[:1] in ("-", "."):
+        name = "r" + name[1:]
+    return name
+
+
+def token_auth(cluster: Mapping[str, Any]) -> bool:
+    return ((cluster.get("spec") or {}).get("authOptions") or {}).get("mode") == "token"
+
+
+def _token_env(cluster: Mapping[str, Any], env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``SetContainerTokenAuthEnvVars``: what a container of a token-auth cluster gets (unless set)."""
+    if not token_auth(cluster):
+        return env
+    auth = (cluster.get("spec") or {}).get("authOptions") or {}
+    names = {e.get("name") for e in env}
+    out = list(env)
+    if "RAY_AUTH_MODE" not in names:
+        out.append({"name": "RAY_AUTH_MODE", "value": "token"})
+    if "RAY_AUTH_TOKEN" not in names and not auth.get("enableK8sTokenAuth"):
+        secret = auth.get("secretName") or auth_secret_name(meta_of(cluster)["name"])
+        out.append(
+            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": AUTH_TOKEN_KEY}}}
+        )
+    return out
 
 
 def head_service_name(cluster: Mapping[str, Any]) -> str:
@@ -133,13 +167,15 @@ def pod_body(
             {"name": "RAY_USAGE_STATS_KUBERAY_IN_USE", "value": "1"},
             {"name": "KUBERAY_GEN_RAY_START_CMD", "value": _ray_start(node_type, params, fqdn)},
         ]
-        c0["env"] = env
+        c0["env"] = _token_env(cluster, env)
         annotations = tmeta.get("annotations") or {}
         if annotations.get("ray.io/overwrite-container-cmd") != "true":
             c0["command"] = ["/bin/bash", "-c", "--"]
             c0["args"] = [f"ulimit -n 65536; {_ray_start(node_type, params, fqdn)}"]
     if node_type == "head" and spec.get("enableInTreeAutoscaling"):
-        containers.append(_autoscaler_container(spec, name, ns, containers))
+        autoscaler = _autoscaler_container(spec, name, ns, containers)
+        autoscaler["env"] = _token_env(cluster, autoscaler["env"])
+        containers.append(autoscaler)
         pod_spec.setdefault("serviceAccountName", name)
     prefix = f"{name}-head" if node_type == "head" else f"{name}-{group_name}-worker"
     return {

@@ -105,7 +105,9 @@ CORE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "configmaps", "ConfigMap", True, False, None, ("cm",)),
     ResourceType("", "v1", "secrets", "Secret", True, False, None, ()),
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, False, None, ("sa",)),
-)
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, False, None,
+                 ("netpol",)),
+)  # fmt: skip
 
 RAY_TYPES: tuple[ResourceType, ...] = (
     ResourceType("ray.io", "v1", "rayclusters", "RayCluster", True, True,
