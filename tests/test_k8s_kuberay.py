@@ -576,3 +576,278 @@ def test_the_magics_on_the_real_control_plane(
         wait_until(lambda: not pods(k8s_plane, gina.namespace), "pods garbage-collected", timeout=TIMEOUT)
     finally:
         magics.services.close()
+
+
+# --- only the owner reaches a cluster: Ray's token and the NetworkPolicy ----------------------
+
+
+def _secret_token(plane: ControlPlane, namespace: str, name: str) -> Any:
+    import base64
+
+    core, _ = admin(plane)
+    secret = core.read_namespaced_secret(name, namespace)
+    return secret, base64.b64decode(secret.data["auth_token"]).decode()
+
+
+def _not_found(read: Callable[[], Any]) -> bool:
+    import kubernetes.client
+
+    try:
+        read()
+    except kubernetes.client.ApiException as e:
+        return e.status == 404
+    return False
+
+
+def test_token_auth_and_the_network_policy_on_the_real_operator(
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
+) -> None:
+    """The documented Role suffices; the operator makes the token Secret and wires it into
+    the Ray containers by reference; eksray hands it out as a private file and makes the
+    cluster's NetworkPolicy, and both go with the cluster."""
+    import kubernetes.client
+
+    alice = k8s_user("alice")
+    backend = make_backend(alice, state_dir=str(tmp_path / "state"))
+    backend.create_cluster(alice.owner, cpu_spec("sec", replicas=1, autoscaling=True))
+    ready(backend, alice.owner, "sec")
+    core, crs = admin(k8s_plane)
+    cr = crs.get_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "sec")
+    assert cr["spec"]["authOptions"] == {"mode": "token"}
+    uid = cr["metadata"]["uid"]
+
+    secret, token = _secret_token(k8s_plane, alice.namespace, "sec")
+    assert secret.metadata.labels["ray.io/cluster"] == "sec"
+    assert [(r.kind, r.uid, r.controller) for r in secret.metadata.owner_references] == [
+        ("RayCluster", uid, True)
+    ]
+    assert len(token) >= 32
+
+    # Every Ray container (head, worker, the autoscaler beside the head) takes the token from
+    # the Secret by reference: it is in no pod spec.
+    ray_pods = pods(k8s_plane, alice.namespace, "ray.io/cluster=sec")
+    assert {p.metadata.labels["ray.io/node-type"] for p in ray_pods} == {"head", "worker"}
+    serialize = k8s_plane.admin.sanitize_for_serialization
+    for pod in ray_pods:
+        assert token not in json.dumps(serialize(pod))
+        containers = {c.name: c for c in pod.spec.containers}
+        wanted = (
+            {"ray-head", "autoscaler"}
+            if pod.metadata.labels["ray.io/node-type"] == "head"
+            else {"ray-worker"}
+        )
+        assert set(containers) == wanted
+        for container in containers.values():
+            env = {e.name: e for e in container.env}
+            assert env["RAY_AUTH_MODE"].value == "token"
+            ref = env["RAY_AUTH_TOKEN"].value_from.secret_key_ref
+            assert (env["RAY_AUTH_TOKEN"].value, ref.name, ref.key) == (None, "sec", "auth_token")
+
+    # The token, as a file only its owner can read.
+    path = backend.ray_auth_token_file(alice.owner, "sec")
+    assert path is not None and path.read_text() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700 and path.parent.parent.stat().st_mode & 0o777 == 0o700
+    before = path.stat()
+    assert backend.ray_auth_token_file(alice.owner, "sec") == path
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "not rewritten"
+    assert backend.ray_auth_token(alice.owner, "sec") == token
+
+    # The NetworkPolicy: every pod of the cluster, from its own pods, its RayJob submitters, the
+    # Jupyter pods, and the operator on the dashboard port only; owned by the cluster.
+    networking = kubernetes.client.NetworkingV1Api(k8s_plane.admin)
+    policy = networking.read_namespaced_network_policy("sec-eksray", alice.namespace)
+    assert [(r.kind, r.name, r.uid) for r in policy.metadata.owner_references] == [("RayCluster", "sec", uid)]
+    assert policy.spec.pod_selector.match_labels == {"ray.io/cluster": "sec"}
+    assert policy.spec.policy_types == ["Ingress"]
+    everything, operator = policy.spec.ingress
+    selectors = [(p.pod_selector.match_labels, p.namespace_selector) for p in everything._from]
+    assert selectors[0] == ({"ray.io/cluster": "sec"}, None)
+    assert selectors[1] == ({"eksray.io/submits-to": "sec", "eksray.io/managed-by": "eksray-jupyter"}, None)
+    assert selectors[2][0] == {"app": "jupyterhub", "component": "singleuser-server"}
+    assert everything.ports is None
+    assert operator._from[0].pod_selector.match_labels == {"app.kubernetes.io/name": "kuberay-operator"}
+    assert [(p.port, p.protocol) for p in operator.ports] == [(8265, "TCP")]
+
+    # Deleted with the cluster: the file at once, the policy by eksray, the Secret by the GC.
+    backend.delete_cluster(alice.owner, "sec")
+    assert not path.exists()
+    assert _not_found(lambda: networking.read_namespaced_network_policy("sec-eksray", alice.namespace))
+    wait_until(
+        lambda: _not_found(lambda: core.read_namespaced_secret("sec", alice.namespace)),
+        "the Secret garbage-collected",
+        timeout=TIMEOUT,
+    )
+    wait_until(lambda: backend.list_clusters(alice.owner) == [], "cluster gone", timeout=TIMEOUT)
+
+
+def test_the_network_policy_goes_with_the_cluster_whoever_deletes_it(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    import kubernetes.client
+
+    alice = k8s_user("alice")
+    backend = make_backend(alice)
+    backend.create_cluster(alice.owner, cpu_spec("gc", replicas=0))
+    networking = kubernetes.client.NetworkingV1Api(k8s_plane.admin)
+    assert networking.read_namespaced_network_policy("gc-eksray", alice.namespace)
+    _, crs = admin(k8s_plane)
+    crs.delete_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters", "gc")  # kubectl
+    wait_until(
+        lambda: _not_found(lambda: networking.read_namespaced_network_policy("gc-eksray", alice.namespace)),
+        "the NetworkPolicy garbage-collected",
+        timeout=TIMEOUT,
+    )
+
+
+def test_another_owner_never_gets_the_token(
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
+) -> None:
+    """One namespace for everyone (the same identity may read every Secret there): the
+    ownership check still keeps one owner's token from another. Across namespaces, RBAC does."""
+    import kubernetes.client
+
+    alice, dave = k8s_user("alice"), k8s_user("dave")
+    shared = make_backend(alice, namespace=alice.namespace, state_dir=str(tmp_path / "state"))
+    shared.create_cluster("ann", cpu_spec("anns", replicas=0))
+    ready(shared, "ann", "anns")
+    assert shared.ray_auth_token_file("ann", "anns") is not None
+    for ask in (shared.ray_auth_token_file, shared.ray_auth_token, shared.dashboard_request_headers):
+        with pytest.raises(NotFoundError):
+            ask("bob", "anns")
+    assert not (tmp_path / "state" / "kuberay" / "ray-tokens" / alice.namespace / "bob").exists()
+
+    # Another namespace's identity: its backend cannot even read the cluster, nor its Secret.
+    daves = make_backend(dave, state_dir=str(tmp_path / "dave"))
+    with pytest.raises(NotFoundError):
+        daves.ray_auth_token_file(dave.owner, "anns")
+    with k8s_plane.api_client(dave.token) as client:
+        with pytest.raises(kubernetes.client.ApiException) as denied:
+            kubernetes.client.CoreV1Api(client).read_namespaced_secret("anns", alice.namespace)
+        assert denied.value.status == 403
+
+
+def test_a_secret_not_made_for_the_cluster_is_never_trusted(
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator takes any Secret of the cluster's name as its token Secret; someone who
+    made one would know the token. Creating over such a Secret is refused; and if it appears
+    between that check and the create, eksray refuses to hand its token out."""
+    from eksray_jupyter.core.errors import ConflictError
+
+    alice = k8s_user("alice")
+    backend = make_backend(alice, state_dir=str(tmp_path / "state"))
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "trap", "namespace": alice.namespace, "labels": {"ray.io/cluster": "trap"}},
+        "stringData": {"auth_token": "known-to-mallory"},
+    }
+    k8s_plane.apply([planted])
+    with pytest.raises(ConflictError, match="Secret named 'trap'"):
+        backend.create_cluster(alice.owner, cpu_spec("trap", replicas=0))
+    _, crs = admin(k8s_plane)
+    assert not crs.list_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters")["items"]
+
+    # The race: the Secret is made after the check. The real operator uses it ...
+    monkeypatch.setattr(backend, "_check_no_token_secret", lambda namespace, name: None)
+    backend.create_cluster(alice.owner, cpu_spec("trap", replicas=0))
+    head = wait_until(
+        lambda: pods(k8s_plane, alice.namespace, "ray.io/cluster=trap"), "the head pod", timeout=TIMEOUT
+    )[0]
+    env = {e.name: e for e in head.spec.containers[0].env}
+    assert env["RAY_AUTH_TOKEN"].value_from.secret_key_ref.name == "trap"
+    # ... eksray does not.
+    for ask in (backend.ray_auth_token_file, backend.ray_auth_token):
+        with pytest.raises(BackendError, match="not owned by the cluster"):
+            ask(alice.owner, "trap")
+    assert not (tmp_path / "state" / "kuberay" / "ray-tokens" / alice.namespace / "trap").exists()
+    events = backend.cluster_events(alice.owner, "trap")  # the timeline works without the token
+    assert "known-to-mallory" not in json.dumps([e.to_dict() for e in events])
+
+
+def test_a_network_policy_that_cannot_be_made_leaves_no_cluster(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    from eksray_jupyter.core.errors import ConflictError
+
+    alice = k8s_user("alice")
+    backend = make_backend(alice)
+    theirs = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "held-eksray", "namespace": alice.namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    k8s_plane.apply([theirs])
+    with pytest.raises(ConflictError, match="was not created: its NetworkPolicy could not be made"):
+        backend.create_cluster(alice.owner, cpu_spec("held", replicas=0))
+    _, crs = admin(k8s_plane)
+    assert not crs.list_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters")["items"]
+    assert backend.list_clusters(alice.owner) == []
+    # Without a NetworkPolicy of ours the cluster is made as before.
+    plain = make_backend(alice, network_policy=False)
+    plain.create_cluster(alice.owner, cpu_spec("held", replicas=0))
+    assert [c.name for c in plain.list_clusters(alice.owner)] == ["held"]
+
+
+def test_a_rayjob_on_a_users_cluster_gets_its_token_and_is_let_in(
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
+) -> None:
+    """clusterSelector: the real operator gives the submitter the cluster's token (from its
+    Secret, by reference) and keeps our submitter pod's labels, which the policy lets in."""
+    import kubernetes.client
+    from traitlets.config import Config
+
+    from eksray_jupyter.core.config import EKSRay
+    from eksray_jupyter.core.service import ClusterService
+    from eksray_jupyter.jobs.service import JobService
+
+    hana = k8s_user("hana")
+    backend = make_backend(hana, dashboard_access="apiserver-proxy")
+    config = Config({"KubeRayJobRunner": {"poll_seconds": 0.2}})
+    service = ClusterService(
+        EKSRay(config=config, owner=hana.owner, backend="local", state_dir=str(tmp_path / "state")),
+        backend=backend,
+    )
+    jobs = JobService(service)
+    try:
+        service.create(cpu_spec("shared", replicas=0))
+        ready(backend, hana.owner, "shared")
+        job = jobs.submit({"entrypoint": "python eval.py", "clusterName": "shared"})
+        with k8s_plane.api_client() as client:
+            batch = kubernetes.client.BatchV1Api(client)
+            submitter = wait_until(
+                lambda: batch.list_namespaced_job(hana.namespace).items, "the submitter Job", timeout=TIMEOUT
+            )[0]
+        template = submitter.spec.template
+        assert template.metadata.labels["eksray.io/submits-to"] == "shared"
+        container = template.spec.containers[0]
+        env = {e.name: e for e in container.env}
+        assert env["RAY_AUTH_MODE"].value == "token"
+        ref = env["RAY_AUTH_TOKEN"].value_from.secret_key_ref
+        assert (ref.name, ref.key) == ("shared", "auth_token")
+        _, token = _secret_token(k8s_plane, hana.namespace, "shared")
+        assert token not in json.dumps(k8s_plane.admin.sanitize_for_serialization(submitter))
+        policy = kubernetes.client.NetworkingV1Api(k8s_plane.admin).read_namespaced_network_policy(
+            "shared-eksray", hana.namespace
+        )
+        allowed = [p.pod_selector.match_labels for p in policy.spec.ingress[0]._from if p.pod_selector]
+        assert any(labels.items() <= template.metadata.labels.items() for labels in allowed)
+        jobs.stop(job.id, wait=30)
+    finally:
+        jobs.close()
