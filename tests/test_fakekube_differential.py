@@ -98,6 +98,13 @@ def _cluster(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _owners(obj: dict[str, Any], owner: dict[str, Any]) -> list[Any]:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return [
+        ({k: v for k, v in r.items() if k != "uid"}, r.get("uid") == owner["metadata"]["uid"]) for r in refs
+    ]
+
+
 def _try(fn: Any) -> Any:
     try:
         return fn()
@@ -231,12 +238,74 @@ def scenario(api_client: client.ApiClient) -> list[tuple[str, Any]]:
         "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayCluster", "name": "diff", "namespace": NS, "uid": created["metadata"]["uid"]},
         "reason": "Scaled", "message": "Scaled by alice", "type": "Normal", "source": {"component": "eksray-jupyter"},
     }  # fmt: skip
+    wrong_uid = {
+        "preconditions": {"uid": "00000000-0000-0000-0000-000000000000"},
+        "propagationPolicy": "Background",
+    }
     recorded = core.create_namespaced_event(NS, event)
     seen.append(("event", (recorded.metadata.name.startswith("diff."), recorded.count, recorded.reason)))
     by_object = core.list_namespaced_event(
         NS, field_selector=f"involvedObject.uid={created['metadata']['uid']}"
     )
     seen.append(("events by uid", [e.reason for e in by_object.items]))
+
+    # The token Secret the backend reads (as the operator writes it) and the NetworkPolicy it
+    # makes, reads and deletes.
+    owner = [
+        {"apiVersion": "ray.io/v1", "kind": "RayCluster", "name": "diff", "uid": created["metadata"]["uid"]}
+    ]
+    secret = {
+        "metadata": {"name": "diff", "labels": {"ray.io/cluster": "diff"}, "ownerReferences": owner},
+        "stringData": {"auth_token": "s3cr3t"},
+    }
+    core.create_namespaced_secret(NS, secret)
+    raw = json.loads(core.read_namespaced_secret("diff", NS, _preload_content=False).data)
+    seen.append(("secret", (_meta(raw), _owners(raw, created), raw["data"], raw.get("type"), "stringData" in raw)))  # fmt: skip
+    seen.append(("secret missing", _try(lambda: core.read_namespaced_secret("nope", NS))))
+    networking = client.NetworkingV1Api(api_client)
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "diff-eksray", "labels": {"eksray.io/owner": "alice"}, "ownerReferences": owner},
+        "spec": {
+            "podSelector": {"matchLabels": {"ray.io/cluster": "diff"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "diff"}}},
+                          {"podSelector": {"matchLabels": {"app": "jupyterhub"}}, "namespaceSelector": {}},
+                          {"ipBlock": {"cidr": "10.0.0.0/24"}}]},
+                {"from": [{"namespaceSelector": {}, "podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8265}]},
+            ],
+        },
+    }  # fmt: skip
+    made = json.loads(networking.create_namespaced_network_policy(NS, policy, _preload_content=False).data)
+    seen.append(("network policy", (_meta(made), _owners(made, created), made["spec"])))
+    seen.append(
+        ("network policy again", _try(lambda: networking.create_namespaced_network_policy(NS, policy)))
+    )
+    got_policy = json.loads(
+        networking.read_namespaced_network_policy("diff-eksray", NS, _preload_content=False).data
+    )
+    seen.append(("network policy read", got_policy["spec"] == made["spec"]))
+    seen.append(
+        ("network policy missing", _try(lambda: networking.read_namespaced_network_policy("nope", NS)))
+    )
+    seen.append((
+        "network policy, wrong uid",
+        _try(lambda: networking.delete_namespaced_network_policy("diff-eksray", NS, body=wrong_uid)),
+    ))  # fmt: skip
+    gone = json.loads(
+        networking.delete_namespaced_network_policy(
+            "diff-eksray",
+            NS,
+            body={"preconditions": {"uid": made["metadata"]["uid"]}},
+            _preload_content=False,
+        ).data
+    )
+    seen.append(("network policy deleted", (gone.get("kind"), gone.get("status"))))
+    seen.append(
+        ("network policy gone", _try(lambda: networking.read_namespaced_network_policy("diff-eksray", NS)))
+    )
 
     kept = copy.deepcopy(CLUSTER)
     kept["metadata"].update(name="kept", finalizers=["eksray.io/test"])
@@ -251,10 +320,6 @@ def scenario(api_client: client.ApiClient) -> list[tuple[str, Any]]:
         ("gone once released", _try(lambda: crs.get_namespaced_custom_object(G, V, NS, PLURAL, "kept")))
     )
 
-    wrong_uid = {
-        "preconditions": {"uid": "00000000-0000-0000-0000-000000000000"},
-        "propagationPolicy": "Background",
-    }
     seen.append(
         (
             "delete, wrong uid",

@@ -1,6 +1,7 @@
 """A faithful-enough fake Kubernetes API server for tests (test infrastructure only).
 
-Serves core/v1 namespaces, pods, services, events, configmaps, secrets, serviceaccounts and
+Serves core/v1 namespaces, pods, services, events, configmaps, secrets, serviceaccounts,
+``networking.k8s.io/v1`` NetworkPolicies (stored, not enforced) and
 the KubeRay ``ray.io/v1`` RayCluster / RayJob / RayService custom resources (validated
 against the real CRDs) over HTTP on loopback, for the official ``kubernetes`` client.
 A simulated KubeRay operator, scheduler and kubelet run inside the server's event loop.

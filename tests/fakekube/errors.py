@@ -97,7 +97,8 @@ _STALE = "the object has been modified; please apply your changes to the latest 
 
 
 def _details(rt: ResourceType, name: str, kind: str) -> dict[str, Any]:
-    return {"name": name, "group": rt.group, "kind": kind}
+    # The core group is left out, as the real API server does.
+    return {"name": name, "group": rt.group, "kind": kind} if rt.group else {"name": name, "kind": kind}
 
 
 def not_found(rt: ResourceType, name: str) -> ApiError:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("fakekube.server")
 
 
+#: Built-in kinds whose immediate delete is answered with a Status too (the rest: the object).
+_STATUS_ON_DELETE = {"networking.k8s.io/networkpolicies"}
+
+
 def deleted_status(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     return {
@@ -255,7 +259,7 @@ class ApiHandler(tornado.web.RequestHandler):
                     options[key] = int(value) if key == "gracePeriodSeconds" else value
             obj, gone = store.delete(rt, ns, name, options, dry_run=self._dry_run())
             code = 202 if (not gone and options.get("propagationPolicy") == "Foreground") else 200
-            if gone and rt.custom:
+            if gone and (rt.custom or rt.key in _STATUS_ON_DELETE):
                 # A custom resource deleted at once is answered with a Status, not the object
                 # (core kinds such as pods and services return the object).
                 obj = deleted_status(rt, obj)

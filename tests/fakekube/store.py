@@ -118,7 +118,7 @@ RAY_TYPES: tuple[ResourceType, ...] = (
 )  # fmt: skip
 
 # Kinds whose objects start life with metadata.generation (and bump it on spec changes).
-_GENERATION_KINDS = {"pods"}
+_GENERATION_KINDS = {"pods", "networking.k8s.io/networkpolicies"}
 
 
 @dataclass

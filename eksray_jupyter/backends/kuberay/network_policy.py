@@ -81,10 +81,12 @@ def jupyter_peer(
     if namespace_labels is None:
         namespace = own_namespace() if in_pod else None
         namespace_labels = {"kubernetes.io/metadata.name": namespace} if namespace else {}
-    return {
-        "podSelector": {"matchLabels": {str(k): str(v) for k, v in pod_labels.items()}},
-        "namespaceSelector": {"matchLabels": {str(k): str(v) for k, v in namespace_labels.items()}},
-    }
+    return {"podSelector": _selector(pod_labels), "namespaceSelector": _selector(namespace_labels)}
+
+
+def _selector(labels: Mapping[str, str]) -> dict[str, Any]:
+    """A label selector; ``{}`` (everything) when there are no labels, as the API server writes it."""
+    return {"matchLabels": {str(k): str(v) for k, v in labels.items()}} if labels else {}
 
 
 def build_network_policy(
