@@ -12,6 +12,7 @@ in a shell, serves its output as the Ray job's log and ends the RayJob with its 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import io
@@ -62,12 +63,15 @@ class Dashboard:
 
     def __init__(self) -> None:
         self.logs: dict[str, str] = {}
+        #: The Ray token each request presented (``X-Ray-Authorization``).
+        self.tokens: list[str | None] = []
         #: Called once, on the next log request, before it is answered (a test's interleaving).
         self.before_next_read: Callable[[], None] | None = None
         stub = self
 
         class Handler(JSONHandler):
             def do_GET(self) -> None:
+                stub.tokens.append(self.headers.get("X-Ray-Authorization"))
                 parts = self.path.strip("/").split("/")
                 if len(parts) != 4 or parts[:2] != ["api", "jobs"] or parts[3] != "logs":
                     self.send_error(404)
@@ -266,6 +270,7 @@ def test_generated_rayjobs_validate_against_the_crd(tmp_path: Path) -> None:
     # The backend's own RayCluster manifest, not a copy of its logic.
     manifest = service.backend.manifest("alice", {**job.spec["cluster"], "name": "train-abcde"})
     assert spec["rayClusterSpec"] == manifest["spec"]
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}  # the job's cluster too
 
 
 def test_working_dir_and_results_need_an_s3_store(env: Env, tmp_path: Path) -> None:
@@ -420,12 +425,22 @@ def test_existing_cluster_through_cluster_selector(env: Env) -> None:
     assert (
         rj["spec"]["clusterSelector"] == {"ray.io/cluster": "shared"} and "rayClusterSpec" not in rj["spec"]
     )
+    # The submitter pod: KubeRay's default, labelled so that the cluster's NetworkPolicy lets it in.
+    submitter = rj["spec"]["submitterPodTemplate"]
+    assert submitter["metadata"]["labels"]["eksray.io/submits-to"] == "shared"
+    head = env.fk.get("rayclusters", NS, "shared")["spec"]["headGroupSpec"]["template"]["spec"]  # type: ignore[index]
+    assert submitter["spec"]["containers"][0]["image"] == head["containers"][0]["image"]
     _, ray_id = env.started(job.id)
     env.dashboard.logs[ray_id] = "accuracy 0.9\n"
     env.state(job.id, JobState.RUNNING)
     env.finish(job.id, "SUCCEEDED")
     env.state(job.id, JobState.SUCCEEDED)
     assert env.jobs.logs(job.id).text == "accuracy 0.9\n"
+    # Every log read presented the cluster's Ray token, from the Secret the operator made.
+    secret = env.fk.get("secrets", NS, "shared")
+    assert secret is not None
+    token = base64.b64decode(secret["data"]["auth_token"]).decode()
+    assert env.dashboard.tokens and set(env.dashboard.tokens) == {f"Bearer {token}"}
     assert env.fk.get("rayclusters", NS, "shared") is not None  # never deleted
 
 
