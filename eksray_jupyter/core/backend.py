@@ -16,7 +16,7 @@ from typing import Any
 from traitlets import Dict, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .models import Change, Cluster, ClusterEvent
+from .models import CacheStatus, Change, Cluster, ClusterEvent
 from .spec import validate_scale_request
 
 Listener = Callable[[Change], None]
@@ -109,6 +109,14 @@ class ClusterBackend(LoggingConfigurable):
     def connection_address(self, owner: str, name: str) -> str:
         """The address a Ray driver should use (``host:port`` for GCS or ``ray://host:port``)."""
         raise NotImplementedError
+
+    def cache_status(self, owner: str) -> CacheStatus:
+        """Whether the answers for ``owner`` (list, get, events) are current. Cheap: no I/O.
+
+        Default: always (a backend reading live state); one serving from a cache says when
+        that cache may be behind (e.g. its watch is interrupted).
+        """
+        return CacheStatus()
 
     def limits(self) -> dict[str, Any]:
         """Limits users should know about (shown by ``GET /config`` and the create form)."""

@@ -58,3 +58,11 @@ class NotReadyError(EKSRayError):
 
 class BackendError(EKSRayError):
     """The backend (Ray, Kubernetes, AWS) failed or could not be reached."""
+
+
+class UpstreamTimeoutError(BackendError):
+    """The backend (e.g. the Kubernetes API server) did not answer within the configured time."""
+
+
+class BusyError(EKSRayError):
+    """Too many changes are under way at once; nothing was done, try again shortly."""

@@ -145,6 +145,22 @@ class ClusterEvent:
 
 
 @dataclass(frozen=True)
+class CacheStatus:
+    """Whether what a backend answers from its cache is current.
+
+    A backend that reads live state (local) always is; the kuberay backend's cache is not while
+    a watch is interrupted or re-listing (``since``: when it stopped being current).
+    """
+
+    current: bool = True
+    since: float | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "since": iso(self.since), "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Change:
     """A state change pushed to observers: a cluster's new state, a new event, or a deletion."""
 

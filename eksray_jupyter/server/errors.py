@@ -6,19 +6,23 @@ from typing import Any
 
 from ..core.errors import (
     BackendError,
+    BusyError,
     ConflictError,
     EKSRayError,
     InvalidRequestError,
     NotFoundError,
     NotReadyError,
+    UpstreamTimeoutError,
 )
 
 _STATUS: list[tuple[type[EKSRayError], int]] = [
     (InvalidRequestError, 400),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (UpstreamTimeoutError, 504),  # before BackendError, its base
     (BackendError, 502),
     (NotReadyError, 503),
+    (BusyError, 503),
 ]
 
 

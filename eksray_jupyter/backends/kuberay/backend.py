@@ -42,6 +42,7 @@ from ...core.errors import (
     LimitExceededError,
     NotFoundError,
     NotReadyError,
+    UpstreamTimeoutError,
 )
 from ...core.models import CacheStatus, Change, Cluster, ClusterEvent
 from ...core.ray_auth import dashboard_headers
@@ -459,7 +460,9 @@ class KubeRayBackend(ClusterBackend):
                 self.caches[namespace] = cache
                 cache.start()
         if not cache.wait_synced(self.request_timeout):
-            raise BackendError(
+            # No answer at all within the time is a timeout (504); an answer that was a failure, 502.
+            error = BackendError if cache.last_error else UpstreamTimeoutError
+            raise error(
                 f"Cannot read namespace {namespace} from Kubernetes: {cache.last_error or 'no answer'}. "
                 "Check the API server and the server's RBAC (list/watch rayclusters, pods, events)."
             )

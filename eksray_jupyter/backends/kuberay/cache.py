@@ -127,6 +127,14 @@ class NamespaceCache:
             total.update(dict(reflector.stats))  # a copy: the watch thread may add a key meanwhile
         return total
 
+    def staleness(self) -> tuple[float, str] | None:
+        """None while all three watches are open; else since when (epoch seconds, the earliest)
+        and why the cache may be behind the API server."""
+        stale = [s for s in (r.stale for r in self._reflectors.values()) if s is not None]
+        if not stale:
+            return None
+        return min(since for since, _ in stale), "; ".join(reason for _, reason in stale)
+
     @property
     def last_error(self) -> str | None:
         return next((r.last_error for r in self._reflectors.values() if r.last_error), None)

@@ -5,17 +5,41 @@ maps ``ApiException`` and connection errors onto ``core.errors`` (always chained
 ``from e``) and keeps the HTTP status on the error for the few callers that branch on it
 (the scale loop retries 409/422, watches re-list on 410). Messages come from the API
 server's ``Status.message`` — never from request headers, so no token can leak.
+
+Time: a call given ``_request_timeout`` as one number gets that many seconds in all. The
+client's own retries are off (``Configuration.retries``, see :func:`no_client_retries`; urllib3
+would otherwise retry an idempotent request's read timeout three times: four timeouts in
+all). Within the time left, :func:`kube_call` retries only what is safe: a connection that
+was never made (nothing was sent), a read whose connection broke, a 429 with ``Retry-After``.
+Running out of time is a :class:`KubeTimeout` (HTTP 504); an API server that cannot be
+reached, a :class:`KubeError` with status 0 (502).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ...core.errors import BackendError, ConflictError, InvalidRequestError, NotFoundError
+from ...core.errors import (
+    BackendError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamTimeoutError,
+)
 
 T = TypeVar("T")
+
+#: Attempts of one call at most (retries only of what is safe; see the module doc).
+ATTEMPTS = 3
+#: Pause before the first retry after a connection failure; doubled for the next.
+RETRY_PAUSE = 0.1
+#: Client methods that only read (GET): a broken connection may be retried.
+_READS = ("get_", "read_", "list_")
+#: Client methods that change something: a timeout leaves the outcome unknown.
+_WRITES = ("create_", "patch_", "replace_", "delete_")
 
 
 class KubeError(BackendError):
@@ -46,6 +70,19 @@ class KubeInvalid(InvalidRequestError):
 
 class KubeExpired(KubeError):
     """410 Gone/Expired: a watch's resourceVersion (or a list continue token) is too old."""
+
+
+class KubeTimeout(KubeError, UpstreamTimeoutError):
+    """The API server did not answer in the time the call had (HTTP 504 to our clients)."""
+
+
+def no_client_retries() -> Any:
+    """``Configuration.retries`` for a client whose calls go through :func:`kube_call`: urllib3
+    retries nothing (its default, ``Retry(3)``, multiplies a GET's or DELETE's timeout by 4 and
+    sleeps out ``Retry-After``); redirects are not followed (the API server sends none)."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=0, redirect=False)
 
 
 def _status_message(body: Any) -> tuple[str, str]:
@@ -85,17 +122,84 @@ def map_api_error(error: Exception, what: str, not_found: str | None = None) -> 
             )
         return KubeError(f"Kubernetes API error while {what}: {status} {detail}".rstrip(), status, reason)
     # urllib3/socket failures: say what failed, not the (possibly credential-bearing) URL.
-    return KubeError(f"Kubernetes API not reachable while {what} ({type(error).__name__})")
+    return KubeError(
+        f"Kubernetes API not reachable while {what} ({type(error).__name__}). Check the API server's "
+        "address and that it is up, and the network between it and the Jupyter server."
+    )
+
+
+def _timeout_error(what: str, fn: Callable[..., Any], seconds: float | None) -> KubeTimeout:
+    took = f" ({seconds:.1f}".rstrip("0").rstrip(".") + " s)" if seconds else ""
+    message = (
+        f"Kubernetes did not answer in time{took} while {what}. Check that the API server is up "
+        "and not overloaded, and the network between it and the Jupyter server "
+        "(c.KubeRayBackend.request_timeout sets how long eksray waits)."
+    )
+    if getattr(fn, "__name__", "").startswith(_WRITES):
+        message += " The change may still have been made: list your clusters before trying again."
+    return KubeTimeout(message)
+
+
+def _transport_error(
+    error: Exception, what: str, fn: Callable[..., Any], timeout: Any
+) -> tuple[Exception, bool]:
+    """The eksray error for a urllib3/socket failure, and whether the call may be sent again."""
+    import urllib3.exceptions
+
+    cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return map_api_error(cause, what), True  # no connection, so nothing was sent
+    if isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError):
+        if isinstance(timeout, tuple):  # (connect, read)
+            timeout = timeout[0] if isinstance(cause, urllib3.exceptions.ConnectTimeoutError) else timeout[1]
+        return _timeout_error(what, fn, timeout), False
+    # The connection broke: only a read may be sent again.
+    return map_api_error(cause, what), getattr(fn, "__name__", "").startswith(_READS)
+
+
+def _retry_after(error: Any) -> float | None:
+    """Seconds a 429 asks to wait (``Retry-After``), if it says."""
+    if error.status != 429:
+        return None
+    try:
+        return max(0.0, float((error.headers or {}).get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def kube_call(what: str, fn: Callable[..., T], *args: Any, not_found: str | None = None, **kwargs: Any) -> T:
-    """Call ``fn`` (a kubernetes client method) and map its failures (see module doc)."""
+    """Call ``fn`` (a kubernetes client method) within its time and map its failures (see module doc).
+
+    ``_request_timeout`` as one number: the seconds the call has in all, retries included (0 or
+    less: none left); as a (connect, read) pair (watches) or absent: one attempt, as given.
+    """
     import urllib3.exceptions
     from kubernetes.client.exceptions import ApiException
 
-    try:
-        return fn(*args, **kwargs)
-    except ApiException as e:
-        raise map_api_error(e, what, not_found) from e
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise map_api_error(e, what) from e
+    budget = kwargs.get("_request_timeout")
+    if not isinstance(budget, int | float) or isinstance(budget, bool):
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise map_api_error(e, what, not_found) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise _transport_error(e, what, fn, budget)[0] from e
+
+    deadline = time.monotonic() + budget
+    for attempt in range(ATTEMPTS):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _timeout_error(what, fn, budget)
+        try:
+            return fn(*args, **dict(kwargs, _request_timeout=left))
+        except ApiException as e:
+            pause = _retry_after(e)  # refused before it was served: safe to send again
+            if pause is None or attempt + 1 == ATTEMPTS or time.monotonic() + pause >= deadline:
+                raise map_api_error(e, what, not_found) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            error, retry = _transport_error(e, what, fn, budget)
+            if not retry or attempt + 1 == ATTEMPTS:
+                raise error from e
+            pause = RETRY_PAUSE * 2**attempt
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,9 @@ class Reflector:
         self._stream: Any = None
         #: Whether the API server answered (a list, or a watch opened) since the last failure.
         self._connected = False
+        #: None while the watch is open (the owner's view is current); else since when (epoch
+        #: seconds) and why it may be behind. One tuple, replaced whole: read from any thread.
+        self.stale: tuple[float, str] | None = (time.time(), "not listed yet")
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -113,6 +117,7 @@ class Reflector:
             except KubeExpired:
                 # History compacted past our resourceVersion: start over from a fresh list.
                 self.stats["expired"] += 1
+                self._behind(f"re-listing {self.kind} in {self.namespace} (the watch expired)")
                 self.log.info(
                     "eksray: watch of %s in %s expired (410); re-listing", self.kind, self.namespace
                 )
@@ -120,7 +125,8 @@ class Reflector:
             except Exception as e:
                 if self._stop.is_set():
                     break
-                if self.when_forbidden and getattr(e, "status", 0) == 403 and not self.synced.is_set():
+                forbidden = self.when_forbidden and getattr(e, "status", 0) == 403
+                if forbidden and not self.synced.is_set():
                     self.log.warning(
                         "eksray: may not list %s in %s; %s", self.kind, self.namespace, self.when_forbidden
                     )
@@ -130,6 +136,12 @@ class Reflector:
                     delay = 0.1  # the API server answered since the last failure: a new interruption
                 self.stats["errors"] += 1
                 self.last_error = describe(e)
+                if forbidden:
+                    self.stale = None  # done without: nothing to be behind on
+                else:
+                    self._behind(
+                        f"the watch of {self.kind} in {self.namespace} is interrupted: {self.last_error}"
+                    )
                 level = logging.INFO if self.stats["errors"] < 3 else logging.WARNING
                 self.log.log(
                     level,
@@ -138,6 +150,10 @@ class Reflector:
                 )  # fmt: skip
                 self._stop.wait(delay)
                 delay = max(delay, min(delay * 2, 10.0))
+
+    def _behind(self, reason: str) -> None:
+        stale = self.stale
+        self.stale = (time.time() if stale is None else stale[0], reason)
 
     def _relist(self) -> str:
         items: list[dict[str, Any]] = []
@@ -156,6 +172,7 @@ class Reflector:
         self.synced.set()
         self.last_error = None
         self._connected = True
+        self.stale = None  # as current as this list; the watch carries on from it
         return rv
 
     def _watch(self, rv: str) -> str:
@@ -163,6 +180,7 @@ class Reflector:
 
         stream = self.api.watch_raw(self.kind, self.namespace, rv, self.watch_timeout)
         self._connected = True
+        self.stale = None  # watching from the last list or event: current
         with self._lock:
             self._stream = stream
         self.stats["watches"] += 1
