@@ -3,7 +3,7 @@
     eksray rc create [NAME] [-f SPEC.yaml] [--profile P] [--workers N] [--wait]
     eksray rc list | status | scale | events | dashboard | delete | use
     eksray rj submit [SPEC.yaml] [--entrypoint CMD] [--working-dir DIR] [--env K=V] [--follow] ...
-    eksray rj list | status ID | logs ID [--follow] | stop ID
+    eksray rj list | status ID | logs ID [--follow] [--tail N] | stop ID
 
 ``rc`` is for Ray clusters, ``rj`` for RayJobs (docs/jobs.md). Every command acts through
 the same services (:class:`~eksray_jupyter.services.Services`) as the server and the magics,
@@ -32,7 +32,7 @@ from .services import Services
 
 if TYPE_CHECKING:
     from .jobs.models import Job, JobState
-    from .jobs.service import JobService
+    from .jobs.service import JobService, LogChunk
 
 OK, FAILED, USAGE = 0, 1, 2
 HINT = "Create one with `eksray rc create`, or choose one with `eksray rc use NAME`."
@@ -301,21 +301,26 @@ class CLI:
 
     def rj_logs(self) -> int:
         job_id = self.args.job_id
-        if not self.args.follow:
-            chunk = self.jobs.logs(job_id)
-            if self.as_json:
-                self.emit(
-                    "",
-                    {
-                        "id": job_id,
-                        "state": chunk.state.value,
-                        "log": chunk.text,
-                        "nextOffset": chunk.next_offset,
-                    },
-                )
-            else:
-                print(chunk.text, end="", file=self.out, flush=True)
-            return OK
+
+        def page(text: str, chunk: LogChunk) -> None:
+            if self.as_json:  # one object per page read (JSON lines): a long log is never one document
+                body = {
+                    "id": job_id,
+                    "state": chunk.state.value,
+                    "log": text,
+                    "offset": chunk.offset,
+                    "nextOffset": chunk.next_offset,
+                    "size": chunk.size,
+                }
+                print(json.dumps(body), file=self.out, flush=True)
+            elif text:
+                print(text, end="", file=self.out, flush=True)
+
+        offset = 0
+        if not self.args.follow or self.args.tail is not None:
+            offset = console.show_job_log(self.jobs, job_id, page, self.args.tail)
+            if not self.args.follow:
+                return OK
 
         def show(text: str) -> None:
             if self.as_json:  # JSON lines, so a script can read a stream
@@ -324,7 +329,7 @@ class CLI:
                 print(text, end="", file=self.out, flush=True)
 
         try:
-            job = console.follow_job(self.jobs, job_id, show)
+            job = console.follow_job(self.jobs, job_id, show, offset=offset)
         except KeyboardInterrupt:
             return OK
         print(present.job_end_line(job), file=self.err)

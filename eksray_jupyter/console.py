@@ -23,7 +23,7 @@ from .core.service import SERVER_URL_ENV, ClusterService
 
 if TYPE_CHECKING:
     from .jobs.models import Job, JobState
-    from .jobs.service import JobService
+    from .jobs.service import JobService, LogChunk
 
 DEFAULT_WAIT_TIMEOUT = 600.0
 
@@ -436,9 +436,15 @@ def add_job_commands(add: AddCommand, *, follow_help: str, results_help: str) ->
     add_job_submit_options(submit)
     add("list", "your jobs, newest first")
     add_job_id(add("status", "state, reason, cluster, log and results of a job"))
-    logs = add("logs", "the log of a job")
+    logs = add("logs", "the log of a job (read in pages, shown as they come)")
     add_job_id(logs)
     logs.add_argument("--follow", action="store_true", help=follow_help)
+    logs.add_argument(
+        "--tail",
+        type=whole_number,
+        metavar="N",
+        help="only the last N lines (of at most the log's last MiB), then --follow goes on from there",
+    )
     add_job_results_options(add("results", results_help))
     add_job_id(add("stop", "stop a job (its record and log stay)"))
     return submit
@@ -550,21 +556,55 @@ def follow_job(
 ) -> Job:
     """Stream the job's log from ``offset`` to ``on_text`` until the job has ended; returns it.
 
-    ``on_state(state, elapsed_seconds)`` is called on every look (progress while the cluster
-    starts). The log is read after the state, so the text of an ended job is complete.
+    The log is read a page at a time (at most ``jobs.log_page_max`` bytes), each shown before the
+    next is read; pages come back to back until the reader has caught up, then every
+    ``interval`` seconds. ``on_state(state, elapsed_seconds)`` is called on every look (progress
+    while the cluster starts). The log is read after the state, so the text of an ended job is
+    complete.
     """
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
     started = time.monotonic()
     while True:
-        chunk = jobs.logs(job_id, offset)
-        text = decoder.decode(chunk.data, final=chunk.state.terminal)
+        chunk = jobs.logs(job_id, offset, limit=jobs.log_page_max)
+        text = decoder.decode(chunk.data, final=chunk.complete)
         if text:
             on_text(text)
         offset = chunk.next_offset
         if on_state is not None:
             on_state(chunk.state, time.monotonic() - started)
-        if chunk.state.terminal:
+        if chunk.complete:
             return jobs.get(job_id)
-        time.sleep(FOLLOW_JOB_INTERVAL if interval is None else interval)
+        if offset >= chunk.size:
+            time.sleep(FOLLOW_JOB_INTERVAL if interval is None else interval)
+
+
+def show_job_log(
+    jobs: JobService,
+    job_id: str,
+    on_page: Callable[[str, LogChunk], None],
+    tail_lines: int | None = None,
+) -> int:
+    """Show the job's log as it is now, a page at a time (``on_page(text, chunk)`` for each, as it
+    is read: a long log is never held whole); returns where its end was, to follow on from.
+
+    With ``tail_lines``, only its last lines: those of the log's last page (``jobs.log_page_max``
+    bytes) at most.
+    """
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if tail_lines is not None:
+        chunk = jobs.logs(job_id, tail=jobs.log_page_max)
+        lines = chunk.data.decode("utf-8", errors="replace").splitlines(keepends=True)
+        on_page("".join(lines[-tail_lines:] if tail_lines > 0 else []), chunk)
+        return chunk.next_offset
+    chunk = jobs.logs(job_id, 0, limit=jobs.log_page_max)
+    end = chunk.size  # what there is now: a log that grows meanwhile is for --follow
+    while True:
+        last = chunk.next_offset >= end or not chunk.data
+        on_page(decoder.decode(chunk.data, final=last), chunk)
+        if last:
+            return chunk.next_offset
+        chunk = jobs.logs(job_id, chunk.next_offset, limit=jobs.log_page_max)

@@ -399,11 +399,17 @@ class EKSRayMagics(Magics):
         self._show(present.job_detail(self.jobs.get(args.job_id)))
 
     def _cmd_job_logs(self, args: argparse.Namespace) -> None:
-        if not args.follow:
-            print(self.jobs.logs(args.job_id).text, end="", flush=True)
-            return
+        offset = 0
+        if not args.follow or args.tail is not None:  # page by page, each printed as it comes
+            offset = console.show_job_log(
+                self.jobs, args.job_id, lambda text, _: print(text, end="", flush=True), args.tail
+            )
+            if not args.follow:
+                return
         try:
-            job = console.follow_job(self.jobs, args.job_id, lambda text: print(text, end="", flush=True))
+            job = console.follow_job(
+                self.jobs, args.job_id, lambda text: print(text, end="", flush=True), offset=offset
+            )
         except KeyboardInterrupt:
             return
         self._say(present.job_end_line(job))

@@ -261,8 +261,8 @@ def hold_starting_until_followed(svc: Services, monkeypatch: pytest.MonkeyPatch)
     gate = runner.starting_gate = threading.Event()
     logs = svc.jobs.logs
 
-    def read(job_id: str, offset: int = 0) -> Any:
-        chunk = logs(job_id, offset)
+    def read(job_id: str, offset: int = 0, **kwargs: Any) -> Any:
+        chunk = logs(job_id, offset, **kwargs)
         if chunk.state == JobState.STARTING:
             gate.set()
         return chunk
@@ -425,11 +425,13 @@ def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: Services) -
     real = svc.jobs.logs
 
     class Split:
-        def logs(self, job_id: str, offset: int = 0) -> Any:
-            chunk = real(job_id, offset)
+        log_page_max = svc.jobs.log_page_max
+
+        def logs(self, job_id: str, offset: int = 0, **kwargs: Any) -> Any:
+            chunk = real(job_id, offset, **kwargs)
             data = next(chunks, b"")
             return type(chunk)(
-                data, offset, offset + len(data), JobState.RUNNING if offset == 0 else chunk.state
+                data, offset, offset + len(data), JobState.RUNNING if offset == 0 else chunk.state, len(full)
             )
 
         def get(self, job_id: str) -> Job:

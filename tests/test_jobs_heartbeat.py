@@ -7,6 +7,8 @@ from elsewhere is recorded in the store, where the supervisor sees it.
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from eksray_jupyter.jobs.runner import LocalJobRunner
 from eksray_jupyter.jobs.service import JobService
 from eksray_jupyter.jobs.spec import resolve_job_spec
 from eksray_jupyter.jobs.store import JobStores
-from eksray_jupyter.jobs.supervisor import Interrupted, Supervisor
+from eksray_jupyter.jobs.supervisor import Interrupted, RayLog, Supervisor
 
 MEMORY = "tests.memory_backend.MemoryBackend"
 
@@ -116,14 +118,16 @@ def test_a_status_save_never_overwrites_a_stop_recorded_elsewhere(tmp_path: Path
 
 
 class FlakyLogs:
+    """Ray's log answer (``{"logs": ...}``), after ``failures`` failed tries."""
+
     def __init__(self, failures: int) -> None:
         self.failures = failures
 
-    def get_job_logs(self, submission_id: str) -> str:
+    def __call__(self, client: Any, submission_id: str) -> io.BytesIO:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("dashboard restarting")
-        return "all of it\n"
+        return io.BytesIO(json.dumps({"logs": "some\nall of it\n"}).encode())
 
 
 def test_the_final_log_read_is_retried(tmp_path: Path) -> None:
@@ -132,10 +136,16 @@ def test_the_final_log_read_is_retried(tmp_path: Path) -> None:
     stores = JobStores.from_config(jobs.config)
     supervisor = Supervisor(jobs.clusters, stores, stores.local, dict(record), tmp_path / "run")
     supervisor.stop_event.set()  # no waiting between tries in the test
-    assert supervisor.final_log(FlakyLogs(2), "train-abcde-1", "some\n") == "all of it\n"
-    assert supervisor.final_log(FlakyLogs(3), "train-abcde-1", "some\n") == "some\n"
+    ray_log = RayLog(supervisor.log)
+    ray_log.write(b"some\n")  # copied while the job ran
+    supervisor.open_ray_log = FlakyLogs(2)
+    supervisor.final_log(None, "train-abcde-1", ray_log)
+    assert ray_log.copied == len(b"some\nall of it\n") and ray_log.tail(1) == "all of it"
+    supervisor.open_ray_log = FlakyLogs(3)
+    supervisor.final_log(None, "train-abcde-1", ray_log)
     supervisor.log.flush()
-    log = jobs.stores.local.read_log("alice", "train-abcde")[0].decode()
+    log = jobs.stores.local.read_log("alice", "train-abcde").data.decode()
+    assert log.startswith("some\nall of it\n")  # what was copied before is not copied again
     assert "[eksray] could not read the end of the log: dashboard restarting" in log
 
 

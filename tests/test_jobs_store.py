@@ -26,7 +26,7 @@ from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.runner import JobRunner, LocalJobRunner
 from eksray_jupyter.jobs.service import JobService
-from eksray_jupyter.jobs.store import JobStore, JobStores, LocalJobStore, S3JobStore
+from eksray_jupyter.jobs.store import JobStore, JobStores, LocalJobStore, LogPage, S3JobStore
 from eksray_jupyter.jobs.supervisor import Supervisor
 
 from .waiting import wait_until
@@ -126,18 +126,28 @@ def test_records_logs_and_results(store: JobStore, tmp_path: Path) -> None:
     assert store.read("alice@example.org", "etl-abcde")["state"] == "running"
 
     owner, job_id = "alice@example.org", "etl-abcde"
-    assert store.read_log(owner, job_id) == (b"", 0)
+    assert store.read_log(owner, job_id) == LogPage(b"", 0, 0, 0)
     store.append_log(owner, job_id, b"line 1\n")
     store.append_log(owner, job_id, "line 2 \u2713\n".encode())
     store.append_log(owner, job_id, b"line 3\n")
-    whole, end = store.read_log(owner, job_id)
+    page = store.read_log(owner, job_id)
+    whole, end = page.data, page.next_offset
     assert whole.decode() == "line 1\nline 2 \u2713\nline 3\n"
-    assert end == len(whole)
-    assert store.read_log(owner, job_id, 7) == (whole[7:], end)  # from the middle
-    assert store.read_log(owner, job_id, 9) == (whole[9:], end)  # from inside a chunk
-    assert store.read_log(owner, job_id, end) == (b"", end)  # nothing new
+    assert end == len(whole) == page.size
+    assert store.read_log(owner, job_id, 7) == LogPage(whole[7:], 7, end, end)  # from the middle
+    assert store.read_log(owner, job_id, 9) == LogPage(whole[9:], 9, end, end)  # from inside a chunk
+    assert store.read_log(owner, job_id, 9, 3) == LogPage(whole[9:12], 9, 12, end)  # a page of 3 bytes
+    assert store.read_log(owner, job_id, 5, 0) == LogPage(b"", 5, 5, end)  # only the size
+    assert store.read_log(owner, job_id, end) == LogPage(b"", end, end, end)  # nothing new
+    # The tail: the last bytes, from a line start when there is one in them.
+    assert store.read_log(owner, job_id, tail=7) == LogPage(b"line 3\n", end - 7, end, end)
+    assert store.read_log(owner, job_id, tail=9) == LogPage(b"line 3\n", end - 7, end, end)
+    assert store.read_log(owner, job_id, tail=5) == LogPage(b"ne 3\n", end - 5, end, end)  # inside one line
+    assert store.read_log(owner, job_id, tail=1000).data == whole
+    assert store.read_log(owner, job_id, tail=0) == LogPage(b"", end, end, end)
+    assert b"".join(p.data for p in store.iter_log(owner, job_id, page=4)) == whole
     store.append_log(owner, job_id, b"line 4\n")
-    assert store.read_log(owner, job_id, end) == (b"line 4\n", end + 7)
+    assert store.read_log(owner, job_id, end) == LogPage(b"line 4\n", end, end + 7, end + 7)
     with pytest.raises(InvalidRequestError, match=f"past the end of the log \\({end + 7} bytes"):
         store.read_log(owner, job_id, end + 8)  # never skip what was not read
     with pytest.raises(InvalidRequestError):
@@ -159,7 +169,7 @@ def test_a_fresh_store_continues_an_s3_log(moto_url: str) -> None:
     one.append_log("o", "job-aaaaa", b"first\n")
     two = S3JobStore("continued", "", endpoint_url=moto_url)  # e.g. a restarted supervisor
     two.append_log("o", "job-aaaaa", b"second\n")
-    assert one.read_log("o", "job-aaaaa") == (b"first\nsecond\n", 13)
+    assert one.read_log("o", "job-aaaaa") == LogPage(b"first\nsecond\n", 0, 13, 13)
     keys = [
         o["Key"]
         for o in boto3.client("s3", endpoint_url=moto_url).list_objects_v2(Bucket="continued")["Contents"]
@@ -259,13 +269,13 @@ def test_record_survives_s3_failing_mid_run(moto_url: str, tmp_path: Path) -> No
     s3.delete_bucket(Bucket="vanishing")
     supervisor.say("the last words")
     assert not supervisor.log.flush()
-    supervisor.stores.local.append_log(service.owner, job.id, supervisor.log.take())
+    supervisor.log.drain_to(supervisor.stores.local)  # as run() does
     supervisor.save(JobState.SUCCEEDED)
     found = job_service(tmp_path, job_s3_endpoint_url=moto_url, job_s3_bucket="vanishing").get(job.id)
     assert found.state == JobState.SUCCEEDED
     assert "could not be saved to s3://vanishing/" in (found.reason or "")
     assert "does not exist" in (found.reason or "")
-    log = service.stores.local.read_log(service.owner, job.id)[0].decode()
+    log = service.stores.local.read_log(service.owner, job.id).data.decode()
     assert "the last words" in log
 
 
@@ -340,7 +350,7 @@ def test_a_log_split_by_an_s3_failure_is_read_whole(moto_url: str, tmp_path: Pat
     real_put, store._put = store._put, s3_down  # type: ignore[attr-defined]
     supervisor.say("the last words")
     assert not supervisor.log.flush()
-    service.stores.local.append_log(service.owner, job.id, supervisor.log.take())  # as run() does
+    supervisor.log.drain_to(service.stores.local)  # as run() does
     supervisor.save(JobState.SUCCEEDED)
     store._put = real_put  # type: ignore[attr-defined]
     whole = service.logs(job.id)

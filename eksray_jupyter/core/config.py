@@ -177,6 +177,12 @@ class EKSRay(LoggingConfigurable):
         help="How often the job push lists S3 job stores (one LIST, then GETs only of changed records).",
     ).tag(config=True)
 
+    job_log_page_max_bytes = Int(
+        1 << 20,
+        help="The most bytes of a job's log one read answers (GET /jobs/{id}/logs ?limit= and ?tail=; "
+        "a larger value is clamped to it). Clients read on by offset.",
+    ).tag(config=True)
+
     @validate("job_store")
     def _check_job_store(self, proposal: Any) -> str:
         if proposal["value"] not in ("local", "s3"):

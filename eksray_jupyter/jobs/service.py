@@ -1,4 +1,4 @@
-"""The job operations every face offers: submit, list, get, read logs, stop.
+"""The job operations every face offers: submit, list, get, read logs (by pages), stop.
 
 Each face builds one on its :class:`~eksray_jupyter.core.service.ClusterService` (through
 :class:`eksray_jupyter.services.Services`): the REST handlers (``server/jobs.py``), the
@@ -26,7 +26,7 @@ from ..core.errors import (
 from .models import Job, JobState, new_record, transition
 from .runner import JobRunner
 from .spec import new_job_id, resolve_job_spec
-from .store import JobStore, JobStores, ResultFile, check_id, check_log_offset
+from .store import LOG_PAGE_BYTES, JobStore, JobStores, LogPage, ResultFile, check_id, read_page
 
 if TYPE_CHECKING:
     from ..core.service import ClusterService
@@ -34,16 +34,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LogChunk:
-    """Part of a job's log: bytes ``[offset, next_offset)``, and the job's state when read."""
+    """A page of a job's log: bytes ``[offset, next_offset)``, the log's ``size`` and the job's
+    state, both as they were when read (the state first: an ended job's log is complete)."""
 
     data: bytes
     offset: int
     next_offset: int
     state: JobState
+    size: int = 0
 
     @property
     def text(self) -> str:
         return self.data.decode("utf-8", errors="replace")
+
+    @property
+    def complete(self) -> bool:
+        """The job has ended and this page reaches the end of its log: nothing more will come."""
+        return self.state.terminal and self.next_offset >= self.size
 
 
 def make_runner(clusters: ClusterService, stores: JobStores) -> JobRunner:
@@ -217,26 +224,61 @@ class JobService:
     def get(self, job_id: str) -> Job:
         return Job.from_record(self._find(job_id)[1])
 
-    def logs(self, job_id: str, offset: int = 0) -> LogChunk:
-        """The job's log from byte ``offset`` on (0: all of it)."""
+    @property
+    def log_page_max(self) -> int:
+        """The most bytes one read of a log answers (``c.EKSRay.job_log_page_max_bytes``)."""
+        return max(1, int(self.config.job_log_page_max_bytes))
+
+    def logs(
+        self, job_id: str, offset: int = 0, limit: int | None = None, tail: int | None = None
+    ) -> LogChunk:
+        """A page of the job's log: at most ``limit`` bytes from byte ``offset``, or with ``tail`` its
+        last ``tail`` bytes, from a line start where there is one in them.
+
+        ``limit`` defaults to :data:`~.store.LOG_PAGE_BYTES`; it and ``tail`` are clamped to
+        :attr:`log_page_max`. Read on from ``next_offset`` until it reaches ``size``; only the
+        page is read from the store, never the whole log.
+        """
         if offset < 0:
             raise InvalidRequestError("Invalid query", [FieldError("offset", "must be 0 or more")])
+        if tail is not None and tail < 0:
+            raise InvalidRequestError("Invalid query", [FieldError("tail", "must be 0 or more")])
+        limit = min(LOG_PAGE_BYTES if limit is None else max(0, limit), self.log_page_max)
+        if tail is not None:
+            tail = min(tail, self.log_page_max)
         found, record = self._find(job_id)
         state = JobState(record["state"])
         declared = self.stores.open(record.get("store") or {"type": "local"})
         if found is declared:
-            data, end = declared.read_log(self.owner, job_id, offset)
-            return LogChunk(data, offset, end, state)
-        # S3 failed while the job ran: its runner kept the record and the rest of the log on
-        # this machine (see the supervisor). The log is the S3 part, then the local part.
+            page = declared.read_log(self.owner, job_id, offset, limit, tail)
+        else:
+            page = self._split_log(declared, found, job_id, offset, limit, tail)
+        return LogChunk(page.data, page.offset, page.next_offset, state, page.size)
+
+    def _split_log(
+        self, declared: JobStore, local: JobStore, job_id: str, offset: int, limit: int, tail: int | None
+    ) -> LogPage:
+        """A page of a log split by an S3 failure while the job ran: its runner kept the record and
+        the rest of the log on this machine (see the supervisor). The log is the S3 part, then the
+        local part."""
         try:
-            head, _ = declared.read_log(self.owner, job_id, 0)
+            head = declared.read_log(self.owner, job_id, 0, 0).size
         except EKSRayError:
-            head = b""  # S3 still unreachable: what this machine has
-        tail, _ = found.read_log(self.owner, job_id, 0)
-        whole = head + tail
-        check_log_offset(offset, len(whole))
-        return LogChunk(whole[offset:], offset, len(whole), state)
+            head = 0  # S3 still unreachable: what this machine has
+        rest = local.read_log(self.owner, job_id, 0, 0).size
+
+        def read_range(start: int, end: int) -> bytes:
+            data = b""
+            if start < head:
+                data = declared.read_log(self.owner, job_id, start, min(end, head) - start).data
+                if start + len(data) < min(end, head):
+                    return data  # a short read: the next page goes on from there
+            if end > head:
+                begin = max(start, head) - head
+                data += local.read_log(self.owner, job_id, begin, end - head - begin).data
+            return data
+
+        return read_page(head + rest, read_range, offset, limit, tail)
 
     def open_result(self, job_id: str, path: str) -> ResultFile:
         """One result file (a path from the job's ``results``), open for reading in pieces."""

@@ -10,7 +10,8 @@ that started it. For each attempt (1 + ``backoffLimit``) it:
 2. submits the entrypoint with Ray's Jobs API (``JobSubmissionClient`` against the
    cluster's dashboard; ray is imported here only) with the working directory, pip
    packages and environment variables as Ray's runtime_env — state ``running``;
-3. follows the Ray job, appending its log to the store every ``LOG_FLUSH_S`` seconds,
+3. follows the Ray job, appending its log to the store every ``LOG_FLUSH_S`` seconds
+   (streamed from Ray's answer and appended in parts: the log is never held whole),
    and stops it on a stop request (SIGTERM or the run directory's ``stop`` file) or
    when ``activeDeadlineSeconds`` have passed since submission.
 
@@ -29,17 +30,22 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..core.errors import EKSRayError, NotFoundError
 from ..core.models import Phase
 from ..core.service import ClusterService
 from .models import JobState, log_read_interval, transition
+from .ray_log import copy_log
 from .runner import HEARTBEAT_S, STOP_WAIT_S
 from .spec import ATTEMPT_ENV, JOB_ID_ENV, JOB_LABEL, RESULTS_DIR_ENV
 from .store import JobStore, JobStores
@@ -47,6 +53,11 @@ from .store import JobStore, JobStores
 POLL_S = 1.0
 LOG_FLUSH_S = 2.0
 LOG_FLUSH_BYTES = 256 * 1024
+LOG_PART_BYTES = 8 << 20  # the most one append writes (one S3 object)
+LOG_MEMORY_BYTES = 8 << 20  # log not stored yet (the store fails) held in memory; the rest on disk
+LOG_RETRY_S = 10.0  # after the store failed, the next try of a flush (an explicit flush tries at once)
+RAY_LOG_TIMEOUT_S = 30.0
+TAIL_BYTES = 16 * 1024  # of a Ray job's log kept for a failure's reason (its last TAIL_LINES lines)
 CLUSTER_START_TIMEOUT_S = 900.0
 SUBMIT_RETRY_S = 90.0
 LOST_CONTACT_S = 60.0
@@ -77,47 +88,146 @@ class Fatal(Exception):
 
 
 class LogSink:
-    """The job's log in the store, written in batches (one S3 object per flush)."""
+    """The job's log in the store, written in batches (one S3 object per flush, at most
+    ``LOG_PART_BYTES``). What the store has not taken yet (it may fail for a while) is held in
+    memory up to ``LOG_MEMORY_BYTES`` and in a temporary file beyond that: a job printing
+    gigabytes while S3 is down does not fill the supervisor's memory."""
 
-    def __init__(self, store: JobStore, owner: str, job_id: str) -> None:
+    def __init__(self, store: JobStore, owner: str, job_id: str, spool_dir: Path | None = None) -> None:
         self.store, self.owner, self.job_id = store, owner, job_id
-        self._buffer: list[bytes] = []
-        self._size = 0
+        self.spool_dir = spool_dir
+        self._buffer = bytearray()  # the oldest bytes not stored yet
+        self._spool: BinaryIO | None = None  # the newer ones, once the buffer is full
+        self._spool_read = 0  # where the spool's bytes not stored yet start
+        self._spool_end = 0
         self._last_flush = time.monotonic()
+        self._retry_at = 0.0
 
-    def write(self, text: str) -> None:
-        if not text:
+    @property
+    def pending(self) -> int:
+        """Bytes written here that the store does not have yet."""
+        return len(self._buffer) + self._spool_end - self._spool_read
+
+    def write(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8", errors="replace")
+        if not data:
             return
-        data = text.encode("utf-8", errors="replace")
-        self._buffer.append(data)
-        self._size += len(data)
+        if self._spool is None and len(self._buffer) + len(data) <= LOG_MEMORY_BYTES:
+            self._buffer += data
+        else:
+            if self._spool is None:
+                self._spool = self._open_spool()
+            self._spool.seek(self._spool_end)
+            self._spool.write(data)
+            self._spool_end += len(data)
         self.tick()
 
+    def _open_spool(self) -> BinaryIO:
+        if self.spool_dir is not None:
+            with contextlib.suppress(OSError):
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                return tempfile.TemporaryFile(dir=self.spool_dir, prefix="log-pending-")
+        return tempfile.TemporaryFile(prefix="eksray-log-pending-")
+
     def tick(self) -> None:
-        """Flush if enough was written or enough time passed since the last flush."""
-        if self._buffer and (
-            self._size >= LOG_FLUSH_BYTES or time.monotonic() - self._last_flush >= LOG_FLUSH_S
+        """Flush if enough was written or enough time passed since the last flush (and, after the
+        store failed, not before ``LOG_RETRY_S``)."""
+        now = time.monotonic()
+        if (
+            self.pending
+            and now >= self._retry_at
+            and (self.pending >= LOG_FLUSH_BYTES or now - self._last_flush >= LOG_FLUSH_S)
         ):
             self.flush()
 
+    def _piece(self) -> bytes:
+        """The oldest bytes not stored yet, at most ``LOG_PART_BYTES``."""
+        if self._buffer:
+            return bytes(self._buffer[:LOG_PART_BYTES])
+        assert self._spool is not None
+        self._spool.seek(self._spool_read)
+        return self._spool.read(min(LOG_PART_BYTES, self._spool_end - self._spool_read))
+
+    def _stored(self, size: int) -> None:
+        if self._buffer:
+            del self._buffer[:size]
+            return
+        self._spool_read += size
+        if self._spool is not None and self._spool_read >= self._spool_end:
+            self._spool.close()
+            self._spool, self._spool_read, self._spool_end = None, 0, 0
+
     def flush(self) -> bool:
-        """Write what is buffered; keep it for the next try if the store fails."""
+        """Write what is pending, a part at a time; keep the rest for the next try if the store fails."""
         self._last_flush = time.monotonic()
-        if not self._buffer:
-            return True
-        data = b"".join(self._buffer)
-        try:
-            self.store.append_log(self.owner, self.job_id, data)
-        except EKSRayError as e:
-            print(f"eksray: could not save the log: {e}", file=sys.stderr, flush=True)
-            return False
-        self._buffer, self._size = [], 0
+        while self.pending:
+            piece = self._piece()
+            try:
+                self.store.append_log(self.owner, self.job_id, piece)
+            except EKSRayError as e:
+                print(f"eksray: could not save the log: {e}", file=sys.stderr, flush=True)
+                self._retry_at = time.monotonic() + LOG_RETRY_S
+                return False
+            self._stored(len(piece))
         return True
 
+    def drain_to(self, store: JobStore) -> None:
+        """Write what is pending to another store (this machine's, when S3 failed), a part at a time."""
+        while self.pending:
+            piece = self._piece()
+            store.append_log(self.owner, self.job_id, piece)
+            self._stored(len(piece))
+
     def take(self) -> bytes:
-        data = b"".join(self._buffer)
-        self._buffer, self._size = [], 0
-        return data
+        """Everything pending, at once, and forget it (small logs; :meth:`drain_to` writes in parts)."""
+        parts = []
+        while self.pending:
+            parts.append(self._piece())
+            self._stored(len(parts[-1]))
+        return b"".join(parts)
+
+
+class RayLog:
+    """How much of one attempt's Ray job log is in the sink, and its last bytes (for a failure's
+    reason): the log itself is never held."""
+
+    def __init__(self, sink: LogSink) -> None:
+        self.sink = sink
+        self.copied = 0
+        self.last = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.sink.write(data)
+        self.copied += len(data)
+        self.last += data
+        del self.last[: max(0, len(self.last) - TAIL_BYTES)]
+
+    def tail(self, lines: int) -> str:
+        text = bytes(self.last).decode("utf-8", errors="replace")
+        return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def open_ray_log(client: Any, submission_id: str, timeout: float = RAY_LOG_TIMEOUT_S) -> Any:
+    """Ray's answer to ``GET /api/jobs/{submission_id}/logs`` (``{"logs": ...}``), not read yet:
+    read it in pieces (:func:`.ray_log.copy_log`). Sent like the client's own requests (its
+    address, headers, cookies and TLS settings); ``JobSubmissionClient.get_job_logs`` would read
+    the whole log into memory."""
+    address = str(client._address).rstrip("/")
+    headers = {"Accept": "application/json", **(getattr(client, "_headers", None) or {})}
+    cookies = getattr(client, "_cookies", None) or {}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    context = getattr(client, "_ssl_context", None)
+    if context is False or getattr(client, "_verify", True) is False:
+        context = ssl._create_unverified_context()  # the client was told not to verify
+    elif not isinstance(context, ssl.SSLContext):
+        context = None
+    url = f"{address}/api/jobs/{urllib.parse.quote(submission_id, safe='')}/logs"
+    request = urllib.request.Request(url, headers=headers)
+    if not url.startswith("https:"):
+        context = None
+    return urllib.request.urlopen(request, timeout=timeout, context=context)
 
 
 class Supervisor:
@@ -137,7 +247,9 @@ class Supervisor:
         self.spec: dict[str, Any] = record["spec"]
         self.owner: str = record["owner"]
         self.job_id: str = record["id"]
-        self.log = LogSink(store, self.owner, self.job_id)
+        self.log = LogSink(store, self.owner, self.job_id, spool_dir=run_dir)
+        #: How the Ray job's log is opened (a test's fake dashboard replaces it).
+        self.open_ray_log = open_ray_log
         self.stop_event = threading.Event()
         deadline = self.spec.get("activeDeadlineSeconds")
         self.deadline = record["createdAt"] + deadline if deadline else None
@@ -210,17 +322,23 @@ class Supervisor:
             return None
         return current if current is not None and JobState(current["state"]).terminal else None
 
-    def final_log(self, client: Any, submission_id: str, seen: str) -> str:
-        """The Ray job's whole log once it has ended (retried: it is the last chance to read it)."""
+    def copy_ray_log(self, client: Any, submission_id: str, ray_log: RayLog) -> None:
+        """Append what the Ray job printed since the last copy: Ray answers the whole log each
+        time, so it is streamed and what was copied already is skipped, never held."""
+        with contextlib.closing(self.open_ray_log(client, submission_id)) as response:
+            copy_log(response, ray_log.copied, ray_log.write)
+
+    def final_log(self, client: Any, submission_id: str, ray_log: RayLog) -> None:
+        """Copy the rest of the Ray job's log once it has ended (retried: it is the last chance)."""
         for attempt in range(3):
             try:
-                return str(client.get_job_logs(submission_id))
+                self.copy_ray_log(client, submission_id, ray_log)
+                return
             except Exception as e:
                 if attempt == 2:
                     self.say(f"could not read the end of the log: {e}")
-                    return seen
+                    return
                 self.stop_event.wait(1.0)
-        return seen
 
     def pause(self, seconds: float) -> None:
         self.log.tick()
@@ -387,7 +505,7 @@ class Supervisor:
         self.submit(client, submission_id, attempt)
         entry["status"] = "PENDING"
         self.save(JobState.RUNNING)
-        seen = ""
+        ray_log = RayLog(self.log)
         last_contact = time.monotonic()
         interrupted: Interrupted | None = None
         stop_by = 0.0
@@ -398,23 +516,17 @@ class Supervisor:
             try:
                 info = client.get_job_info(submission_id)
                 status = str(getattr(info.status, "value", info.status))
-                every = log_read_interval(len(seen), POLL_S)
+                every = log_read_interval(ray_log.copied, POLL_S)
                 if status in RAY_TERMINAL:
-                    logs = self.final_log(client, submission_id, seen)
+                    self.final_log(client, submission_id, ray_log)
                 elif time.monotonic() - logs_read_at >= every:
-                    logs = client.get_job_logs(submission_id)
+                    self.copy_ray_log(client, submission_id, ray_log)
                     logs_read_at = time.monotonic()
-                else:
-                    logs = seen
                 last_contact = time.monotonic()
             except Exception as e:
                 if time.monotonic() - last_contact > LOST_CONTACT_S:
                     entry.update(status="UNKNOWN", message=str(e)[:2000], finishedAt=time.time())
                     raise AttemptFailed(f"lost contact with the Ray job on {self.cluster_name}: {e}") from e
-                logs = seen
-            if len(logs) > len(seen):
-                self.log.write(logs[len(seen) :])
-                seen = logs
             if entry["status"] != status:
                 entry["status"] = status
                 self.save()
@@ -446,7 +558,7 @@ class Supervisor:
         if status == "SUCCEEDED":
             return
         if exit_code is not None:
-            tail = "\n".join(seen.rstrip("\n").splitlines()[-TAIL_LINES:])
+            tail = ray_log.tail(TAIL_LINES)
             summary = f"the entrypoint exited with code {exit_code}"
             raise AttemptFailed(f"{summary}; the last lines of its log:\n{tail}", summary)
         raise AttemptFailed(f"the Ray job ended {status}: {entry['message'] or 'no message'}")
@@ -507,7 +619,7 @@ class Supervisor:
             self.say(f"deleting cluster {self.cluster_name}" + (f" in {ttl} s" if ttl else ""))
         if not self.log.flush() and self.store is not self.stores.local:
             # Keep the rest of the log with the local copy of the record.
-            self.stores.local.append_log(self.owner, self.job_id, self.log.take())
+            self.log.drain_to(self.stores.local)
         self.save(state, reason)
         try:
             self.delete_cluster()

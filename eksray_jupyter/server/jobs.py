@@ -3,9 +3,12 @@
 Same rules as :mod:`.handlers`: authenticated and authorized (resource ``eksray``), service
 calls on the extension's thread pool, domain errors mapped in :mod:`.errors` only.
 
-``GET /jobs/{id}/logs`` returns the log as text; ``?offset=N`` starts at byte N (the
-``X-Next-Offset`` header says where to continue), ``?follow=1`` streams it (chunked) until
-the job ends. ``GET /jobs/{id}/results/{path}`` downloads one of the job's result files.
+``GET /jobs/{id}/logs`` returns a page of the log as text: ``?offset=N`` starts at byte N and
+``?limit=L`` answers at most L bytes (default 256 KiB, clamped to ``c.EKSRay.job_log_page_max_bytes``),
+or ``?tail=T`` answers the last T bytes from a line start; the headers say where the page starts
+and where the next one does (``X-Log-Offset``, ``X-Next-Offset``), the log's size
+(``X-Log-Size``) and the job's state. ``?follow=1`` streams it (chunked, page by page) until the
+job ends. ``GET /jobs/{id}/results/{path}`` downloads one of the job's result files.
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ class JobsBaseHandler(EKSRayHandler):
         return self.services.jobs
 
     def int_query(self, name: str, default: int) -> int:
+        value = self.optional_int_query(name)
+        return default if value is None else value
+
+    def optional_int_query(self, name: str) -> int | None:
+        """A query argument that must be a whole number, 0 or more (400 saying so otherwise)."""
         raw = self.get_query_argument(name, None)
         if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            value = -1
+            return None
+        value = int(raw) if raw.isascii() and raw.isdigit() else -1
         if value < 0:
             raise InvalidRequestError(
-                "Invalid query", [FieldError(name, "must be a whole number, 0 or more")]
+                "Invalid query", [FieldError(name, f"must be a whole number, 0 or more (not {raw[:40]!r})")]
             )
         return value
 
@@ -103,20 +108,48 @@ class JobHandler(JobsBaseHandler):
 
 
 class JobLogsHandler(JobsBaseHandler):
+    """A page of the log (bounded: at most ``job_log_page_max_bytes``), or the log followed."""
+
+    def log_query(self) -> tuple[int, int | None, int | None, bool]:
+        """``offset``, ``limit``, ``tail`` and ``follow``, checked (400 naming what to fix)."""
+        offset = self.optional_int_query("offset")
+        limit = self.optional_int_query("limit")
+        tail = self.optional_int_query("tail")
+        follow = self.get_query_argument("follow", "0").lower()
+        if follow not in ("0", "1", "true", "false"):
+            raise InvalidRequestError(
+                "Invalid query", [FieldError("follow", "must be 1 or 0 (true or false)")]
+            )
+        if tail is not None and offset is not None:
+            raise InvalidRequestError(
+                "Invalid query",
+                [FieldError("tail", "give either offset (read on from there) or tail (the end), not both")],
+            )
+        if tail is not None and limit is not None:
+            raise InvalidRequestError(
+                "Invalid query",
+                [FieldError("limit", "tail already says how many bytes to answer; drop limit")],
+            )
+        return offset or 0, limit, tail, follow in ("1", "true")
+
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        offset = self.int_query("offset", 0)
-        follow = self.get_query_argument("follow", "0").lower() in ("1", "true", "yes")
-        chunk = await self.call(self.jobs.logs, job_id, offset)
+        offset, limit, tail, follow = self.log_query()
+        if follow and limit is None:
+            limit = self.jobs.log_page_max  # catch up in as few reads as allowed
+        chunk = await self.call(self.jobs.logs, job_id, offset, limit, tail)
         self.set_header("Content-Type", TEXT)
         self.set_header("X-Job-State", chunk.state.value)
-        self.set_header("X-Log-Offset", str(offset))
+        self.set_header("X-Log-Offset", str(chunk.offset))
         if not follow:
             self.set_header("X-Next-Offset", str(chunk.next_offset))
+            self.set_header("X-Log-Size", str(chunk.size))
+            self.set_header("X-Log-Complete", "true" if chunk.complete else "false")
             self.finish(chunk.data, set_content_type=TEXT)  # APIHandler.finish would say JSON
             return
-        # Streamed: the body grows while the job runs; the response ends when the job has.
+        # Streamed: the body grows while the job runs; the response ends when the job has. One page
+        # at a time, each written out before the next is read: a slow reader holds no more.
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # nginx (JupyterHub's proxy) must not buffer
         try:
@@ -124,10 +157,11 @@ class JobLogsHandler(JobsBaseHandler):
                 if chunk.data:
                     self.write(chunk.data)
                 await self.flush()
-                if chunk.state.terminal:
-                    break  # this read happened after the job ended: nothing more will come
-                await asyncio.sleep(FOLLOW_POLL_S)
-                chunk = await self.call(self.jobs.logs, job_id, chunk.next_offset)
+                if chunk.complete:
+                    break  # read after the job ended, to the end: nothing more will come
+                if chunk.next_offset >= chunk.size:
+                    await asyncio.sleep(FOLLOW_POLL_S)  # caught up: wait for more
+                chunk = await self.call(self.jobs.logs, job_id, chunk.next_offset, limit)
         except StreamClosedError:
             return  # the client went away
         self.finish(set_content_type=TEXT)

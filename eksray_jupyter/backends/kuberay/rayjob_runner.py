@@ -4,8 +4,8 @@ The KubeRay operator does the life cycle (creates the cluster from ``rayClusterS
 uses ``clusterSelector``, submits, enforces ``activeDeadlineSeconds``/``backoffLimit``,
 deletes the cluster after ``ttlSecondsAfterFinished``). The runner creates the RayJob, and a
 *follower* thread (one per job, started by the runner) mirrors its status into the job's
-record and copies the Ray job's log (read through the backend's dashboard access path) into
-the job's store; :meth:`KubeRayJobRunner.close` ends the runner's followers.
+record and copies the Ray job's log (read through the backend's dashboard access path, streamed
+and appended in pieces: never held whole) into the job's store; :meth:`KubeRayJobRunner.close` ends the runner's followers.
 
 Logs are persisted before the cluster is gone: the RayJob's ``ttlSecondsAfterFinished`` is
 the job's TTL plus :attr:`KubeRayJobRunner.log_grace_seconds`, so the operator keeps the
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -46,6 +47,7 @@ from ...core.errors import (
 )
 from ...core.ray_auth import dashboard_headers
 from ...jobs.models import Job, JobState, log_read_interval, transition
+from ...jobs.ray_log import copy_log
 from ...jobs.runner import JobRunner
 from ...jobs.store import JobStore, JobStores, S3JobStore
 from .names import parse_time
@@ -433,12 +435,19 @@ class KubeRayJobRunner(JobRunner):
             return
         size = int(record["kuberay"].get("logBytes") or 0)
         self._next_log_read[key] = time.monotonic() + log_read_interval(size, 0.0)
+
+        def append(data: bytes) -> None:  # a piece at a time, counted as it is stored
+            store.append_log(owner, record["id"], data)
+            record["kuberay"]["logBytes"] = int(record["kuberay"].get("logBytes") or 0) + len(data)
+
         tries = 3 if final else 1
         for i in range(tries):
             try:
-                text = self._read_log(owner, cluster, ray_id)
-                break
-            except EKSRayError as e:
+                # Ray answers the whole log each time: streamed, what was copied skipped, never held.
+                with contextlib.closing(self._open_log(owner, cluster, ray_id)) as response:
+                    copy_log(response, int(record["kuberay"].get("logBytes") or 0), append)
+                return
+            except (EKSRayError, OSError, ValueError, http.client.HTTPException) as e:  # (LogFormatError)
                 if i == tries - 1:
                     if final:
                         store.append_log(
@@ -446,11 +455,6 @@ class KubeRayJobRunner(JobRunner):
                         )
                     return
                 time.sleep(self.poll_seconds)
-        data = text.encode("utf-8")
-        sent = int(record["kuberay"].get("logBytes") or 0)
-        if len(data) > sent:
-            store.append_log(owner, record["id"], data[sent:])
-            record["kuberay"]["logBytes"] = len(data)
 
     def _record_results(self, store: JobStore, record: dict[str, Any]) -> None:
         """List the result files the head uploaded (S3 stores only)."""
@@ -471,9 +475,10 @@ class KubeRayJobRunner(JobRunner):
                 f"[eksray] saved {len(record['results'])} result file(s) to {where}results/\n".encode(),
             )
 
-    def _read_log(self, owner: str, cluster: str, ray_id: str) -> str:
-        """The Ray job's whole log, through the backend's dashboard access path (service or API
-        proxy), presenting the cluster's Ray token if it demands one."""
+    def _open_log(self, owner: str, cluster: str, ray_id: str) -> Any:
+        """Ray's answer with the Ray job's whole log (``{"logs": ...}``), not read yet (read it in
+        pieces: :func:`~eksray_jupyter.jobs.ray_log.copy_log`), through the backend's dashboard
+        access path (service or API proxy), presenting the cluster's Ray token if it demands one."""
         backend = self.backend
         base = backend.dashboard_address(owner, cluster)  # NotReadyError until the head is ready
         headers = {
@@ -484,13 +489,9 @@ class KubeRayJobRunner(JobRunner):
         url = f"{base.rstrip('/')}/{LOGS_PATH.format(job_id=ray_id)}"
         request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
         try:
-            with urllib.request.urlopen(
-                request, timeout=backend.request_timeout, context=ssl_context
-            ) as response:
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as e:
+            return urllib.request.urlopen(request, timeout=backend.request_timeout, context=ssl_context)
+        except (urllib.error.URLError, OSError) as e:
             raise BackendError(f"cannot read the log of Ray job {ray_id}: {e}") from e
-        return str(body.get("logs") or "")
 
     def _after_end(self, store: JobStore, record: dict[str, Any]) -> bool:
         """Delete the created cluster once the job's own TTL has passed; True when nothing is left to do."""

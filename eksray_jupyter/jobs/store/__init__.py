@@ -6,6 +6,9 @@ Every job lives under ``<root>/<owner>/<id>/``::
                       (S3: also copied to ``<root>/<owner>/_index/<id>.json``, which the list reads)
     log.txt           the complete log (local store), appended while the job runs
     logs/<offset>     the same log in S3: one object per flush, keyed by its byte offset
+
+Logs are read in pages (``JobStore.read_log``: an offset and at most ``limit`` bytes, or the
+tail), each read touching only that part of the log: a seek in a file, ranged GETs in S3.
     results/...       the result files, relative paths kept
 
 The local root is ``<EKSRay.state_dir>/jobs``; an S3 root is ``s3://<bucket>/<prefix>``.
@@ -24,13 +27,16 @@ from __future__ import annotations
 
 from .base import (
     ID_PATTERN,
+    LOG_PAGE_BYTES,
     JobStore,
+    LogPage,
     RecordListener,
     RecordListeners,
     ResultFile,
     check_id,
     check_log_offset,
     owner_key,
+    read_page,
 )
 from .local import LocalJobStore
 from .registry import JobStores
@@ -39,9 +45,11 @@ from .s3 import INDEX_DIR, S3JobStore
 __all__ = [
     "ID_PATTERN",
     "INDEX_DIR",
+    "LOG_PAGE_BYTES",
     "JobStore",
     "JobStores",
     "LocalJobStore",
+    "LogPage",
     "RecordListener",
     "RecordListeners",
     "ResultFile",
@@ -49,4 +57,5 @@ __all__ = [
     "check_id",
     "check_log_offset",
     "owner_key",
+    "read_page",
 ]

@@ -1,8 +1,9 @@
 """The contract every job store keeps (:class:`JobStore`), and what the stores share.
 
-Job ids and owners as path segments or keys (``check_id``, ``owner_key``), the check of a
-log offset, whether a stored record has ended, and :class:`RecordListeners`: who is told
-when a store writes a record.
+Job ids and owners as path segments or keys (``check_id``, ``owner_key``), log pages
+(:class:`LogPage`, :func:`read_page`: an offset plus at most ``limit`` bytes, or the tail),
+whether a stored record has ended, and :class:`RecordListeners`: who is told when a store
+writes a record.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,62 @@ def check_log_offset(offset: int, size: int) -> None:
         )
 
 
+#: Bytes of a log page when the reader names no limit.
+LOG_PAGE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Bytes ``[offset, next_offset)`` of a job's log, and the log's ``size`` when they were read.
+
+    A page may end before ``size`` (its limit, or a store's bound on the work of one read): read
+    on from ``next_offset`` until it reaches ``size``.
+    """
+
+    data: bytes
+    offset: int
+    next_offset: int
+    size: int
+
+
+def read_page(
+    size: int,
+    read_range: Callable[[int, int], bytes],
+    offset: int = 0,
+    limit: int = LOG_PAGE_BYTES,
+    tail: int | None = None,
+) -> LogPage:
+    """A page of a log of ``size`` bytes, whose bytes ``[a, b)`` ``read_range(a, b)`` reads (it may
+    return fewer, never bytes past ``b``): at most ``limit`` bytes from ``offset``; or with ``tail``,
+    its last ``tail`` bytes (``offset`` and ``limit`` unused), starting at a line start when one is in
+    them, else at a character start. Only the bytes of the page are read (and, for a tail, the one
+    before it, to know whether it starts a line).
+
+    InvalidRequestError for an offset past the end: a client must not skip what it never read.
+    """
+    if tail is None:
+        offset = max(0, offset)
+        check_log_offset(offset, size)
+        end = min(size, offset + max(0, limit))
+        data = read_range(offset, end) if end > offset else b""
+        return LogPage(data, offset, offset + len(data), size)
+    start = max(0, size - max(0, tail))
+    if start >= size:
+        return LogPage(b"", size, size, size)
+    before = start - 1 if start > 0 else start  # the byte before: does ``start`` begin a line?
+    data = read_range(before, size)
+    if start > 0:
+        if not data:
+            return LogPage(b"", start, start, size)
+        newline = data.find(b"\n", 0, len(data) - 1)  # a line that starts before the page's end
+        skip = newline + 1 if newline >= 0 else 1
+        if newline < 0:  # one long line: at least start at a character, not inside one
+            while skip < len(data) and skip < 4 and 0x80 <= data[skip] < 0xC0:
+                skip += 1
+        data, start = data[skip:], before + skip
+    return LogPage(data, start, start + len(data), size)
+
+
 def has_ended(stored: Any, owner: str) -> bool:
     """Whether a stored record (as read, maybe None or not a record) is of an ended job."""
     if not isinstance(stored, dict) or stored.get("owner") != owner:
@@ -136,12 +193,33 @@ class JobStore:
         """Append to the job's log (only its runner writes logs)."""
         raise NotImplementedError
 
-    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
-        """The log from byte ``offset`` to its current end, and that end.
+    def read_log(
+        self,
+        owner: str,
+        job_id: str,
+        offset: int = 0,
+        limit: int = LOG_PAGE_BYTES,
+        tail: int | None = None,
+    ) -> LogPage:
+        """A page of the log: at most ``limit`` bytes from byte ``offset``, or with ``tail`` its last
+        ``tail`` bytes from a line start (see :func:`read_page`). Reads only that part of the log,
+        never all of it; ``limit=0`` tells only its size.
 
         InvalidRequestError for an offset past the end: a client must not skip what it never read.
         """
         raise NotImplementedError
+
+    def iter_log(
+        self, owner: str, job_id: str, offset: int = 0, page: int = LOG_PAGE_BYTES
+    ) -> Iterator[LogPage]:
+        """The log from ``offset`` to its end as read now, page by page (never all of it at once)."""
+        while True:
+            current = self.read_log(owner, job_id, offset, page)
+            if current.data:
+                yield current
+            if not current.data or current.next_offset >= current.size:
+                return
+            offset = current.next_offset
 
     def put_result(self, owner: str, job_id: str, relpath: str, source: Path) -> None:
         raise NotImplementedError

@@ -13,7 +13,17 @@ from typing import Any
 
 from ...core.errors import ConflictError, NotFoundError
 from ...core.state_files import read_json, write_json_atomic
-from .base import JobStore, RecordListeners, ResultFile, check_id, check_log_offset, has_ended, owner_key
+from .base import (
+    LOG_PAGE_BYTES,
+    JobStore,
+    LogPage,
+    RecordListeners,
+    ResultFile,
+    check_id,
+    has_ended,
+    owner_key,
+    read_page,
+)
 
 
 class LocalJobStore(JobStore):
@@ -119,18 +129,25 @@ class LocalJobStore(JobStore):
         finally:
             os.close(fd)
 
-    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
-        offset = max(0, offset)
+    def read_log(
+        self,
+        owner: str,
+        job_id: str,
+        offset: int = 0,
+        limit: int = LOG_PAGE_BYTES,
+        tail: int | None = None,
+    ) -> LogPage:
         try:
-            with open(self._dir(owner, job_id) / "log.txt", "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                check_log_offset(offset, size)
-                f.seek(offset)
-                data = f.read()
-                return data, offset + len(data)
+            f = open(self._dir(owner, job_id) / "log.txt", "rb")  # noqa: SIM115 (closed below)
         except FileNotFoundError:
-            check_log_offset(offset, 0)
-            return b"", 0
+            return read_page(0, lambda a, b: b"", offset, limit, tail)
+        with f:
+
+            def read_range(start: int, end: int) -> bytes:
+                f.seek(start)
+                return f.read(end - start)
+
+            return read_page(os.fstat(f.fileno()).st_size, read_range, offset, limit, tail)
 
     def _result_path(self, owner: str, job_id: str, relpath: str) -> Path:
         base = (self._dir(owner, job_id) / "results").resolve()

@@ -5,8 +5,10 @@ boto3 is imported on first use: the server must start without it.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,15 @@ from typing import Any
 from ...core.errors import BackendError, ConflictError, NotFoundError
 from .base import (
     ID_RE,
+    LOG_PAGE_BYTES,
     JobStore,
+    LogPage,
     RecordListeners,
     ResultFile,
     check_id,
-    check_log_offset,
     has_ended,
     owner_key,
+    read_page,
 )
 
 #: The S3 owner folder's index of job records: never a job id (those start with a letter).
@@ -38,9 +42,17 @@ class S3JobStore(JobStore):
     """Jobs under ``s3://<bucket>/<prefix>/<owner>/<id>/`` (boto3, imported on first use).
 
     S3 objects cannot be appended to, so the log is a series of objects ``logs/<offset>``
-    (zero-padded byte offset of their first byte), one per flush of the runner; reading
-    from an offset lists them and fetches only the ones that reach past it.
+    (zero-padded byte offset of their first byte), one per flush of the runner: an append
+    never rewrites what is there. A page of the log (:meth:`read_log`) is ranged GETs
+    (``Range: bytes=a-b``) of the objects it overlaps, at most :attr:`LOG_GETS_PER_PAGE`; the
+    objects' offsets and sizes come from a LIST, and since they never change, this store
+    object remembers them and lists only the keys after the last one it knows.
     """
+
+    #: Ranged GETs one page of a log may take (a log of many small flushes: the page ends sooner).
+    LOG_GETS_PER_PAGE = 64
+    #: Jobs whose log objects a store object remembers (least recently read forgotten first).
+    LOG_INDEXES = 256
 
     def __init__(
         self,
@@ -59,6 +71,8 @@ class S3JobStore(JobStore):
         self._client_obj: Any = None
         self._lock = threading.Lock()
         self._log_ends: dict[tuple[str, str], int] = {}
+        # (owner, id) -> the log's objects known so far, (offset, size, key), contiguous from 0
+        self._log_parts: OrderedDict[tuple[str, str], list[tuple[int, int, str]]] = OrderedDict()
         self._listed: dict[str, tuple[tuple[str, str], dict[str, Any] | None]] = {}  # see list()
         self._indexed_owners: set[str] = set()
 
@@ -190,12 +204,16 @@ class S3JobStore(JobStore):
         except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
             raise self._fail(getattr(e, "__cause__", None) or e, doing) from e
 
-    def _list(self, prefix: str, doing: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+    def _list(
+        self, prefix: str, doing: str, delimiter: str | None = None, start_after: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if delimiter:
             kwargs["Delimiter"] = delimiter
+        if start_after:
+            kwargs["StartAfter"] = start_after
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for item in page.get("CommonPrefixes") or []:
@@ -312,21 +330,37 @@ class S3JobStore(JobStore):
     # --- logs -------------------------------------------------------------------------------
 
     def _chunks(self, owner: str, job_id: str) -> list[tuple[int, int, str]]:
-        """``(offset, size, key)`` of the log's objects, in order, up to the first gap."""
+        """``(offset, size, key)`` of the log's objects, in order, up to the first gap.
+
+        Objects are written once and never change: those known already are not listed again
+        (LIST from the last known key on). The list returned is shared: callers must not change it.
+        """
+        job = (owner, job_id)
         base = self._key(owner, job_id, "logs") + "/"
+        with self._lock:
+            known = self._log_parts.pop(job, [])
+        end = known[-1][0] + known[-1][1] if known else 0
         found = []
-        for item in self._list(base, "reading the job's log"):
+        for item in self._list(base, "reading the job's log", start_after=known[-1][2] if known else None):
             name = item.get("Key", "")[len(base) :]
             if name.isdigit():
                 found.append((int(name), int(item["Size"]), item["Key"]))
         found.sort()
-        chunks, end = [], 0
+        chunks = list(known)
         for start, size, key in found:
             if start != end:
                 break  # a chunk still being written by the runner; the rest comes next read
             chunks.append((start, size, key))
             end = start + size
+        with self._lock:
+            self._log_parts[job] = chunks
+            while len(self._log_parts) > self.LOG_INDEXES:
+                self._log_parts.popitem(last=False)
         return chunks
+
+    def _forget_chunks(self, owner: str, job_id: str) -> None:
+        with self._lock:
+            self._log_parts.pop((owner, job_id), None)
 
     def append_log(self, owner: str, job_id: str, data: bytes) -> None:
         if not data:
@@ -334,25 +368,50 @@ class S3JobStore(JobStore):
         key = (owner, job_id)
         end = self._log_ends.get(key)
         if end is None:
-            end = sum(size for _, size, _ in self._chunks(owner, job_id))
+            chunks = self._chunks(owner, job_id)
+            end = chunks[-1][0] + chunks[-1][1] if chunks else 0
         self._put(self._key(owner, job_id, "logs", f"{end:016d}"), data, "saving the job's log", "text/plain")
         self._log_ends[key] = end + len(data)
 
-    def read_log(self, owner: str, job_id: str, offset: int = 0) -> tuple[bytes, int]:
-        offset = max(0, offset)
+    def read_log(
+        self,
+        owner: str,
+        job_id: str,
+        offset: int = 0,
+        limit: int = LOG_PAGE_BYTES,
+        tail: int | None = None,
+    ) -> LogPage:
+        """A page of the log (see :meth:`JobStore.read_log`): one LIST of the log objects not
+        known yet, then a ranged GET of each object the page overlaps (at most
+        :attr:`LOG_GETS_PER_PAGE`; a tail over more objects starts at the last ones)."""
         chunks = self._chunks(owner, job_id)
-        check_log_offset(offset, chunks[-1][0] + chunks[-1][1] if chunks else 0)
-        parts = []
-        for start, size, key in chunks:
-            if start + size <= offset:
-                continue
-            skip = max(0, offset - start)
-            data = self._get(key, "reading the job's log", f"bytes={skip}-" if skip else None)
-            if data is None:
-                break
-            parts.append(data)
-        data = b"".join(parts)
-        return data, offset + len(data)
+        starts = [start for start, _, _ in chunks]
+        size = chunks[-1][0] + chunks[-1][1] if chunks else 0
+        if tail is not None and len(chunks) > self.LOG_GETS_PER_PAGE:
+            first = max(0, bisect.bisect_right(starts, size - tail) - 1)
+            if len(chunks) - first > self.LOG_GETS_PER_PAGE:
+                # (less one: a tail also reads the byte before it, maybe in the object before)
+                tail = size - chunks[1 - self.LOG_GETS_PER_PAGE][0]
+
+        def read_range(start: int, end: int) -> bytes:
+            parts: list[bytes] = []
+            i = bisect.bisect_right(starts, start) - 1
+            position = start
+            while position < end and i < len(chunks) and len(parts) < self.LOG_GETS_PER_PAGE:
+                first, length, key = chunks[i]
+                last = min(end, first + length) - 1
+                data = self._get(key, "reading the job's log", f"bytes={position - first}-{last - first}")
+                if data is None or len(data) != last - position + 1:  # changed meanwhile: list again
+                    self._forget_chunks(owner, job_id)
+                    if data:
+                        parts.append(data[: last - position + 1])
+                    break
+                parts.append(data)
+                position = last + 1
+                i += 1
+            return b"".join(parts)
+
+        return read_page(size, read_range, offset, limit, tail)
 
     # --- results ----------------------------------------------------------------------------
 
