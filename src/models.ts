@@ -92,9 +92,23 @@ export interface ICluster {
   readOnly: boolean;
 }
 
+/**
+ * In answers read from a backend cache that is not current (the kuberay backend's watch of
+ * the Kubernetes API is interrupted or re-listing), and only then.
+ */
+export interface ICacheStatus {
+  current: false;
+  /** ISO 8601: since when the cache may be behind. */
+  since: string;
+  /** Which watch is interrupted, and why. */
+  reason: string;
+}
+
 /** Body of `GET /eksray/api/clusters`. */
 export interface IClusterList {
   clusters: ICluster[];
+  /** Present only while the clusters come from a cache that is not current. */
+  cache?: ICacheStatus;
 }
 
 /** One worker group of a cluster spec (`schema/cluster.schema.json`). */

@@ -10,7 +10,15 @@ import pytest
 import yaml
 from tornado import web
 
-from eksray_jupyter.core.models import Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
+from eksray_jupyter.core.models import (
+    CacheStatus,
+    Cluster,
+    ClusterEvent,
+    Node,
+    Phase,
+    Severity,
+    WorkerGroupStatus,
+)
 from eksray_jupyter.server.handlers import handlers
 from eksray_jupyter.server.jobs import job_handlers
 from eksray_jupyter.server.proxy import proxy_handlers
@@ -59,6 +67,7 @@ def props(name: str) -> set[str]:
         ("WorkerGroup", WorkerGroupStatus("g", 1, 1, 1, 0, 2).to_dict()),
         ("Node", Node("i", "g", "worker", "alive").to_dict()),
         ("Event", ClusterEvent(0.0, "backend", Severity.INFO, "m", "i").to_dict()),
+        ("CacheStatus", CacheStatus(False, 0.0, "the watch of pods is interrupted").to_dict()),
     ],
 )
 def test_models_match_the_document(schema: str, instance: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from ..core.service import ClusterService
 from ..kernel import setup_kernel_provisioner
 from ..services import Services
 from . import handlers, jobs
+from .pools import WritePool
 from .proxy import proxy_handlers
 from .stream import StreamHub, stream_handlers
 
@@ -23,18 +24,30 @@ class EKSRayExtension(ExtensionApp):
 
     classes = [EKSRay]
 
-    backend_threads = Int(8, help="Threads for blocking backend calls.").tag(config=True)
+    backend_threads = Int(
+        8, help="Threads for blocking backend calls that read (lists, details, events, jobs, logs)."
+    ).tag(config=True)
+    backend_write_threads = Int(
+        8,
+        help="Threads for backend calls that change something (create, scale, delete; submitting and "
+        "stopping jobs), apart from the reads: a slow backend holds these, never the reads. A change "
+        "asked for while all are busy is refused at once (503, Retry-After).",
+    ).tag(config=True)
 
     def initialize_settings(self) -> None:
         # ray/kubernetes/boto3 are not imported here: backends import them on first use.
         config = EKSRay(parent=self, log=self.log)
         self.services = Services(ClusterService(config))
         self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
+        self.writes = WritePool(self.backend_write_threads)  # see server/pools.py
         self.hub = StreamHub(
             self.services, lambda name: handlers.dashboard_path(self.serverapp.base_url, name)
         )
         self.settings.update(
-            eksray_services=self.services, eksray_executor=self.executor, eksray_stream_hub=self.hub
+            eksray_services=self.services,
+            eksray_executor=self.executor,
+            eksray_writes=self.writes,
+            eksray_stream_hub=self.hub,
         )
         self.log.info("eksray: %s backend for user %s", self.services.clusters.backend.name, config.owner)
         setup_kernel_provisioner(self.serverapp, self.services.clusters)
@@ -50,3 +63,4 @@ class EKSRayExtension(ExtensionApp):
         self.hub.close()
         self.services.close()  # followers release their RayJob leases; watches stop
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.writes.shutdown()

@@ -1,8 +1,8 @@
 """REST handlers: thin translations between HTTP and the core.
 
-Each handler parses the request, calls the backend on the thread pool (backend calls
-may block; the event loop must not), and serialises the result. Errors are mapped in
-:mod:`.errors` only. Every handler requires an authenticated, authorized user; the
+Each handler parses the request, calls the backend on a thread pool (backend calls
+may block; the event loop must not): reads on the read pool, changes on the write pool
+(:mod:`.pools`), and serialises the result. Errors are mapped in :mod:`.errors` only. Every handler requires an authenticated, authorized user; the
 clusters it acts on are those of the configured owner.
 """
 
@@ -19,17 +19,20 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from ..core.errors import FieldError, InvalidRequestError
-from ..core.models import Cluster
+from ..core.errors import BusyError, FieldError, InvalidRequestError
+from ..core.models import CacheStatus, Cluster
 from ..core.service import ClusterService
 from ..core.spec import non_finite_errors
 from ..services import Services
 from .errors import error_body, http_status
+from .pools import WritePool
 
 T = TypeVar("T")
 
 AUTH_RESOURCE = "eksray"
 NAME = r"(?P<name>[^/]+)"
+#: On answers read from a backend cache that is not current: since when (ISO 8601).
+STALE_HEADER = "X-Cache-Stale-Since"
 
 
 def dashboard_path(base_url: str, name: str) -> str:
@@ -68,9 +71,23 @@ class EKSRayHandler(APIHandler):
         return self.services.clusters
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) backend call on the extension's thread pool."""
+        """Run a (blocking) backend call that reads on the extension's read pool."""
         executor: Executor = self.settings["eksray_executor"]
         return await IOLoop.current().run_in_executor(executor, fn, *args)
+
+    async def call_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a backend call that changes something on the write pool (503 while it is full)."""
+        writes: WritePool = self.settings["eksray_writes"]
+        return await writes.run(fn, *args)
+
+    def read_with_cache_status(self, fn: Callable[..., T], *args: Any) -> Callable[[], tuple[T, CacheStatus]]:
+        """``fn(*args)`` and then whether the backend's cache it read is current (for :meth:`call`)."""
+        return lambda: (fn(*args), self.service.backend.cache_status(self.service.owner))
+
+    def mark_stale(self, cache: CacheStatus) -> None:
+        """Say in the answer's headers that it was read from a cache that is not current."""
+        if not cache.current:
+            self.set_header(STALE_HEADER, cache.to_dict()["since"] or "")
 
     def json_body(self) -> Any:
         limit = self.service.config.max_request_bytes
@@ -108,6 +125,8 @@ class EKSRayHandler(APIHandler):
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         exc_info = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
+        if isinstance(error, BusyError):
+            self.set_header("Retry-After", "1")
         if isinstance(error, web.HTTPError) and not hasattr(error, "eksray"):
             return super().write_error(status_code, **kwargs)
         self.set_header("Content-Type", "application/json")
@@ -137,13 +156,17 @@ class ClustersHandler(EKSRayHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        clusters = await self.call(self.service.list)
-        self.write_json({"clusters": [self.cluster_json(c) for c in clusters]})
+        clusters, cache = await self.call(self.read_with_cache_status(self.service.list))
+        body: dict[str, Any] = {"clusters": [self.cluster_json(c) for c in clusters]}
+        if not cache.current:
+            body["cache"] = cache.to_dict()
+        self.mark_stale(cache)
+        self.write_json(body)
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        cluster = await self.call(self.service.create, self.json_body())
+        cluster = await self.call_write(self.service.create, self.json_body())
         self.set_header("Location", url_path_join(self.base_url, "eksray/api/clusters", cluster.name))
         self.write_json(self.cluster_json(cluster), status=201)
 
@@ -152,19 +175,20 @@ class ClusterHandler(EKSRayHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        cluster = await self.call(self.service.get, name)
+        cluster, cache = await self.call(self.read_with_cache_status(self.service.get, name))
+        self.mark_stale(cache)
         self.write_json(self.cluster_json(cluster))
 
     @web.authenticated
     @authorized
     async def patch(self, name: str) -> None:
-        cluster = await self.call(self.service.scale, name, self.json_body())
+        cluster = await self.call_write(self.service.scale, name, self.json_body())
         self.write_json(self.cluster_json(cluster))
 
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        await self.call(self.service.delete, name)
+        await self.call_write(self.service.delete, name)
         self.set_status(204)
         self.finish()
 
@@ -183,7 +207,8 @@ class ClusterEventsHandler(EKSRayHandler):
                     "Invalid query",
                     [FieldError("since", "must be a timestamp in seconds, e.g. 1767225600.5")],
                 ) from None
-        events = await self.call(self.service.events, name, since)
+        events, cache = await self.call(self.read_with_cache_status(self.service.events, name, since))
+        self.mark_stale(cache)
         self.write_json({"events": [e.to_dict() for e in events]})
 
 

@@ -1,7 +1,8 @@
 """REST handlers for jobs: thin translations between HTTP and :class:`~eksray_jupyter.jobs.service.JobService`.
 
 Same rules as :mod:`.handlers`: authenticated and authorized (resource ``eksray``), service
-calls on the extension's thread pool, domain errors mapped in :mod:`.errors` only.
+calls on the extension's thread pools (submit and stop on the write pool), domain errors
+mapped in :mod:`.errors` only.
 
 ``GET /jobs/{id}/logs`` returns a page of the log as text: ``?offset=N`` starts at byte N and
 ``?limit=L`` answers at most L bytes (default 256 KiB, clamped to ``c.EKSRay.job_log_page_max_bytes``),
@@ -79,7 +80,7 @@ class JobsHandler(JobsBaseHandler):
     async def post(self) -> None:
         # A relative workingDir is relative to the directory the file browser shows.
         root = self.settings.get("server_root_dir")  # may start with '~'; the spec expands it
-        job = await self.call(self.jobs.submit, self.json_body(), root)
+        job = await self.call_write(self.jobs.submit, self.json_body(), root)
         self.set_header("Location", url_path_join(self.base_url, "eksray/api/jobs", job.id))
         self.write_json(job.to_dict(), status=201)
 
@@ -97,9 +98,10 @@ class JobHandler(JobsBaseHandler):
         """Stop the job: 200 once it is stopped (or had ended), 202 while it is still stopping.
 
         The stop request itself is quick; the wait for its effect happens here, on the event loop,
-        so a pool worker is only taken for each short read (the pool serves every REST call).
+        so a pool worker is only taken for the stop and each short read (the pools serve every
+        REST call).
         """
-        job = await self.call(self.jobs.stop, job_id, 0.0)
+        job = await self.call_write(self.jobs.stop, job_id, 0.0)
         deadline = time.monotonic() + STOP_WAIT_S
         while not job.terminal and time.monotonic() < deadline:
             await asyncio.sleep(STOP_POLL_S)

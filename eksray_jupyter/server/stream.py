@@ -5,7 +5,8 @@ event of the server to every subscriber and validates each against a schema; the
 needs a snapshot on connect, per-owner filtering and small JSON deltas, and the CLI or
 tests can read it with any websocket client. The protocol (server -> client, JSON):
 
-    {"type": "snapshot", "clusters": [Cluster, ...]}         first, on connect
+    {"type": "snapshot", "clusters": [Cluster, ...]}         first, on connect ("cache" too
+                                                              when not current, as in GET /clusters)
     {"type": "cluster", "cluster": Cluster}                   a cluster changed
     {"type": "deleted", "name": "..."}                        a cluster is gone
     {"type": "event", "name": "...", "event": Event}          a new cluster event
@@ -193,11 +194,17 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
         # Subscribe first, then snapshot: a change racing the snapshot arrives after it.
         self.hub.add(self)
         service = self.hub.service
-        clusters = await asyncio.get_running_loop().run_in_executor(
-            self.settings["eksray_executor"], service.list
+        clusters, cache = await asyncio.get_running_loop().run_in_executor(
+            self.settings["eksray_executor"],
+            lambda: (service.list(), service.backend.cache_status(service.owner)),
         )
-        snapshot = [c.to_dict(dashboard_url=self.hub.dashboard_url(c.name)) for c in clusters]
-        self.send(json.dumps({"type": "snapshot", "clusters": snapshot}))
+        snapshot: dict[str, Any] = {
+            "type": "snapshot",
+            "clusters": [c.to_dict(dashboard_url=self.hub.dashboard_url(c.name)) for c in clusters],
+        }
+        if not cache.current:
+            snapshot["cache"] = cache.to_dict()
+        self.send(json.dumps(snapshot))
         # Then the jobs (queued to the loop in order with the job changes; see StreamHub.send_jobs).
         try:
             await asyncio.get_running_loop().run_in_executor(
