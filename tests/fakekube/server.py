@@ -25,7 +25,7 @@ import tornado.web
 import yaml
 
 from .errors import ApiError
-from .faults import ErrorRule, Faults
+from .faults import ErrorRule, Faults, Hold
 from .handler import ApiHandler
 from .listener import Listener
 from .operator import OperatorConfig, RayOperator
@@ -147,6 +147,8 @@ class FakeKubeServer:
     async def stop_async(self) -> None:
         assert self._listener is not None
         self._listener.cancel_reopen()
+        for hold in self.faults.holds:  # held requests end with the server
+            hold.released.set()
         self.operator.stop()
         self.watches.close_all(abrupt=False)
         await asyncio.sleep(0)
@@ -397,6 +399,25 @@ class FakeKubeServer:
         ``code`` Status."""
         self.faults.errors.append(ErrorRule(code, count, method, path, message, retry_after))
 
+    def hold(self, method: str | None = None, path: str | None = None) -> Hold:
+        """Leave the API requests matching ``method``/``path`` (regex) unanswered until
+        :meth:`release`; ``hold.waiting`` counts those held now."""
+        hold = Hold(method, path)
+        self.faults.holds.append(hold)
+        return hold
+
+    def release(self, hold: Hold | None = None) -> None:
+        """Answer the requests ``hold`` (default: every hold) keeps, and hold no more."""
+        holds = [hold] if hold is not None else list(self.faults.holds)
+
+        def run() -> None:
+            for h in holds:
+                if h in self.faults.holds:
+                    self.faults.holds.remove(h)
+                h.released.set()
+
+        self.call(run)
+
     def drop_watches(self, graceful: bool = False) -> int:
         """Close every open watch stream (abruptly unless ``graceful``); returns how many."""
         return self.call(self.watches.close_all, not graceful)
@@ -443,5 +464,6 @@ class FakeKubeServer:
         self.faults.latency = 0.0
         self.faults.force_410 = 0
         self.faults.errors.clear()
+        self.release()
         if self.faults.api_down():
             self.api_up()
