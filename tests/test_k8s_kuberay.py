@@ -795,8 +795,15 @@ def test_a_network_policy_that_cannot_be_made_leaves_no_cluster(
         backend.create_cluster(alice.owner, cpu_spec("held", replicas=0))
     _, crs = admin(k8s_plane)
     assert not crs.list_namespaced_custom_object("ray.io", "v1", alice.namespace, "rayclusters")["items"]
-    assert backend.list_clusters(alice.owner) == []
-    # Without a NetworkPolicy of ours the cluster is made as before.
+    wait_until(lambda: backend.list_clusters(alice.owner) == [], "the watch saw it go", timeout=TIMEOUT)
+    # Without a NetworkPolicy of ours the cluster is made as before (once a token Secret the
+    # operator may have made for the rolled-back cluster is collected: see the test above).
+    core, _ = admin(k8s_plane)
+    wait_until(
+        lambda: _not_found(lambda: core.read_namespaced_secret("held", alice.namespace)),
+        "no Secret left",
+        timeout=TIMEOUT,
+    )
     plain = make_backend(alice, network_policy=False)
     plain.create_cluster(alice.owner, cpu_spec("held", replicas=0))
     assert [c.name for c in plain.list_clusters(alice.owner)] == ["held"]

@@ -945,3 +945,185 @@ def test_the_watch_backs_off_while_down_and_starts_over_once_it_was_back() -> No
     # Backing off while down; after the list answered, the broken watch is retried at once again.
     assert waits[:4] == [0.1, 0.2, 0.4, 0.8]
     assert waits[4] == 0.1, waits
+
+
+# --- Ray's token and the NetworkPolicy (what the real control plane cannot be driven into) ------
+
+
+def test_token_auth_is_in_every_manifest_and_needs_ray_2_52() -> None:
+    body = KubeRayBackend().manifest("alice", spec_of({"name": "demo"}))
+    assert body["spec"]["authOptions"] == {"mode": "token"}
+    with pytest.raises(InvalidRequestError) as info:
+        KubeRayBackend().manifest("alice", spec_of({"name": "old", "rayVersion": "2.51.1"}))
+    assert [e.path for e in info.value.errors] == ["rayVersion"] and "2.52.0" in str(info.value)
+    with pytest.raises(InvalidRequestError):
+        KubeRayBackend(ray_version="2.41.0").manifest("alice", spec_of({"name": "old"}))
+    plain = KubeRayBackend(ray_token_auth=False).manifest(
+        "alice", spec_of({"name": "old", "rayVersion": "2.41.0"})
+    )
+    assert "authOptions" not in plain["spec"]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "secret"),
+    [
+        ("demo", "demo"),
+        ("a" * 53, "a" * 50),
+        ("x" * 3 + "-" + "y" * 49, "r" + "y" * 49),  # KubeRay's CheckName: the end, no leading '-'
+        ("job-" + "0" * 49, "r" + "0" * 49),  # nor a leading digit
+    ],
+)
+def test_the_token_secret_is_named_as_kuberay_names_it(cluster: str, secret: str) -> None:
+    from eksray_jupyter.backends.kuberay.names import auth_secret_name
+
+    assert auth_secret_name(cluster) == secret
+
+
+def test_the_token_file_waits_for_the_secret_is_cached_and_goes_with_the_cluster(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer, tmp_path: Path
+) -> None:
+    import base64
+
+    backend = make_backend(state_dir=str(tmp_path / "state"))
+    fakekube.configure_operator(enabled=False)  # an operator that has not acted yet
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    with pytest.raises(NotReadyError, match="does not exist yet"):
+        backend.ray_auth_token_file("alice", "demo")
+    fakekube.configure_operator(enabled=True)
+    secret = wait_until(lambda: fakekube.get("secrets", ALICE_NS, "demo"), what="the token Secret")
+    token = base64.b64decode(secret["data"]["auth_token"]).decode()
+
+    reads: list[str] = []
+    get_secret = backend.api.get_secret
+    backend.api.get_secret = lambda ns, name: reads.append(name) or get_secret(ns, name)  # type: ignore[method-assign]
+    path = backend.ray_auth_token_file("alice", "demo")
+    assert path == tmp_path / "state" / "kuberay" / "ray-tokens" / ALICE_NS / "demo"
+    assert path.read_text() == token and path.stat().st_mode & 0o777 == 0o600
+    for _ in range(20):  # what the dashboard proxy does on every request
+        assert backend.ray_auth_token_file("alice", "demo") == path
+    assert reads == ["demo"], "one Secret read, then the known token"
+
+    # A re-created cluster of that name is another incarnation: its token is read and written anew.
+    backend.delete_cluster("alice", "demo")
+    assert not path.exists()
+    wait_until(lambda: fakekube.get("secrets", ALICE_NS, "demo") is None, what="the old Secret collected")
+    wait_until(lambda: backend.list_clusters("alice") == [], what="the old cluster gone")
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    fresh = wait_until(lambda: fakekube.get("secrets", ALICE_NS, "demo"), what="the new Secret")
+    assert backend.ray_auth_token_file("alice", "demo") == path
+    assert path.read_text() == base64.b64decode(fresh["data"]["auth_token"]).decode() != token
+
+
+def test_a_cluster_made_without_token_auth_needs_no_token(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer, tmp_path: Path
+) -> None:
+    old = make_backend(ray_token_auth=False, state_dir=str(tmp_path / "state"))
+    old.create_cluster("alice", spec_of({**CPU_SPEC, "rayVersion": "2.41.0"}))
+    ready(old, "alice", "demo")
+    assert fakekube.get("secrets", ALICE_NS, "demo") is None
+    # Turned on later: the cluster made before keeps working without a token; a file left from
+    # an earlier cluster of that name is removed.
+    now = make_backend(state_dir=str(tmp_path / "state"))
+    stale = now.ray_tokens.path(ALICE_NS, "demo")
+    stale.parent.mkdir(parents=True)
+    stale.write_text("stale")
+    assert now.ray_auth_token_file("alice", "demo") is None
+    assert not stale.exists()
+    assert now.ray_auth_token("alice", "demo") is None
+    assert now.dashboard_address("alice", "demo")
+
+
+def test_autoscaler_events_present_the_clusters_token(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer
+) -> None:
+    import base64
+
+    seen: list[str | None] = []
+
+    class Handler(JSONHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("X-Ray-Authorization"))
+            self.send_json({"result": True, "msg": "", "data": {"result": {"total": 0, "result": []}}})
+
+    stub = StubServer(Handler)
+    try:
+        backend = make_backend(dashboard_access="apiserver-proxy")
+        backend.create_cluster("alice", spec_of(CPU_SPEC))
+        ready(backend, "alice", "demo")
+        fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", stub.url, port="dashboard")
+        backend.cluster_events("alice", "demo")
+        token = base64.b64decode(fakekube.get("secrets", ALICE_NS, "demo")["data"]["auth_token"]).decode()
+        assert seen == [f"Bearer {token}"]
+    finally:
+        stub.close()
+
+
+def test_a_network_policy_that_fails_rolls_the_cluster_back(
+    backend: KubeRayBackend, fakekube: FakeKubeServer
+) -> None:
+    from eksray_jupyter.core.errors import BackendError
+
+    fakekube.inject_error(500, method="POST", path="/networkpolicies$")
+    with pytest.raises(BackendError, match="'demo' was not created: its NetworkPolicy could not be made"):
+        backend.create_cluster("alice", spec_of(CPU_SPEC))
+    assert fakekube.get("rayclusters", ALICE_NS, "demo") is None
+    wait_until(lambda: backend.list_clusters("alice") == [], what="the watch saw it go")
+
+    # When the roll-back fails too, the error says what is left and how to remove it.
+    fakekube.inject_error(500, method="POST", path="/networkpolicies$")
+    fakekube.inject_error(500, method="DELETE", path="/rayclusters/demo$")
+    with pytest.raises(BackendError, match="delete it yourself"):
+        backend.create_cluster("alice", spec_of(CPU_SPEC))
+    assert fakekube.get("rayclusters", ALICE_NS, "demo") is not None
+
+
+def test_a_left_over_network_policy_of_the_owner_is_replaced(
+    backend: KubeRayBackend, fakekube: FakeKubeServer
+) -> None:
+    """One left from an earlier cluster of that name the garbage collector has not removed yet."""
+    backend.create_cluster("alice", spec_of({"name": "first"}))  # makes the namespace
+    earlier = {
+        "metadata": {
+            "name": "demo-eksray",
+            "labels": {"eksray.io/managed-by": "eksray-jupyter", "eksray.io/owner": "alice"},
+            "ownerReferences": [
+                {"apiVersion": "ray.io/v1", "kind": "RayCluster", "name": "demo", "uid": "gone"}
+            ],
+        },
+        "spec": {"podSelector": {"matchLabels": {"ray.io/cluster": "demo"}}},
+    }
+    fakekube.create("networking.k8s.io/networkpolicies", ALICE_NS, earlier)
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    policy = fakekube.get("networking.k8s.io/networkpolicies", ALICE_NS, "demo-eksray")
+    assert policy is not None
+    uid = cr(fakekube, "demo")["metadata"]["uid"]
+    assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == [uid]
+    assert len(policy["spec"]["ingress"]) == 2
+
+
+def test_network_policy_settings_shape_the_policy(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    backend = make_backend(
+        credentials="kubeconfig",
+        jupyter_pod_selector={"app": "notebook"},
+        operator_peer={},
+        network_policy_ingress_from=[{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+    )
+    monkeypatch.setattr(backend, "_in_cluster", lambda: True)
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    policy = fakekube.get("networking.k8s.io/networkpolicies", ALICE_NS, "demo-eksray")
+    assert policy is not None
+    (rule,) = policy["spec"]["ingress"]  # no operator rule
+    assert rule["from"][2:] == [
+        {"podSelector": {"matchLabels": {"app": "notebook"}}, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}},
+        {"ipBlock": {"cidr": "10.0.0.0/24"}},
+    ]  # fmt: skip
+    off = make_backend(network_policy=False)
+    off.create_cluster("alice", spec_of({**CPU_SPEC, "name": "open"}))
+    assert fakekube.get("networking.k8s.io/networkpolicies", ALICE_NS, "open-eksray") is None
+    with pytest.raises(Exception, match="unknown keys"):
+        KubeRayBackend(network_policy_ingress_from=[{"pods": {}}])
+    with pytest.raises(Exception, match="ipBlock cannot be combined"):
+        KubeRayBackend(operator_peer={"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}})

@@ -282,7 +282,7 @@ class KubeRayBackend(ClusterBackend):
         "pod of jupyter_namespace_selector; None: no such peer.",
     ).tag(config=True)
     jupyter_namespace_selector = Dict(
-        None,
+        default_value=None,
         allow_none=True,
         help="Labels of the namespaces of those pods. Default (None): the server's own namespace when it "
         "runs in a pod, otherwise every namespace. {}: every namespace.",
