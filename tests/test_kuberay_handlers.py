@@ -132,3 +132,50 @@ async def test_stream_pushes_kuberay_changes(
         assert message["cluster"]["owner"] == "alice"
     finally:
         ws.close()
+
+
+async def test_the_dashboard_proxy_and_kernels_get_the_clusters_ray_token(
+    jp_fetch: Any, fakekube: FakeKubeServer, service: Any, state_dir: Path
+) -> None:
+    """Through eksray's dashboard proxy and the API server's service proxy, the dashboard sees
+    the cluster's own token (never one a client sent); a kernel gets the path of its file."""
+    import base64
+
+    from tests.stub_http import JSONHandler, StubServer
+
+    seen: dict[str, str | None] = {}
+
+    class Dashboard(JSONHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/api/version"):
+                seen["token"] = self.headers.get("X-Ray-Authorization")
+            self.send_json({"ray_version": "2.60.0"})
+
+    stub = StubServer(Dashboard)
+    try:
+        await call(jp_fetch, "clusters", method="POST", body={"name": "demo", "profile": "cpu-small"})
+
+        async def is_ready() -> Any:
+            return (await call(jp_fetch, "clusters", "demo"))["phase"] == "ready"
+
+        await eventually(is_ready)
+        fakekube.set_proxy_upstream(NS, "demo-head-svc", stub.url, port="dashboard")
+        response = await jp_fetch(
+            "eksray", "clusters", "demo", "dashboard", "api", "version",
+            headers={"X-Ray-Authorization": "Bearer forged-by-the-client"},
+        )  # fmt: skip
+        secret = fakekube.get("secrets", NS, "demo")
+        token = base64.b64decode(secret["data"]["auth_token"]).decode()
+        assert seen["token"] == f"Bearer {token}"
+        assert token not in response.body.decode() and token not in json.dumps(dict(response.headers))
+
+        connection = await asyncio.get_running_loop().run_in_executor(None, service.connection, "demo")
+        path = Path(connection.env["RAY_AUTH_TOKEN_PATH"])
+        assert connection.env["RAY_AUTH_MODE"] == "token" and path.is_relative_to(state_dir)
+        content, mode = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: (path.read_text(), path.stat().st_mode & 0o777)
+        )
+        assert content == token and mode == 0o600
+        assert token not in json.dumps(connection.driver_env())
+    finally:
+        stub.close()
