@@ -266,6 +266,11 @@ class KubeRayBackend(ClusterBackend):
         "the owner's kernels, jobs and dashboard proxy. Needs KubeRay >= 1.5 (older operators ignore it), "
         "Ray >= 2.52 and 'get' on secrets (docs/kuberay.md). Clusters made before keep running without.",
     ).tag(config=True)
+    ray_token_wait_seconds = Float(
+        10.0,
+        help="How long a request for a new cluster's Ray token (e.g. making it the active cluster right "
+        "after creating it) waits for the KubeRay operator to make the token Secret; then it is 'not ready'.",
+    ).tag(config=True)
     network_policy = Bool(
         True,
         help="Create a networking.k8s.io/v1 NetworkPolicy with each cluster (deleted with it): its pods "
@@ -347,7 +352,7 @@ class KubeRayBackend(ClusterBackend):
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
         self._skipped: set[tuple[str, str, str]] = set()
         self.autoscaler_events = DashboardEvents(self)
-        self.ray_tokens = RayTokens(lambda: self.api, self._token_root)
+        self.ray_tokens = RayTokens(lambda: self.api, self._token_root, lambda: self.ray_token_wait_seconds)
         self._observer = Observer(self)
         self._closed = False
 

@@ -14,6 +14,9 @@ the value is never in a pod spec), as it does for the autoscaler and RayJob subm
 * **Cache.** The token is kept in memory per cluster incarnation (uid) and read again at
   most every ``recheck_seconds``; so the dashboard proxy, which asks on every request, costs
   no API call. While a re-read fails, the known token of the same incarnation is kept.
+* **A new cluster.** Right after a create (``%eksray up`` makes the cluster the active one
+  at once) the operator may not have made the Secret yet: for a cluster younger than a
+  minute, a request waits for it up to ``wait()`` seconds before it is "not ready".
 * **The file** drivers read (``RAY_AUTH_TOKEN_PATH``): ``<root>/<namespace>/<cluster>``,
   mode 0600 in 0700 directories, rewritten only when the token changed, removed with the
   cluster (:meth:`RayTokens.forget`).
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.errors import BackendError, EKSRayError, NotReadyError
 from ...core.ray_auth import TokenError, read_token_file, write_token_file
-from .names import AUTH_TOKEN_KEY, L_CLUSTER, auth_secret_name
+from .names import AUTH_TOKEN_KEY, L_CLUSTER, auth_secret_name, parse_time
 
 if TYPE_CHECKING:
     from .kubeapi import KubeApi
@@ -78,9 +81,21 @@ def _decode(secret: dict[str, Any]) -> str:
 class RayTokens:
     """The Ray tokens of one backend's clusters, keyed by (namespace, name)."""
 
-    def __init__(self, api: Callable[[], KubeApi], root: Callable[[], Path], recheck_seconds: float = 60.0):
+    #: A cluster this young (seconds) may still be waiting for the operator to make its Secret.
+    YOUNG_SECONDS = 60.0
+    #: How often the Secret is looked for while waiting.
+    POLL_SECONDS = 0.25
+
+    def __init__(
+        self,
+        api: Callable[[], KubeApi],
+        root: Callable[[], Path],
+        wait: Callable[[], float] = lambda: 0.0,
+        recheck_seconds: float = 60.0,
+    ) -> None:
         self._api = api
         self._root = root
+        self._wait = wait
         self.recheck_seconds = recheck_seconds
         self._lock = threading.Lock()
         self._known: dict[tuple[str, str], _Known] = {}
@@ -109,8 +124,11 @@ class RayTokens:
             known = self._known.get(key)
         if known is not None and known.uid == uid and time.monotonic() - known.read_at < self.recheck_seconds:
             return known.token
+        created = parse_time(meta.get("creationTimestamp"))
+        young = created is not None and time.time() - created < self.YOUNG_SECONDS
+        secret_name = str(auth.get("secretName") or auth_secret_name(name))
         try:
-            token = self._read(namespace, name, uid, str(auth.get("secretName") or auth_secret_name(name)))
+            token = self._read(namespace, name, uid, secret_name, self._wait() if young else 0.0)
         except BackendError:
             if known is not None and known.uid == uid:
                 return known.token  # the API is unwell; this incarnation's token has not changed
@@ -119,8 +137,12 @@ class RayTokens:
             self._known[key] = _Known(uid, token, time.monotonic())
         return token
 
-    def _read(self, namespace: str, name: str, uid: str, secret_name: str) -> str:
+    def _read(self, namespace: str, name: str, uid: str, secret_name: str, wait: float) -> str:
+        deadline = time.monotonic() + wait
         secret = self._api().get_secret(namespace, secret_name)
+        while secret is None and time.monotonic() < deadline:
+            time.sleep(min(self.POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            secret = self._api().get_secret(namespace, secret_name)
         if secret is None:
             raise NotReadyError(
                 f"The Ray token of cluster {name!r} does not exist yet: the KubeRay operator makes it "
