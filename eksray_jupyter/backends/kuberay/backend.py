@@ -893,11 +893,11 @@ class KubeRayBackend(ClusterBackend):
     def ray_auth_token(self, owner: str, name: str) -> str | None:
         """The cluster's Ray token itself (for our own requests to its dashboard). A secret."""
         cache, cr, _ours = self._find(owner, name)
-        return self.ray_tokens.token(cache.namespace, cr)
+        return self.ray_tokens.token(cache.namespace, cr, wait=False)
 
     def ray_dashboard_headers(self, namespace: str, cr: dict[str, Any]) -> dict[str, str]:
         """Headers with the Ray token of ``cr`` (in ``namespace``) for a request to its dashboard."""
-        return dashboard_headers(self.ray_tokens.token(namespace, cr))
+        return dashboard_headers(self.ray_tokens.token(namespace, cr, wait=False))
 
     def submitter_pod_template(self, owner: str, name: str) -> dict[str, Any] | None:
         """The submitter pod of a RayJob on ``owner``'s cluster ``name``: KubeRay's default (the

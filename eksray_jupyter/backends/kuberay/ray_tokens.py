@@ -103,8 +103,11 @@ class RayTokens:
 
     # --- the token ------------------------------------------------------------------------------
 
-    def token(self, namespace: str, cr: dict[str, Any]) -> str | None:
+    def token(self, namespace: str, cr: dict[str, Any], wait: bool = True) -> str | None:
         """The token ``cr`` demands; None if it demands none (created without ``authOptions``).
+
+        ``wait``: for a young cluster, wait a while for the operator to make the Secret (our own
+        dashboard requests need not: they are made once the head is up, and so the Secret is).
 
         NotReadyError while the operator has not made the Secret yet; BackendError for a
         Secret that is not the operator's for this cluster, or a cluster we cannot serve.
@@ -128,7 +131,7 @@ class RayTokens:
         young = created is not None and time.time() - created < self.YOUNG_SECONDS
         secret_name = str(auth.get("secretName") or auth_secret_name(name))
         try:
-            token = self._read(namespace, name, uid, secret_name, self._wait() if young else 0.0)
+            token = self._read(namespace, name, uid, secret_name, self._wait() if young and wait else 0.0)
         except BackendError:
             if known is not None and known.uid == uid:
                 return known.token  # the API is unwell; this incarnation's token has not changed
