@@ -15,7 +15,7 @@ import type {
   IGroupScale,
   IJob,
   IJobList,
-  IJobLogChunk,
+  IJobLogPage,
   IServerConfig,
   JobState
 } from './models';
@@ -186,21 +186,32 @@ export function stopJob(id: string): Promise<IJob> {
   return requestAPI<IJob>(jobPath(id), { method: 'DELETE' });
 }
 
-/**
- * A job's log from byte `offset` on.
- *
- * @param decoder - keeps a character split between two reads; pass the same
- *   one for every read of a log.
- */
+/** What part of a job's log to read: from `offset` at most `limit` bytes, or the last `tail` bytes. */
+export interface IJobLogQuery {
+  offset?: number;
+  /** At most this many bytes (the server's default: 256 KiB; it clamps larger values). */
+  limit?: number;
+  /** The last this many bytes, from a line start where there is one in them. */
+  tail?: number;
+}
+
+/** A page of a job's log (`GET /jobs/{id}/logs`): never the whole log at once. */
 export async function getJobLog(
   id: string,
-  offset = 0,
-  decoder: TextDecoder = new TextDecoder()
-): Promise<IJobLogChunk> {
+  query: IJobLogQuery = {}
+): Promise<IJobLogPage> {
   const settings = ServerConnection.makeSettings();
+  const params = new URLSearchParams();
+  for (const key of ['offset', 'limit', 'tail'] as const) {
+    const value = query[key];
+    if (value !== undefined) {
+      params.set(key, String(Math.max(0, Math.floor(value))));
+    }
+  }
+  const search = params.toString();
   const url =
     URLExt.join(settings.baseUrl, API_NAMESPACE, jobPath(id), 'logs') +
-    `?offset=${offset}`;
+    (search ? `?${search}` : '');
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, {}, settings);
@@ -222,14 +233,20 @@ export async function getJobLog(
       response.status
     );
   }
-  const bytes = await response.arrayBuffer();
-  const text = decoder.decode(bytes, { stream: true });
-  const next = Number(response.headers.get('X-Next-Offset'));
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const header = (name: string, fallback: number): number => {
+    const value = Number(response.headers.get(name) ?? NaN);
+    return Number.isFinite(value) && value >= 0 ? value : fallback;
+  };
+  const offset = header('X-Log-Offset', query.offset ?? 0);
+  const nextOffset = header('X-Next-Offset', offset + bytes.byteLength);
   return {
-    text,
-    nextOffset:
-      Number.isFinite(next) && next > 0 ? next : offset + bytes.byteLength,
-    state: (response.headers.get('X-Job-State') as JobState | null) ?? null
+    bytes,
+    offset,
+    nextOffset,
+    size: header('X-Log-Size', nextOffset),
+    state: (response.headers.get('X-Job-State') as JobState | null) ?? null,
+    complete: response.headers.get('X-Log-Complete') === 'true'
   };
 }
 

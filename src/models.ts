@@ -311,11 +311,21 @@ export interface IJobList {
   warnings: string[];
 }
 
-/** A piece of a job's log (`GET /jobs/{id}/logs?offset=N`). */
-export interface IJobLogChunk {
-  text: string;
+/**
+ * A page of a job's log (`GET /jobs/{id}/logs?offset=N&limit=L` or `?tail=T`):
+ * bytes `[offset, nextOffset)` of a log of `size` bytes.
+ */
+export interface IJobLogPage {
+  /** The page's bytes (UTF-8; a page may start or end inside a character). */
+  bytes: Uint8Array;
+  /** Where the page starts (`X-Log-Offset`). */
+  offset: number;
   /** Byte offset to continue from (`X-Next-Offset`). */
   nextOffset: number;
+  /** The log's size when read (`X-Log-Size`). */
+  size: number;
   /** The job's state at the time of the read (`X-Job-State`), if sent. */
   state: JobState | null;
+  /** The job has ended and this page reaches the end of its log (`X-Log-Complete`). */
+  complete: boolean;
 }
