@@ -415,6 +415,51 @@ def test_logs_follow(cli: Callable[..., Result], svc: Services) -> None:
     )
 
 
+def test_logs_are_read_and_printed_page_by_page(
+    cli: Callable[..., Result], svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log longer than a page: every face reads it in pages (each at most the configured most)
+    and prints each as it comes; ``--tail N`` shows its last N lines, then --follow goes on."""
+    job = svc.jobs.submit({"entrypoint": "python ok.py"})
+    wait_for(svc, job.id, "succeeded")
+    whole = "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    svc.jobs.config.job_log_page_max_bytes = 5  # "✓" is 3 bytes: pages end inside it
+    reads: list[tuple[int, int | None, int | None, int]] = []
+    real = svc.jobs.logs
+
+    def logs(job_id: str, offset: int = 0, limit: int | None = None, tail: int | None = None) -> Any:
+        chunk = real(job_id, offset, limit, tail)
+        reads.append((offset, limit, tail, len(chunk.data)))
+        return chunk
+
+    monkeypatch.setattr(svc.jobs, "logs", logs)
+    assert cli("logs", job.id).out == whole
+    assert len(reads) == -(-len(whole.encode()) // 5) and all(n <= 5 for *_, n in reads)
+    pages = [json.loads(line) for line in cli("logs", job.id, "-o", "json").out.splitlines()]
+    assert "".join(p["log"] for p in pages) == whole
+    assert pages[-1]["nextOffset"] == pages[-1]["size"] == len(whole.encode())
+    assert pages[0]["state"] == "succeeded" and pages[1]["offset"] == 5
+
+    svc.jobs.config.job_log_page_max_bytes = 1 << 20
+    reads.clear()
+    assert cli("logs", job.id, "--tail", "2").out == "line 1 ✓\nline 2 ✓\n"
+    assert [(r[1], r[2]) for r in reads] == [(None, 1 << 20)]  # one read: the log's end
+    assert cli("logs", job.id, "--tail", "0").out == ""
+    assert cli("logs", job.id, "--tail", "99").out == whole
+    followed = cli("logs", job.id, "--tail", "1", "--follow")
+    assert followed.code == 0 and followed.out == "line 2 ✓\n" and " succeeded after " in followed.err
+
+
+def test_magic_logs_by_pages_and_tail(shell: InteractiveShell, svc: Services) -> None:
+    job = svc.jobs.submit({"entrypoint": "python ok.py"})
+    wait_for(svc, job.id, "succeeded")
+    svc.jobs.config.job_log_page_max_bytes = 4
+    assert run(shell, f"job logs {job.id}").stdout == "[eksray] cluster ready\nline 1 ✓\nline 2 ✓\n"
+    svc.jobs.config.job_log_page_max_bytes = 1 << 20
+    assert run(shell, f"job logs {job.id} --tail 1").stdout == "line 2 ✓\n"
+    assert run(shell, f"job logs {job.id} --tail 1 --follow").stdout.startswith("line 2 ✓\n")
+
+
 def test_a_log_chunk_ending_inside_a_character_is_decoded_whole(svc: Services) -> None:
     """follow_job decodes incrementally: a multi-byte character split between reads is not mangled."""
     job = svc.jobs.submit({"entrypoint": "python ok.py"})
