@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -203,6 +204,14 @@ class CLI:
         self.emit(f"Deleted {self.args.name}.", {"name": self.args.name, "deleted": True})
         return OK
 
+    def rc_env(self) -> int:
+        """Shell lines that let a terminal's ``ray.init()`` (or ``ray job submit``) reach the cluster."""
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        env = self.clusters.connection(name).driver_env()
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+        self.emit("\n".join(lines), env)
+        return OK
+
     def rc_use(self) -> int:
         cluster = self.clusters.use(self.args.name)
         address = cluster.address or self.clusters.connection_address(cluster.name)
@@ -385,6 +394,9 @@ def build_parser() -> Parser:
     add("use", "make a cluster active: new Jupyter kernels connect to it").add_argument(
         "name", metavar="NAME"
     )
+    add(
+        "env", 'shell exports that connect ray.init() in this terminal: eval "$(eksray rc env NAME)"'
+    ).add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
 
     rj = nouns.add_parser(
         "rj",

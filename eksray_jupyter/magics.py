@@ -30,7 +30,8 @@ from .console import Parser, ParserExit, UsageProblem
 from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotReadyError
 from .core.models import Cluster
 from .core.net import port_open
-from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService
+from .core.ray_auth import AUTH_MODE_ENV, TOKEN_PATH_ENV
+from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, Connection
 from .jobs.models import Job, JobState
 from .jobs.runner import STOP_WAIT_S
 from .services import Services
@@ -85,6 +86,23 @@ def _ray_connected_address() -> str | None:
         return str(ray.get_runtime_context().gcs_address)
     except Exception:  # Ray Client sessions have no GCS address; any value differs from ours
         return "unknown"
+
+
+def _set_driver_env(connection: Connection, reload_ray: bool = True) -> None:
+    """Point this process's next ``ray.init()`` at ``connection``, with its token (if any).
+
+    Ray reads its authentication settings once per process; if ray is already imported (and
+    no driver is connected), it is told to read them again, or the next driver would present
+    the previous cluster's token.
+    """
+    for key in (AUTH_MODE_ENV, TOKEN_PATH_ENV):
+        os.environ.pop(key, None)
+    os.environ.update(connection.driver_env())
+    if reload_ray and "ray" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _is_this_machine(host: str) -> bool:
@@ -207,13 +225,17 @@ class EKSRayMagics(Magics):
             self._show(view)
         return cluster
 
-    def _point_kernel_at(self, name: str, address: str) -> None:
-        """Make a bare ``ray.init()`` in this kernel connect to ``name`` (as a new kernel would)."""
-        os.environ["RAY_ADDRESS"] = address
-        os.environ[CLUSTER_ENV] = name
+    def _point_kernel_at(self, connection: Connection) -> None:
+        """Make a bare ``ray.init()`` in this kernel connect to the cluster (as a new kernel would)."""
         current = _ray_connected_address()
-        if current is not None and not _same_address(current, address):
-            self._say(f"This kernel's Ray session still uses {current}; %eksray connect {name} switches it.")
+        connected_elsewhere = current is not None and not _same_address(current, connection.address)
+        # A running driver keeps its cluster's token until %eksray connect switches it.
+        _set_driver_env(connection, reload_ray=not connected_elsewhere)
+        if connected_elsewhere:
+            self._say(
+                f"This kernel's Ray session still uses {current}; "
+                f"%eksray connect {connection.name} switches it."
+            )
 
     # --- commands ------------------------------------------------------------------------
 
@@ -229,7 +251,7 @@ class EKSRayMagics(Magics):
         cluster = self.clusters.create(request)
         name = cluster.name
         self.clusters.use(name)
-        self._point_kernel_at(name, cluster.address or self.clusters.connection_address(name))
+        self._point_kernel_at(self.clusters.connection(name, cluster))
         if not args.wait:
             self._show(present.cluster_detail(cluster, None, active=True))
             self._say(
@@ -285,7 +307,7 @@ class EKSRayMagics(Magics):
 
     def _cmd_use(self, args: argparse.Namespace) -> None:
         cluster = self.clusters.use(args.name)
-        self._point_kernel_at(cluster.name, cluster.address or self.clusters.connection_address(cluster.name))
+        self._point_kernel_at(self.clusters.connection(cluster.name, cluster))
         self._say(f"{cluster.name} is your active cluster: new kernels and ray.init() here connect to it.")
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
@@ -295,20 +317,20 @@ class EKSRayMagics(Magics):
             raise NotReadyError(
                 f"{name} is {cluster.phase.value}; only a running cluster can be connected to."
             )
-        address = cluster.address or self.clusters.connection_address(name)
+        connection = self.clusters.connection(name, cluster)
+        address = connection.address
         # A direct GCS address that does not answer would make ray.init() hang for a minute.
         if not address.startswith("ray://") and not port_open(address, timeout=3.0):
             raise NotReadyError(
                 f"Nothing answers at {address}; is {name} up? %eksray status {name} shows it."
             )
         current = _ray_connected_address()
-        os.environ["RAY_ADDRESS"] = address
-        os.environ[CLUSTER_ENV] = name
         if current is None or not _same_address(current, address):
             import ray  # only here: importing ray costs about a second
 
             if current is not None:
                 ray.shutdown()
+            _set_driver_env(connection)
             try:
                 ray.init(address=address)
             except Exception as e:  # Ray raises ConnectionError, RuntimeError, ...: one line for the user
@@ -330,8 +352,8 @@ class EKSRayMagics(Magics):
         self.clusters.delete(args.name)
         if os.environ.get(CLUSTER_ENV) == args.name or _same_address(os.environ.get("RAY_ADDRESS"), address):
             # ray.init() without an address falls back to its default (a new local instance).
-            os.environ.pop("RAY_ADDRESS", None)
-            os.environ.pop(CLUSTER_ENV, None)
+            for key in ("RAY_ADDRESS", CLUSTER_ENV, AUTH_MODE_ENV, TOKEN_PATH_ENV):
+                os.environ.pop(key, None)
         self._say(f"Deleted {args.name}.")
 
     # --- jobs ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from traitlets import Bool, Float, Unicode
 from eksray_jupyter.core.backend import ClusterBackend
 from eksray_jupyter.core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
 from eksray_jupyter.core.models import Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
+from eksray_jupyter.core.ray_auth import new_token, write_token_file
 from eksray_jupyter.core.state_files import read_json, write_json_atomic
 
 
@@ -38,9 +39,20 @@ class FakeBackend(ClusterBackend):
         config=True
     )
 
+    ray_token_auth = Bool(False, help="Clusters demand a Ray token (kept in a 0600 file).").tag(config=True)
+
     @property
     def root(self) -> Path:
         return Path(self.state_dir) / "fake"
+
+    def ray_auth_token_file(self, owner: str, name: str) -> Path | None:
+        self._record(owner, name)
+        if not self.ray_token_auth:
+            return None
+        path = self.root / owner / f"{name}.token"
+        if not path.exists():
+            write_token_file(path, new_token())
+        return path
 
     def _path(self, owner: str, name: str) -> Path:
         return self.root / owner / f"{name}.json"

@@ -217,6 +217,31 @@ def test_list_status_use_and_dashboard(cli: Callable[..., Result], svc: ClusterS
     )
 
 
+def test_env_exports_what_a_terminal_driver_needs(
+    cli: Callable[..., Result], make: Callable[..., ClusterService]
+) -> None:
+    svc = make(ray_token_auth=True)
+    svc.create({"name": "t1"})
+    token_file = svc.backend.ray_auth_token_file(svc.owner, "t1")
+    result = cli("rc", "env", "t1", service=svc)
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        f"export RAY_ADDRESS={svc.get('t1').address}",
+        "export EKSRAY_CLUSTER=t1",
+        "export RAY_AUTH_MODE=token",
+        f"export RAY_AUTH_TOKEN_PATH={token_file}",
+    ]
+    assert token_file.read_text() not in result.out
+    assert cli("rc", "env", "t1", "-o", "json", service=svc).json() == {
+        "RAY_ADDRESS": svc.get("t1").address,
+        "EKSRAY_CLUSTER": "t1",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_file),
+    }
+    missing = cli("rc", "env", "zz", service=svc)
+    assert missing.code == 1 and "No cluster named 'zz'" in missing.err
+
+
 def test_scale(cli: Callable[..., Result], svc: ClusterService) -> None:
     svc.create({"name": "t1", "profile": "cpu-small"})
     result = cli("rc", "scale", "t1", "cpu", "--replicas", "2", "-o", "json")

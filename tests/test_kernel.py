@@ -173,6 +173,23 @@ async def test_pre_launch_sets_ray_address_without_touching_the_saved_env(
     assert env == {"PATH": os.environ["PATH"]}
 
 
+async def test_kernels_get_the_token_files_path_never_the_token(
+    tmp_path: Path, manager: AsyncKernelManager, listening: str
+) -> None:
+    svc = make_service(tmp_path, gcs_address=listening, ray_token_auth=True)
+    kernel_module.configure(svc)
+    svc.create({"name": "t1"})
+    svc.use("t1")
+    token_file = svc.backend.ray_auth_token_file(svc.owner, "t1")
+    token = token_file.read_text()
+    kw = await pre_launch(manager, {"PATH": os.environ["PATH"]})
+    assert kw["env"]["RAY_AUTH_MODE"] == "token"
+    assert kw["env"]["RAY_AUTH_TOKEN_PATH"] == str(token_file)
+    assert "RAY_AUTH_TOKEN" not in kw["env"]
+    assert not any(token in value for value in kw["env"].values())
+    assert token not in svc._active_file.read_text()  # the active cluster's record: the path only
+
+
 async def test_a_slow_or_broken_backend_never_delays_or_breaks_a_kernel_start(
     tmp_path: Path, manager: AsyncKernelManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from eksray_jupyter.backends.local import LocalBackend
 from eksray_jupyter.core.config import EKSRay
-from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, LimitExceededError, NotFoundError
+from eksray_jupyter.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    LimitExceededError,
+    NotFoundError,
+    NotReadyError,
+)
 from eksray_jupyter.core.models import Phase
 from eksray_jupyter.core.service import ClusterService
 
@@ -249,3 +258,72 @@ def test_ray_processes_get_none_of_the_servers_credentials(monkeypatch: pytest.M
     child = processes.child_env()
     assert child["AWS_SECRET_ACCESS_KEY"] == "aws"
     assert not {"JUPYTERHUB_API_TOKEN", "JPY_SESSION_NAME", "JUPYTER_TOKEN", "RAY_AUTH_MODE"} & set(child)
+
+
+LISTENER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+
+def start_listener(port: int) -> subprocess.Popen[str]:
+    """A process listening on ``port`` (0: any), until the test stops it by PID."""
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_a_squatted_dashboard_port_is_never_proxied(service: ClusterService) -> None:
+    """Once the dashboard died, another process (any user's) may listen on its port: the
+    backend hands out the dashboard only while the listener is a process of the cluster."""
+    from eksray_jupyter.core import processes
+
+    backend = service.backend
+    assert isinstance(backend, LocalBackend)
+    port = processes.free_port()
+    head = start_listener(port)  # stands in for the head's tree, whose dashboard listens
+    squatter: subprocess.Popen[str] | None = None
+    new_head: subprocess.Popen[str] | None = None
+    try:
+        cdir = backend._dir("squat")
+        cdir.root.mkdir(parents=True)
+        record = {
+            "name": "squat",
+            "owner": service.owner,
+            "spec": service.config.resolve_spec(spec("squat")),
+            "createdAt": 1.0,
+            "readyAt": 2.0,
+            "status": "running",
+            "ports": {"gcs": 1, "dashboard": port, "client": 3},
+            "tempDir": "/nonexistent",
+            "objectStoreBytes": 1,
+            "head": processes.ref_of(psutil.Process(head.pid)),
+        }
+        cdir.write(record)
+        assert backend.dashboard_address(service.owner, "squat") == f"http://127.0.0.1:{port}"
+
+        # The dashboard dies, the head lives on; someone else takes the port.
+        stop(head)
+        new_head = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        cdir.write({**record, "head": processes.ref_of(psutil.Process(new_head.pid))})
+        squatter = start_listener(port)
+        with pytest.raises(NotReadyError) as info:
+            backend.dashboard_address(service.owner, "squat")
+        assert f"Port {port}" in info.value.message and "not part of the cluster" in info.value.message
+    finally:
+        for proc in (head, squatter, new_head):
+            if proc is not None:
+                stop(proc)

@@ -4,6 +4,7 @@ custom-resource task, restart, delete, nothing left running."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -50,20 +51,57 @@ def cluster_pids(state_dir: Path, name: str) -> set[int]:
     return {p.pid for p in processes.cluster_processes(refs, record["tempDir"])}
 
 
-def run_tagged_task(address: str) -> dict[str, Any]:
+def stranger_env(tmp: Path) -> dict[str, str]:
+    """Another process of the machine: no Ray settings, a home without Ray's default token file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "EKSRAY_"))}
+    env["HOME"] = str(tmp)
+    return env
+
+
+def cli_env(state_dir: Path, name: str, base: dict[str, str]) -> dict[str, str]:
+    """``base`` plus what ``eval "$(eksray rc env NAME)"`` exports, read through a shell."""
+    script = f'eval "$({sys.executable} -m eksray_jupyter.cli rc env {name})" && env -0'
+    out = subprocess.run(
+        ["bash", "-c", script],
+        env={**base, "EKSRAY_STATE_DIR": str(state_dir)},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    pairs = (item.split(b"=", 1) for item in out.stdout.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def run_tagged_task(env: dict[str, str]) -> dict[str, Any]:
     """A driver in its own process (as a kernel would be) runs a task that needs {"tag": 1}."""
-    code = f"""
+    code = """
 import json, ray
-ray.init(address={address!r}, logging_level="ERROR")
-@ray.remote(num_cpus=0, resources={{"tag": 1}})
+ray.init(logging_level="ERROR")
+@ray.remote(num_cpus=0, resources={"tag": 1})
 def where():
     return ray.get_runtime_context().get_node_id()
-print(json.dumps({{"nodes": sorted(set(ray.get([where.remote() for _ in range(6)])))}}))
+print(json.dumps({"nodes": sorted(set(ray.get([where.remote() for _ in range(6)])))}))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True, env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def driver_without_token(address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('connected')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+
+
+def http_status(url: str, headers: dict[str, str]) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
 
 
 def environ_of(pid: int) -> dict[str, str] | None:
@@ -76,7 +114,7 @@ def environ_of(pid: int) -> dict[str, str] | None:
 
 
 async def test_local_cluster_life_cycle(
-    jp_fetch: Any, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+    jp_fetch: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server's credentials must reach no Ray process (head, workers from the bootstrap and
     # from Ray's autoscaler, and the processes Ray starts itself).
@@ -162,9 +200,46 @@ async def test_local_cluster_life_cycle(
         since = events[-1]["timestamp"]
         assert (await api(jp_fetch, "clusters", "e2e", "events", since=str(since)))["events"] == []
 
-        # Custom resources reach the group's nodes: the task runs only there.
-        ran_on = set(run_tagged_task(cluster["address"])["nodes"])
+        # Ray's token authentication: another process of the machine (another user's, or one
+        # without the token file) can neither connect a driver nor use the dashboard's API.
+        stranger = stranger_env(tmp_path)
+        refused = asyncio.create_task(asyncio.to_thread(driver_without_token, cluster["address"], stranger))
+        token_file = Path(record["authTokenFile"])
+        assert token_file.parent == state_dir / "local" / "clusters" / "e2e"
+        mode, token = await asyncio.to_thread(
+            lambda: (token_file.stat().st_mode & 0o777, token_file.read_text())
+        )
+        assert mode == 0o600
+        assert len(token) >= 32 and token not in json.dumps(record)
+        direct = f"http://127.0.0.1:{record['ports']['dashboard']}/api/jobs/"
+        assert await asyncio.to_thread(http_status, direct, {}) == 401
+        assert await asyncio.to_thread(http_status, direct, {"X-Ray-Authorization": "Bearer guess"}) == 403
+        # Our proxy presents the token (and ignores one the browser sends).
+        proxied = await jp_fetch(
+            "eksray",
+            "clusters",
+            "e2e",
+            "dashboard",
+            "api",
+            "version",
+            headers={"X-Ray-Authorization": "Bearer guess"},
+        )
+        assert proxied.code == 200 and "ray_version" in json.loads(proxied.body)
+        # The token is in no Ray process's environment or command line: only its path is.
+        for pid in cluster_pids(state_dir, "e2e"):
+            env = environ_of(pid) or {}
+            assert token not in " ".join(env.values()), f"token in the environment of {pid}"
+            with contextlib.suppress(psutil.Error):
+                assert token not in " ".join(psutil.Process(pid).cmdline())
+        assert any(env.get("RAY_AUTH_TOKEN_PATH") == str(token_file) for env in environs)
+
+        # Custom resources reach the group's nodes: the task runs only there. The driver
+        # connects with what `eksray rc env` exports (the address and the token file's path).
+        ran_on = set(run_tagged_task(await asyncio.to_thread(cli_env, state_dir, "e2e", stranger))["nodes"])
         assert ran_on and ran_on <= workers
+        without = await refused
+        assert without.returncode != 0 and "connected" not in without.stdout
+        assert "Authentication token is missing or incorrect" in without.stderr, without.stderr[-2000:]
 
         # A restarted server (a new backend on the same state) finds the cluster, still ready.
         again = ClusterService(EKSRay(state_dir=str(state_dir)))

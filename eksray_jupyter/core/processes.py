@@ -98,6 +98,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listener_among(root: ProcessRef | None, port: int) -> ProcessRef | None:
+    """The process listening on TCP ``port`` if it is ``root`` or one of its descendants, else None.
+
+    A port number alone proves nothing: after our process died, anyone may listen on it.
+    """
+    proc = process_of(root)
+    if proc is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        for candidate in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                for conn in candidate.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                        return ref_of(candidate)
+    return None
+
+
 def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Process]:
     """Every live process of one cluster: our roots, their descendants, and anything naming ``marker``."""
     found: dict[int, psutil.Process] = {}

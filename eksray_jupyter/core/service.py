@@ -19,10 +19,10 @@ from traitlets.config import Config
 
 from .backend import ClusterBackend
 from .config import EKSRay, import_path, load_jupyter_config
-from .errors import EKSRayError, InvalidRequestError, NotFoundError
+from .errors import BackendError, EKSRayError, InvalidRequestError, NotFoundError
 from .models import Cluster, ClusterEvent, Phase
 from .net import port_open
-from .ray_auth import dashboard_headers, driver_env, read_token_file
+from .ray_auth import TokenError, dashboard_headers, driver_env, read_token_file
 from .state_files import read_json, write_json_atomic
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
@@ -137,7 +137,10 @@ class ClusterService:
         headers = dict(self.backend.dashboard_request_headers(self.owner, name))
         token_file = self.backend.ray_auth_token_file(self.owner, name)
         if token_file is not None:
-            headers.update(dashboard_headers(read_token_file(token_file)))
+            try:
+                headers.update(dashboard_headers(read_token_file(token_file)))
+            except TokenError as e:
+                raise BackendError(f"Cluster {name!r} cannot be reached: {e}") from e
         return headers
 
     def wait_ready(
@@ -148,7 +151,6 @@ class ClusterService:
         interval: float = 0.5,
     ) -> Cluster:
         """Block until the cluster is ready; raise if it fails or the timeout passes."""
-        from .errors import BackendError
 
         deadline = time.monotonic() + timeout
         while True:

@@ -478,6 +478,8 @@ class Supervisor:
         self.ensure_cluster()
         try:
             address = self.service.dashboard_address(self.cluster_name)
+            # Ray's token for the cluster (secret: never logged or recorded).
+            headers = self.service.dashboard_headers(self.cluster_name)
         except EKSRayError as e:
             raise AttemptFailed(
                 f"the Ray dashboard of {self.cluster_name} is not available: {e.message}"
@@ -499,7 +501,7 @@ class Supervisor:
             f"attempt {attempt} of {total}: submitting to cluster {self.cluster_name} as {submission_id}"
         )
         try:
-            client = JobSubmissionClient(address)
+            client = JobSubmissionClient(address, headers=headers)
         except Exception as e:
             raise AttemptFailed(f"cannot reach the Ray dashboard of {self.cluster_name}: {e}") from e
         self.submit(client, submission_id, attempt)

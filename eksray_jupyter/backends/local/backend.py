@@ -30,6 +30,7 @@ from ...core.backend import ClusterBackend
 from ...core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
 from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
 from ...core.net import port_open
+from ...core.ray_auth import new_token, write_token_file
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
@@ -99,6 +100,8 @@ class LocalBackend(ClusterBackend):
         self._observer: threading.Thread | None = None
         self._stop = threading.Event()
         self._usage = NodeUsage()
+        # Cluster name -> (dashboard port, the process of the cluster found listening on it).
+        self._dashboard_listeners: dict[str, tuple[int, processes.ProcessRef]] = {}
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -176,6 +179,10 @@ class LocalBackend(ClusterBackend):
                     ports[key] = processes.free_port()
             cdir = self._dir(name)
             cdir.root.mkdir(parents=True)
+            # Ray's token authentication: only processes that can read this 0600 file (ours,
+            # the user's kernels) can talk to the cluster's GCS, raylets or dashboard.
+            auth_token_file = cdir.root / "auth_token"
+            write_token_file(auth_token_file, new_token())
             short = hashlib.sha1(f"{name}{time.time_ns()}".encode()).hexdigest()[:8]
             record = {
                 "name": name,
@@ -190,6 +197,7 @@ class LocalBackend(ClusterBackend):
                 "objectStoreBytes": self.object_store_memory_mb * MIB,
                 # Names only (never values): the bootstrap and Ray's autoscaler start workers too.
                 "rayEnvironment": list(self.ray_environment),
+                "authTokenFile": str(auth_token_file),
                 "head": None,
             }
             cdir.write(record)
@@ -356,14 +364,43 @@ class LocalBackend(ClusterBackend):
         return self._observe_one(cdir, record)[0]
 
     def dashboard_address(self, owner: str, name: str) -> str:
+        """The dashboard's URL, once the process listening on its port is this cluster's own.
+
+        The port alone proves nothing: after the dashboard died, any process of any user may
+        listen on it, and the proxy would show that process's pages on Jupyter's origin.
+        """
         _, record = self._record(owner, name)
-        if record.get("status") != "running" or not processes.is_alive(record.get("head")):
+        head = record.get("head")
+        if record.get("status") != "running" or not processes.is_alive(head):
             raise NotReadyError(f"Cluster {name!r} is not running, so its dashboard is not available.")
-        if not port_open(record["ports"]["dashboard"], timeout=0.2):
+        port = record["ports"]["dashboard"]
+        if not self._dashboard_is_ours(name, head, port):
+            if port_open(port, timeout=0.2):
+                raise NotReadyError(
+                    f"Port {port} of {name!r}'s Ray dashboard is held by a process that is not part of "
+                    "the cluster, so it is not shown. Delete and re-create the cluster."
+                )
             raise NotReadyError(
                 f"The Ray dashboard of {name!r} is still starting; try again in a few seconds."
             )
         return dashboard_url(record)
+
+    def _dashboard_is_ours(self, name: str, head: processes.ProcessRef, port: int) -> bool:
+        """True if ``port`` is held by a process of the head's tree; the answer is remembered for
+        as long as that process lives (it holds the port until it exits)."""
+        known = self._dashboard_listeners.get(name)
+        if known is not None and known[0] == port and processes.is_alive(known[1]):
+            return True
+        listener = processes.listener_among(head, port)
+        if listener is None:
+            self._dashboard_listeners.pop(name, None)
+            return False
+        self._dashboard_listeners[name] = (port, listener)
+        return True
+
+    def ray_auth_token_file(self, owner: str, name: str) -> Path | None:
+        _, record = self._record(owner, name)
+        return ray_start.token_file(record)
 
     def connection_address(self, owner: str, name: str) -> str:
         _, record = self._record(owner, name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...core.errors import FieldError, InvalidRequestError
 from ...core.processes import ray_env
+from ...core.ray_auth import driver_env
 
 # RAY_FAKE_CLUSTER=1 makes `ray start --head` adopt this node id; the autoscaler must see it as the head.
 HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
@@ -100,6 +101,12 @@ def node_args(shape: dict[str, Any], object_store_bytes: int) -> list[str]:
     return args
 
 
+def token_file(record: dict[str, Any]) -> Path | None:
+    """The cluster's Ray token file (None for a cluster made before eksray turned auth on)."""
+    path = record.get("authTokenFile")
+    return Path(path) if path else None
+
+
 def head_command(record: dict[str, Any], autoscaling_config: Path | None) -> tuple[list[str], dict[str, str]]:
     """Argv and environment of the cluster's head; with Ray's autoscaler when given its config."""
     head = dict(record["spec"].get("head") or {})
@@ -132,7 +139,10 @@ def head_command(record: dict[str, Any], autoscaling_config: Path | None) -> tup
             # let the autoscaler give up on a node that is still starting.
             "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "120",
         }
-    return argv, ray_env(extra_env, passed=record.get("rayEnvironment", []))
+    # Ours last: an admin's RAY_* (ray_environment) cannot turn the cluster's auth off.
+    return argv, ray_env(
+        {**extra_env, **driver_env(token_file(record))}, passed=record.get("rayEnvironment", [])
+    )
 
 
 def new_node_id() -> str:
@@ -160,6 +170,7 @@ def worker_command(record: dict[str, Any], group_name: str) -> tuple[str, list[s
             "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id,
             "RAY_CLOUD_INSTANCE_ID": node_id,
             "RAY_NODE_TYPE_NAME": group_name,
+            **driver_env(token_file(record)),
         },
         passed=record.get("rayEnvironment", []),
     )

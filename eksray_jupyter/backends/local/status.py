@@ -12,9 +12,10 @@ from typing import Any
 
 from ...core.models import Cluster, Node, Phase, WorkerGroupStatus
 from ...core.processes import is_alive, log_tail
+from ...core.ray_auth import TokenError, dashboard_headers, read_token_file
 from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
-from .ray_start import HEAD_NODE_ID
+from .ray_start import HEAD_NODE_ID, token_file
 from .state import ClusterDir
 from .workers import live_workers
 
@@ -23,12 +24,24 @@ def dashboard_url(record: dict[str, Any]) -> str:
     return f"http://127.0.0.1:{record['ports']['dashboard']}"
 
 
+def dashboard_auth(record: dict[str, Any]) -> dict[str, str]:
+    """Headers with the cluster's Ray token (none for a cluster without one, or a broken token
+    file: the dashboard then refuses us and the cluster shows as not answering)."""
+    path = token_file(record)
+    if path is None:
+        return {}
+    try:
+        return dashboard_headers(read_token_file(path))
+    except TokenError:
+        return {}
+
+
 def dashboard_nodes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The dashboard's node table, or None while the head is not running or does not answer."""
     if record.get("status") != "running" or not is_alive(record.get("head")):
         return None
     try:
-        return ray_dashboard.list_nodes(dashboard_url(record))
+        return ray_dashboard.list_nodes(dashboard_url(record), headers=dashboard_auth(record))
     except ray_dashboard.DashboardUnavailable:
         return None
 
@@ -44,7 +57,7 @@ class NodeUsage:
         cached = self._cache.get(key)
         if cached and time.monotonic() - cached[0] < 1.0:
             return cached[1]
-        usage = ray_dashboard.usage_by_node(dashboard_url(record))
+        usage = ray_dashboard.usage_by_node(dashboard_url(record), headers=dashboard_auth(record))
         self._cache[key] = (time.monotonic(), usage)
         return usage
 
