@@ -158,7 +158,9 @@ class LocalJobRunner(JobRunner):
             )
         log = self.run_dir(job.owner, job.id) / "supervisor.log"
         try:
-            lines = log.read_text(errors="replace").strip().splitlines()
+            with open(log, "rb") as f:  # its end only: a log is never read whole
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 16384))
+                lines = f.read().decode(errors="replace").strip().splitlines()
         except OSError:
             lines = []
         last = f" (last words: {lines[-1].strip()[:300]})" if lines else ""
