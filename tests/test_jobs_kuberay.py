@@ -599,7 +599,7 @@ def test_the_driver_streams_large_results_under_the_prefix_only(moto_url: str, t
 
     make_bucket(moto_url, "big-results")
     store = S3JobStore("big-results", "p", endpoint_url=moto_url)
-    target = store.results_upload("alice", "train-abcde", 600)
+    target = store.results_upload("alice", "train-abcde", 600, 64 << 20)
     assert target["prefix"] == "p/alice/train-abcde/results/"
     blob = os.urandom(3 * 1024 * 1024 + 17)  # several 1 MiB blocks of the streamed body
     (tmp_path / "deep" / "er").mkdir(parents=True)

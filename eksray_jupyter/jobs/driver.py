@@ -10,12 +10,14 @@ it exits (success, failure or a stop's SIGTERM) copies the files matching the pa
 keeping their relative paths. It exits with the command's exit code.
 
 On a head that does not share this machine's disk (the kuberay runner), the runner also
-sets ``$EKSRAY_RESULTS_UPLOAD`` to a presigned S3 POST (``{"url", "fields", "prefix"}``):
-the wrapper then gives the command a fresh ``$EKSRAY_RESULTS_DIR`` if none is set, and
-afterwards uploads everything in it under ``prefix`` (the job's ``results/`` in its store).
-The head needs no AWS credentials of its own.
+sets ``$EKSRAY_RESULTS_UPLOAD``: a short-lived presigned S3 POST (``{"url", "fields",
+"prefix", "maxBytes", "expiresAt"}``; the head needs no AWS credentials of its own), or only
+where to upload (``{"bucket", "prefix", "region", "maxBytes"}``) for a head whose pods have
+their own IAM role. The wrapper then gives the command a fresh ``$EKSRAY_RESULTS_DIR`` if
+none is set, and afterwards uploads everything in it under ``prefix`` (the job's
+``results/`` in its store).
 
-Standard library only, and runnable without the package (:func:`inline_command` ships its
+Standard library only (boto3 only for the pod's own role), and runnable without the package (:func:`inline_command` ships its
 source in the entrypoint), so it works on a head node where eksray-jupyter is not installed.
 """
 
@@ -93,9 +95,39 @@ def multipart(fields: dict[str, str], path: str, boundary: str) -> tuple[Iterato
     return blocks(), len(head) + os.path.getsize(path) + len(tail)
 
 
+def too_large(files: list[str], source: str, target: dict[str, object]) -> list[str]:
+    """The files over the upload's ``maxBytes`` (S3 would refuse them), each reported once."""
+    limit = target.get("maxBytes")
+    if not isinstance(limit, int):
+        return []
+    over = [rel for rel in files if os.path.getsize(os.path.join(source, rel)) > limit]
+    for rel in over:
+        print(
+            f"[eksray] not uploading the result {rel}: larger than {limit // (1024 * 1024)} MiB "
+            "(KubeRayJobRunner.results_max_file_mb)",
+            flush=True,
+        )
+    return over
+
+
 def upload(files: list[str], source: str, target: dict[str, object], tries: int = 3) -> list[str]:
-    """POST each file (relative to ``source``) under ``target["prefix"]``; return the ones that failed."""
-    failed: list[str] = []
+    """Upload each file (relative to ``source``) under ``target["prefix"]``; return the ones that failed.
+
+    ``target`` is a presigned POST (``url``, ``fields``) or, for a head with its own IAM role,
+    a ``bucket`` to upload to with boto3.
+    """
+    failed = too_large(files, source, target)
+    files = [rel for rel in files if rel not in failed]
+    if "bucket" in target:
+        return failed + upload_with_role(files, source, target)
+    expires = target.get("expiresAt")
+    if isinstance(expires, int) and time.time() > expires:
+        print(
+            "[eksray] the presigned results upload expired before the job ended; ask the admin for "
+            "KubeRayJobRunner.results_upload = 'pod-role' (or a longer results_upload_seconds)",
+            flush=True,
+        )
+        return failed + files
     for rel in files:
         for attempt in range(tries):
             fields = {str(k): str(v) for k, v in dict(target["fields"]).items()}  # type: ignore[call-overload]
@@ -120,6 +152,30 @@ def upload(files: list[str], source: str, target: dict[str, object], tries: int 
                     failed.append(rel)
                 else:
                     time.sleep(2**attempt)
+    return failed
+
+
+def upload_with_role(files: list[str], source: str, target: dict[str, object]) -> list[str]:
+    """Upload with the process's own AWS identity (the pod's IAM role); return the ones that failed."""
+    try:
+        import boto3  # not in the standard library: present in the Ray image, or this says so
+    except ImportError:
+        print(
+            "[eksray] cannot upload results: boto3 is not installed on the head "
+            "(needed for KubeRayJobRunner.results_upload = 'pod-role')",
+            flush=True,
+        )
+        return list(files)
+    client = boto3.client(
+        "s3", region_name=target.get("region") or None, endpoint_url=target.get("endpointUrl") or None
+    )
+    failed = []
+    for rel in files:
+        try:
+            client.upload_file(os.path.join(source, rel), str(target["bucket"]), f"{target['prefix']}{rel}")
+        except Exception as e:  # botocore's errors: report per file, never raise
+            print(f"[eksray] could not upload the result {rel}: {e}", flush=True)
+            failed.append(rel)
     return failed
 
 

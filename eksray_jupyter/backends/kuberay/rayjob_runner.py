@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Int, Unicode
+from traitlets import Enum, Float, Int, Unicode
 
 from ...core.errors import (
     BackendError,
@@ -63,6 +63,9 @@ from .rayjob import (
 
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
 LOGS_PATH = "api/jobs/{job_id}/logs"
+MIB = 1024 * 1024
+#: A presigned results upload is short-lived: whoever can read the RayJob can use it.
+MAX_PRESIGNED_SECONDS = 12 * 3600
 
 
 class _Follower:
@@ -90,10 +93,24 @@ class KubeRayJobRunner(JobRunner):
         "finished job's cluster for a follower to persist its log (the follower deletes it sooner).",
     ).tag(config=True)
     submission_mode = Unicode(SUBMISSION_MODE, help="The RayJob's submissionMode.").tag(config=True)
+    results_upload = Enum(
+        ["presigned", "pod-role"],
+        "presigned",
+        help="How a RayJob's head uploads result files to the S3 job store. 'presigned': a presigned "
+        "POST in the RayJob (this job's prefix only, at most results_max_file_mb per file, valid for "
+        "results_upload_seconds); anyone who can read the RayJob can use it until then. 'pod-role' "
+        "(preferred on EKS): the RayJob names only the bucket and prefix, and the head uploads with "
+        "its own IAM role (IRSA or EKS Pod Identity on the Ray pods' ServiceAccount, e.g. a profile's "
+        "serviceAccountName); needs boto3 in the Ray image. See docs/jobs.md.",
+    ).tag(config=True)
     results_upload_seconds = Int(
-        7 * 24 * 3600,
-        help="How long the head may upload result files for a job without activeDeadlineSeconds "
-        "(with one: the deadline plus an hour). SigV4 allows at most 7 days.",
+        3600,
+        help="How long a presigned results upload stays valid, in seconds (for a job with "
+        "activeDeadlineSeconds: the deadline plus 10 minutes, if that is shorter). At most 12 hours: "
+        "results written later need results_upload = 'pod-role'.",
+    ).tag(config=True)
+    results_max_file_mb = Int(
+        1024, help="The largest result file a head may upload, in MiB (S3 refuses larger ones)."
     ).tag(config=True)
 
     lease_seconds = Float(
@@ -224,15 +241,25 @@ class KubeRayJobRunner(JobRunner):
             digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
             return store.put_package(job.owner, job.id, target, digest)
 
+    def _results_upload(self, job: Job, store: S3JobStore) -> dict[str, Any]:
+        """What the head's results driver uploads with: a narrow, short-lived presigned POST, or
+        (pod-role) only where to, for the head's own IAM role."""
+        max_bytes = int(self.results_max_file_mb) * MIB
+        if self.results_upload == "pod-role":
+            return store.results_location(job.owner, job.id, max_bytes)
+        seconds = min(int(self.results_upload_seconds), MAX_PRESIGNED_SECONDS)
+        deadline = job.spec.get("activeDeadlineSeconds")
+        if deadline:
+            seconds = min(seconds, int(deadline) + 600)
+        return store.results_upload(job.owner, job.id, seconds, max_bytes)
+
     def start(self, job: Job) -> None:
         store = self._store(job)
         working_dir = results_upload = None
         if isinstance(store, S3JobStore):
             if job.spec.get("workingDir"):
                 working_dir = self.package(job, store)
-            deadline = job.spec.get("activeDeadlineSeconds")
-            expires = int(deadline) + 3600 if deadline else int(self.results_upload_seconds)
-            results_upload = store.results_upload(job.owner, job.id, min(expires, 7 * 24 * 3600))
+            results_upload = self._results_upload(job, store)
         body = self.rayjob(job, working_dir=working_dir, results_upload=results_upload)
         namespace = body["metadata"]["namespace"]
         backend = self.backend

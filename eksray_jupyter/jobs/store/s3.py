@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,11 +439,13 @@ class S3JobStore(JobStore):
         self._upload(source, key, "uploading the working directory")
         return f"s3://{self.bucket}/{key}"
 
-    def results_upload(self, owner: str, job_id: str, expires_seconds: int) -> dict[str, Any]:
+    def results_upload(self, owner: str, job_id: str, expires_seconds: int, max_bytes: int) -> dict[str, Any]:
         """A presigned POST with which a head uploads files under the job's ``results/`` and nowhere else.
 
-        ``{"url", "fields", "prefix"}``: the head needs no AWS credentials of its own, and the
-        signature is good for ``expires_seconds`` (bounded by the server's own credentials).
+        ``{"url", "fields", "prefix", "maxBytes", "expiresAt"}``: the head needs no AWS
+        credentials of its own. Whoever can read the RayJob can read this too, so it is kept
+        narrow: this job's prefix only, files of at most ``max_bytes`` (S3 refuses larger
+        ones), valid for ``expires_seconds``.
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -451,12 +454,29 @@ class S3JobStore(JobStore):
             post = self._client.generate_presigned_post(
                 self.bucket,
                 prefix + "${filename}",
-                Conditions=[["starts-with", "$key", prefix]],
+                Conditions=[["starts-with", "$key", prefix], ["content-length-range", 0, int(max_bytes)]],
                 ExpiresIn=int(expires_seconds),
             )
         except (ClientError, BotoCoreError) as e:
             raise self._fail(e, "signing the results upload") from e
-        return {"url": post["url"], "fields": post["fields"], "prefix": prefix}
+        return {
+            "url": post["url"],
+            "fields": post["fields"],
+            "prefix": prefix,
+            "maxBytes": int(max_bytes),
+            "expiresAt": int(time.time()) + int(expires_seconds),
+        }
+
+    def results_location(self, owner: str, job_id: str, max_bytes: int) -> dict[str, Any]:
+        """Where a head uploads results with its own IAM role (no credential inside):
+        ``{"bucket", "prefix", "region", "endpointUrl", "maxBytes"}``."""
+        return {
+            "bucket": self.bucket,
+            "prefix": self._key(owner, job_id, "results") + "/",
+            "region": self.region,
+            "endpointUrl": self.endpoint_url,
+            "maxBytes": int(max_bytes),
+        }
 
     def list_results(self, owner: str, job_id: str) -> list[dict[str, Any]]:
         """The result files a head uploaded: ``[{"path", "size"}]``, sorted by path."""
