@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -518,8 +519,10 @@ def test_working_dir_is_uploaded_and_results_come_back(s3env: Env, tmp_path: Pat
             "cluster": {"profile": "cpu-small"},
         }
     )
-    rj = s3env.rayjob(job.id)
-    assert rj is not None
+    # The directory is packaged and uploaded off the request path; then the RayJob appears.
+    assert job.state == JobState.PENDING
+    rj = wait_until(lambda: s3env.rayjob(job.id), what="the RayJob, once the directory is uploaded")
+    assert "uploading the working directory: " in (s3env.jobs.get(job.id).reason or "")
     runtime_env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])
     assert runtime_env["working_dir"].startswith(
         f"s3://team-jobs/eksray/jobs/alice/{job.id}/package/working_dir-"
@@ -728,7 +731,36 @@ def test_a_process_that_exits_releases_its_lease(env: Env) -> None:
     assert other._hold(env.rayjob(job.id)) is True  # taken over at once, no lease to wait out
 
 
-def test_an_unreadable_working_dir_is_a_400_and_the_job_is_recorded_failed(
+def test_submit_answers_before_the_upload_and_a_stop_meanwhile_submits_nothing(
+    s3env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eksray_jupyter.jobs.store import S3JobStore
+
+    uploading, release = threading.Event(), threading.Event()
+    put_package = S3JobStore.put_package
+
+    def slow_put_package(self: S3JobStore, *args: Any, **kwargs: Any) -> str:
+        uploading.set()
+        assert release.wait(60)
+        return put_package(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3JobStore, "put_package", slow_put_package)
+    job = s3env.jobs.submit(
+        {"entrypoint": "python train.py", "workingDir": str(project(tmp_path)), "cluster": {"profile": "cpu-small"}}
+    )
+    assert job.state == JobState.PENDING  # answered while the upload has not even started
+    assert uploading.wait(30)
+    assert "packaging the working directory" in (s3env.jobs.get(job.id).reason or "")
+    assert s3env.jobs.runner.is_active(s3env.jobs.get(job.id)) is True
+    stopped = s3env.jobs.stop(job.id)
+    assert stopped.state == JobState.STOPPED
+    release.set()
+    wait_until(lambda: not s3env.jobs.runner._packagers, what="the upload thread to end")
+    assert s3env.rayjob(job.id) is None
+    assert s3env.jobs.get(job.id).state == JobState.STOPPED
+
+
+def test_an_unreadable_working_dir_is_recorded_on_the_failed_job(
     s3env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ray._private.runtime_env import packaging
@@ -739,13 +771,12 @@ def test_an_unreadable_working_dir_is_a_400_and_the_job_is_recorded_failed(
         raise PermissionError(13, "Permission denied", str(root / "lib" / "helper.txt"))
 
     monkeypatch.setattr(packaging, "create_package", unreadable)
-    with pytest.raises(InvalidRequestError) as refused:
-        s3env.jobs.submit(
-            {"entrypoint": "python train.py", "workingDir": str(root), "cluster": {"profile": "cpu-small"}}
-        )
-    assert refused.value.errors[0].path == "workingDir"
-    assert "Permission denied" in refused.value.errors[0].message
-    # Recorded, not lost: failed, with the reason (the bucket holds other tests' jobs too).
-    (job,) = [j for j in s3env.jobs.list() if "cannot package" in (j.reason or "")]
-    assert job.state == JobState.FAILED
+    job = s3env.jobs.submit(
+        {"entrypoint": "python train.py", "workingDir": str(root), "cluster": {"profile": "cpu-small"}}
+    )
+    failed = s3env.state(job.id, JobState.FAILED)
+    assert failed.reason is not None and failed.reason.startswith(
+        f"the job could not be started: workingDir: cannot package {root}: "
+    )
+    assert "Permission denied" in failed.reason and "make its files readable" in failed.reason
     assert s3env.fk.list_objects("rayjobs", NS) == []

@@ -125,6 +125,8 @@ class KubeRayJobRunner(JobRunner):
         self._lock = threading.Lock()
         # One follower per job.
         self._followers: dict[tuple[str, str], _Follower] = {}
+        # Jobs whose working directory is being packaged and uploaded (off the request path).
+        self._packagers: dict[tuple[str, str], threading.Thread] = {}
         # One look at a RayJob at a time per job (a reader's catch-up and the follower).
         self._step_locks: dict[tuple[str, str], threading.Lock] = {}
         self._next_log_read: dict[tuple[str, str], float] = {}
@@ -221,12 +223,16 @@ class KubeRayJobRunner(JobRunner):
             self.backend.check_cluster_quota(self.service.owner)
 
     def package(self, job: Job, store: S3JobStore) -> str:
-        """Zip the working directory as Ray would for a local one, upload it; its ``s3://`` URI."""
+        """Zip the working directory as Ray would for a local one, upload it; its ``s3://`` URI.
+
+        The job's ``reason`` says how far it got (a pending job's panel and ``rj status`` show it).
+        """
         # Ray's own packager: the same .gitignore and exclude rules as a local working_dir,
         # with the directory itself as the single top level Ray strips from a remote package.
         from ray._private.runtime_env.packaging import create_package
 
         source = Path(job.spec["workingDir"])
+        self._progress(store, job, f"packaging the working directory {source}")
         with tempfile.TemporaryDirectory(prefix="eksray-package-") as tmp:
             target = Path(tmp) / "working_dir.zip"
             try:
@@ -239,7 +245,51 @@ class KubeRayJobRunner(JobRunner):
                     [FieldError("workingDir", f"cannot package {source}: {e}; make its files readable")],
                 ) from e
             digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
-            return store.put_package(job.owner, job.id, target, digest)
+            total = target.stat().st_size
+            sent = 0
+            shown = 0.0
+
+            def uploaded(chunk: int) -> None:
+                nonlocal sent, shown
+                sent += chunk
+                if time.monotonic() - shown >= 1.0 or sent >= total:
+                    shown = time.monotonic()
+                    self._progress(
+                        store,
+                        job,
+                        f"uploading the working directory: {sent / MIB:.1f} of {total / MIB:.1f} MiB",
+                    )
+
+            return store.put_package(job.owner, job.id, target, digest, progress=uploaded)
+
+    @staticmethod
+    def _progress(store: JobStore, job: Job, reason: str) -> None:
+        """Say what a pending job is doing in its ``reason`` (not in its history: progress is noise)."""
+        record = store.read(job.owner, job.id)
+        if record is None or record.get("state") != JobState.PENDING.value:
+            return
+        record["reason"] = reason
+        record["updatedAt"] = time.time()
+        store.write(record)
+
+    def _package_then_submit(self, job: Job, store: S3JobStore) -> None:
+        try:
+            working_dir = self.package(job, store)
+            record = store.read(job.owner, job.id)
+            if record is None or JobState(record["state"]).terminal:
+                return  # stopped while its directory was uploading: nothing to submit
+            self._submit(job, store, working_dir)
+        except Exception as e:  # recorded on the job: nobody waits on this thread for an answer
+            message = e.message if isinstance(e, EKSRayError) else str(e)
+            if isinstance(e, InvalidRequestError) and e.errors:
+                message = "; ".join(f"{err.path}: {err.message}" for err in e.errors)
+            record = store.read(job.owner, job.id)
+            if record is not None and not JobState(record["state"]).terminal:
+                store.write(transition(record, JobState.FAILED, f"the job could not be started: {message}"))
+            self.log.warning("eksray: job %s could not be started: %s", job.id, message)
+        finally:
+            with self._lock:
+                self._packagers.pop((job.owner, job.id), None)
 
     def _results_upload(self, job: Job, store: S3JobStore) -> dict[str, Any]:
         """What the head's results driver uploads with: a narrow, short-lived presigned POST, or
@@ -255,11 +305,24 @@ class KubeRayJobRunner(JobRunner):
 
     def start(self, job: Job) -> None:
         store = self._store(job)
-        working_dir = results_upload = None
-        if isinstance(store, S3JobStore):
-            if job.spec.get("workingDir"):
-                working_dir = self.package(job, store)
-            results_upload = self._results_upload(job, store)
+        if isinstance(store, S3JobStore) and job.spec.get("workingDir"):
+            # Packaging and uploading a directory can take minutes: never on the request path.
+            # The job stays pending with its progress in ``reason``; a failure is recorded on it.
+            thread = threading.Thread(
+                target=self._package_then_submit,
+                args=(job, store),
+                name=f"eksray-package-{job.id}",
+                daemon=True,
+            )
+            with self._lock:
+                self._packagers[(job.owner, job.id)] = thread
+            thread.start()
+            return
+        self._submit(job, store, None)
+
+    def _submit(self, job: Job, store: JobStore, working_dir: str | None) -> None:
+        """Create the job's RayJob and follow it."""
+        results_upload = self._results_upload(job, store) if isinstance(store, S3JobStore) else None
         body = self.rayjob(job, working_dir=working_dir, results_upload=results_upload)
         namespace = body["metadata"]["namespace"]
         backend = self.backend
@@ -292,6 +355,9 @@ class KubeRayJobRunner(JobRunner):
         return False
 
     def is_active(self, job: Job) -> bool | None:
+        packager = self._packagers.get((job.owner, job.id))
+        if packager is not None and packager.is_alive():
+            return True
         follower = self._followers.get((job.owner, job.id))
         if follower is not None and follower.alive():
             return True
@@ -325,7 +391,15 @@ class KubeRayJobRunner(JobRunner):
         return f"its RayJob {job.id} was deleted before the job ended"
 
     def close(self, timeout: float = 5.0) -> None:
-        """End this runner's followers (the RayJobs continue; a later read resumes them)."""
+        """End this runner's followers (the RayJobs continue; a later read resumes them).
+
+        Uploads of working directories in progress are waited for, however long they take:
+        a CLI that submitted a job must not exit and leave it pending forever.
+        """
+        with self._lock:
+            packagers = list(self._packagers.values())
+        for packager in packagers:
+            packager.join()
         with self._lock:
             followers = list(self._followers.values())
             self._followers.clear()

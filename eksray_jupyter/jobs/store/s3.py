@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +194,14 @@ class S3JobStore(JobStore):
         response = self._open(key, doing, byte_range)
         return None if response is None else bytes(response["Body"].read())
 
-    def _upload(self, source: Path, key: str, doing: str) -> None:
-        """A file to ``key`` (multipart for large ones)."""
+    def _upload(
+        self, source: Path, key: str, doing: str, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """A file to ``key`` (multipart for large ones); ``progress`` gets each chunk's byte count."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.upload_file(str(source), self.bucket, key)
+            self._client.upload_file(str(source), self.bucket, key, Callback=progress)
         except (ClientError, BotoCoreError) as e:
             raise self._fail(e, doing) from e
         except Exception as e:  # boto3's S3UploadFailedError wraps ClientError
@@ -430,13 +432,20 @@ class S3JobStore(JobStore):
 
     # --- for a head on another machine (the kuberay runner) --------------------------------------
 
-    def put_package(self, owner: str, job_id: str, source: Path, digest: str) -> str:
+    def put_package(
+        self,
+        owner: str,
+        job_id: str,
+        source: Path,
+        digest: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> str:
         """Upload a working-directory zip; return its ``s3://`` URI for Ray's ``working_dir``.
 
         The name carries the content digest: Ray caches a remote package by its URI.
         """
         key = self._key(owner, job_id, "package", f"working_dir-{digest}.zip")
-        self._upload(source, key, "uploading the working directory")
+        self._upload(source, key, "uploading the working directory", progress)
         return f"s3://{self.bucket}/{key}"
 
     def results_upload(self, owner: str, job_id: str, expires_seconds: int, max_bytes: int) -> dict[str, Any]:
