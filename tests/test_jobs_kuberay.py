@@ -470,12 +470,22 @@ def test_backoff_limit_retries_on_a_new_cluster(env: Env) -> None:
         {"entrypoint": "python flaky.py", "cluster": {"profile": "cpu-small"}, "backoffLimit": 1}
     )
     first_cluster, first = env.started(job.id)
+    # Each cluster the operator makes for the job gets the NetworkPolicy eksray's own have.
+    policy = wait_until(
+        lambda: env.fk.get("networkpolicies", NS, f"{first_cluster}-eksray"), what="the first cluster's policy"
+    )
+    first_uid = env.fk.get("rayclusters", NS, first_cluster)["metadata"]["uid"]
+    assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == [first_uid]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"ray.io/cluster": first_cluster}}
     env.dashboard.logs[first] = "attempt 1 failed\n"
     env.state(job.id, JobState.RUNNING)
     wait_until(lambda: b"attempt 1" in env.jobs.logs(job.id).data, what="first attempt's log")
     env.finish(job.id, "FAILED")
     second_cluster, second = env.started(job.id, after=first)
     assert second_cluster != first_cluster
+    wait_until(
+        lambda: env.fk.get("networkpolicies", NS, f"{second_cluster}-eksray"), what="the second cluster's policy"
+    )
     env.dashboard.logs[second] = "attempt 2 ok\n"
     wait_until(lambda: len(env.jobs.get(job.id).attempts) == 2, what="second attempt recorded")
     env.finish(job.id, "SUCCEEDED")

@@ -523,6 +523,19 @@ def test_a_rayjob_as_far_as_the_real_operator_takes_it(
         assert ready(backend, frank.owner, cluster).phase == Phase.READY
         with k8s_plane.api_client() as client:
             submitters = kubernetes.client.BatchV1Api(client).list_namespaced_job(frank.namespace).items
+            # The cluster the operator made for the job is guarded like the user's own ones.
+            networking = kubernetes.client.NetworkingV1Api(client)
+            policy = wait_until(
+                lambda: next(
+                    (p for p in networking.list_namespaced_network_policy(frank.namespace).items
+                     if p.metadata.name == f"{cluster}-eksray"),
+                    None,
+                ),
+                "the job cluster's NetworkPolicy",
+                timeout=TIMEOUT,
+            )  # fmt: skip
+        assert [r.name for r in policy.metadata.owner_references] == [cluster]
+        assert policy.spec.pod_selector.match_labels == {"ray.io/cluster": cluster}
         assert [j.metadata.name for j in submitters] == [job.id]
 
         stopped = jobs.stop(job.id, wait=30)

@@ -680,6 +680,22 @@ class KubeRayBackend(ClusterBackend):
                 "Ray token. Try again in a few seconds, or pick another name."
             )
 
+    def protect_cluster(self, namespace: str, name: str) -> bool:
+        """Give a RayCluster the operator made (a RayJob's) its NetworkPolicy; True once it has one.
+
+        False (logged) if that failed: the caller tries again later. The cluster's Ray token
+        guards it meanwhile.
+        """
+        if not self.network_policy:
+            return True
+        try:
+            cr = self.api.get_cluster(namespace, name, _not_found(name))
+            self._create_network_policy(cr)
+        except EKSRayError as e:
+            self.log.warning("eksray: no NetworkPolicy yet for RayJob cluster %s/%s: %s", namespace, name, e)
+            return False
+        return True
+
     def _network_policy_body(self, cr: dict[str, Any]) -> dict[str, Any]:
         return build_network_policy(
             cr,

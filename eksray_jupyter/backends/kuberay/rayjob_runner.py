@@ -478,7 +478,10 @@ class KubeRayJobRunner(JobRunner):
             return True  # another process follows it now
         status = rj.get("status") or {}
         if status.get("rayClusterName") and record.get("clusterCreated"):
-            record["clusterName"] = status["rayClusterName"]
+            record["clusterName"] = cluster = status["rayClusterName"]
+            # The operator made this cluster (one per attempt): it needs its NetworkPolicy too.
+            if info.get("networkPolicyFor") != cluster and self.backend.protect_cluster(namespace, cluster):
+                info["networkPolicyFor"] = cluster
         record_attempt(record, status)
         self._copy_log(store, record, status)
         if stop_requested:
