@@ -576,7 +576,7 @@ def follow_job(
             on_state(chunk.state, time.monotonic() - started)
         if chunk.complete:
             return jobs.get(job_id)
-        if offset >= chunk.size:
+        if offset >= chunk.size or not chunk.data:  # caught up: wait for more
             time.sleep(FOLLOW_JOB_INTERVAL if interval is None else interval)
 
 

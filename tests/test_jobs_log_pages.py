@@ -378,6 +378,18 @@ async def test_rest_follow_streams_page_by_page_until_the_end(
     assert b"".join(chunks) == expected_tail(log, 100) + b"and more\n"
 
 
+async def test_rest_follow_with_limit_0_still_reads_on(
+    jp_fetch: Any, jobs: Any, logged_job: tuple[str, bytes]
+) -> None:
+    job_id, log = logged_job
+    record = jobs.stores.local.read(jobs.owner, job_id)
+    jobs.stores.local.write(transition(record, JobState.FAILED, "the entrypoint exited with code 1"))
+    response = await get_log(
+        jp_fetch, job_id, {"request_timeout": 30}, offset=len(log) - 10, limit=0, follow=1
+    )
+    assert response.body == log[-10:]
+
+
 @pytest.mark.parametrize(
     ("params", "field", "needle"),
     [

@@ -138,7 +138,7 @@ class JobLogsHandler(JobsBaseHandler):
     @authorized
     async def get(self, job_id: str) -> None:
         offset, limit, tail, follow = self.log_query()
-        if follow and limit is None:
+        if follow and not limit:
             limit = self.jobs.log_page_max  # catch up in as few reads as allowed
         chunk = await self.call(self.jobs.logs, job_id, offset, limit, tail)
         self.set_header("Content-Type", TEXT)
@@ -161,7 +161,7 @@ class JobLogsHandler(JobsBaseHandler):
                 await self.flush()
                 if chunk.complete:
                     break  # read after the job ended, to the end: nothing more will come
-                if chunk.next_offset >= chunk.size:
+                if chunk.next_offset >= chunk.size or not chunk.data:
                     await asyncio.sleep(FOLLOW_POLL_S)  # caught up: wait for more
                 chunk = await self.call(self.jobs.logs, job_id, chunk.next_offset, limit)
         except StreamClosedError:
