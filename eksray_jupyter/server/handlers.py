@@ -9,6 +9,7 @@ clusters it acts on are those of the configured owner.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -134,10 +135,14 @@ class EKSRayHandler(APIHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         status = http_status(value) if value is not None else 500
-        if status >= 500 and status != 503 and not isinstance(value, web.HTTPError):
+        if status == 500 and not isinstance(value, web.HTTPError):
             self.log.error(
                 "eksray: %s %s failed", self.request.method, self.request.path, exc_info=(typ, value, tb)
             )
+        elif status in (502, 504):
+            # An upstream's trouble (Kubernetes, S3), said in the message: no traceback per
+            # request during an outage.
+            self.log.warning("eksray: %s %s -> %s: %s", self.request.method, self.request.path, status, value)
         elif not isinstance(value, web.HTTPError):
             self.log.info("eksray: %s %s -> %s: %s", self.request.method, self.request.path, status, value)
         else:
@@ -202,6 +207,8 @@ class ClusterEventsHandler(EKSRayHandler):
         if raw is not None:
             try:
                 since = float(raw)
+                if not math.isfinite(since):  # "nan", "inf": float() takes them, JSON has none
+                    raise ValueError(raw)
             except ValueError:
                 raise InvalidRequestError(
                     "Invalid query",
