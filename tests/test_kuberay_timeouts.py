@@ -312,3 +312,36 @@ def test_a_429_with_retry_after_is_tried_again_in_time() -> None:
     with pytest.raises(KubeError) as info:
         kube_call("creating x", fn, _request_timeout=5.0)
     assert len(fn.timeouts) == 1 and "429" in info.value.message
+
+
+def test_a_body_that_stops_half_way_is_a_504_not_a_500() -> None:
+    """Raw answers are read after the call returned: a server that stops while sending the
+    body must still give the 504 (or a 502 for a broken connection), never an unmapped error."""
+    import urllib3
+
+    from eksray_jupyter.backends.kuberay.errors import KubeError, KubeTimeout
+    from eksray_jupyter.backends.kuberay.kubeapi import read_json
+
+    class Response:
+        def __init__(self, error: Exception | None, data: bytes = b"") -> None:
+            self.error, self.released, self._data = error, False, data
+
+        @property
+        def data(self) -> bytes:
+            if self.error is not None:
+                raise self.error
+            return self._data
+
+        def release_conn(self) -> None:
+            self.released = True
+
+    stalled = Response(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"))  # type: ignore[arg-type]
+    with pytest.raises(KubeTimeout, match="stopped answering while listing pods"):
+        read_json(stalled, "listing pods")
+    broken = Response(urllib3.exceptions.ProtocolError("Connection broken"))
+    with pytest.raises(KubeError, match="connection broke while reading x") as info:
+        read_json(broken, "reading x")
+    assert not isinstance(info.value, KubeTimeout)
+    assert stalled.released and broken.released
+    assert read_json(Response(None, b'{"a": 1}'), "reading x") == {"a": 1}
+    assert read_json(Response(None, b""), "reading x") == {}

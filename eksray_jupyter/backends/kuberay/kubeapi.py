@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import KubeError, kube_call
+from .errors import KubeError, KubeTimeout, kube_call
 from .names import GROUP, RAYCLUSTERS, RAYJOBS, VERSION
 
 if TYPE_CHECKING:
@@ -148,10 +148,7 @@ class KubeApi:
             )
         except KubeNotFound:
             return None
-        try:
-            body = json.loads(response.data or b"{}")
-        finally:
-            response.release_conn()
+        body = read_json(response, f"reading namespace {namespace}")
         return dict((body.get("metadata") or {}).get("labels") or {})
 
     def create_namespace(self, namespace: str, labels: dict[str, str]) -> None:
@@ -181,13 +178,7 @@ class KubeApi:
 
     def _raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         response = kube_call(what, fn, *args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-        try:
-            body = json.loads(response.data or b"{}")
-        except ValueError as e:
-            raise KubeError(f"Unreadable answer from the Kubernetes API while {what}") from e
-        finally:
-            response.release_conn()
-        return body if isinstance(body, dict) else {}
+        return read_json(response, what)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret ``name`` (its values base64 in ``data``), or None when it does not exist.
@@ -260,12 +251,7 @@ class KubeApi:
             _request_timeout=self.timeout * 4,
             **kwargs,
         )
-        try:
-            return json.loads(response.data)
-        except ValueError as e:
-            raise KubeError(f"Unreadable {kind} list from the Kubernetes API") from e
-        finally:
-            response.release_conn()
+        return read_json(response, f"listing {kind} in {namespace}")
 
     def watch_raw(
         self, kind: str, namespace: str, resource_version: str, timeout_seconds: int
@@ -324,3 +310,26 @@ class KubeApi:
                 raise KubeError("The Ray dashboard answered with something other than JSON") from e
 
         return kube_call(f"reading the Ray dashboard of {namespace}/{service}", call)
+
+
+def read_json(response: Any, what: str) -> dict[str, Any]:
+    """The JSON object of an answer read without preloading (``{}`` for an empty one).
+
+    The body is read after :func:`kube_call` returned, so a server that stops answering half
+    way is caught here: a KubeTimeout (504), not a 500.
+    """
+    import urllib3
+
+    try:
+        data = response.data
+    except urllib3.exceptions.ReadTimeoutError as e:
+        raise KubeTimeout(f"The Kubernetes API stopped answering while {what}; check the API server") from e
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise KubeError(f"The Kubernetes API connection broke while {what} ({type(e).__name__})") from e
+    finally:
+        response.release_conn()
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError as e:
+        raise KubeError(f"Unreadable answer from the Kubernetes API while {what}") from e
+    return body if isinstance(body, dict) else {}
