@@ -139,7 +139,10 @@ class JobService:
             self.runner.start(job)
         except Exception as e:
             # Recorded, so the job is not lost; the answer keeps the error's kind (a 4xx the
-            # user can act on stays one).
+            # user can act on stays one). On the freshest record: the runner may have noted
+            # where its resources are (a stop must still find them).
+            with contextlib.suppress(EKSRayError):
+                record = store.read(self.owner, job_id) or record
             transition(record, JobState.FAILED, f"the job could not be started: {e}")
             store.write(record)
             if isinstance(e, EKSRayError):

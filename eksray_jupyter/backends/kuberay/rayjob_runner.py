@@ -44,6 +44,7 @@ from ...core.errors import (
     FieldError,
     InvalidRequestError,
     NotFoundError,
+    UpstreamTimeoutError,
 )
 from ...core.ray_auth import dashboard_headers
 from ...jobs.models import Job, JobState, log_read_interval, transition
@@ -64,6 +65,8 @@ from .rayjob import (
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
 LOGS_PATH = "api/jobs/{job_id}/logs"
 MIB = 1024 * 1024
+#: The longest a follower waits between two tries after failures in a row.
+FOLLOW_BACKOFF_MAX_S = 30.0
 #: A presigned results upload is short-lived: whoever can read the RayJob can use it.
 MAX_PRESIGNED_SECONDS = 12 * 3600
 
@@ -332,12 +335,19 @@ class KubeRayJobRunner(JobRunner):
             and backend.create_namespaces
         ):
             backend._ensure_namespace(namespace, job.owner)  # as create_cluster does
-        backend.api.create_rayjob(namespace, body)
+        # Recorded before the RayJob exists: whatever happens next, a stop can find it.
         record = store.read(job.owner, job.id) or {}
         record["kuberay"] = {"namespace": namespace, "rayJob": job.id, "logBytes": 0}
         if working_dir:
             record["kuberay"]["workingDir"] = working_dir
         store.write(record)
+        try:
+            backend.api.create_rayjob(namespace, body)
+        except UpstreamTimeoutError:
+            # No answer: it may exist. The job is recorded failed, so it must not run on.
+            with contextlib.suppress(EKSRayError):
+                self._delete(namespace, job.id)
+            raise
         self._follow(job)
 
     def stop(self, job: Job) -> bool:
@@ -432,16 +442,33 @@ class KubeRayJobRunner(JobRunner):
         follower.thread.start()
 
     def _run(self, job: Job, follower: _Follower) -> None:
-        store = self._store(job)
-        try:
-            while not follower.released:  # released: this runner lets go of the job
-                follower.wake.clear()
-                if self._locked_step(store, job, follower.stop_requested):
+        """Follow until the job is done or this runner lets go of it (``released``).
+
+        A failed step (an API timeout, a throttled store) is tried again, later each time, up
+        to FOLLOW_BACKOFF_MAX_S apart: giving up would lose the end of the log once the
+        operator deletes the cluster, and keep the lease from others until it expires.
+        """
+        failures = 0
+        while not follower.released:
+            follower.wake.clear()
+            try:
+                if self._locked_step(self._store(job), job, follower.stop_requested):
                     return
-                follower.wake.wait(self.poll_seconds)
+                failures = 0
+            except Exception as e:  # never die silently: the reason goes to the server log
+                failures += 1
+                self.log.warning(
+                    "eksray: following RayJob %s: %s (failed %d time(s) in a row; trying again)",
+                    job.id,
+                    e,
+                    failures,
+                )
+            delay = self.poll_seconds * 2 ** min(failures, 10) if failures else self.poll_seconds
+            follower.wake.wait(min(delay, max(self.poll_seconds, FOLLOW_BACKOFF_MAX_S)))
+        try:
             self._release(job)  # e.g. a CLI exiting: the server may take over at once
-        except Exception as e:  # never die silently: the reason goes to the server log
-            self.log.warning("eksray: following RayJob %s failed: %s", job.id, e)
+        except Exception as e:
+            self.log.warning("eksray: could not release the lease on RayJob %s: %s", job.id, e)
 
     def _release(self, job: Job) -> None:
         """Give up this runner's follower lease on the job's RayJob, if it holds it."""
@@ -612,6 +639,7 @@ class KubeRayJobRunner(JobRunner):
         if record is None or not record.get("clusterCreated") or record.get("clusterDeletedAt"):
             return
         name = record.get("clusterName")
+        namespace = (record.get("kuberay") or {}).get("namespace")
         if name and name != job_id:
             try:
                 self.backend.delete_cluster(owner, name)
@@ -620,5 +648,13 @@ class KubeRayJobRunner(JobRunner):
             except EKSRayError as e:
                 self.log.warning("eksray: could not delete cluster %s of job %s: %s", name, job_id, e)
                 return  # the operator deletes it after its ttlSecondsAfterFinished
+        elif namespace:
+            # No cluster was ever seen (e.g. its create got no answer): the RayJob may still
+            # exist, and what it made goes with it.
+            try:
+                self._delete(namespace, job_id)
+            except EKSRayError as e:
+                self.log.warning("eksray: could not delete RayJob %s: %s", job_id, e)
+                return
         record["clusterDeletedAt"] = time.time()
         store.write(record)
