@@ -38,6 +38,11 @@ class ClusterBackend(LoggingConfigurable):
         super().__init__(**kwargs)
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
+        # Held from a subscribe's or an unsubscribe's decision (first? last?) to the end of the
+        # start or stop it leads to: a stop decided before a new subscriber came can never stop
+        # the observer that subscriber relies on. Not taken by ``notify``, so observer threads
+        # never wait on it.
+        self._observing_lock = threading.RLock()
 
     # --- clusters -------------------------------------------------------------------------
 
@@ -128,21 +133,31 @@ class ClusterBackend(LoggingConfigurable):
         """Call ``listener`` (from a backend thread) on every change; returns an unsubscribe function.
 
         One observer per backend serves every listener, so many panels do not multiply
-        the work done against Ray or Kubernetes.
+        the work done against Ray or Kubernetes. Subscribing and unsubscribing are serialised
+        with the start and stop they lead to, so either may block while another one's stop
+        joins the observer's thread (call them on a thread, not on an event loop). Calling the
+        unsubscribe function again does nothing.
         """
-        with self._listeners_lock:
-            self._listeners.append(listener)
-            first = len(self._listeners) == 1
-        if first:
-            self.start_observing()
+        with self._observing_lock:
+            with self._listeners_lock:
+                self._listeners.append(listener)
+                first = len(self._listeners) == 1
+            if first:
+                self.start_observing()
+        done = False
 
         def unsubscribe() -> None:
-            with self._listeners_lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-                last = not self._listeners
-            if last:
-                self.stop_observing()
+            nonlocal done
+            with self._observing_lock:
+                if done:  # a second call must not take another subscriber's equal listener
+                    return
+                done = True
+                with self._listeners_lock:
+                    if listener in self._listeners:
+                        self._listeners.remove(listener)
+                    last = not self._listeners
+                if last:
+                    self.stop_observing()
 
         return unsubscribe
 
@@ -155,12 +170,27 @@ class ClusterBackend(LoggingConfigurable):
             except Exception:  # one bad listener must not starve the others
                 self.log.exception("eksray: change listener failed")
 
+    @property
+    def observing(self) -> bool:
+        """Whether changes reach the listeners now (the push stream's heartbeat says so).
+
+        Default: always (a backend that notifies as it makes changes); one with an observer
+        thread says whether that thread runs.
+        """
+        return True
+
     def start_observing(self) -> None:
-        """Start watching the backend (called when the first listener subscribes)."""
+        """Start watching the backend (called when the first listener subscribes).
+
+        Called under the observing lock, never at the same time as :meth:`stop_observing`.
+        Must not return before the new observer is set up, even while the thread of an
+        earlier one is still ending: that thread must not touch the new observer's state.
+        """
 
     def stop_observing(self) -> None:
-        """Stop watching (called when the last listener leaves, and on shutdown)."""
+        """Stop watching (called when the last listener leaves, and on shutdown); joins, bounded."""
 
     def close(self) -> None:
         """Release resources; clusters keep running (their state lives in the backend)."""
-        self.stop_observing()
+        with self._observing_lock:
+            self.stop_observing()

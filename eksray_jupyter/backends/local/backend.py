@@ -97,8 +97,11 @@ class LocalBackend(ClusterBackend):
         self.root = Path(self.state_dir) / "local" / "clusters"
         self.root.mkdir(parents=True, exist_ok=True)
         self._create_lock_file = self.root.parent / ".create.lock"
+        # The observer thread and its own stop event; one that is stopping but may still run.
         self._observer: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._observer_stop = threading.Event()
+        self._retiring: threading.Thread | None = None
+        self._observer_lock = threading.Lock()
         self._usage = NodeUsage()
         # Cluster name -> (dashboard port, the process of the cluster found listening on it).
         self._dashboard_listeners: dict[str, tuple[int, processes.ProcessRef]] = {}
@@ -479,26 +482,48 @@ class LocalBackend(ClusterBackend):
 
     # --- observing --------------------------------------------------------------------------
 
+    @property
+    def observing(self) -> bool:
+        thread = self._observer
+        return thread is not None and thread.is_alive()
+
     def start_observing(self) -> None:
-        if self._observer is not None and self._observer.is_alive():
-            return
-        self._stop.clear()
-        self._observer = threading.Thread(
-            target=self._observe_loop, name="eksray-local-observer", daemon=True
-        )
-        self._observer.start()
+        # Each thread has a stop event of its own: a stop still joining the old thread (or one
+        # that gave up waiting) can never stop the new one. The new thread waits for the old
+        # one to end first, so no two rounds run at once.
+        with self._observer_lock:
+            if self._observer is not None and self._observer.is_alive():
+                return
+            stop = threading.Event()
+            self._observer_stop = stop
+            self._observer = threading.Thread(
+                target=self._observe_loop,
+                args=(stop, self._retiring),
+                name="eksray-local-observer",
+                daemon=True,
+            )
+            self._observer.start()
 
-    def stop_observing(self) -> None:
-        self._stop.set()
-        if self._observer is not None and self._observer is not threading.current_thread():
-            self._observer.join(timeout=5)
-        self._observer = None
+    def stop_observing(self, timeout: float = 5.0) -> None:
+        with self._observer_lock:
+            thread, self._observer = self._observer, None
+            self._observer_stop.set()
+            if thread is not None:
+                self._retiring = thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                self.log.warning(
+                    "eksray: the local observer did not stop within %.0f s; it ends after its round", timeout
+                )
 
-    def _observe_loop(self) -> None:
+    def _observe_loop(self, stop: threading.Event, previous: threading.Thread | None = None) -> None:
         """One loop for all listeners: diff every cluster's state and events, push what changed."""
+        if previous is not None and previous is not threading.current_thread():
+            previous.join(5.0)  # it ends after its round (its stop is set)
         last: dict[str, tuple[str, dict[str, Any]]] = {}
         seen_events: dict[str, set[str]] = {}
-        while not self._stop.is_set():
+        while not stop.is_set():
             started = time.monotonic()
             current: set[str] = set()
             for cdir, record in self._all_records():
@@ -523,7 +548,7 @@ class LocalBackend(ClusterBackend):
                 owner, _ = last.pop(gone)
                 seen_events.pop(gone, None)
                 self.notify(Change("deleted", owner, gone))
-            self._stop.wait(max(0.05, self.observe_interval - (time.monotonic() - started)))
+            stop.wait(max(0.05, self.observe_interval - (time.monotonic() - started)))
 
     def close(self) -> None:
         super().close()

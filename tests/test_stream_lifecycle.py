@@ -1,0 +1,175 @@
+"""Starting and stopping what feeds the push stream, when panels come and go at once.
+
+A reloaded panel closes its socket and opens a new one: the last unsubscribe and the next
+subscribe race. Each test forces one interleaving with Events (a stop paused between its
+decision and its work, an observer paused in the middle of a round) and checks that the
+newest subscriber is served: it gets the next change, and exactly one observer runs.
+No Ray: local clusters are records on disk whose processes are gone.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eksray_jupyter.backends.local import LocalBackend
+from eksray_jupyter.core.config import EKSRay
+from eksray_jupyter.core.models import Change
+from eksray_jupyter.core.service import ClusterService
+
+from .waiting import wait_until
+
+TIMEOUT = 10.0
+
+
+class Changes:
+    """A listener that queues what it hears."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Change] = queue.Queue()
+
+    def __call__(self, change: Change) -> None:
+        self.queue.put(change)
+
+    def next_matching(self, match: Callable[[Change], bool], timeout: float = TIMEOUT) -> Change:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching change within {timeout} s")
+            try:
+                change = self.queue.get(timeout=remaining)
+            except queue.Empty:
+                raise AssertionError(f"no matching change within {timeout} s") from None
+            if match(change):
+                return change
+
+
+def threads_named(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+
+
+# --- the local backend ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local(state_dir: Path) -> Iterator[LocalBackend]:
+    service = ClusterService(EKSRay(state_dir=str(state_dir), owner="alice"))
+    backend = service.backend
+    assert isinstance(backend, LocalBackend)
+    backend.observe_interval = 0.02
+    yield backend
+    backend.close()
+
+
+def blocked_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is (somewhere down its stack) inside a function of that name."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def write_dead_cluster(backend: LocalBackend, name: str, owner: str) -> None:
+    """A cluster as an earlier server left it, its head long gone: the observer reports it."""
+    cdir = backend._dir(name)
+    cdir.root.mkdir(parents=True)
+    cdir.logs.mkdir()
+    cdir.write(
+        {
+            "name": name,
+            "owner": owner,
+            "spec": {"name": name, "workerGroups": []},
+            "createdAt": 1.0,
+            "readyAt": 2.0,
+            "status": "running",
+            "ports": {"gcs": 1, "dashboard": 2, "client": 3},
+            "tempDir": str(cdir.root / "tmp"),
+            "objectStoreBytes": 1,
+            "head": {"pid": 999_999_999, "createTime": 1.0},
+        }
+    )
+
+
+def is_cluster(name: str) -> Callable[[Change], bool]:
+    return lambda change: change.kind == "cluster" and change.name == name
+
+
+def test_a_late_stop_never_stops_the_observer_of_a_new_subscriber(
+    local: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last unsubscribe decides to stop; before it does, a new subscriber arrives."""
+    unsubscribe_old = local.subscribe(Changes())
+    wait_until(lambda: threads_named("eksray-local-observer"), "the observer runs")
+    new = Changes()
+    subscribed = threading.Event()
+    unsubscribe_new: list[Callable[[], None]] = []
+    real_stop = local.stop_observing
+
+    def late_stop() -> None:  # the stop the last unsubscribe decided on, and a panel that comes back
+        monkeypatch.setattr(local, "stop_observing", real_stop)
+        threading.Thread(
+            target=lambda: (unsubscribe_new.append(local.subscribe(new)), subscribed.set()), daemon=True
+        ).start()
+        # Without the fix the new subscriber is in at once (the observer still runs, so nothing is
+        # started), and this stop then stops the observer it relies on. With the fix it waits for
+        # this stop to finish, which this bounded wait lets happen.
+        subscribed.wait(1.0)
+        real_stop()
+
+    monkeypatch.setattr(local, "stop_observing", late_stop)
+    unsubscribe_old()
+    assert subscribed.wait(TIMEOUT)
+    try:
+        write_dead_cluster(local, "after", "alice")
+        new.next_matching(is_cluster("after"))
+        assert len(threads_named("eksray-local-observer")) == 1
+    finally:
+        unsubscribe_new[0]()
+    wait_until(lambda: not threads_named("eksray-local-observer"), "the observer stopped")
+
+
+def test_a_start_while_the_old_observer_still_finishes_its_round_observes(
+    local: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() waits for the old thread to finish its round; a start() meanwhile must still leave
+    an observer running once both are done (and only one)."""
+    changes = Changes()
+    unsubscribe = local.subscribe(changes)
+    try:
+        wait_until(lambda: threads_named("eksray-local-observer"), "the observer runs")
+        in_round, finish_round = threading.Event(), threading.Event()
+        real_all_records = local._all_records
+
+        def slow_round() -> list[Any]:
+            if threading.current_thread() is old:
+                in_round.set()
+                assert finish_round.wait(TIMEOUT)
+            return real_all_records()
+
+        [old] = threads_named("eksray-local-observer")
+        monkeypatch.setattr(local, "_all_records", slow_round)
+        assert in_round.wait(TIMEOUT)
+        stopper = threading.Thread(target=local.stop_observing, daemon=True)
+        stopper.start()
+        wait_until(lambda: blocked_in(stopper, "join"), "the stop waits for the old observer")
+        local.start_observing()  # as a subscriber that comes back while the stop joins
+        finish_round.set()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive()
+        wait_until(lambda: not old.is_alive(), "the old observer ended")
+        write_dead_cluster(local, "later", "alice")
+        changes.next_matching(is_cluster("later"))
+        assert threads_named("eksray-local-observer") != [old]
+        assert len(threads_named("eksray-local-observer")) == 1
+    finally:
+        unsubscribe()
