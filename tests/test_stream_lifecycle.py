@@ -19,12 +19,21 @@ from typing import Any
 
 import pytest
 
+from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.local import LocalBackend
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Change
 from eksray_jupyter.core.service import ClusterService
 
+from . import test_kuberay
+from .fakekube import FakeKubeServer, pytest_plugin
+from .test_kuberay import ALICE_NS, CPU_SPEC, ready, spec_of
 from .waiting import wait_until
+
+# The fake API server's fixtures, used by name below.
+fakekube = pytest_plugin.fakekube
+fakekube_kubeconfig = pytest_plugin.fakekube_kubeconfig
+make_backend = test_kuberay.make_backend
 
 TIMEOUT = 10.0
 
@@ -173,3 +182,91 @@ def test_a_start_while_the_old_observer_still_finishes_its_round_observes(
         assert len(threads_named("eksray-local-observer")) == 1
     finally:
         unsubscribe()
+
+
+# --- the kuberay backend --------------------------------------------------------------------------
+
+KUBERAY_OBSERVER = "eksray-kuberay-observer"
+
+
+def scaled_to(replicas: int) -> Callable[[Change], bool]:
+    return lambda change: (
+        change.kind == "cluster"
+        and change.cluster is not None
+        and change.cluster.worker_groups[0].ready == replicas
+    )
+
+
+@pytest.fixture
+def kuberay(make_backend: Callable[..., KubeRayBackend]) -> KubeRayBackend:
+    backend = make_backend(dashboard_events=False)
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    return backend
+
+
+def test_kuberay_a_late_stop_never_stops_the_dispatcher_of_a_new_subscriber(
+    kuberay: KubeRayBackend, fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unsubscribe_old = kuberay.subscribe(Changes())
+    wait_until(lambda: threads_named(KUBERAY_OBSERVER), "the dispatcher runs")
+    new = Changes()
+    subscribed = threading.Event()
+    unsubscribe_new: list[Callable[[], None]] = []
+    real_stop = kuberay.stop_observing
+
+    def late_stop() -> None:  # as in the local test above
+        monkeypatch.setattr(kuberay, "stop_observing", real_stop)
+        threading.Thread(
+            target=lambda: (unsubscribe_new.append(kuberay.subscribe(new)), subscribed.set()), daemon=True
+        ).start()
+        subscribed.wait(1.0)
+        real_stop()
+
+    monkeypatch.setattr(kuberay, "stop_observing", late_stop)
+    unsubscribe_old()
+    assert subscribed.wait(TIMEOUT)
+    try:
+        fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
+        new.next_matching(scaled_to(2))
+        assert len(threads_named(KUBERAY_OBSERVER)) == 1
+    finally:
+        unsubscribe_new[0]()
+    wait_until(lambda: not threads_named(KUBERAY_OBSERVER), "the dispatcher stopped")
+
+
+def test_kuberay_a_start_while_the_old_dispatcher_finishes_leaves_exactly_one(
+    kuberay: KubeRayBackend, fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop joins the dispatcher while it is busy with a change; a start comes meanwhile.
+    Exactly one dispatcher must remain (two pushed everything twice, and one of them leaked)."""
+    changes = Changes()
+    unsubscribe = kuberay.subscribe(changes)
+    try:
+        [old] = wait_until(lambda: threads_named(KUBERAY_OBSERVER), "the dispatcher runs")
+        in_dispatch, finish_dispatch = threading.Event(), threading.Event()
+        real_build = kuberay.build_safe
+
+        def slow_build(*args: Any) -> Any:
+            if threading.current_thread() is old and not finish_dispatch.is_set():
+                in_dispatch.set()
+                assert finish_dispatch.wait(TIMEOUT)
+            return real_build(*args)
+
+        monkeypatch.setattr(kuberay, "build_safe", slow_build)
+        fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=2)
+        assert in_dispatch.wait(TIMEOUT)
+        stopper = threading.Thread(target=kuberay._observer.stop, daemon=True)
+        stopper.start()
+        wait_until(lambda: blocked_in(stopper, "join"), "the stop waits for the dispatcher")
+        kuberay._observer.start()  # as a subscriber that comes back while the stop joins
+        finish_dispatch.set()
+        stopper.join(TIMEOUT)
+        assert not stopper.is_alive()
+        wait_until(lambda: not old.is_alive(), "the old dispatcher ended", timeout=TIMEOUT)
+        assert len(threads_named(KUBERAY_OBSERVER)) == 1
+        fakekube.autoscale(ALICE_NS, "demo", "cpu", replicas=3)
+        changes.next_matching(scaled_to(3))
+    finally:
+        unsubscribe()
+    wait_until(lambda: not threads_named(KUBERAY_OBSERVER), "the dispatcher stopped")

@@ -944,6 +944,10 @@ class KubeRayBackend(ClusterBackend):
 
     # --- observing --------------------------------------------------------------------------------
 
+    @property
+    def observing(self) -> bool:
+        return self._observer.running
+
     def start_observing(self) -> None:
         self._observer.start()
 

@@ -60,8 +60,11 @@ class Observer:
         self._wake = threading.Condition(self._lock)
         self._observing = False
         self._pending = _nothing_pending()
+        # The dispatcher and its own stop event (set under ``_lock``); the last one stopped,
+        # which may still be ending: a new dispatcher waits for it before its first round.
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._retiring: threading.Thread | None = None
 
     def on_cache_change(self, kind: str, namespace: str, name: str, payload: Any) -> None:
         """Called on watch threads; the dispatcher does the work (coalesced)."""
@@ -77,23 +80,39 @@ class Observer:
                 self._pending["clusters"].add(key)
             self._wake.notify()
 
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return self._observing and thread is not None and thread.is_alive()
+
     def start(self) -> None:
         with self._lock:
             if self._observing:
                 return
             self._observing = True
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="eksray-kuberay-observer", daemon=True)
+            # A fresh stop event: the one a stop still joining (or one that gave up) has set stays
+            # set for the thread it belongs to, which ends instead of dispatching beside this one.
+            self._stop = stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._loop, args=(stop, self._retiring), name="eksray-kuberay-observer", daemon=True
+            )
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._observing = False
             self._stop.set()
             self._wake.notify_all()
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._retiring = thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            thread.join(timeout)
+            if thread.is_alive():
+                self.backend.log.warning(
+                    "eksray: the kuberay dispatcher did not stop within %.0f s; it ends after its round",
+                    timeout,
+                )
 
     def _baseline(self) -> Pushed:
         """What panels already have (their snapshot): only differences from it are pushed."""
@@ -115,7 +134,9 @@ class Observer:
                     last[(cache.namespace, cluster.name)] = (who, cluster.to_dict())
         return last
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event, previous: threading.Thread | None = None) -> None:
+        if previous is not None and previous is not threading.current_thread():
+            previous.join(5.0)  # stopped: it ends after its round; never two rounds at once
         backend = self.backend
         new_events = NewEvents(backend.autoscaler_events)
         next_poll = time.monotonic() + backend.dashboard_poll_seconds
@@ -125,13 +146,15 @@ class Observer:
         # each cluster is pushed even when it looks the same (``unconfirmed``); later ones only if
         # different.
         unconfirmed = set(last)
-        while not self._stop.is_set():
+        while not stop.is_set():
             with self._lock:
                 if not (self._pending["clusters"] or self._pending["deleted"] or self._pending["events"]):
                     self._wake.wait(timeout=max(0.05, next_poll - time.monotonic()))
-            if self._stop.wait(0.05):  # coalesce a burst of watch events
+            if stop.wait(0.05):  # coalesce a burst of watch events
                 break
             with self._lock:
+                if stop.is_set():  # stopped meanwhile: what is pending is a newer dispatcher's
+                    break
                 pending, self._pending = self._pending, _nothing_pending()
             try:
                 self._dispatch(pending, last, unconfirmed)
