@@ -287,6 +287,59 @@ async def test_events_since(jp_fetch: Any, service: Any) -> None:
     assert "since" in response["message"]
 
 
+@pytest.mark.parametrize("since", ["nan", "inf", "-Infinity"])
+async def test_events_since_must_be_a_finite_number(jp_fetch: Any, service: Any, since: str) -> None:
+    """Found by fuzzing: float() takes these, so they were answered as if they were timestamps."""
+    service.create({**SPEC})
+    code, response = await error_of(jp_fetch, "clusters", "demo", "events", params={"since": since})
+    assert code == 400
+    assert [e["path"] for e in response["errors"]] == ["since"]
+
+
+async def test_a_profile_is_named_by_a_string(jp_fetch: Any, service: Any) -> None:
+    """Found by fuzzing: ``"profile": null`` was taken as no profile (201), though the document
+    says a profile is a string."""
+    code, response = await error_of(jp_fetch, "clusters", method="POST", body={"name": "x", "profile": None})
+    assert code == 400
+    assert [e["path"] for e in response["errors"]] == ["profile"]
+    assert "cpu-small" in response["errors"][0]["message"]  # what to give instead
+    assert service.list() == []
+
+
+async def test_the_request_names_the_cluster_never_a_profile(jp_fetch: Any, service: Any) -> None:
+    """``name`` is required in the request (as the document says), even from a profile that has one."""
+    service.config.profiles = {**service.config.profiles, "named": {"name": "fixed"}}
+    code, response = await error_of(jp_fetch, "clusters", method="POST", body={"profile": "named"})
+    assert code == 400
+    assert [(e["path"], e["message"]) for e in response["errors"]] == [("name", "is required")]
+    created = await call(jp_fetch, "clusters", method="POST", body={"name": "mine", "profile": "named"})
+    assert json.loads(created.body)["name"] == "mine"
+
+
+async def test_whole_numbers_may_be_written_as_floats(jp_fetch: Any, service: Any) -> None:
+    """Found by fuzzing: JSON Schema takes 2.0 as an integer, so a spec kept the float and the
+    backend failed on it (a 500: ``range(2.0)``); a scale request with 2.0 was refused. JSON does
+    not tell 2 from 2.0: both are 2, an int, from the spec on."""
+    body = {
+        "name": "floats",
+        "workerGroups": [{"groupName": "cpu", "replicas": 2.0, "minReplicas": 1.0, "maxReplicas": 3.0}],
+        "head": {"gpu": 0.0},
+    }
+    created = json.loads((await call(jp_fetch, "clusters", method="POST", body=body)).body)
+    group = created["spec"]["workerGroups"][0]
+    values = (group["replicas"], group["minReplicas"], group["maxReplicas"], created["spec"]["head"]["gpu"])
+    assert values == (2, 1, 3, 0) and all(type(v) is int for v in values)
+    assert len(created["nodes"]) == 1 + 2
+    scale = {"workerGroups": [{"groupName": "cpu", "replicas": 3.0}]}
+    scaled = await call(jp_fetch, "clusters", "floats", method="PATCH", body=scale)
+    assert type(json.loads(scaled.body)["workerGroups"][0]["replicas"]) is int
+    assert service.get("floats").spec["workerGroups"][0]["replicas"] == 3
+    scale = {"workerGroups": [{"groupName": "cpu", "replicas": 2.5}]}
+    code, response = await error_of(jp_fetch, "clusters", "floats", method="PATCH", body=scale)
+    assert code == 400
+    assert [e["path"] for e in response["errors"]] == ["workerGroups[0].replicas"]
+
+
 async def test_config_shows_backend_profiles_limits_and_no_secrets(jp_fetch: Any, state_dir: Any) -> None:
     body = json.loads((await call(jp_fetch, "config")).body)
     assert body["backend"] == "memory"

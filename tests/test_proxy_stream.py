@@ -255,3 +255,41 @@ async def test_proxy_refuses_paths_that_climb_out(jp_fetch: Any, demo: MemoryBac
         await jp_fetch("eksray", "clusters", "demo", "dashboard/" + path)
     assert info.value.code == 400
     assert "may not contain" in info.value.response.body.decode()
+
+
+@pytest.mark.parametrize(
+    ("route", "allowed"),
+    [
+        (("eksray", "api", "stream"), {"GET"}),
+        (
+            ("eksray", "clusters", "demo", "dashboard", "x"),
+            {"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"},
+        ),
+    ],
+)
+async def test_methods_not_answered_are_405_with_allow(
+    jp_fetch: Any, demo: MemoryBackend, route: tuple[str, ...], allowed: set[str]
+) -> None:
+    """Found by fuzzing: both said 405 without ``Allow``, and TRACE (refused before the user is
+    known) broke Jupyter's error page: an exception in the log and an empty answer."""
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch(*route, method="TRACE", allow_nonstandard_methods=True)
+    assert info.value.code == 405
+    assert set(info.value.response.headers["Allow"].split(", ")) == allowed
+    assert info.value.response.body  # an answer, not a failed error page
+
+
+async def test_a_form_body_that_cannot_be_parsed_is_a_400_page(jp_fetch: Any, demo: MemoryBackend) -> None:
+    """Found by fuzzing: tornado parses form bodies before the user is known, and the failure broke
+    Jupyter's error page (an exception in the log, an empty 400)."""
+    for route in (("eksray", "clusters", "demo", "dashboard", "x"), ("eksray", "api", "stream")):
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch(
+                *route,
+                method="DELETE",
+                body=b"--x\r\n",
+                headers={"Content-Type": "multipart/form-data"},
+                allow_nonstandard_methods=True,
+            )
+        assert info.value.code == 400, route
+        assert b"Bad Request" in info.value.response.body, route

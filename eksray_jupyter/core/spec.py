@@ -142,11 +142,7 @@ def _defaults_from(schema: dict[str, Any], root: dict[str, Any]) -> Any:
 
 def fill_defaults(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """Fill schema defaults into objects (and array items) the request left out."""
-    while "$ref" in schema:
-        target: Any = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    schema = _resolve_ref(schema, root)
     if isinstance(value, dict):
         props = schema.get("properties", {})
         for key, sub in props.items():
@@ -158,6 +154,34 @@ def fill_defaults(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> A
                 value[key] = fill_defaults(value[key], sub, root)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [fill_defaults(item, schema["items"], root) for item in value]
+    return value
+
+
+def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def whole_numbers(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """``2.0`` where the schema says integer becomes ``2``: JSON does not tell the two apart (JSON
+    Schema takes both as integers), and what is built from a spec (``range``, Kubernetes' int32
+    fields, Ray's flags) wants an int. Call on a valid document."""
+    schema = _resolve_ref(schema, root)
+    if isinstance(value, float) and schema.get("type") == "integer" and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = whole_numbers(item, sub, root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [whole_numbers(item, schema["items"], root) for item in value]
     return value
 
 
@@ -225,20 +249,34 @@ def resolve_cluster_spec(request: Any, profiles: dict[str, dict[str, Any]]) -> d
     if errors := non_finite_errors(request):
         raise InvalidRequestError("Invalid cluster spec: numbers must be finite (no NaN or Infinity)", errors)
     request = dict(request)
-    profile_name = request.pop("profile", None)
-    if profile_name is not None:
+    if "profile" in request:
+        profile_name = request.pop("profile")
         if not isinstance(profile_name, str) or profile_name not in profiles:
             known = ", ".join(sorted(profiles)) or "none are configured"
-            raise InvalidRequestError(
-                "Unknown profile",
-                [FieldError("profile", f"no profile {profile_name!r}; available: {known}")],
+            what = (
+                f"no profile {profile_name!r}" if isinstance(profile_name, str) else "give a profile's name"
             )
-        request = merge_profile(profiles[profile_name], request)
-    spec = fill_defaults(copy.deepcopy(request), load_schema(), load_schema())
-    errors = schema_errors(spec) + semantic_errors(spec)
+            raise InvalidRequestError(
+                "Unknown profile", [FieldError("profile", f"{what}; available: {known}")]
+            )
+        # A profile never names the cluster: the request does.
+        base = {k: v for k, v in profiles[profile_name].items() if k != "name"}
+        request = merge_profile(base, request)
+    schema = load_schema()
+    spec = fill_defaults(copy.deepcopy(request), schema, schema)
+    errors = schema_errors(spec)
     if errors:
+        raise InvalidRequestError("Invalid cluster spec", errors + semantic_errors(spec))
+    spec = whole_numbers(spec, schema, schema)
+    if errors := semantic_errors(spec):
         raise InvalidRequestError("Invalid cluster spec", errors)
     return spec
+
+
+def _group_field_bounds(key: str) -> tuple[int, int]:
+    """``minimum`` and ``maximum`` of a worker group's field in the cluster schema."""
+    field = load_schema()["$defs"]["workerGroup"]["properties"][key]
+    return int(field["minimum"]), int(field["maximum"])
 
 
 def validate_scale_request(spec: dict[str, Any], request: Any) -> list[dict[str, Any]]:
@@ -291,10 +329,13 @@ def validate_scale_request(spec: dict[str, Any], request: Any) -> list[dict[str,
             if key not in change:
                 continue
             value = change[key]
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 2.0 is 2 in JSON
+            lo, hi = _group_field_bounds(key)
             if not isinstance(value, int) or isinstance(value, bool):
                 errors.append(FieldError(f"{where}.{key}", f"must be an integer, got {json.dumps(value)}"))
-            elif not 0 <= value <= 1000:
-                errors.append(FieldError(f"{where}.{key}", f"must be between 0 and 1000, got {value}"))
+            elif not lo <= value <= hi:
+                errors.append(FieldError(f"{where}.{key}", f"must be between {lo} and {hi}, got {value}"))
             else:
                 groups[name][key] = value
         group = groups[name]

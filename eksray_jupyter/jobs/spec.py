@@ -16,7 +16,14 @@ import string
 from typing import Any
 
 from ..core.errors import FieldError, InvalidRequestError
-from ..core.spec import fill_defaults, load_schema, non_finite_errors, resolve_cluster_spec, schema_errors
+from ..core.spec import (
+    fill_defaults,
+    load_schema,
+    non_finite_errors,
+    resolve_cluster_spec,
+    schema_errors,
+    whole_numbers,
+)
 
 JOB_SCHEMA = "job"
 #: Environment variables the runner sets for the entrypoint and its tasks.
@@ -129,7 +136,7 @@ def resolve_job_spec(
     if errors := non_finite_errors(request):
         raise InvalidRequestError("Invalid job spec: numbers must be finite (no NaN or Infinity)", errors)
     schema = load_schema(JOB_SCHEMA)
-    spec = fill_defaults(copy.deepcopy(request), schema, schema)
+    spec = whole_numbers(fill_defaults(copy.deepcopy(request), schema, schema), schema, schema)
     errors = schema_errors(spec, JOB_SCHEMA)
 
     if isinstance(spec.get("entrypoint"), str) and "name" not in spec:

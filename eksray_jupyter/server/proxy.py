@@ -31,6 +31,8 @@ _SAFE_PATH_CHARS = ":/?#[]@!$&'()*+,;=-._~"
 # Jupyter's credentials, and any Ray token the client sent (only the cluster's own, added
 # by us, may reach the dashboard).
 _STRIPPED_HEADERS = ("Authorization", "Cookie", "X-XSRFToken", "X-Xsrftoken", DASHBOARD_HEADER)
+#: What the proxy passes on (HTTP's ``Allow`` for the others).
+PROXIED_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 
 
 class DashboardProxyHandler(ProxyHandler):
@@ -108,6 +110,16 @@ class DashboardProxyHandler(ProxyHandler):
             f"<body style='font-family: sans-serif; margin: 2em'><h2>Ray dashboard unavailable</h2>"
             f"<p>{html.escape(message)}</p></body></html>"
         )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(PROXIED_METHODS))
+        if status_code == 405 or not hasattr(self, "_current_user"):
+            # Refused before prepare (a method tornado does not route, a form body it cannot parse):
+            # Jupyter's error page needs the user, who is not known yet.
+            self._error_page(status_code, self._reason)
+            return
+        super().write_error(status_code, **kwargs)
 
     def get_request_headers_override(self) -> dict[str, str]:
         return {}

@@ -219,6 +219,18 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
         except websocket.WebSocketClosedError:
             self.hub.remove(self)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        if status_code == 405 or not hasattr(self, "_current_user"):
+            # Refused before prepare (a method tornado does not route, a form body it cannot parse):
+            # Jupyter's error page needs the user, who is not known yet.
+            self.set_header("Content-Type", "application/json")
+            message = "The stream is a websocket: GET with Upgrade: websocket"
+            self.finish(json.dumps({"message": message if status_code == 405 else self._reason}))
+            return
+        super().write_error(status_code, **kwargs)
+
     def on_message(self, message: str | bytes) -> None:
         """Clients only listen; anything they send is ignored."""
 
