@@ -53,6 +53,8 @@ def jp_server_config(state_dir: Path, backend_class: str, eksray_settings: dict[
     return {
         "ServerApp": {"jpserver_extensions": {"eksray_jupyter": True}},
         "EKSRay": {"state_dir": str(state_dir), "backend": backend_class, **eksray_settings},
+        # No heartbeats among the messages tests expect (tests/test_stream_lifecycle.py sets them).
+        "EKSRayExtension": {"stream_heartbeat_seconds": 0},
     }
 
 

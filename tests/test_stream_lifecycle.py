@@ -9,6 +9,8 @@ No Ray: local clusters are records on disk whose processes are gone.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import queue
 import sys
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tornado.websocket import WebSocketClientConnection
 
 from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.local import LocalBackend
@@ -28,7 +31,7 @@ from eksray_jupyter.core.service import ClusterService
 from . import test_kuberay
 from .fakekube import FakeKubeServer, pytest_plugin
 from .test_kuberay import ALICE_NS, CPU_SPEC, ready, spec_of
-from .waiting import wait_until
+from .waiting import eventually, wait_until
 
 # The fake API server's fixtures, used by name below.
 fakekube = pytest_plugin.fakekube
@@ -270,3 +273,89 @@ def test_kuberay_a_start_while_the_old_dispatcher_finishes_leaves_exactly_one(
     finally:
         unsubscribe()
     wait_until(lambda: not threads_named(KUBERAY_OBSERVER), "the dispatcher stopped")
+
+
+# --- the server's stream --------------------------------------------------------------------------
+
+
+async def read_json(ws: WebSocketClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.read_message(), timeout)
+    assert message is not None, "stream closed"
+    return json.loads(message)
+
+
+async def connect(jp_ws_fetch: Any) -> tuple[WebSocketClientConnection, dict[str, Any]]:
+    ws = await jp_ws_fetch("eksray", "api", "stream")
+    snapshot = await read_json(ws)
+    assert snapshot["type"] == "snapshot"
+    assert (await read_json(ws))["type"] == "jobs"
+    return ws, snapshot
+
+
+async def next_not_heartbeat(ws: WebSocketClientConnection) -> dict[str, Any]:
+    while (message := await read_json(ws))["type"] == "heartbeat":
+        pass
+    return message
+
+
+async def test_a_panel_reloaded_while_the_last_stop_is_slow_is_served_and_the_loop_never_waits(
+    jp_ws_fetch: Any, jp_fetch: Any, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = service.backend
+    stopping, finish_stop = threading.Event(), threading.Event()
+    real_stop = backend.stop_observing
+
+    def slow_stop() -> None:  # as a join of an observer thread busy with a round
+        stopping.set()
+        finish_stop.wait(TIMEOUT)
+        real_stop()
+
+    monkeypatch.setattr(backend, "stop_observing", slow_stop)
+    # Before the fix the event loop itself waited for the stop: this lets it go on, eventually.
+    watchdog = threading.Timer(TIMEOUT, finish_stop.set)
+    watchdog.start()
+    try:
+        old, _ = await connect(jp_ws_fetch)
+        old.close()  # the panel reloads: its old socket goes...
+        await eventually(stopping.is_set, "the last unsubscribe stopping the observer")
+        new = await jp_ws_fetch("eksray", "api", "stream")  # ... and the new one comes at once
+        await jp_fetch("eksray", "api", "clusters")  # the server answers meanwhile
+        assert not finish_stop.is_set(), "the event loop waited for the observer's stop"
+        finish_stop.set()
+        assert (await read_json(new))["type"] == "snapshot"
+        assert (await read_json(new))["type"] == "jobs"
+        await asyncio.get_running_loop().run_in_executor(None, service.create, {"name": "later"})
+        message = await next_not_heartbeat(new)
+        assert message.get("name", message.get("cluster", {}).get("name")) == "later"
+        assert len(backend._listeners) == 1
+        new.close()
+    finally:
+        watchdog.cancel()
+        finish_stop.set()
+
+
+async def test_heartbeats_flow_while_changes_do_and_a_dead_observer_is_restarted(
+    jp_ws_fetch: Any, jp_serverapp: Any, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = jp_serverapp.web_app.settings["eksray_stream_hub"]
+    hub.heartbeat_seconds = 0.05
+    ws, snapshot = await connect(jp_ws_fetch)
+    assert snapshot["heartbeat"] == 0.05  # the panel knows what to expect
+    assert await read_json(ws) == {"type": "heartbeat"}
+
+    # The observer dies (an error it does not survive): no more heartbeats, so panels would take
+    # the stream for dead. The hub closes the sockets; their panels reconnect for a fresh
+    # snapshot, and the first one starts the observer again.
+    observing = threading.Event()  # not set: dead
+    starts: list[float] = []
+    monkeypatch.setattr(type(service.backend), "observing", property(lambda self: observing.is_set()))
+    monkeypatch.setattr(service.backend, "start_observing", lambda: (starts.append(1), observing.set()))
+    while (message := await asyncio.wait_for(ws.read_message(), TIMEOUT)) is not None:
+        assert json.loads(message) == {"type": "heartbeat"}  # only those sent before it died
+    assert ws.close_code == 1012
+    ws.close()
+    assert starts == []
+    again, _ = await connect(jp_ws_fetch)
+    assert await read_json(again) == {"type": "heartbeat"}
+    assert starts == [1]
+    again.close()

@@ -189,6 +189,12 @@ class JobWatcher:
     def running(self) -> bool:
         return self._thread is not None
 
+    @property
+    def alive(self) -> bool:
+        """Whether its thread runs (it is started by a subscriber and ends only when stopped)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def subscribe(self, callback: Callable[[JobChange], None]) -> Callable[[], None]:
         """Call ``callback`` (on the watcher's thread) with each change; returns the unsubscribe function.
 

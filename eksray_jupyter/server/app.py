@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Int
+from traitlets import Float, Int
 
 from ..core.config import EKSRay
 from ..core.service import ClusterService
@@ -33,6 +33,11 @@ class EKSRayExtension(ExtensionApp):
         "stopping jobs), apart from the reads: a slow backend holds these, never the reads. A change "
         "asked for while all are busy is refused at once (503, Retry-After).",
     ).tag(config=True)
+    stream_heartbeat_seconds = Float(
+        10.0,
+        help="Seconds between two heartbeats on the push stream (0: none), sent while changes flow; "
+        "a panel that misses three takes its stream for dead, polls and reconnects.",
+    ).tag(config=True)
 
     def initialize_settings(self) -> None:
         # ray/kubernetes/boto3 are not imported here: backends import them on first use.
@@ -41,7 +46,9 @@ class EKSRayExtension(ExtensionApp):
         self.executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="eksray")
         self.writes = WritePool(self.backend_write_threads)  # see server/pools.py
         self.hub = StreamHub(
-            self.services, lambda name: handlers.dashboard_path(self.serverapp.base_url, name)
+            self.services,
+            lambda name: handlers.dashboard_path(self.serverapp.base_url, name),
+            heartbeat_seconds=self.stream_heartbeat_seconds,
         )
         self.settings.update(
             eksray_services=self.services,

@@ -6,7 +6,8 @@ needs a snapshot on connect, per-owner filtering and small JSON deltas, and the 
 tests can read it with any websocket client. The protocol (server -> client, JSON):
 
     {"type": "snapshot", "clusters": [Cluster, ...]}         first, on connect ("cache" too
-                                                              when not current, as in GET /clusters)
+                                                              when not current, as in GET /clusters;
+                                                              "heartbeat": seconds, when there are)
     {"type": "cluster", "cluster": Cluster}                   a cluster changed
     {"type": "deleted", "name": "..."}                        a cluster is gone
     {"type": "event", "name": "...", "event": Event}          a new cluster event
@@ -14,6 +15,7 @@ tests can read it with any websocket client. The protocol (server -> client, JSO
     {"type": "job", "job": Job}                               a job is new or changed
     {"type": "jobDeleted", "id": "..."}                       a job's record is gone
     {"type": "jobWarnings", "warnings": [...]}                the stores that cannot be read changed
+    {"type": "heartbeat"}                                     every "heartbeat" s while changes flow
 
 ``Job`` is exactly the body of ``GET /eksray/api/jobs/{id}``; ``jobs`` and ``warnings`` are
 those of ``GET /eksray/api/jobs`` (newest first; a store that cannot be read is named in
@@ -25,6 +27,11 @@ The backend calls the hub from its observer thread, the job watcher
 hands it to the event loop, so fifty panels cost one backend observer, one job watcher and
 one ``json.dumps`` per change. Both run only while a socket is connected. A socket gets job
 changes only after its ``jobs`` snapshot, which the watcher orders with its changes.
+
+Heartbeats prove more than an open socket: they are sent only while the backend observes and
+the job watcher runs. A panel that misses three takes its stream for dead, polls and
+reconnects; if what feeds the stream stopped, the hub closes the sockets (1012) and the first
+to come back starts it again.
 """
 
 from __future__ import annotations
@@ -49,13 +56,26 @@ if TYPE_CHECKING:
     from ..jobs.watch import JobChange, JobSnapshot, JobWatcher
 
 
-class StreamHub:
-    """Fans backend changes out to the connected sockets of their owner."""
+HEARTBEAT = json.dumps({"type": "heartbeat"})
 
-    def __init__(self, services: Services, dashboard_url: Callable[[str], str]) -> None:
+
+class StreamHub:
+    """Fans backend changes out to the connected sockets of their owner.
+
+    Subscribing (the first socket) and unsubscribing (after the last) run on a thread, one at a
+    time and in the order the sockets came and went (``_lifecycle``): a panel that reloads waits
+    for the stop its old socket caused, then starts the observer anew, and the event loop never
+    waits for either.
+    """
+
+    def __init__(
+        self, services: Services, dashboard_url: Callable[[str], str], heartbeat_seconds: float = 10.0
+    ) -> None:
         self.services = services
         self.service = services.clusters
         self.dashboard_url = dashboard_url
+        #: Seconds between two heartbeats (0: none); the snapshot tells the panels.
+        self.heartbeat_seconds = heartbeat_seconds
         self.sockets: set[StreamHandler] = set()
         #: Sockets that have had their ``jobs`` snapshot: job changes go to them only.
         self.job_sockets: set[StreamHandler] = set()
@@ -63,6 +83,9 @@ class StreamHub:
         self._unsubscribe_jobs: Callable[[], None] | None = None
         self._job_watcher: JobWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lifecycle = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # releases under way (kept from the GC)
 
     @property
     def job_watcher(self) -> JobWatcher:
@@ -73,26 +96,89 @@ class StreamHub:
             self._job_watcher = JobWatcher.for_jobs(self.services.jobs)
         return self._job_watcher
 
-    def add(self, socket: StreamHandler) -> None:
+    async def add(self, socket: StreamHandler) -> None:
+        """Count ``socket`` in; the first one subscribes (after any unsubscribe still under way)."""
         self.sockets.add(socket)
-        if self._unsubscribe is None:
-            self._loop = asyncio.get_running_loop()
-            self._unsubscribe = self.service.backend.subscribe(self._on_change)
-            try:
-                self._unsubscribe_jobs = self.job_watcher.subscribe(self._on_job_change)
-            except Exception:  # e.g. a job runner that cannot be loaded: clusters are still pushed
-                self.service.config.log.exception("eksray: jobs are not on the stream")
+        async with self._lifecycle:
+            if socket in self.sockets and self._unsubscribe is None:
+                await self._subscribe()
 
     def remove(self, socket: StreamHandler) -> None:
         self.sockets.discard(socket)
         self.job_sockets.discard(socket)
-        if not self.sockets and self._unsubscribe is not None:
-            unsubscribes = [self._unsubscribe, self._unsubscribe_jobs]
-            self._unsubscribe = self._unsubscribe_jobs = None
-            # Stopping the observer and the watcher joins their threads: not on the event loop.
-            for unsubscribe in unsubscribes:
-                if unsubscribe is not None:
-                    asyncio.get_running_loop().run_in_executor(None, unsubscribe)
+        if not self.sockets:
+            task = asyncio.get_running_loop().create_task(self._release())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _subscribe(self) -> None:
+        """Subscribe to the backend and the job watcher (holding ``_lifecycle``)."""
+        loop = self._loop = asyncio.get_running_loop()
+        # Both start threads, and may wait for a stop still joining one: not on the event loop.
+        self._unsubscribe = await loop.run_in_executor(None, self.service.backend.subscribe, self._on_change)
+        try:
+            self._unsubscribe_jobs = await loop.run_in_executor(
+                None, lambda: self.job_watcher.subscribe(self._on_job_change)
+            )
+        except Exception:  # e.g. a job runner that cannot be loaded: clusters are still pushed
+            self.service.config.log.exception("eksray: jobs are not on the stream")
+        if self.heartbeat_seconds > 0 and self._heartbeat is None:
+            self._heartbeat = loop.create_task(self._beat())
+
+    async def _unsubscribe_all(self) -> None:
+        """Unsubscribe from both (holding ``_lifecycle``); their stops join threads, on a thread."""
+        for unsubscribe in self.detach():
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, unsubscribe)
+            except Exception:
+                self.service.config.log.exception("eksray: stopping what feeds the stream failed")
+
+    async def _release(self) -> None:
+        async with self._lifecycle:
+            if not self.sockets and self._unsubscribe is not None:
+                await self._unsubscribe_all()
+
+    def detach(self) -> list[Callable[[], None]]:
+        """Stop the heartbeat and hand over the unsubscribe functions (they block: call them on a
+        thread). Used when the last socket goes and on shutdown."""
+        if self._heartbeat is not None:
+            if self._heartbeat is not asyncio.current_task():
+                self._heartbeat.cancel()
+            self._heartbeat = None
+        unsubscribes = [u for u in (self._unsubscribe, self._unsubscribe_jobs) if u is not None]
+        self._unsubscribe = self._unsubscribe_jobs = None
+        return unsubscribes
+
+    # --- heartbeat --------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """Whether changes reach the sockets: the backend observes and the job watcher runs."""
+        if not self.service.backend.observing:
+            return False
+        watcher = self._job_watcher
+        return self._unsubscribe_jobs is None or (watcher is not None and watcher.alive)
+
+    async def _beat(self) -> None:
+        """While subscribed, every ``heartbeat_seconds``: a heartbeat to every socket while changes
+        flow. A panel that misses a few takes the stream for dead, polls and reconnects. If what
+        feeds the stream stopped (an observer that died), the hub unsubscribes and closes the
+        sockets: their panels reconnect for a fresh snapshot, and the first one subscribes anew."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            if self.healthy():
+                self._broadcast(HEARTBEAT)
+                continue
+            async with self._lifecycle:
+                if self._unsubscribe is None or self.healthy():
+                    continue
+                self.service.config.log.warning(
+                    "eksray: the %s backend's observer or the job watcher stopped; the stream restarts",
+                    self.service.backend.name,
+                )
+                await self._unsubscribe_all()  # ends this heartbeat; the next subscription has one
+                for socket in list(self.sockets):
+                    socket.close(1012, "The stream restarts: reconnect for a fresh snapshot")
+                return
 
     def encode(self, change: Change) -> str:
         if change.kind == "cluster" and change.cluster is not None:
@@ -161,12 +247,10 @@ class StreamHub:
             self.job_sockets.add(socket)
 
     def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        if self._unsubscribe_jobs is not None:
-            self._unsubscribe_jobs()
-            self._unsubscribe_jobs = None
+        """Unsubscribe now; blocks (the server's shutdown calls :meth:`detach` and its functions
+        on a thread of its own instead)."""
+        for unsubscribe in self.detach():
+            unsubscribe()
 
 
 class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -192,7 +276,7 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         # Subscribe first, then snapshot: a change racing the snapshot arrives after it.
-        self.hub.add(self)
+        await self.hub.add(self)
         service = self.hub.service
         clusters, cache = await asyncio.get_running_loop().run_in_executor(
             self.settings["eksray_executor"],
@@ -204,6 +288,8 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
         }
         if not cache.current:
             snapshot["cache"] = cache.to_dict()
+        if self.hub.heartbeat_seconds > 0:
+            snapshot["heartbeat"] = self.hub.heartbeat_seconds
         self.send(json.dumps(snapshot))
         # Then the jobs (queued to the loop in order with the job changes; see StreamHub.send_jobs).
         try:
