@@ -327,3 +327,177 @@ def test_a_squatted_dashboard_port_is_never_proxied(service: ClusterService) -> 
         for proc in (head, squatter, new_head):
             if proc is not None:
                 stop(proc)
+
+
+# --- state on disk under concurrent writers (issue 13) -------------------------------------------
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def stand_in_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads and workers that just sleep (their argv still names the cluster's temp dir)."""
+    from eksray_jupyter.backends.local import ray_start
+
+    monkeypatch.setattr(ray_start, "ray_command", lambda: list(SLEEP))
+
+
+def local(service: ClusterService) -> LocalBackend:
+    backend = service.backend
+    assert isinstance(backend, LocalBackend)
+    return backend
+
+
+def write_running(
+    service: ClusterService, state_dir: Path, name: str, head: dict[str, Any] | None, **extra: Any
+) -> Any:
+    """A cluster's directory as a server would have left it, with ``head`` as its head process."""
+    cdir = local(service)._dir(name)
+    cdir.logs.mkdir(parents=True)
+    (cdir.logs / "head.log").write_text("Exception: The current node timed out during startup.\n")
+    (cdir.root / ".lock").touch()
+    record = {
+        "name": name,
+        "owner": service.owner,
+        "spec": service.config.resolve_spec(spec(name)),
+        "createdAt": 1e12,  # not timed out
+        "status": "running",
+        "ports": {"gcs": 1, "dashboard": 2, "client": 3},
+        "tempDir": str(state_dir / f"tmp-{name}"),
+        "objectStoreBytes": 1,
+        "head": head,
+        **extra,
+    }
+    if isinstance(extra.get("spec"), dict):
+        record["spec"] = service.config.resolve_spec(extra["spec"])
+    cdir.write(record)
+    return cdir
+
+
+def test_a_cluster_deleted_during_an_observer_pass_stays_deleted(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The observer read the cluster, then it was deleted (before it was ever ready): what the
+    observer writes next must not bring it back, nor start a head for it."""
+    import threading
+
+    from .waiting import wait_until
+
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    service.create({"name": "brief", "workerGroups": []})
+    taken, resume = threading.Event(), threading.Event()
+    passes: list[Any] = []
+    read_all = backend._all_records
+
+    def pausing() -> Any:
+        records = read_all()
+        if threading.current_thread().name == "eksray-local-observer":
+            passes.append(records)
+            if len(passes) == 1:
+                taken.set()
+                resume.wait(30)  # the delete happens here, between the read and the writes
+        return records
+
+    monkeypatch.setattr(backend, "_all_records", pausing)
+    unsubscribe = backend.subscribe(lambda change: None)
+    try:
+        assert taken.wait(30)
+        service.delete("brief")
+        resume.set()
+        wait_until(lambda: len(passes) >= 3, "two more observer passes")
+        assert backend._observer is not None and backend._observer.is_alive()
+    finally:
+        resume.set()
+        unsubscribe()
+    assert not backend._dir("brief").root.exists()
+    assert service.list() == []
+
+
+def test_broken_entries_are_skipped_and_never_fatal(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stray file, a record without a name (as a late bootstrap wrote them) and a torn record
+    in clusters/ neither break the list, nor every create, nor the observer."""
+    import threading
+
+    from .waiting import wait_until
+
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    (backend.root / "notes.txt").write_text("not a cluster")
+    (backend.root / "zombie").mkdir()
+    (backend.root / "zombie" / "cluster.json").write_text('{"bootstrapped": true}')
+    (backend.root / "torn").mkdir()
+    (backend.root / "torn" / "cluster.json").write_text('{"name": "torn", "own')
+    assert service.list() == []
+    seen: list[str] = []
+    passes = threading.Semaphore(0)
+    read_all = backend._all_records
+
+    def counting() -> Any:
+        records = read_all()
+        if threading.current_thread().name == "eksray-local-observer":
+            passes.release()
+        return records
+
+    monkeypatch.setattr(backend, "_all_records", counting)
+    unsubscribe = backend.subscribe(lambda change: seen.append(change.name))
+    try:
+        service.create({"name": "fine", "workerGroups": []})
+        assert [c.name for c in service.list()] == ["fine"]
+        wait_until(lambda: "fine" in seen, "the observer to report the new cluster")
+        for _ in range(2):
+            assert passes.acquire(timeout=30)
+        assert backend._observer is not None and backend._observer.is_alive()
+    finally:
+        unsubscribe()
+        service.delete("fine")
+    assert "torn" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_a_corrupt_state_file_is_never_overwritten(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torn cluster.json is not 'empty': updates are refused (with an event), never `{}` + change."""
+    from eksray_jupyter.backends.local.workers import launch_worker
+
+    stand_in_ray(monkeypatch)
+    cdir = write_running(service, state_dir, "torn", None, readyAt=2.0)
+    torn = cdir.cluster_file.read_text()[:40]
+    cdir.cluster_file.write_text(torn)
+    with pytest.raises(ValueError) as refused:
+        cdir.update(bootstrapped=True)
+    assert type(refused.value).__name__ == "CorruptFileError"
+    assert cdir.cluster_file.read_text() == torn
+    assert [e["reason"] for e in cdir.read_events()] == ["StateUnreadable"]
+    with pytest.raises(ConflictError) as info:
+        service.get("torn")
+    assert str(cdir.cluster_file) in info.value.message
+    assert service.list() == []
+
+    # The same for the node list: a torn nodes.json does not lose the workers it names.
+    other = write_running(service, state_dir, "nodes", None, readyAt=2.0)
+    other.nodes_file.write_text('{"nodes": {"abc": {"gro')
+    with pytest.raises(ValueError):
+        launch_worker(other, "cpu", launched_by="autoscaler")
+    assert other.nodes_file.read_text() == '{"nodes": {"abc": {"gro'
+
+
+def test_atomic_writes_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from eksray_jupyter.core.state_files import write_json_atomic, write_text_atomic
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_json_atomic(tmp_path / "a.json", {"a": 1})
+    write_text_atomic(tmp_path / "b.yaml", "b: 1\n")
+    files = [Path(p).name for p in synced if Path(p).parent == tmp_path]
+    assert len(files) == 2 and all(f.startswith((".a.json.", ".b.yaml.")) for f in files), synced
+    assert synced.count(str(tmp_path)) == 2

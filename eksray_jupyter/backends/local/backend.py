@@ -9,10 +9,16 @@ This module creates, scales and deletes clusters, restarts a head or workers tha
 failed (within bounds) and pushes changes to observers. State lives in :mod:`.state`
 on disk; the status it reports is derived on every read by :mod:`.status`, the event
 timeline by :mod:`.events`.
+
+Concurrency: the server, CLIs and Ray's autoscaler act on the same clusters at once. Every
+change of a cluster's record is made under its lock on its freshest state. A delete marks
+the record ``stopping`` under the lock, stops the cluster's processes, then removes the
+record under the lock before the directory, so no late writer brings it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import shutil
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,7 @@ from ...core.ray_auth import new_token, write_token_file
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
-from .state import ClusterDir
+from .state import ClusterDir, ClusterGone, CorruptFileError
 from .status import (
     NodeUsage,
     build_cluster,
@@ -105,6 +112,8 @@ class LocalBackend(ClusterBackend):
         self._usage = NodeUsage()
         # Cluster name -> (dashboard port, the process of the cluster found listening on it).
         self._dashboard_listeners: dict[str, tuple[int, processes.ProcessRef]] = {}
+        # Broken entries of the state dir already logged (path, problem): logged once each.
+        self._reported: set[tuple[str, str]] = set()
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -117,20 +126,70 @@ class LocalBackend(ClusterBackend):
     def _dir(self, name: str) -> ClusterDir:
         return ClusterDir(self.root / name)
 
+    @contextlib.contextmanager
+    def _machine_lock(self) -> Iterator[None]:
+        """What spans clusters (names, the node limit) is checked and written under this lock."""
+        with open(self._create_lock_file, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+    @staticmethod
+    def _is_record(record: dict[str, Any], name: str) -> bool:
+        """Whether ``record`` is a cluster's record (not e.g. a lone ``{"bootstrapped": true}``)."""
+        return (
+            record.get("name") == name
+            and isinstance(record.get("owner"), str)
+            and isinstance(record.get("spec"), dict)
+            and isinstance(record.get("ports"), dict)
+        )
+
+    def _report_broken(self, path: Path, problem: str) -> None:
+        if (str(path), problem) not in self._reported:
+            self._reported.add((str(path), problem))
+            self.log.warning("eksray: skipping %s in the local clusters' state: %s", path, problem)
+
+    @staticmethod
+    def _unreadable(name: str, cdir: ClusterDir, error: CorruptFileError) -> ConflictError:
+        return ConflictError(
+            f"The state of cluster {name!r} cannot be read ({error.reason}), so eksray will not change "
+            f"it. Restore {error.path}, or delete the directory {cdir.root} once the cluster's "
+            "processes are stopped."
+        )
+
     def _record(self, owner: str, name: str) -> tuple[ClusterDir, dict[str, Any]]:
-        cdir = self._dir(name) if "/" not in name and name not in (".", "..") else None
-        record = cdir.read() if cdir else None
-        if cdir is None or record is None or record.get("owner") != owner:
+        cdir = self._dir(name) if "/" not in name and name not in ("", ".", "..") else None
+        try:
+            record = cdir.read() if cdir else None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None  # type: ignore[arg-type]
+        except OSError:
+            record = None
+        if cdir is None or record is None or not self._is_record(record, name) or record["owner"] != owner:
             raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
         return cdir, record
 
     def _all_records(self) -> list[tuple[ClusterDir, dict[str, Any]]]:
+        """Every cluster's record; broken entries (stray files, unreadable or foreign records) are
+        skipped and logged, never fatal to the list, a create or the observer."""
         out = []
         for path in sorted(self.root.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if not path.is_dir():
+                self._report_broken(path, "not a cluster's directory")
+                continue
             cdir = ClusterDir(path)
-            record = cdir.read()
-            if record is not None:
-                out.append((cdir, record))
+            try:
+                record = cdir.read()
+            except (CorruptFileError, OSError) as e:
+                self._report_broken(path, str(e))
+                continue
+            if record is None:
+                continue  # being created or deleted, or left over (a create reclaims it)
+            if not self._is_record(record, path.name):
+                self._report_broken(path, "its cluster.json is not a cluster's record")
+                continue
+            out.append((cdir, record))
         return out
 
     @staticmethod
@@ -143,13 +202,13 @@ class LocalBackend(ClusterBackend):
         ray_start.check_start_params(spec)
         name = spec["name"]
         head_params = (spec.get("head") or {}).get("rayStartParams") or {}
-        with open(self._create_lock_file, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with self._machine_lock():
             records = self._all_records()
             if any(r["name"] == name for _, r in records):
                 raise ConflictError(
                     f"A cluster named {name!r} already exists. Pick another name or delete it first."
                 )
+            cdir = self._dir(name)
             mine = [r for _, r in records if r.get("owner") == owner]
             if len(mine) >= self.max_clusters_per_owner:
                 raise LimitExceededError(
@@ -180,8 +239,7 @@ class LocalBackend(ClusterBackend):
                     ports[key] = port
                 else:
                     ports[key] = processes.free_port()
-            cdir = self._dir(name)
-            cdir.root.mkdir(parents=True)
+            cdir.create()
             # Ray's token authentication: only processes that can read this 0600 file (ours,
             # the user's kernels) can talk to the cluster's GCS, raylets or dashboard.
             auth_token_file = cdir.root / "auth_token"
@@ -210,7 +268,11 @@ class LocalBackend(ClusterBackend):
             self._launch(cdir, record)
         except Exception:
             # Nothing half-made: undo what was started.
-            self._teardown(cdir, cdir.read() or record)
+            try:
+                started = cdir.read() or record
+            except CorruptFileError:
+                started = record
+            self._teardown(cdir, started)
             raise
         return self.get_cluster(owner, name)
 
@@ -228,7 +290,11 @@ class LocalBackend(ClusterBackend):
 
         All at once: a half-stopped head could relaunch workers.
         """
-        refs = [record.get("head")] + [n.get("process") for n in cdir.read_nodes().values()]
+        try:
+            nodes = cdir.read_nodes()
+        except (CorruptFileError, OSError):
+            nodes = {}  # the temp dir in their command lines still finds the workers
+        refs = [record.get("head")] + [n.get("process") for n in nodes.values()]
         marker = record.get("tempDir") or str(cdir.root)
         for _attempt in range(3):
             found = processes.cluster_processes([r for r in refs if r], marker)
@@ -243,7 +309,7 @@ class LocalBackend(ClusterBackend):
         during startup"); a bounded number of clean retries hides that from the user.
         """
         with cdir.locked():
-            fresh = cdir.read() or record
+            fresh = cdir.current()
             if processes.is_alive(fresh.get("head")) or not head_start_will_be_retried(
                 fresh, self.max_head_restarts
             ):
@@ -328,7 +394,11 @@ class LocalBackend(ClusterBackend):
     def _observe_one(
         self, cdir: ClusterDir, record: dict[str, Any]
     ) -> tuple[Cluster, list[dict[str, Any]] | None]:
-        """Build a cluster's state and record the transitions that must persist (ready, failed)."""
+        """Build a cluster's state and record the transitions that must persist (ready, failed).
+
+        ``record`` may be stale (read before this call): every write here is made on the fresh
+        record under the lock, and :class:`ClusterGone` is raised if the cluster was deleted.
+        """
         if processes.is_alive(record.get("head")):
             record = self._replace_failed_workers(cdir, record)
         elif record.get("status") == "running" and record.get("readyAt") is None:
@@ -336,35 +406,46 @@ class LocalBackend(ClusterBackend):
         ray_nodes = dashboard_nodes(record)
         cluster = self._status(cdir, record, ray_nodes)
         if cluster.phase == Phase.READY and record.get("readyAt") is None:
-            with cdir.locked():
-                fresh = cdir.read() or {}
-                if fresh.get("readyAt") is None:
+            with cdir.editing() as fresh:
+                if fresh.get("readyAt") is None and fresh.get("status") == "running":
                     fresh["readyAt"] = time.time()
-                    cdir.write(fresh)
                     record_event(cdir, "Ready", f"Cluster {record['name']} is ready")
-            record = cdir.read() or record
+            record = fresh
         elif cluster.phase == Phase.FAILED and record.get("failure") is None:
-            with cdir.locked():
-                fresh = cdir.read() or {}
+            with cdir.editing() as fresh:
                 if fresh.get("failure") is None and fresh.get("status") == "running":
                     fresh["failure"] = cluster.reason
-                    cdir.write(fresh)
                     record_event(cdir, "Failed", cluster.reason or "failed", Severity.ERROR)
         # Remember which group each node was in, so "left" events still name it after it is gone.
         groups = {nid: n["group"] for nid, n in cdir.read_nodes().items()}
         if groups and not set(groups.items()) <= set((record.get("nodeGroups") or {}).items()):
-            with cdir.locked():
-                fresh = cdir.read() or {}
+            with cdir.editing() as fresh:
                 fresh["nodeGroups"] = {**fresh.get("nodeGroups", {}), **groups}
-                cdir.write(fresh)
         return cluster, ray_nodes
 
     def list_clusters(self, owner: str) -> list[Cluster]:
-        return [self._observe_one(cdir, r)[0] for cdir, r in self._all_records() if r.get("owner") == owner]
+        clusters = []
+        for cdir, record in self._all_records():
+            if record["owner"] != owner:
+                continue
+            try:
+                clusters.append(self._observe_one(cdir, record)[0])
+            except ClusterGone:
+                continue  # deleted while we looked
+            except CorruptFileError as e:
+                self._report_broken(cdir.root, str(e))
+        return clusters
 
     def get_cluster(self, owner: str, name: str) -> Cluster:
         cdir, record = self._record(owner, name)
-        return self._observe_one(cdir, record)[0]
+        try:
+            return self._observe_one(cdir, record)[0]
+        except ClusterGone:
+            raise NotFoundError(
+                f"No cluster named {name!r}. List your clusters to see their names."
+            ) from None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None
 
     def dashboard_address(self, owner: str, name: str) -> str:
         """The dashboard's URL, once the process listening on its port is this cluster's own.
@@ -467,8 +548,16 @@ class LocalBackend(ClusterBackend):
     # --- delete -----------------------------------------------------------------------------
 
     def delete_cluster(self, owner: str, name: str) -> None:
-        cdir, record = self._record(owner, name)
-        record = cdir.update(status="stopping")
+        cdir, _ = self._record(owner, name)
+        try:
+            # From here on nothing starts for it: every starter checks the status under the lock.
+            record = cdir.update(status="stopping")
+        except ClusterGone:
+            raise NotFoundError(
+                f"No cluster named {name!r}. List your clusters to see their names."
+            ) from None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None
         record_event(cdir, "Deleting", f"Stopping cluster {name}")
         self.notify(Change("cluster", owner, name, cluster=self._status(cdir, record, None)))
         self._teardown(cdir, record)
@@ -476,6 +565,10 @@ class LocalBackend(ClusterBackend):
 
     def _teardown(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
         self._stop_processes(cdir, record)
+        # The record goes first, under the lock: a writer that waited for the lock finds the
+        # cluster gone and writes nothing, so the directory is not brought back.
+        with contextlib.suppress(ClusterGone), cdir.locked():
+            cdir.remove_record()
         shutil.rmtree(cdir.root, ignore_errors=True)
         if record.get("tempRoot") or record.get("tempDir"):
             shutil.rmtree(record.get("tempRoot") or record["tempDir"], ignore_errors=True)
@@ -526,11 +619,24 @@ class LocalBackend(ClusterBackend):
         while not stop.is_set():
             started = time.monotonic()
             current: set[str] = set()
-            for cdir, record in self._all_records():
-                name = record["name"]
+            try:
+                records = self._all_records()
+            except Exception:
+                self.log.exception("eksray: listing the local clusters failed")
+                records, current = [], set(last)
+            for cdir, record in records:
+                name = cdir.name
                 current.add(name)
                 try:
-                    cluster, ray_nodes = self._observe_one(cdir, record)
+                    try:
+                        cluster, ray_nodes = self._observe_one(cdir, record)
+                    except ClusterGone:
+                        current.discard(name)  # deleted during this pass
+                        continue
+                    except CorruptFileError as e:
+                        self._report_broken(cdir.root, str(e))
+                        current.discard(name)  # as in the list: skipped until repaired
+                        continue
                     state = cluster.to_dict()
                     if name not in last or last[name][1] != state:
                         self.notify(Change("cluster", record["owner"], name, cluster=cluster))

@@ -109,7 +109,9 @@ def timeline(
     ]
     events += _autoscaler_events(record)
     if ray_nodes:
-        groups = {nid: n["group"] for nid, n in cdir.read_nodes().items()}
+        groups: dict[str, str] = {}
+        with contextlib.suppress(ValueError):  # an unreadable node list: groups from the record
+            groups = {nid: n["group"] for nid, n in cdir.read_nodes().items()}
         groups.update(record.get("nodeGroups", {}))
         events += _node_events(ray_nodes, groups)
     events.sort(key=lambda e: (e.time, e.id))

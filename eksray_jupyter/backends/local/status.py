@@ -16,7 +16,7 @@ from ...core.ray_auth import TokenError, dashboard_headers, read_token_file
 from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
 from .ray_start import HEAD_NODE_ID, token_file
-from .state import ClusterDir
+from .state import ClusterDir, CorruptFileError
 from .workers import live_workers
 
 
@@ -89,7 +89,11 @@ def build_cluster(
     spec = record["spec"]
     status = record.get("status")
     head_alive = is_alive(record.get("head"))
-    workers = live_workers(cdir)
+    unreadable = None
+    try:
+        workers = live_workers(cdir)
+    except CorruptFileError as e:  # shown, never "no workers" silently
+        workers, unreadable = {}, f"The worker list cannot be read ({e})"
     alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
     # Utilisation is only worth its (costly) dashboard call once the cluster is up.
     utilization = usage.of(record) if ray_nodes and record.get("readyAt") else {}
@@ -184,6 +188,8 @@ def build_cluster(
             phase = Phase.READY if settled else Phase.STARTING
         else:
             phase = Phase.READY if settled else Phase.SCALING
+    if unreadable and reason is None:
+        reason = unreadable
     return Cluster(
         name=record["name"],
         backend=backend,
