@@ -215,12 +215,15 @@ export interface IErrorBody {
  * Messages of the push stream (`<baseUrl>eksray/api/stream`, server to client).
  * A `snapshot` (the clusters) comes first after every (re)connection, then
  * `jobs` (the body of `GET /jobs`); job changes come only after `jobs`.
+ * A `heartbeat` comes every `snapshot.heartbeat` seconds while changes flow
+ * (the `PushStream` keeps those to itself).
  */
-export type StreamMessage = ClusterStreamMessage | JobStreamMessage;
+export type StreamMessage =
+  ClusterStreamMessage | JobStreamMessage | { type: 'heartbeat' };
 
 /** The stream's messages about clusters (handled by the `ClusterStore`). */
 export type ClusterStreamMessage =
-  | { type: 'snapshot'; clusters: ICluster[] }
+  | { type: 'snapshot'; clusters: ICluster[]; heartbeat?: number }
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'deleted'; name: string }
   | { type: 'event'; name: string; event: IClusterEvent };

@@ -7,6 +7,12 @@
  * Every message goes to every subscriber: the `ClusterStore` takes those
  * about clusters, the `JobStore` those about jobs. Each store decides for
  * itself how to stand in for the stream while it is down.
+ *
+ * An open socket is not proof that changes still come: the server sends a
+ * heartbeat every few seconds while they do (its snapshot says how often).
+ * A connection that misses {@link IPushStreamOptions.missedHeartbeats} of
+ * them, or brings no snapshot in time, is taken for dead: closed, `offline`
+ * (so the stores poll), and opened again with the usual backoff.
  */
 import type { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
@@ -36,6 +42,8 @@ export class PushStream implements IPushStream, IDisposable {
     this._reconnectDelays = options.reconnectDelays ?? [
       1_000, 2_000, 4_000, 8_000, 15_000, 30_000
     ];
+    this._missedHeartbeats = options.missedHeartbeats ?? 3;
+    this._connectTimeout = options.connectTimeout ?? 30_000;
   }
 
   /** Whether messages arrive (`live`) or the socket is down (`offline`). */
@@ -71,6 +79,7 @@ export class PushStream implements IPushStream, IDisposable {
     }
     this._isDisposed = true;
     window.clearTimeout(this._reconnectTimer);
+    window.clearTimeout(this._silenceTimer);
     const socket = this._socket;
     this._socket = null;
     socket?.close();
@@ -91,6 +100,8 @@ export class PushStream implements IPushStream, IDisposable {
       return;
     }
     this._socket = socket;
+    this._heartbeatMs = null;
+    this._expectWithin(this._connectTimeout);
     socket.onmessage = event => {
       if (this._socket === socket) {
         this._onMessage(event.data);
@@ -106,7 +117,28 @@ export class PushStream implements IPushStream, IDisposable {
     socket.onerror = () => undefined;
   }
 
+  /** Take the connection for dead unless a message comes within `ms`. */
+  private _expectWithin(ms: number): void {
+    window.clearTimeout(this._silenceTimer);
+    this._silenceTimer = window.setTimeout(() => this._onSilence(ms), ms);
+  }
+
+  /** Nothing came in time: close the socket and reconnect (polling meanwhile). */
+  private _onSilence(ms: number): void {
+    const socket = this._socket;
+    if (socket === null || this._isDisposed) {
+      return;
+    }
+    console.warn(
+      `eksray-jupyter: nothing on the cluster stream for ${Math.round(ms / 1000)} s; reconnecting.`
+    );
+    this._socket = null; // Its close event is no longer ours.
+    socket.close(4000, 'silent');
+    this._onStreamDown();
+  }
+
   private _onStreamDown(): void {
+    window.clearTimeout(this._silenceTimer);
     if (this._isDisposed) {
       return;
     }
@@ -130,6 +162,23 @@ export class PushStream implements IPushStream, IDisposable {
       );
       return;
     }
+    if (message.type === 'snapshot') {
+      const heartbeat = message.heartbeat;
+      this._heartbeatMs =
+        typeof heartbeat === 'number' && heartbeat > 0
+          ? heartbeat * 1000
+          : null;
+    }
+    if (this._heartbeatMs !== null) {
+      // Half an interval more, for the trip and a busy server.
+      this._expectWithin(this._heartbeatMs * (this._missedHeartbeats + 0.5));
+    } else {
+      // A server that sends no heartbeats: silence says nothing.
+      window.clearTimeout(this._silenceTimer);
+    }
+    if (message.type === 'heartbeat') {
+      return; // Nothing for the stores.
+    }
     this._message.emit(message);
     if (message.type === 'snapshot') {
       // The server is up and serving: the next drop starts the backoff anew.
@@ -147,8 +196,13 @@ export class PushStream implements IPushStream, IDisposable {
 
   private _serverSettings: ServerConnection.ISettings | undefined;
   private _reconnectDelays: number[];
+  private _missedHeartbeats: number;
+  private _connectTimeout: number;
+  /** The connection's heartbeat interval (from its snapshot), if it has one. */
+  private _heartbeatMs: number | null = null;
   private _socket: WebSocket | null = null;
   private _reconnectTimer: number | undefined = undefined;
+  private _silenceTimer: number | undefined = undefined;
   private _attempt = 0;
   private _started = false;
   private _status: StreamStatus = 'connecting';
@@ -163,4 +217,11 @@ export interface IPushStreamOptions {
   serverSettings?: ServerConnection.ISettings;
   /** Waits before successive reconnection attempts, in ms (the last repeats). */
   reconnectDelays?: number[];
+  /**
+   * Heartbeats a connection may miss before it is taken for dead (default 3;
+   * the server's snapshot says how often it sends them).
+   */
+  missedHeartbeats?: number;
+  /** How long a new connection may take to bring its snapshot, in ms (default 30 000). */
+  connectTimeout?: number;
 }

@@ -260,4 +260,69 @@ test.describe('Push stream', () => {
     await page.waitForTimeout(12_000);
     expect(polls - pollsWhenLive).toBeLessThanOrEqual(1); // as above
   });
+
+  test('takes a silent stream for dead: polls, then reconnects', async ({
+    page
+  }) => {
+    test.setTimeout(120_000);
+    // Heartbeats every 0.5 s: three missed are 1.75 s of silence.
+    let connections = 0;
+    let streamUp = false;
+    let beats: ReturnType<typeof setInterval> | undefined;
+    await page.routeWebSocket(STREAM, ws => {
+      connections++;
+      if (connections === 1) {
+        // Connected, then silent: what a panel saw when the server's observer had stopped.
+        ws.send(
+          JSON.stringify({
+            type: 'snapshot',
+            clusters: [fakeCluster('silent')],
+            heartbeat: 0.5
+          })
+        );
+        return;
+      }
+      if (!streamUp) {
+        ws.close({ code: 1011, reason: 'down for the test' });
+        return;
+      }
+      ws.send(
+        JSON.stringify({
+          type: 'snapshot',
+          clusters: [fakeCluster('streamed')],
+          heartbeat: 0.5
+        })
+      );
+      beats = setInterval(() => ws.send(JSON.stringify({ type: 'heartbeat' })), 500);
+    });
+    await page.route(/\/eksray\/api\/clusters(\?.*)?$/, route =>
+      route.fulfill({ json: { clusters: [fakeCluster('polled')] } })
+    );
+    try {
+      await page.goto();
+      await page.sidebar.openTab(SIDEBAR_ID);
+      const panel = page.locator(`#${SIDEBAR_ID}`);
+      const list = panel.getByRole('list', { name: 'Ray clusters' });
+      await expect(list.getByRole('button', { name: 'silent, ready' })).toBeVisible();
+
+      // The heartbeats do not come: the panel says so, and polls.
+      await expect(
+        panel.getByText('Live updates are unavailable; refreshing every few seconds instead.')
+      ).toBeVisible();
+      await expect(list.getByRole('button', { name: 'polled, ready' })).toBeVisible();
+
+      // It reconnects (with backoff); heartbeats keep the new connection live.
+      streamUp = true;
+      await expect(list.getByRole('button', { name: 'streamed, ready' })).toBeVisible({
+        timeout: 60_000
+      });
+      await expect(panel.getByText('Live updates are unavailable')).toHaveCount(0);
+      const connected = connections;
+      await page.waitForTimeout(4_000); // eight heartbeats: no silence, no reconnection
+      expect(connections).toBe(connected);
+      await expect(list.getByRole('button', { name: 'streamed, ready' })).toBeVisible();
+    } finally {
+      clearInterval(beats);
+    }
+  });
 });
