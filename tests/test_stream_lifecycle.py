@@ -27,9 +27,11 @@ from eksray_jupyter.backends.local import LocalBackend
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.models import Change
 from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.jobs.watch import JobWatcher
 
 from . import test_kuberay
 from .fakekube import FakeKubeServer, pytest_plugin
+from .test_jobs_stream import MEMORY, job_service
 from .test_kuberay import ALICE_NS, CPU_SPEC, ready, spec_of
 from .waiting import eventually, wait_until
 
@@ -359,3 +361,96 @@ async def test_heartbeats_flow_while_changes_do_and_a_dead_observer_is_restarted
     assert await read_json(again) == {"type": "heartbeat"}
     assert starts == [1]
     again.close()
+
+
+# --- shutdown -------------------------------------------------------------------------------------
+
+
+def test_the_last_unsubscribe_waits_for_a_busy_job_watcher_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = JobWatcher(job_service(tmp_path), interval=0.02)
+    watcher.stop_timeout = 0.2
+    reading, release = threading.Event(), threading.Event()
+    real_list = watcher._service.list_with_warnings
+
+    def stuck_read() -> Any:  # a store that does not answer
+        if watcher.polls > 0:
+            reading.set()
+            release.wait(TIMEOUT)
+        return real_list()
+
+    monkeypatch.setattr(watcher._service, "list_with_warnings", stuck_read)
+    watchdog = threading.Timer(TIMEOUT, release.set)  # before the fix the unsubscribe waited for it
+    watchdog.start()
+    try:
+        unsubscribe = watcher.subscribe(lambda change: None)
+        assert reading.wait(TIMEOUT)
+        unsubscribe()
+        assert not release.is_set(), "the unsubscribe waited for the read to end"
+        assert not watcher.running
+        assert "job watcher's thread did not end within" in caplog.text
+    finally:
+        release.set()
+        watchdog.cancel()
+
+
+def test_followers_share_one_timeout_when_the_runner_closes(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eksray_jupyter.backends.kuberay.rayjob_runner import KubeRayJobRunner, _Follower
+
+    class Stuck:
+        """A follower's thread that does not end: records how long it was waited for."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.waited: list[float] = []
+
+        def join(self, timeout: float | None = None) -> None:
+            self.waited.append(float("inf") if timeout is None else timeout)
+            threading.Event().wait(timeout)  # as a thread that does not end in time
+
+        def is_alive(self) -> bool:
+            return True
+
+    runner = KubeRayJobRunner(service=ClusterService(EKSRay(state_dir=str(state_dir), backend=MEMORY)))
+    threads = [Stuck(f"eksray-rayjob-job-{i}") for i in range(4)]
+    for i, thread in enumerate(threads):
+        runner._followers[("alice", f"job-{i}")] = _Follower(thread)  # type: ignore[arg-type]
+    runner.close(timeout=0.3)
+    assert sum(sum(t.waited) for t in threads) <= 0.3  # before: 0.3 s each, 1.2 s in all
+    assert "4 RayJob follower(s) did not end within 0.3 s" in caplog.text
+    assert "eksray-rayjob-job-3" in caplog.text
+
+
+async def test_shutdown_never_waits_on_the_event_loop_and_names_what_it_left(
+    jp_ws_fetch: Any, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    [app] = jp_serverapp.extension_manager.extension_apps["eksray_jupyter"]
+    app.shutdown_timeout = 0.5
+    hub = jp_serverapp.web_app.settings["eksray_stream_hub"]
+    ws, _ = await connect(jp_ws_fetch)  # the job watcher runs
+    watcher = hub.job_watcher
+    reading, release = threading.Event(), threading.Event()
+    real_list = watcher._service.list_with_warnings
+
+    def stuck_read() -> Any:  # a store that does not answer
+        reading.set()
+        release.wait(TIMEOUT)
+        return real_list()
+
+    monkeypatch.setattr(watcher._service, "list_with_warnings", stuck_read)
+    # Before the fix the event loop waited for the watcher's thread: let it go on, eventually.
+    watchdog = threading.Timer(TIMEOUT, release.set)
+    watchdog.start()
+    try:
+        await eventually(reading.is_set, "the watcher stuck in a read")
+        await app.stop_extension()
+        assert not release.is_set(), "the shutdown waited for the job watcher"
+        assert "eksray: shutdown gave up after 0.5 s stopping the push stream's observer" in caplog.text
+        assert "eksray-job-watch" in caplog.text
+    finally:
+        release.set()
+        watchdog.cancel()
+        ws.close()

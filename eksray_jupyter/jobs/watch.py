@@ -156,6 +156,9 @@ class JobWatcher:
 
     #: After a write of this process woke the thread: wait this long for the rest of a burst.
     settle_seconds = 0.05
+    #: The last unsubscribe waits this long for the thread to end (a read of a slow store may
+    #: hold it); after that the thread is left to end by itself, and the log says so.
+    stop_timeout = 5.0
 
     def __init__(self, jobs: JobService, interval: float = 1.0, s3_interval: float = 10.0) -> None:
         self.owner = jobs.owner
@@ -198,8 +201,9 @@ class JobWatcher:
     def subscribe(self, callback: Callable[[JobChange], None]) -> Callable[[], None]:
         """Call ``callback`` (on the watcher's thread) with each change; returns the unsubscribe function.
 
-        The first subscriber starts the thread; the unsubscribe of the last stops and joins it
-        (so do not call that from the event loop, nor from ``callback``'s own thread).
+        The first subscriber starts the thread; the unsubscribe of the last stops and joins it,
+        for at most ``stop_timeout`` s (so do not call that from the event loop, nor from
+        ``callback``'s own thread).
         """
         with self._subscribers_lock:
             self._callbacks.append(callback)
@@ -244,7 +248,13 @@ class JobWatcher:
                 if wake is not None:
                     wake.set()
             if thread is not threading.current_thread():
-                thread.join()
+                thread.join(self.stop_timeout)
+                if thread.is_alive():  # its stop is set: it emits nothing more, and ends after its read
+                    log.warning(
+                        "eksray: the job watcher's thread did not end within %g s (a read of the jobs "
+                        "still under way); left to end by itself",
+                        self.stop_timeout,
+                    )
 
         return unsubscribe
 
@@ -278,6 +288,8 @@ class JobWatcher:
                 return
             jobs, warnings = self._service.list_with_warnings()
             self.polls += 1
+            if stop is not None and stop.is_set():
+                return  # stopped during the read (and given up on): a newer thread reads for itself
             current = {job.id: job for job in jobs}
             previous = self._state if self._state_generation == generation else None
             previous_warnings = self._warnings

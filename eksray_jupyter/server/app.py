@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from jupyter_server.extension.application import ExtensionApp
@@ -38,6 +41,12 @@ class EKSRayExtension(ExtensionApp):
         help="Seconds between two heartbeats on the push stream (0: none), sent while changes flow; "
         "a panel that misses three takes its stream for dead, polls and reconnects.",
     ).tag(config=True)
+    shutdown_timeout = Float(
+        10.0,
+        help="Seconds the server's shutdown waits for the extension's threads to end (the push "
+        "stream's observer and job watcher, RayJob followers, working directory uploads). What "
+        "still runs then is named in the log and left to end with the process.",
+    ).tag(config=True)
 
     def initialize_settings(self) -> None:
         # ray/kubernetes/boto3 are not imported here: backends import them on first use.
@@ -67,7 +76,39 @@ class EKSRayExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         # Clusters keep running: their state lives in the backend, not in this process.
-        self.hub.close()
-        self.services.close()  # followers release their RayJob leases; watches stop
+        # Stopping joins threads: on a thread of its own, never on the event loop, and bounded.
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        unsubscribes = self.hub.detach()
+        step = ["stopping the push stream's observer and job watcher"]
+
+        def close() -> None:
+            try:
+                for unsubscribe in unsubscribes:
+                    unsubscribe()
+                step[0] = "stopping the job runner (its followers, uploads) and the backend"
+                self.services.close()  # followers release their RayJob leases; watches stop
+            except Exception:
+                self.log.exception("eksray: shutting down failed")
+            finally:
+                with contextlib.suppress(RuntimeError):  # a loop already closed: nobody waits
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        closer = threading.Thread(target=close, name="eksray-shutdown", daemon=True)
+        closer.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.shutdown_timeout)
+        except TimeoutError:
+            running = sorted(
+                t.name
+                for t in threading.enumerate()
+                if t.name.startswith("eksray-") and t is not closer and t.is_alive()
+            )
+            self.log.warning(
+                "eksray: shutdown gave up after %g s %s; left to end with the process: %s",
+                self.shutdown_timeout,
+                step[0],
+                ", ".join(running) or "nothing",
+            )
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.writes.shutdown()

@@ -403,8 +403,11 @@ class KubeRayJobRunner(JobRunner):
     def close(self, timeout: float = 5.0) -> None:
         """End this runner's followers (the RayJobs continue; a later read resumes them).
 
-        Uploads of working directories in progress are waited for, however long they take:
-        a CLI that submitted a job must not exit and leave it pending forever.
+        Followers get ``timeout`` s all together, not each; those still running then are named
+        in the log and left to end by themselves (released, they stop after their current step).
+        Uploads of working directories in progress are waited for, however long they take: a
+        CLI that submitted a job must not exit and leave it pending forever (the server's
+        shutdown bounds its whole wait itself).
         """
         with self._lock:
             packagers = list(self._packagers.values())
@@ -416,8 +419,16 @@ class KubeRayJobRunner(JobRunner):
         for follower in followers:
             follower.released = True
             follower.wake.set()
+        deadline = time.monotonic() + timeout
         for follower in followers:
-            follower.thread.join(timeout)
+            follower.thread.join(max(0.0, deadline - time.monotonic()))
+        if left := [f.thread.name for f in followers if f.thread.is_alive()]:
+            self.log.warning(
+                "eksray: %d RayJob follower(s) did not end within %g s, left to end by themselves: %s",
+                len(left),
+                timeout,
+                ", ".join(left),
+            )
 
     # --- following ---------------------------------------------------------------------------------
 
