@@ -455,6 +455,99 @@ def test_broken_entries_are_skipped_and_never_fatal(
     assert "torn" in caplog.text and "notes.txt" in caplog.text
 
 
+def test_scales_from_stale_reads_lose_no_update(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    groups = [{"groupName": g, "replicas": 0, "maxReplicas": 1} for g in ("a", "b")]
+    service.create({"name": "pair", "workerGroups": groups})
+    try:
+        stale = service.get("pair")  # both requests were read before either was written
+        for group in ("a", "b"):
+            request = {"workerGroups": [{"groupName": group, "maxReplicas": 2}]}
+            backend.scale_cluster_request(service.owner, "pair", request, stale)
+        assert {g.group_name: g.max_replicas for g in service.get("pair").worker_groups} == {"a": 2, "b": 2}
+    finally:
+        service.delete("pair")
+
+
+def test_the_node_limit_holds_for_concurrent_scales(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clusters may each grow alone, not both: the check and the write are one step."""
+    import threading
+
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    backend.max_local_nodes = 6
+    for name in ("p", "q"):
+        service.create({"name": name, "workerGroups": [{"groupName": "g", "replicas": 0, "maxReplicas": 1}]})
+    checked, other_done = threading.Event(), threading.Event()
+    read_all = backend._all_records
+
+    def pausing() -> Any:
+        records = read_all()
+        if threading.current_thread().name == "scale-p" and not checked.is_set():
+            checked.set()
+            other_done.wait(3)  # q scales now (or waits for p's check and write)
+        return records
+
+    monkeypatch.setattr(backend, "_all_records", pausing)
+    outcomes: dict[str, Any] = {}
+
+    def scale(name: str) -> None:
+        try:
+            service.scale(name, {"workerGroups": [{"groupName": "g", "maxReplicas": 3}]})
+            outcomes[name] = "scaled"
+        except LimitExceededError as e:
+            outcomes[name] = e
+
+    first = threading.Thread(target=scale, args=("p",), name="scale-p")
+    first.start()
+    try:
+        assert checked.wait(30)
+        scale("q")
+        other_done.set()
+        first.join(60)
+        assert sorted(str(v) == "scaled" for v in outcomes.values()) == [False, True], outcomes
+        nodes = sum(1 + c.worker_groups[0].max_replicas for c in service.list())
+        assert nodes <= backend.max_local_nodes
+    finally:
+        other_done.set()
+        first.join(60)
+        for name in ("p", "q"):
+            service.delete(name)
+
+
+def test_groups_without_autoscaling_are_reconciled(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More workers than the spec's replicas (a lost race, a crash mid-scale): the newest go."""
+    from eksray_jupyter.backends.local.workers import launch_worker, live_workers
+
+    stand_in_ray(monkeypatch)
+    head = subprocess.Popen(SLEEP, start_new_session=True)
+    try:
+        from eksray_jupyter.core import processes
+
+        cdir = write_running(
+            service,
+            state_dir,
+            "steady",
+            processes.ref_of(head),
+            bootstrapped=True,
+            spec={**spec("steady", replicas=1), "autoscaling": {"enabled": False}},
+        )
+        ids = [launch_worker(cdir, "cpu", launched_by="backend") for _ in range(3)]
+        service.get("steady")
+        assert list(live_workers(cdir)) == ids[:1]
+        assert service.get("steady").worker_groups[0].desired == 1
+    finally:
+        service.delete("steady")
+    assert head.wait(timeout=30) is not None
+
+
 def test_a_corrupt_state_file_is_never_overwritten(
     service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -284,3 +284,69 @@ async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_
     assert [
         p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ] == []
+
+
+
+def test_a_double_scale_leaves_exactly_the_specs_workers(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scale requests at once (a double click) for 2 workers: 2 workers, not 4."""
+    import threading
+
+    from eksray_jupyter.backends.local import workers
+    from eksray_jupyter.backends.local.state import ClusterDir
+
+    from .waiting import wait_until
+
+    service = ClusterService(EKSRay(state_dir=str(state_dir)))
+    service.create(
+        {
+            "name": "clicks",
+            "autoscaling": {"enabled": False},
+            "workerGroups": [{"groupName": "cpu", "replicas": 0, "minReplicas": 0, "maxReplicas": 2}],
+        }
+    )
+    cdir = ClusterDir(state_dir / "local" / "clusters" / "clicks")
+    try:
+        service.wait_ready("clicks", timeout=READY_TIMEOUT)
+        # Each request starts its workers once both have looked at how many there are (or,
+        # when one waits for the other, after a while).
+        both_looked = threading.Barrier(2, timeout=3)
+        spawn = workers.spawn
+
+        def spawn_after_both_looked(*args: Any) -> Any:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_looked.wait()
+            return spawn(*args)
+
+        monkeypatch.setattr(workers, "spawn", spawn_after_both_looked)
+        request = {"workerGroups": [{"groupName": "cpu", "replicas": 2}]}
+        errors: list[BaseException] = []
+
+        def click() -> None:
+            try:
+                service.scale("clicks", request)
+            except BaseException as e:
+                errors.append(e)
+
+        clicks = [threading.Thread(target=click) for _ in range(2)]
+        for t in clicks:
+            t.start()
+        for t in clicks:
+            t.join(120)
+        assert errors == []
+        assert len(workers.live_workers(cdir)) == 2
+
+        def two_alive() -> Any:
+            cluster = service.get("clicks")
+            alive = [n for n in cluster.nodes if n.kind == "worker" and n.state == "alive"]
+            return cluster if len(alive) == 2 and cluster.phase == Phase.READY else None
+
+        wait_until(two_alive, "two workers in Ray", timeout=READY_TIMEOUT, interval=0.5)
+        assert len(workers.live_workers(cdir)) == 2
+    finally:
+        pids = cluster_pids(state_dir, "clicks") if cdir.exists() else set()
+        service.delete("clicks")
+    assert [
+        p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ] == []

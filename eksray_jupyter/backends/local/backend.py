@@ -6,14 +6,17 @@ managed by Ray's own autoscaler (v1) through :mod:`.provider`; the backend start
 initial replicas and applies manual scaling through the same node list (:mod:`.workers`).
 
 This module creates, scales and deletes clusters, restarts a head or workers that
-failed (within bounds) and pushes changes to observers. State lives in :mod:`.state`
-on disk; the status it reports is derived on every read by :mod:`.status`, the event
-timeline by :mod:`.events`.
+failed (within bounds), keeps groups without autoscaling at their replicas, and pushes
+changes to observers. State lives in :mod:`.state` on disk; the status it reports is
+derived on every read by :mod:`.status`, the event timeline by :mod:`.events`.
 
 Concurrency: the server, CLIs and Ray's autoscaler act on the same clusters at once. Every
-change of a cluster's record is made under its lock on its freshest state. A delete marks
-the record ``stopping`` under the lock, stops the cluster's processes, then removes the
-record under the lock before the directory, so no late writer brings it back.
+change of a cluster is decided and made under its lock on its freshest record (a scale,
+a reconcile); what spans clusters (the
+machine-wide node limit, names) is checked and written under the machine lock
+(``.create.lock``, taken before any cluster's). A delete marks the record ``stopping``
+under the lock, so nothing starts for it any more, stops the cluster's processes, then
+removes the record under the lock before the directory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from ...core.errors import ConflictError, LimitExceededError, NotFoundError, Not
 from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
 from ...core.net import port_open
 from ...core.ray_auth import new_token, write_token_file
+from ...core.spec import validate_scale_request
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
@@ -49,7 +53,7 @@ from .status import (
     dashboard_url,
     head_start_will_be_retried,
 )
-from .workers import launch_worker, live_workers, replace_dead_workers, stop_worker
+from .workers import converge_group, replicas_target, terminate_workers
 
 MIB = 1024**2
 
@@ -351,25 +355,54 @@ class LocalBackend(ClusterBackend):
             start_timeout=self.start_timeout,
         )
 
-    def _replace_failed_workers(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
-        """Replace workers that exited on their own, as KubeRay replaces failed pods.
+    def _reconcile_workers(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
+        """Keep each group at its replicas, as KubeRay keeps a group's pods; returns the fresh record.
 
-        Groups without autoscaling keep ``replicas`` workers; autoscaling groups keep their
-        initial replicas until the cluster is first ready, then Ray's autoscaler decides.
-        A busy machine can make `ray start` time out; a bounded number of retries hides that.
+        Workers that exited on their own are forgotten and replaced. Groups without autoscaling
+        keep exactly ``replicas`` workers: missing ones are started, extra ones (a crash in the
+        middle of a scale, say) stopped, newest first. Autoscaling groups keep at least their
+        initial replicas until the cluster is first ready; then Ray's autoscaler decides. Within
+        the node limit: the spec was checked against it when it was written. A busy machine can
+        make `ray start` time out; a bounded number of replacements hides that.
+
+        Decided and done on the freshest record and node list, under the cluster's lock.
         """
         if not record.get("bootstrapped") or record.get("status") != "running":
             return record
-        spec = record["spec"]
-        restarts = record.get("workerRestarts", 0)
-        if restarts >= self.max_worker_restarts:
-            return record
-        targets = {
-            g["groupName"]: g["replicas"]
-            for g in spec.get("workerGroups", [])
-            if not autoscaling_enabled(spec) or record.get("readyAt") is None
-        }
-        dead, started = replace_dead_workers(cdir, record, targets)
+        with cdir.locked():
+            fresh = cdir.current()
+            if not fresh.get("bootstrapped") or fresh.get("status") != "running":
+                return fresh
+            spec = fresh["spec"]
+            autoscaled = autoscaling_enabled(spec)
+            restarts = fresh.get("workerRestarts", 0)
+            nodes = cdir.read_nodes()
+            dead = [(nid, n) for nid, n in nodes.items() if not processes.is_alive(n.get("process"))]
+            for nid, _ in dead:
+                nodes.pop(nid)
+            started: list[str] = []
+            stopped: list[tuple[str, int, list[dict[str, Any]]]] = []
+            for g in spec.get("workerGroups", []):
+                if autoscaled and fresh.get("readyAt") is not None:
+                    continue  # Ray's autoscaler's
+                target = replicas_target(g)
+                new, extra = converge_group(
+                    cdir,
+                    fresh,
+                    nodes,
+                    g["groupName"],
+                    target,
+                    start=restarts < self.max_worker_restarts,
+                    stop=not autoscaled,
+                )
+                started += new
+                if extra:
+                    stopped.append((g["groupName"], target, extra))
+            if dead or started or stopped:
+                cdir.write_nodes(nodes)
+            if started:
+                fresh["workerRestarts"] = restarts + len(started)
+                cdir.write(fresh)
         for nid, entry in dead:
             log = cdir.logs / f"worker-{entry['group']}-{nid[:12]}.log"
             record_event(
@@ -379,17 +412,23 @@ class LocalBackend(ClusterBackend):
                 Severity.WARNING,
             )
         if started:
-            record = cdir.update(workerRestarts=restarts + len(started))
             record_event(cdir, "WorkerReplaced", f"Started {len(started)} replacement worker(s)")
-            if record["workerRestarts"] >= self.max_worker_restarts:
+            if fresh["workerRestarts"] >= self.max_worker_restarts:
                 record_event(
                     cdir,
                     "WorkerRestartsExhausted",
-                    f"Workers failed {record['workerRestarts']} times; not replacing them any more "
+                    f"Workers failed {fresh['workerRestarts']} times; not replacing them any more "
                     "(c.LocalBackend.max_worker_restarts). Check the worker logs and scale to retry.",
                     Severity.ERROR,
                 )
-        return record
+        for group, target, extra in stopped:
+            terminate_workers(extra)
+            record_event(
+                cdir,
+                "WorkersStopped",
+                f"Stopped {len(extra)} worker(s) of group {group}, more than its {target} replicas",
+            )
+        return fresh
 
     def _observe_one(
         self, cdir: ClusterDir, record: dict[str, Any]
@@ -400,7 +439,7 @@ class LocalBackend(ClusterBackend):
         record under the lock, and :class:`ClusterGone` is raised if the cluster was deleted.
         """
         if processes.is_alive(record.get("head")):
-            record = self._replace_failed_workers(cdir, record)
+            record = self._reconcile_workers(cdir, record)
         elif record.get("status") == "running" and record.get("readyAt") is None:
             record = self._retry_failed_start(cdir, record)
         ray_nodes = dashboard_nodes(record)
@@ -496,54 +535,78 @@ class LocalBackend(ClusterBackend):
 
     # --- scale ------------------------------------------------------------------------------
 
+    def scale_cluster_request(self, owner: str, name: str, request: Any, current: Cluster | None) -> Cluster:
+        """The request is applied to the cluster's spec as it is when the change is made (under
+        its lock), not as ``current`` was read: concurrent scales of other fields or groups stay."""
+        return self._scale(owner, name, lambda spec: validate_scale_request(spec, request))
+
     def scale_cluster(self, owner: str, name: str, worker_groups: list[dict[str, Any]]) -> Cluster:
-        cdir, record = self._record(owner, name)
-        if record.get("status") != "running" or not processes.is_alive(record.get("head")):
-            raise ConflictError(f"Cluster {name!r} is not running; only a running cluster can be scaled.")
-        old = {g["groupName"]: g for g in record["spec"].get("workerGroups", [])}
-        new_spec = {**record["spec"], "workerGroups": worker_groups}
-        others = sum(
-            self._potential_nodes(r["spec"])
-            for _, r in self._all_records()
-            if r["name"] != name and r.get("status") == "running"
-        )
-        wanted = self._potential_nodes(new_spec)
-        if others + wanted > self.max_local_nodes:
-            raise LimitExceededError(
-                f"After this change {name!r} may grow to {wanted} Ray nodes and other clusters may use {others}; "
-                f"the limit on this machine is {self.max_local_nodes} (c.LocalBackend.max_local_nodes)."
-            )
-        record = cdir.update(spec=new_spec)
-        write_autoscaler_config(cdir, record)
+        return self._scale(owner, name, lambda spec: worker_groups)
+
+    def _scale(
+        self, owner: str, name: str, new_groups: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    ) -> Cluster:
+        """Check the node limit, write the new spec and start or stop workers, as one step.
+
+        Under the machine lock (no other scale or create can take the same headroom) and the
+        cluster's (no reconcile, bootstrap or other scale sees the workers half-changed). Only
+        the ends of stopped workers (up to 10 s) wait until both are released.
+        """
+        cdir, _ = self._record(owner, name)
+        stopped: list[dict[str, Any]] = []
         changes = []
-        for g in worker_groups:
-            before = old[g["groupName"]]
-            diff = [
-                f"{k} {before[k]}→{g[k]}"
-                for k in ("replicas", "minReplicas", "maxReplicas")
-                if before[k] != g[k]
-            ]
-            if diff:
-                changes.append(f"{g['groupName']}: {', '.join(diff)}")
-            carried = min(max(before["replicas"], g["minReplicas"]), g["maxReplicas"])
-            if not autoscaling_enabled(new_spec) or g["replicas"] != carried:
-                # An explicit replicas change is applied now; moved bounds are the autoscaler's job.
-                self._apply_replicas(cdir, g)
+        try:
+            with self._machine_lock(), cdir.locked():
+                record = cdir.current()
+                if record.get("owner") != owner:
+                    raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
+                if record.get("status") != "running" or not processes.is_alive(record.get("head")):
+                    raise ConflictError(
+                        f"Cluster {name!r} is not running; only a running cluster can be scaled."
+                    )
+                worker_groups = new_groups(record["spec"])
+                old = {g["groupName"]: g for g in record["spec"].get("workerGroups", [])}
+                new_spec = {**record["spec"], "workerGroups": worker_groups}
+                others = sum(
+                    self._potential_nodes(r["spec"])
+                    for _, r in self._all_records()
+                    if r["name"] != name and r.get("status") == "running"
+                )
+                wanted = self._potential_nodes(new_spec)
+                if others + wanted > self.max_local_nodes:
+                    raise LimitExceededError(
+                        f"After this change {name!r} may grow to {wanted} Ray nodes and other clusters may use "
+                        f"{others}; the limit on this machine is {self.max_local_nodes} "
+                        "(c.LocalBackend.max_local_nodes)."
+                    )
+                record["spec"] = new_spec
+                cdir.write(record)
+                write_autoscaler_config(cdir, record)
+                nodes = cdir.read_nodes()
+                for g in worker_groups:
+                    before = old[g["groupName"]]
+                    diff = [
+                        f"{k} {before[k]}→{g[k]}"
+                        for k in ("replicas", "minReplicas", "maxReplicas")
+                        if before[k] != g[k]
+                    ]
+                    if diff:
+                        changes.append(f"{g['groupName']}: {', '.join(diff)}")
+                    carried = min(max(before["replicas"], g["minReplicas"]), g["maxReplicas"])
+                    if not autoscaling_enabled(new_spec) or g["replicas"] != carried:
+                        # An explicit replicas change is applied now; moved bounds are the autoscaler's job.
+                        stopped += converge_group(cdir, record, nodes, g["groupName"], replicas_target(g))[1]
+                cdir.write_nodes(nodes)
+        except ClusterGone:
+            raise NotFoundError(
+                f"No cluster named {name!r}. List your clusters to see their names."
+            ) from None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None
+        terminate_workers(stopped)
         if changes:
             record_event(cdir, "Scaled", "Scaled " + "; ".join(changes))
         return self.get_cluster(owner, name)
-
-    def _apply_replicas(self, cdir: ClusterDir, group: dict[str, Any]) -> None:
-        """Start or stop workers so the group has ``replicas`` (clamped to [min, max]) of them."""
-        target = min(max(group["replicas"], group["minReplicas"]), group["maxReplicas"])
-        mine = sorted(
-            ((nid, n) for nid, n in live_workers(cdir).items() if n["group"] == group["groupName"]),
-            key=lambda kv: kv[1]["launchedAt"],
-        )
-        for _ in range(target - len(mine)):
-            launch_worker(cdir, group["groupName"], launched_by="backend")
-        for nid, _ in reversed(mine[target:]):  # newest first: they hold the least work
-            stop_worker(cdir, nid)
 
     # --- delete -----------------------------------------------------------------------------
 
