@@ -293,3 +293,23 @@ async def test_a_form_body_that_cannot_be_parsed_is_a_400_page(jp_fetch: Any, de
             )
         assert info.value.code == 400, route
         assert b"Bad Request" in info.value.response.body, route
+
+
+@pytest.mark.parametrize("down", [False, True])
+async def test_proxy_websocket_the_dashboard_refuses_ends_with_1011(
+    jp_ws_fetch: Any, demo: MemoryBackend, service: Any, down: bool
+) -> None:
+    """Found by hostile input (tests/test_api_fuzz.py): a dashboard that answers a websocket with
+    plain HTTP, or is down, was an uncaught exception in the proxy and a socket dropped without a
+    close frame."""
+    if down:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # closed again: nothing listens there
+        demo.dashboards[(service.owner, "demo")] = f"http://127.0.0.1:{port}"
+    ws: WebSocketClientConnection = await jp_ws_fetch("eksray", "clusters", "demo", "dashboard", "plain-http")
+    try:
+        assert await asyncio.wait_for(ws.read_message(), 10) is None
+        assert (ws.close_code, ws.close_reason) == (1011, "The Ray dashboard did not accept the websocket")
+    finally:
+        ws.close()

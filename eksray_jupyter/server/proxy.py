@@ -19,7 +19,8 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import ProxyHandler
-from tornado import web
+from tornado import web, websocket
+from tornado.httpclient import HTTPClientError
 
 from ..core.errors import EKSRayError
 from ..core.ray_auth import DASHBOARD_HEADER
@@ -180,7 +181,14 @@ class DashboardProxyHandler(ProxyHandler):
             self.log.info("eksray: dashboard websocket for %s refused: %s", name, e.message)
             self.close(code=1011, reason=e.message[:120])
             return None
-        return await self.proxy_open(host, port, proxied_path)
+        try:
+            return await self.proxy_open(host, port, proxied_path)
+        except (OSError, websocket.WebSocketError, HTTPClientError) as e:
+            # The dashboard is down, or does not take websockets there: the socket ends saying so
+            # (as an HTTP request would get a 502), not with an exception and no close frame.
+            self.log.warning("eksray: dashboard websocket for %s: the dashboard refused it: %s", name, e)
+            self.close(code=1011, reason="The Ray dashboard did not accept the websocket")
+            return None
 
     def post(self, name: str, proxied_path: str = "") -> Any:
         return self._forward(name, proxied_path)
