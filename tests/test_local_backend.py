@@ -413,6 +413,29 @@ def test_a_cluster_deleted_during_an_observer_pass_stays_deleted(
     assert service.list() == []
 
 
+def test_the_bootstrap_never_writes_to_a_deleted_cluster(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eksray_jupyter.backends.local import bootstrap
+    from eksray_jupyter.core import processes
+
+    head = subprocess.Popen(SLEEP)
+    try:
+        cdir = write_running(
+            service, state_dir, "gone", processes.ref_of(head), spec={"name": "gone", "workerGroups": []}
+        )
+
+        def answers_then_deleted(port: int, timeout: float) -> bool:
+            service.delete("gone")  # the GCS answered; the cluster is deleted right after
+            return True
+
+        monkeypatch.setattr(bootstrap, "port_open", answers_then_deleted)
+        bootstrap.bootstrap(cdir)
+        assert not cdir.root.exists()
+    finally:
+        stop(head)  # type: ignore[arg-type]
+
+
 def test_broken_entries_are_skipped_and_never_fatal(
     service: ClusterService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -286,6 +286,51 @@ async def test_dead_head_is_reported_failed_and_cleaned_up(jp_fetch: Any, state_
     ] == []
 
 
+def bootstrap_of(cdir: Path) -> psutil.Process:
+    """The cluster's detached bootstrap, found by its command line."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "eksray_jupyter.backends.local.bootstrap" in cmdline and str(cdir) in cmdline:
+            return proc
+    raise AssertionError(f"no bootstrap process for {cdir}")
+
+
+def test_a_delete_stops_the_bootstrap_too(state_dir: Path) -> None:
+    """Deleted before it was ready: the bootstrap (still waiting to start the first workers) is
+    one of the cluster's processes and goes with it, and the name can be used again."""
+    service = ClusterService(EKSRay(state_dir=str(state_dir)))
+    cdir = state_dir / "local" / "clusters" / "early"
+    request = {
+        "name": "early",
+        "autoscaling": {"enabled": False},
+        "workerGroups": [{"groupName": "cpu", "replicas": 1, "maxReplicas": 1}],
+    }
+    service.create(request)
+    bootstrap = bootstrap_of(cdir)
+    try:
+        # Held where it is (as on a busy machine), so it cannot exit on its own when the head goes.
+        bootstrap.send_signal(signal.SIGSTOP)
+        from eksray_jupyter.core.net import port_open
+
+        from .waiting import wait_until
+
+        record = json.loads((cdir / "cluster.json").read_text())
+        wait_until(lambda: port_open(record["ports"]["gcs"], timeout=0.2), "the head's GCS", timeout=120)
+        pids = cluster_pids(state_dir, "early")
+        service.delete("early")
+        assert not bootstrap.is_running() or bootstrap.status() == psutil.STATUS_ZOMBIE
+        assert [
+            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ] == []
+        assert not cdir.exists()
+        service.create({**request, "workerGroups": []})
+    finally:
+        with contextlib.suppress(psutil.Error):
+            bootstrap.kill()
+        with contextlib.suppress(Exception):
+            service.delete("early")
+    assert service.list() == []
+
 
 def test_a_double_scale_leaves_exactly_the_specs_workers(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch

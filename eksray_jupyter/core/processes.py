@@ -138,10 +138,14 @@ def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Proces
 
 
 def terminate(processes: list[psutil.Process], grace: float = 10.0) -> list[int]:
-    """SIGTERM, then SIGKILL whatever is left after ``grace`` seconds. Returns the pids signalled."""
+    """SIGTERM, then SIGKILL whatever is left after ``grace`` seconds. Returns the pids signalled.
+
+    A stopped process (SIGSTOP, Ctrl-Z) is continued too, so it handles its SIGTERM at once.
+    """
     for proc in processes:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)
     _, alive = psutil.wait_procs(processes, timeout=grace)
     for proc in alive:
         with contextlib.suppress(psutil.Error):

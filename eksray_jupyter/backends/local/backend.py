@@ -12,11 +12,11 @@ derived on every read by :mod:`.status`, the event timeline by :mod:`.events`.
 
 Concurrency: the server, CLIs and Ray's autoscaler act on the same clusters at once. Every
 change of a cluster is decided and made under its lock on its freshest record (a scale,
-a reconcile); what spans clusters (the
+a reconcile, the bootstrap's first workers); what spans clusters (the
 machine-wide node limit, names) is checked and written under the machine lock
 (``.create.lock``, taken before any cluster's). A delete marks the record ``stopping``
-under the lock, so nothing starts for it any more, stops the cluster's processes, then
-removes the record under the lock before the directory.
+under the lock, so nothing starts for it any more, stops every process of the cluster
+(the bootstrap included), then removes the record under the lock before the directory.
 """
 
 from __future__ import annotations
@@ -269,7 +269,12 @@ class LocalBackend(ClusterBackend):
         try:
             write_autoscaler_config(cdir, record)
             record_event(cdir, "Created", f"Cluster {name} created; starting the head node")
-            self._launch(cdir, record)
+            with cdir.locked():
+                record = cdir.current()
+                if record.get("status") == "running":  # not deleted meanwhile
+                    self._launch(cdir, record)
+        except ClusterGone:
+            raise NotFoundError(f"Cluster {name!r} was deleted while it was being created.") from None
         except Exception:
             # Nothing half-made: undo what was started.
             try:
@@ -281,16 +286,23 @@ class LocalBackend(ClusterBackend):
         return self.get_cluster(owner, name)
 
     def _launch(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
-        """Start the head, then (detached) the initial workers once its GCS answers."""
-        cdir.update(head=self._start_head(cdir, record), bootstrapped=False, startedAt=time.time())
-        processes.spawn(
+        """Start the head, then (detached) the initial workers once its GCS answers.
+
+        The caller holds the cluster's lock and passes the fresh ``record``, which is updated
+        and written here: the head and the bootstrap are recorded before anyone else can look.
+        """
+        record.update(head=self._start_head(cdir, record), bootstrapped=False, startedAt=time.time())
+        record.pop("bootstrap", None)
+        cdir.write(record)
+        record["bootstrap"] = processes.spawn(
             [sys.executable, "-m", "eksray_jupyter.backends.local.bootstrap", str(cdir.root)],
             processes.ray_env(passed=record.get("rayEnvironment", [])),
             cdir.logs / "bootstrap.log",
         )
+        cdir.write(record)
 
     def _stop_processes(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
-        """Stop every process of the cluster (head, its autoscaler, workers) at once.
+        """Stop every process of the cluster (head, its autoscaler, workers, the bootstrap) at once.
 
         All at once: a half-stopped head could relaunch workers.
         """
@@ -298,7 +310,7 @@ class LocalBackend(ClusterBackend):
             nodes = cdir.read_nodes()
         except (CorruptFileError, OSError):
             nodes = {}  # the temp dir in their command lines still finds the workers
-        refs = [record.get("head")] + [n.get("process") for n in nodes.values()]
+        refs = [record.get("head"), record.get("bootstrap")] + [n.get("process") for n in nodes.values()]
         marker = record.get("tempDir") or str(cdir.root)
         for _attempt in range(3):
             found = processes.cluster_processes([r for r in refs if r], marker)
@@ -332,8 +344,10 @@ class LocalBackend(ClusterBackend):
         cdir.write_nodes({})
         shutil.rmtree(fresh["tempDir"], ignore_errors=True)  # inside our 0700 tempRoot
         (cdir.logs / "head.log").rename(cdir.logs / f"head.{attempt}.log")
-        self._launch(cdir, fresh)
-        return cdir.read() or fresh
+        with cdir.locked():
+            fresh = cdir.current()
+            self._launch(cdir, fresh)
+        return fresh
 
     def _start_head(self, cdir: ClusterDir, record: dict[str, Any]) -> processes.ProcessRef:
         autoscaling_config = cdir.autoscaler_file if autoscaling_enabled(record["spec"]) else None

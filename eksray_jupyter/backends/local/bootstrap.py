@@ -3,6 +3,11 @@
 Run detached (``python -m eksray_jupyter.backends.local.bootstrap CLUSTER_DIR``) so that a
 CLI that created the cluster, or a server that restarts, does not take the start-up
 with it. It exits when the initial replicas are launched, or gives up with an event.
+
+It is one of the cluster's processes (its ref is in the record as ``bootstrap``), so a
+delete or a head restart stops it; and it starts workers and writes ``bootstrapped`` in
+one step under the cluster's lock, on the freshest record, so it never writes to a
+cluster that was deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from pathlib import Path
 
 from ...core.net import port_open
 from ...core.processes import is_alive
-from .state import ClusterDir
-from .workers import launch_worker, live_workers
+from .state import ClusterDir, ClusterGone, CorruptFileError
+from .workers import converge_group, replicas_target, running_record
 
 GCS_TIMEOUT_S = 120.0
 
 
 def bootstrap(cdir: ClusterDir) -> int:
-    record = cdir.read()
+    try:
+        record = cdir.read()
+    except CorruptFileError:
+        return 1
     if record is None:
         return 1
     deadline = time.monotonic() + GCS_TIMEOUT_S
@@ -28,14 +36,20 @@ def bootstrap(cdir: ClusterDir) -> int:
         if time.monotonic() > deadline or not is_alive(record.get("head")):
             return 1  # the backend reports the head's failure from its log
         time.sleep(0.1)
-    for group in record["spec"].get("workerGroups", []):
-        current = sum(1 for n in live_workers(cdir).values() if n["group"] == group["groupName"])
-        for _ in range(max(0, group["replicas"] - current)):
-            if (cdir.read() or {}).get("status") != "running":
-                return 0  # deleted meanwhile
-            launch_worker(cdir, group["groupName"], launched_by="backend")
-    # From now on the backend replaces initial workers that fail to start.
-    cdir.update(bootstrapped=True)
+    try:
+        with cdir.locked():
+            fresh = running_record(cdir)
+            if fresh.get("head") != record.get("head"):
+                return 0  # the head was started again; so was a bootstrap for it
+            nodes = cdir.read_nodes()
+            for group in fresh["spec"].get("workerGroups", []):
+                converge_group(cdir, fresh, nodes, group["groupName"], replicas_target(group), stop=False)
+            cdir.write_nodes(nodes)
+            # From now on the backend replaces initial workers that fail to start.
+            fresh["bootstrapped"] = True
+            cdir.write(fresh)
+    except ClusterGone:
+        return 0  # deleted meanwhile: nothing to start, nothing to write
     return 0
 
 
