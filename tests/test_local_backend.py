@@ -478,6 +478,51 @@ def test_broken_entries_are_skipped_and_never_fatal(
     assert "torn" in caplog.text and "notes.txt" in caplog.text
 
 
+def test_two_readers_restart_a_failed_head_once(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server and a CLI both find the head dead before the cluster was ready: one restart."""
+    import threading
+
+    from eksray_jupyter.core import processes
+
+    stand_in_ray(monkeypatch)
+    first = local(service)
+    second = local(ClusterService(EKSRay(state_dir=str(state_dir))))
+    cdir = write_running(
+        service,
+        state_dir,
+        "wobbly",
+        {"pid": 999_999_999, "createTime": 1.0},
+        spec={"name": "wobbly", "workerGroups": []},
+    )
+    stopping, second_done = threading.Event(), threading.Event()
+    stop_processes = LocalBackend._stop_processes
+
+    def slow_stop(self: LocalBackend, *args: Any) -> None:
+        if self is first and not stopping.is_set():
+            stopping.set()
+            second_done.wait(5)  # the second reader comes now (or waits for the first's lock)
+        stop_processes(self, *args)
+
+    monkeypatch.setattr(LocalBackend, "_stop_processes", slow_stop)
+    reader = threading.Thread(target=first.get_cluster, args=(service.owner, "wobbly"))
+    reader.start()
+    try:
+        assert stopping.wait(30)
+        second.get_cluster(service.owner, "wobbly")
+        second_done.set()
+        reader.join(60)
+        record = cdir.read()
+        assert record is not None and processes.is_alive(record["head"])
+        assert record["headRestarts"] == 1
+        assert [e.reason for e in service.events("wobbly")].count("HeadRestarted") == 1
+    finally:
+        second_done.set()
+        reader.join(60)
+        service.delete("wobbly")
+
+
 def test_scales_from_stale_reads_lose_no_update(
     service: ClusterService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

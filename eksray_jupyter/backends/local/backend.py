@@ -11,8 +11,8 @@ changes to observers. State lives in :mod:`.state` on disk; the status it report
 derived on every read by :mod:`.status`, the event timeline by :mod:`.events`.
 
 Concurrency: the server, CLIs and Ray's autoscaler act on the same clusters at once. Every
-change of a cluster is decided and made under its lock on its freshest record (a scale,
-a reconcile, the bootstrap's first workers); what spans clusters (the
+change of a cluster is decided and made under its lock on its freshest record (a head
+restart, a scale, a reconcile, the bootstrap's first workers); what spans clusters (the
 machine-wide node limit, names) is checked and written under the machine lock
 (``.create.lock``, taken before any cluster's). A delete marks the record ``stopping``
 under the lock, so nothing starts for it any more, stops every process of the cluster
@@ -323,6 +323,10 @@ class LocalBackend(ClusterBackend):
 
         On a busy laptop `ray start --head` gives up after 30 s ("The current node timed out
         during startup"); a bounded number of clean retries hides that from the user.
+
+        The whole restart is one step under the cluster's lock, so two readers (the server
+        and a CLI) never both restart it, killing each other's new head; and a delete, which
+        marks the record stopping under the lock first, is never followed by a restart.
         """
         with cdir.locked():
             fresh = cdir.current()
@@ -333,21 +337,20 @@ class LocalBackend(ClusterBackend):
             attempt = fresh.get("headRestarts", 0) + 1
             fresh["headRestarts"] = attempt
             cdir.write(fresh)
-        reason = processes.log_tail(cdir.logs / "head.log")
-        record_event(
-            cdir,
-            "HeadRestarted",
-            f"The head node failed to start ({reason}); starting it again ({attempt}/{self.max_head_restarts})",
-            Severity.WARNING,
-        )
-        self._stop_processes(cdir, fresh)
-        cdir.write_nodes({})
-        shutil.rmtree(fresh["tempDir"], ignore_errors=True)  # inside our 0700 tempRoot
-        (cdir.logs / "head.log").rename(cdir.logs / f"head.{attempt}.log")
-        with cdir.locked():
-            fresh = cdir.current()
+            reason = processes.log_tail(cdir.logs / "head.log")
+            record_event(
+                cdir,
+                "HeadRestarted",
+                f"The head node failed to start ({reason}); starting it again ({attempt}/{self.max_head_restarts})",
+                Severity.WARNING,
+            )
+            self._stop_processes(cdir, fresh)
+            cdir.write_nodes({})
+            shutil.rmtree(fresh["tempDir"], ignore_errors=True)  # inside our 0700 tempRoot
+            with contextlib.suppress(FileNotFoundError):
+                (cdir.logs / "head.log").rename(cdir.logs / f"head.{attempt}.log")
             self._launch(cdir, fresh)
-        return fresh
+            return fresh
 
     def _start_head(self, cdir: ClusterDir, record: dict[str, Any]) -> processes.ProcessRef:
         autoscaling_config = cdir.autoscaler_file if autoscaling_enabled(record["spec"]) else None
