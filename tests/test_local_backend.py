@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -472,10 +473,42 @@ def test_broken_entries_are_skipped_and_never_fatal(
         for _ in range(2):
             assert passes.acquire(timeout=30)
         assert backend._observer is not None and backend._observer.is_alive()
+        # The abandoned record's name is free again; the torn one is reported, not overwritten.
+        service.create({"name": "zombie", "workerGroups": []})
+        with pytest.raises(ConflictError) as info:
+            service.create({"name": "torn", "workerGroups": []})
+        assert "cannot be read" in info.value.message and str(backend.root / "torn") in info.value.message
     finally:
         unsubscribe()
-        service.delete("fine")
+        for name in ("fine", "zombie"):
+            with contextlib.suppress(NotFoundError):
+                service.delete(name)
     assert "torn" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_a_leftover_directory_does_not_block_its_name(
+    service: ClusterService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    left = backend.root / "left"
+    (left / "logs").mkdir(parents=True)
+    (left / "logs" / "head.log").write_text("from a server that died while deleting\n")
+    service.create({"name": "left", "workerGroups": []})
+    assert service.get("left").name == "left"
+    service.delete("left")
+
+    # A live process still writes into it: not provably abandoned, so a clear 409.
+    busy = backend.root / "busy"
+    (busy / "logs").mkdir(parents=True)
+    with open(busy / "logs" / "head.log", "ab") as log:
+        user = subprocess.Popen(SLEEP, stdout=log)
+    try:
+        with pytest.raises(ConflictError) as info:
+            service.create({"name": "busy", "workerGroups": []})
+        assert str(busy) in info.value.message and str(user.pid) in info.value.message
+    finally:
+        stop(user)  # type: ignore[arg-type]
 
 
 def test_two_readers_restart_a_failed_head_once(

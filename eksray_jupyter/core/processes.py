@@ -137,6 +137,30 @@ def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Proces
     return list(found.values())
 
 
+def processes_using(path: Path) -> list[psutil.Process]:
+    """This user's processes (but this one) that use ``path``: a file under it open, their working
+    directory in it, or its name in their command line. Costly (every process's open files): for
+    deciding, rarely, whether a directory is abandoned."""
+    prefix = str(path)
+
+    def under(p: str) -> bool:
+        return p == prefix or p.startswith(prefix + os.sep)
+
+    uid = os.getuid()
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == os.getpid() or (proc.info["uids"] and proc.info["uids"].real != uid):
+                continue
+            if (
+                any(prefix in arg for arg in proc.info["cmdline"] or ())
+                or under(proc.cwd())
+                or any(under(f.path) for f in proc.open_files())
+            ):
+                found.append(proc)
+    return found
+
+
 def terminate(processes: list[psutil.Process], grace: float = 10.0) -> list[int]:
     """SIGTERM, then SIGKILL whatever is left after ``grace`` seconds. Returns the pids signalled.
 

@@ -13,7 +13,7 @@ derived on every read by :mod:`.status`, the event timeline by :mod:`.events`.
 Concurrency: the server, CLIs and Ray's autoscaler act on the same clusters at once. Every
 change of a cluster is decided and made under its lock on its freshest record (a head
 restart, a scale, a reconcile, the bootstrap's first workers); what spans clusters (the
-machine-wide node limit, names) is checked and written under the machine lock
+machine-wide node limit, a name) is checked and written under the machine lock
 (``.create.lock``, taken before any cluster's). A delete marks the record ``stopping``
 under the lock, so nothing starts for it any more, stops every process of the cluster
 (the bootstrap included), then removes the record under the lock before the directory.
@@ -213,6 +213,7 @@ class LocalBackend(ClusterBackend):
                     f"A cluster named {name!r} already exists. Pick another name or delete it first."
                 )
             cdir = self._dir(name)
+            self._claim_leftover(cdir)
             mine = [r for _, r in records if r.get("owner") == owner]
             if len(mine) >= self.max_clusters_per_owner:
                 raise LimitExceededError(
@@ -284,6 +285,45 @@ class LocalBackend(ClusterBackend):
             self._teardown(cdir, started)
             raise
         return self.get_cluster(owner, name)
+
+    def _claim_leftover(self, cdir: ClusterDir) -> None:
+        """Free a name held by a directory without a cluster's record (the caller holds the machine lock).
+
+        Such a directory is left over from a cluster whose create or delete was cut short (a
+        crash), or holds a record a stray writer left. It is removed if provably abandoned (no
+        process of this user uses it); otherwise the name stays taken, with a 409 saying why.
+        """
+        if not (cdir.root.exists() or cdir.root.is_symlink()):
+            return
+        name = cdir.name
+        try:
+            record = cdir.read() if cdir.root.is_dir() else None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None
+        if record is not None and self._is_record(record, name):
+            raise ConflictError(
+                f"A cluster named {name!r} already exists. Pick another name or delete it first."
+            )
+        users = processes.processes_using(cdir.root)
+        if users:
+            pids = ", ".join(str(p.pid) for p in users[:10])
+            raise ConflictError(
+                f"The name {name!r} is held by {cdir.root}, left over from an earlier cluster, and "
+                f"processes still use it (pids {pids}). Stop them and delete that directory, or pick "
+                "another name."
+            )
+        self.log.warning(
+            "eksray: removing %s, left over from an earlier cluster (no process uses it)", cdir.root
+        )
+        if cdir.root.is_dir() and not cdir.root.is_symlink():
+            shutil.rmtree(cdir.root, ignore_errors=True)
+        else:
+            cdir.root.unlink(missing_ok=True)
+        if cdir.root.exists():
+            raise ConflictError(
+                f"The name {name!r} is held by {cdir.root}, left over from an earlier cluster, which "
+                "could not be removed. Delete that directory, or pick another name."
+            )
 
     def _launch(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
         """Start the head, then (detached) the initial workers once its GCS answers.
