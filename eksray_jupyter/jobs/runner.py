@@ -80,6 +80,10 @@ class JobRunner(LoggingConfigurable):
     def close(self) -> None:
         """Stop this runner's background threads, if it has any."""
 
+    def may_have_left_a_cluster(self, job: Job) -> bool:
+        """Whether a job that ended without its runner may have left its cluster running."""
+        return True
+
     def failure_hint(self, job: Job) -> str:
         """The reason recorded for a job whose runner ended without recording an end."""
         return "its runner stopped unexpectedly without recording how the job ended"

@@ -194,7 +194,11 @@ class JobService:
         if JobState(fresh["state"]).terminal:
             return fresh
         reason = self.runner.failure_hint(job)
-        if fresh.get("clusterCreated") and not fresh.get("clusterDeletedAt"):
+        if (
+            fresh.get("clusterCreated")
+            and not fresh.get("clusterDeletedAt")
+            and self.runner.may_have_left_a_cluster(job)
+        ):
             reason += f"; its cluster {fresh['clusterName']} may still be running: delete it if so"
         transition(fresh, JobState.FAILED, reason)
         store.write(fresh)

@@ -65,6 +65,9 @@ from .rayjob import (
 #: Where a RayJob's Ray job log is read, relative to the dashboard address.
 LOGS_PATH = "api/jobs/{job_id}/logs"
 MIB = 1024 * 1024
+#: An upload of a working directory with no progress for this long was abandoned (its
+#: process died): progress is recorded at least every few seconds while it runs.
+PACKAGING_STALE_S = 120.0
 #: The longest a follower waits between two tries after failures in a row.
 FOLLOW_BACKOFF_MAX_S = 30.0
 #: A presigned results upload is short-lived: whoever can read the RayJob can use it.
@@ -317,6 +320,10 @@ class KubeRayJobRunner(JobRunner):
                 name=f"eksray-package-{job.id}",
                 daemon=True,
             )
+            # Who uploads: a reader elsewhere can tell an upload whose process died (no progress).
+            record = store.read(job.owner, job.id) or {}
+            record["kuberay"] = {"packagingBy": self.holder}
+            store.write(record)
             with self._lock:
                 self._packagers[(job.owner, job.id)] = thread
             thread.start()
@@ -371,9 +378,10 @@ class KubeRayJobRunner(JobRunner):
         follower = self._followers.get((job.owner, job.id))
         if follower is not None and follower.alive():
             return True
-        namespace = self._namespace(job)
+        record = self._store(job).read(job.owner, job.id) or {}
+        namespace = (record.get("kuberay") or {}).get("namespace")
         if namespace is None:
-            return None
+            return False if self._upload_abandoned(record) else None
         try:
             rj = self._get(namespace, job.id)
             if rj is None:
@@ -397,7 +405,27 @@ class KubeRayJobRunner(JobRunner):
             self._taken_over.discard(key)
         return taken
 
+    def _upload_abandoned(self, record: dict[str, Any]) -> bool:
+        """Whether the job's working directory was being uploaded by a process that is gone:
+        not this runner's, and no progress for PACKAGING_STALE_S."""
+        uploader = (record.get("kuberay") or {}).get("packagingBy")
+        if not uploader or record.get("state") != JobState.PENDING.value:
+            return False
+        mine = uploader == self.holder and (record["owner"], record["id"]) in self._packagers
+        return not mine and time.time() - float(record.get("updatedAt") or 0) > PACKAGING_STALE_S
+
+    def may_have_left_a_cluster(self, job: Job) -> bool:
+        """Not if no RayJob was ever created for it (the operator made no cluster then)."""
+        record = self._store(job).read(job.owner, job.id) or {}
+        return bool((record.get("kuberay") or {}).get("namespace"))
+
     def failure_hint(self, job: Job) -> str:
+        record = self._store(job).read(job.owner, job.id) or {}
+        if self._upload_abandoned(record):
+            return (
+                "the upload of its working directory was interrupted (the process that uploaded it "
+                "stopped); submit the job again"
+            )
         return f"its RayJob {job.id} was deleted before the job ended"
 
     def close(self, timeout: float = 5.0) -> None:
