@@ -534,3 +534,13 @@ def test_the_stores_of_a_registry_tell_its_listeners_of_their_writes(moto_url: s
     stop()
     stores.local.write(record("after-abcde"))
     assert len(heard) == 8
+
+
+@pytest.mark.parametrize("job_id", ["train-abcde\n", "Train-abcde", "-x", "x-", "a" * 64, "a/b", ""])
+def test_a_job_id_is_checked_exactly(job_id: str) -> None:
+    from eksray_jupyter.core.errors import NotFoundError
+    from eksray_jupyter.jobs.store.base import check_id
+
+    with pytest.raises(NotFoundError):
+        check_id(job_id)
+    check_id("train-abcde")

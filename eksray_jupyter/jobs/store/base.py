@@ -145,7 +145,7 @@ def has_ended(stored: Any, owner: str) -> bool:
 
 
 def check_id(job_id: str) -> None:
-    if not isinstance(job_id, str) or len(job_id) > 63 or not ID_RE.match(job_id):
+    if not isinstance(job_id, str) or len(job_id) > 63 or not ID_RE.fullmatch(job_id):
         raise NotFoundError(f"No job with id {job_id!r}. List your jobs to see their ids.")
 
 
