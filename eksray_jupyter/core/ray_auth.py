@@ -11,11 +11,11 @@ and argv are readable by every process of the same user, and argv by everyone.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from .state_files import write_text_atomic
 
 #: Ray's switch: ``token`` makes every daemon demand the token.
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -38,17 +38,7 @@ def new_token() -> str:
 def write_token_file(path: Path, token: str) -> None:
     """Write ``token`` to ``path`` with mode 0600 from the first byte (atomic replace)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp: 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, token)
 
 
 def read_token_file(path: Path) -> str:

@@ -40,6 +40,8 @@ def _sync_dir(directory: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, atomically and durably; the new file has mode 0600
+    (``mkstemp``'s) from its first byte."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

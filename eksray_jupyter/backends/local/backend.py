@@ -160,6 +160,18 @@ class LocalBackend(ClusterBackend):
             "processes are stopped."
         )
 
+    @contextlib.contextmanager
+    def _user_errors(self, name: str, cdir: ClusterDir) -> Iterator[None]:
+        """A cluster deleted meanwhile is a 404 and one whose state is unreadable a 409."""
+        try:
+            yield
+        except ClusterGone:
+            raise NotFoundError(
+                f"No cluster named {name!r}. List your clusters to see their names."
+            ) from None
+        except CorruptFileError as e:
+            raise self._unreadable(name, cdir, e) from None
+
     def _record(self, owner: str, name: str) -> tuple[ClusterDir, dict[str, Any]]:
         cdir = self._dir(name) if "/" not in name and name not in ("", ".", "..") else None
         try:
@@ -534,14 +546,8 @@ class LocalBackend(ClusterBackend):
 
     def get_cluster(self, owner: str, name: str) -> Cluster:
         cdir, record = self._record(owner, name)
-        try:
+        with self._user_errors(name, cdir):
             return self._observe_one(cdir, record)[0]
-        except ClusterGone:
-            raise NotFoundError(
-                f"No cluster named {name!r}. List your clusters to see their names."
-            ) from None
-        except CorruptFileError as e:
-            raise self._unreadable(name, cdir, e) from None
 
     def dashboard_address(self, owner: str, name: str) -> str:
         """The dashboard's URL, once the process listening on its port is this cluster's own.
@@ -612,54 +618,45 @@ class LocalBackend(ClusterBackend):
         cdir, _ = self._record(owner, name)
         stopped: list[dict[str, Any]] = []
         changes = []
-        try:
-            with self._machine_lock(), cdir.locked():
-                record = cdir.current()
-                if record.get("owner") != owner:
-                    raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
-                if record.get("status") != "running" or not processes.is_alive(record.get("head")):
-                    raise ConflictError(
-                        f"Cluster {name!r} is not running; only a running cluster can be scaled."
-                    )
-                worker_groups = new_groups(record["spec"])
-                old = {g["groupName"]: g for g in record["spec"].get("workerGroups", [])}
-                new_spec = {**record["spec"], "workerGroups": worker_groups}
-                others = sum(
-                    self._potential_nodes(r["spec"])
-                    for _, r in self._all_records()
-                    if r["name"] != name and r.get("status") == "running"
+        with self._user_errors(name, cdir), self._machine_lock(), cdir.locked():
+            record = cdir.current()
+            if record.get("owner") != owner:
+                raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
+            if record.get("status") != "running" or not processes.is_alive(record.get("head")):
+                raise ConflictError(f"Cluster {name!r} is not running; only a running cluster can be scaled.")
+            worker_groups = new_groups(record["spec"])
+            old = {g["groupName"]: g for g in record["spec"].get("workerGroups", [])}
+            new_spec = {**record["spec"], "workerGroups": worker_groups}
+            others = sum(
+                self._potential_nodes(r["spec"])
+                for _, r in self._all_records()
+                if r["name"] != name and r.get("status") == "running"
+            )
+            wanted = self._potential_nodes(new_spec)
+            if others + wanted > self.max_local_nodes:
+                raise LimitExceededError(
+                    f"After this change {name!r} may grow to {wanted} Ray nodes and other clusters may use "
+                    f"{others}; the limit on this machine is {self.max_local_nodes} "
+                    "(c.LocalBackend.max_local_nodes)."
                 )
-                wanted = self._potential_nodes(new_spec)
-                if others + wanted > self.max_local_nodes:
-                    raise LimitExceededError(
-                        f"After this change {name!r} may grow to {wanted} Ray nodes and other clusters may use "
-                        f"{others}; the limit on this machine is {self.max_local_nodes} "
-                        "(c.LocalBackend.max_local_nodes)."
-                    )
-                record["spec"] = new_spec
-                cdir.write(record)
-                write_autoscaler_config(cdir, record)
-                nodes = cdir.read_nodes()
-                for g in worker_groups:
-                    before = old[g["groupName"]]
-                    diff = [
-                        f"{k} {before[k]}→{g[k]}"
-                        for k in ("replicas", "minReplicas", "maxReplicas")
-                        if before[k] != g[k]
-                    ]
-                    if diff:
-                        changes.append(f"{g['groupName']}: {', '.join(diff)}")
-                    carried = min(max(before["replicas"], g["minReplicas"]), g["maxReplicas"])
-                    if not autoscaling_enabled(new_spec) or g["replicas"] != carried:
-                        # An explicit replicas change is applied now; moved bounds are the autoscaler's job.
-                        stopped += converge_group(cdir, record, nodes, g["groupName"], replicas_target(g))[1]
-                cdir.write_nodes(nodes)
-        except ClusterGone:
-            raise NotFoundError(
-                f"No cluster named {name!r}. List your clusters to see their names."
-            ) from None
-        except CorruptFileError as e:
-            raise self._unreadable(name, cdir, e) from None
+            record["spec"] = new_spec
+            cdir.write(record)
+            write_autoscaler_config(cdir, record)
+            nodes = cdir.read_nodes()
+            for g in worker_groups:
+                before = old[g["groupName"]]
+                diff = [
+                    f"{k} {before[k]}→{g[k]}"
+                    for k in ("replicas", "minReplicas", "maxReplicas")
+                    if before[k] != g[k]
+                ]
+                if diff:
+                    changes.append(f"{g['groupName']}: {', '.join(diff)}")
+                carried = min(max(before["replicas"], g["minReplicas"]), g["maxReplicas"])
+                if not autoscaling_enabled(new_spec) or g["replicas"] != carried:
+                    # An explicit replicas change is applied now; moved bounds are the autoscaler's job.
+                    stopped += converge_group(cdir, record, nodes, g["groupName"], replicas_target(g))[1]
+            cdir.write_nodes(nodes)
         terminate_workers(stopped)
         if changes:
             record_event(cdir, "Scaled", "Scaled " + "; ".join(changes))
@@ -669,15 +666,9 @@ class LocalBackend(ClusterBackend):
 
     def delete_cluster(self, owner: str, name: str) -> None:
         cdir, _ = self._record(owner, name)
-        try:
+        with self._user_errors(name, cdir):
             # From here on nothing starts for it: every starter checks the status under the lock.
             record = cdir.update(status="stopping")
-        except ClusterGone:
-            raise NotFoundError(
-                f"No cluster named {name!r}. List your clusters to see their names."
-            ) from None
-        except CorruptFileError as e:
-            raise self._unreadable(name, cdir, e) from None
         record_event(cdir, "Deleting", f"Stopping cluster {name}")
         self.notify(Change("cluster", owner, name, cluster=self._status(cdir, record, None)))
         self._teardown(cdir, record)
