@@ -472,7 +472,8 @@ def test_backoff_limit_retries_on_a_new_cluster(env: Env) -> None:
     first_cluster, first = env.started(job.id)
     # Each cluster the operator makes for the job gets the NetworkPolicy eksray's own have.
     policy = wait_until(
-        lambda: env.fk.get("networkpolicies", NS, f"{first_cluster}-eksray"), what="the first cluster's policy"
+        lambda: env.fk.get("networkpolicies", NS, f"{first_cluster}-eksray"),
+        what="the first cluster's policy",
     )
     first_uid = env.fk.get("rayclusters", NS, first_cluster)["metadata"]["uid"]
     assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == [first_uid]
@@ -484,7 +485,8 @@ def test_backoff_limit_retries_on_a_new_cluster(env: Env) -> None:
     second_cluster, second = env.started(job.id, after=first)
     assert second_cluster != first_cluster
     wait_until(
-        lambda: env.fk.get("networkpolicies", NS, f"{second_cluster}-eksray"), what="the second cluster's policy"
+        lambda: env.fk.get("networkpolicies", NS, f"{second_cluster}-eksray"),
+        what="the second cluster's policy",
     )
     env.dashboard.logs[second] = "attempt 2 ok\n"
     wait_until(lambda: len(env.jobs.get(job.id).attempts) == 2, what="second attempt recorded")
@@ -756,7 +758,11 @@ def test_submit_answers_before_the_upload_and_a_stop_meanwhile_submits_nothing(
 
     monkeypatch.setattr(S3JobStore, "put_package", slow_put_package)
     job = s3env.jobs.submit(
-        {"entrypoint": "python train.py", "workingDir": str(project(tmp_path)), "cluster": {"profile": "cpu-small"}}
+        {
+            "entrypoint": "python train.py",
+            "workingDir": str(project(tmp_path)),
+            "cluster": {"profile": "cpu-small"},
+        }
     )
     assert job.state == JobState.PENDING  # answered while the upload has not even started
     assert uploading.wait(30)
