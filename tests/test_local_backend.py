@@ -695,3 +695,66 @@ def test_atomic_writes_reach_the_disk(tmp_path: Path, monkeypatch: pytest.Monkey
     files = [Path(p).name for p in synced if Path(p).parent == tmp_path]
     assert len(files) == 2 and all(f.startswith((".a.json.", ".b.yaml.")) for f in files), synced
     assert synced.count(str(tmp_path)) == 2
+
+
+# A delete in another process (a server or an `eksray rc delete`) that stops half way: after the
+# record says stopping, while it stops the cluster's processes. argv: state dir, owner, name, how.
+HALF_DELETE = """
+import os, signal, sys, time
+from eksray_jupyter.backends.local import LocalBackend
+
+state_dir, owner, name, how = sys.argv[1:]
+
+def stop_processes(self, *args):
+    if how == "dies":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(120)  # still at it
+
+LocalBackend._stop_processes = stop_processes
+LocalBackend(state_dir=state_dir).delete_cluster(owner, name)
+"""
+
+
+def test_a_delete_whose_process_died_is_finished_by_the_next_reader(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos suite (tests/test_chaos.py): a server or CLI killed half way through a
+    delete left the cluster stopping for ever, its processes running and its name taken. The next
+    reader finishes such a delete; one whose process still runs is left to it."""
+    import os
+    import signal
+
+    from eksray_jupyter.core import processes
+
+    from .waiting import wait_until
+
+    stand_in_ray(monkeypatch)
+    service.create({"name": "halfway", "workerGroups": []})
+    cdir = local(service)._dir("halfway")
+    head = processes.process_of(cdir.read()["head"])  # type: ignore[index]
+    assert head is not None
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    argv = [sys.executable, "-c", HALF_DELETE, str(state_dir), service.owner, "halfway"]
+
+    # Still deleting (slowly): readers show it stopping and leave it to that process.
+    deleter = subprocess.Popen([*argv, "slow"], env=env)
+    try:
+        wait_until(lambda: (cdir.read() or {}).get("status") == "stopping", "the record marked stopping")
+        [cluster] = service.list()
+        assert cluster.phase == Phase.STOPPING
+        assert head.is_running()
+    finally:
+        deleter.kill()
+        deleter.wait(30)
+
+    # Killed half way: the next reader (here a restarted server) finishes the delete.
+    killed = subprocess.run([*argv, "dies"], env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert (cdir.read() or {}).get("status") == "stopping"
+    again = ClusterService(EKSRay(state_dir=str(state_dir)))
+    assert again.list() == []
+    assert not cdir.root.exists()
+    head.wait(timeout=30)
+    again.create({"name": "halfway", "workerGroups": []})  # the name is free again
+    again.delete("halfway")
+    assert again.list() == []

@@ -17,6 +17,8 @@ machine-wide node limit, a name) is checked and written under the machine lock
 (``.create.lock``, taken before any cluster's). A delete marks the record ``stopping``
 under the lock, so nothing starts for it any more, stops every process of the cluster
 (the bootstrap included), then removes the record under the lock before the directory.
+The record names the deleting process: if it dies half way (a killed server or CLI), the
+next reader finishes the delete.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from traitlets import Float, Int, List, Unicode
 
 from ...core import processes
@@ -507,6 +510,8 @@ class LocalBackend(ClusterBackend):
         ``record`` may be stale (read before this call): every write here is made on the fresh
         record under the lock, and :class:`ClusterGone` is raised if the cluster was deleted.
         """
+        if self._finish_abandoned_delete(cdir, record):
+            raise ClusterGone(cdir.name)
         if processes.is_alive(record.get("head")):
             record = self._reconcile_workers(cdir, record)
         elif record.get("status") == "running" and record.get("readyAt") is None:
@@ -668,11 +673,27 @@ class LocalBackend(ClusterBackend):
         cdir, _ = self._record(owner, name)
         with self._user_errors(name, cdir):
             # From here on nothing starts for it: every starter checks the status under the lock.
-            record = cdir.update(status="stopping")
+            # Who deletes is recorded: if that process dies half way, the next reader finishes.
+            record = cdir.update(status="stopping", deletedBy=processes.ref_of(psutil.Process()))
         record_event(cdir, "Deleting", f"Stopping cluster {name}")
         self.notify(Change("cluster", owner, name, cluster=self._status(cdir, record, None)))
         self._teardown(cdir, record)
         self.notify(Change("deleted", owner, name))
+
+    def _finish_abandoned_delete(self, cdir: ClusterDir, record: dict[str, Any]) -> bool:
+        """Finish a delete whose process died half way (a server or CLI killed while it stopped
+        the processes); True if this call did. A delete still under way is left to its process."""
+        if record.get("status") != "stopping" or processes.is_alive(record.get("deletedBy")):
+            return False
+        with cdir.locked():
+            fresh = cdir.current()
+            if fresh.get("status") != "stopping" or processes.is_alive(fresh.get("deletedBy")):
+                return False
+            fresh["deletedBy"] = processes.ref_of(psutil.Process())  # this one finishes it
+            cdir.write(fresh)
+        record_event(cdir, "Deleting", f"Finishing the deletion of cluster {cdir.name}: its deleter exited")
+        self._teardown(cdir, fresh)
+        return True
 
     def _teardown(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
         self._stop_processes(cdir, record)
