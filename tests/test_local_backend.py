@@ -758,3 +758,30 @@ def test_a_delete_whose_process_died_is_finished_by_the_next_reader(
     again.create({"name": "halfway", "workerGroups": []})  # the name is free again
     again.delete("halfway")
     assert again.list() == []
+
+
+def test_a_delete_finished_for_a_dead_deleter_is_pushed(service: ClusterService, state_dir: Path) -> None:
+    """Found by the chaos suite: the observer's first round finished such a delete, so it never
+    had the cluster to report gone, while a new panel's snapshot (read meanwhile) showed it
+    stopping; that panel showed it until reloaded."""
+    from .waiting import wait_until
+
+    backend = local(service)
+    changes: list[Any] = []
+    write_running(
+        service,
+        state_dir,
+        "orphan",
+        None,
+        status="stopping",
+        deletedBy={"pid": 999_999_999, "createTime": 1.0},
+    )
+    unsubscribe = backend.subscribe(changes.append)
+    try:
+        # Finished by this reader, or by the observer's first round (shown stopping meanwhile).
+        wait_until(lambda: service.list() == [], "the delete finished")
+        wait_until(
+            lambda: [c.name for c in changes if c.kind == "deleted"] == ["orphan"], "orphan deleted, once"
+        )
+    finally:
+        unsubscribe()

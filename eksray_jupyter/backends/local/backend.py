@@ -693,6 +693,9 @@ class LocalBackend(ClusterBackend):
             cdir.write(fresh)
         record_event(cdir, "Deleting", f"Finishing the deletion of cluster {cdir.name}: its deleter exited")
         self._teardown(cdir, fresh)
+        # Pushed like any delete this process makes: an observer that never saw the cluster (its
+        # first round finished the delete) cannot tell a panel whose snapshot had it.
+        self.notify(Change("deleted", fresh["owner"], cdir.name))
         return True
 
     def _teardown(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
