@@ -216,6 +216,29 @@ async def test_stream_snapshot_then_changes(jp_ws_fetch: Any, service: Any) -> N
     ws.close()
 
 
+async def test_a_change_made_while_the_snapshot_is_read_comes_after_it(
+    jp_ws_fetch: Any, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos suite (tests/test_chaos.py): a change pushed while a new socket's
+    snapshot was being read went out before the snapshot, which (read earlier) then hid it: the
+    panel showed a deleted cluster until it was reloaded."""
+    service.create(dict(SPEC))
+    read = service.list
+
+    def read_then_deleted() -> Any:
+        clusters = read()
+        service.delete("demo")  # pushed while the snapshot is on its way
+        return clusters
+
+    monkeypatch.setattr(service, "list", read_then_deleted)
+    ws = await jp_ws_fetch("eksray", "api", "stream")
+    snapshot = await read_json(ws)
+    assert snapshot["type"] == "snapshot" and [c["name"] for c in snapshot["clusters"]] == ["demo"]
+    assert (await read_json(ws))["type"] == "jobs"
+    assert await read_json(ws) == {"type": "deleted", "name": "demo"}
+    ws.close()
+
+
 async def test_stream_only_carries_the_owners_changes(jp_ws_fetch: Any, service: Any) -> None:
     ws = await jp_ws_fetch("eksray", "api", "stream")
     assert (await read_json(ws))["clusters"] == []

@@ -17,6 +17,9 @@ tests can read it with any websocket client. The protocol (server -> client, JSO
     {"type": "jobWarnings", "warnings": [...]}                the stores that cannot be read changed
     {"type": "heartbeat"}                                     every "heartbeat" s while changes flow
 
+Changes pushed while a socket's snapshots are read follow them (held until then): sent before,
+they would be hidden by a snapshot read before they happened.
+
 ``Job`` is exactly the body of ``GET /eksray/api/jobs/{id}``; ``jobs`` and ``warnings`` are
 those of ``GET /eksray/api/jobs`` (newest first; a store that cannot be read is named in
 ``warnings`` and its jobs are missing, so they arrive as ``jobDeleted`` and come back as
@@ -243,7 +246,7 @@ class StreamHub:
 
     def _start_jobs(self, socket: StreamHandler, message: str) -> None:
         if socket in self.sockets:
-            socket.send(message)
+            socket.send_now(message)
             self.job_sockets.add(socket)
 
     def close(self) -> None:
@@ -274,32 +277,49 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
         if result is not None:
             await result
 
+    #: What the hub pushed to this socket before its snapshots went out (None once they have).
+    _held: list[str] | None = None
+
     async def open(self, *args: Any, **kwargs: Any) -> None:
-        # Subscribe first, then snapshot: a change racing the snapshot arrives after it.
-        await self.hub.add(self)
-        service = self.hub.service
-        clusters, cache = await asyncio.get_running_loop().run_in_executor(
-            self.settings["eksray_executor"],
-            lambda: (service.list(), service.backend.cache_status(service.owner)),
-        )
-        snapshot: dict[str, Any] = {
-            "type": "snapshot",
-            "clusters": [c.to_dict(dashboard_url=self.hub.dashboard_url(c.name)) for c in clusters],
-        }
-        if not cache.current:
-            snapshot["cache"] = cache.to_dict()
-        if self.hub.heartbeat_seconds > 0:
-            snapshot["heartbeat"] = self.hub.heartbeat_seconds
-        self.send(json.dumps(snapshot))
-        # Then the jobs (queued to the loop in order with the job changes; see StreamHub.send_jobs).
+        # Subscribe first, then snapshot; what is pushed meanwhile is held and sent after the
+        # snapshots: sent before, it would be hidden by a snapshot read before it happened.
+        self._held = []
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                self.settings["eksray_executor"], self.hub.send_jobs, self
+            await self.hub.add(self)
+            service = self.hub.service
+            clusters, cache = await asyncio.get_running_loop().run_in_executor(
+                self.settings["eksray_executor"],
+                lambda: (service.list(), service.backend.cache_status(service.owner)),
             )
-        except Exception:
-            self.log.exception("eksray: cannot send the jobs on the stream")
+            snapshot: dict[str, Any] = {
+                "type": "snapshot",
+                "clusters": [c.to_dict(dashboard_url=self.hub.dashboard_url(c.name)) for c in clusters],
+            }
+            if not cache.current:
+                snapshot["cache"] = cache.to_dict()
+            if self.hub.heartbeat_seconds > 0:
+                snapshot["heartbeat"] = self.hub.heartbeat_seconds
+            self.send_now(json.dumps(snapshot))
+            # Then the jobs (queued to the loop in order with the job changes; see StreamHub.send_jobs).
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.settings["eksray_executor"], self.hub.send_jobs, self
+                )
+            except Exception:
+                self.log.exception("eksray: cannot send the jobs on the stream")
+        finally:
+            held, self._held = self._held, None
+            for message in held or ():
+                self.send_now(message)
 
     def send(self, message: str) -> None:
+        """Push a change (held until the snapshots have gone out)."""
+        if self._held is not None:
+            self._held.append(message)
+            return
+        self.send_now(message)
+
+    def send_now(self, message: str) -> None:
         try:
             self.write_message(message)
         except websocket.WebSocketClosedError:
