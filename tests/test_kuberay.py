@@ -875,6 +875,31 @@ def test_a_change_made_while_the_observer_starts_is_pushed(
         unsubscribe()
 
 
+def test_a_deletion_seen_before_the_delete_returns_is_pushed_last(
+    backend: KubeRayBackend, fakekube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos suite on the real control plane (no finalizer keeps a deleted RayCluster
+    there): the watch saw the cluster go while the delete still made its other calls, and the
+    delete then pushed "stopping" after "deleted"; panels showed a deleted cluster for ever."""
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    changes: list[Change] = []
+    unsubscribe = backend.subscribe(changes.append)
+    delete_policy = backend._delete_network_policy
+
+    def after_the_watch_saw_it_go(*args: Any) -> None:
+        wait_until(lambda: any(c.kind == "deleted" for c in changes), what="the deletion pushed")
+        delete_policy(*args)
+
+    monkeypatch.setattr(backend, "_delete_network_policy", after_the_watch_saw_it_go)
+    try:
+        backend.delete_cluster("alice", "demo")
+        wait_until(lambda: backend.list_clusters("alice") == [], what="gone from the cache")
+        assert [c.kind for c in changes if c.name == "demo" and c.kind != "event"][-1] == "deleted"
+    finally:
+        unsubscribe()
+
+
 def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.MonkeyPatch) -> None:
     from eksray_jupyter.backends.kuberay import dashboard_events
     from eksray_jupyter.core.errors import BackendError

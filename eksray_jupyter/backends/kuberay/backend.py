@@ -44,7 +44,7 @@ from ...core.errors import (
     NotReadyError,
     UpstreamTimeoutError,
 )
-from ...core.models import CacheStatus, Change, Cluster, ClusterEvent
+from ...core.models import CacheStatus, Cluster, ClusterEvent
 from ...core.ray_auth import dashboard_headers
 from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
@@ -839,10 +839,14 @@ class KubeRayBackend(ClusterBackend):
         marked["metadata"].setdefault("deletionTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         with cache.lock:
             current = cache.clusters.get(name)
-            if current is not None and current["metadata"].get("uid") == cr["metadata"].get("uid"):
+            still_there = current is not None and current["metadata"].get("uid") == cr["metadata"].get("uid")
+            if still_there:
                 cache.clusters[name] = marked
                 cache.versions[name] += 1
-        self.notify(Change("cluster", owner, name, cluster=self._build(cache, marked, owner, True)))
+        if still_there:
+            # Pushed by the observer, in order with the watch's changes: pushed from here, it could
+            # follow a "deleted" the watch already pushed, and panels would show "stopping" for ever.
+            self._observer.on_cache_change("cluster", cache.namespace, name, None)
         self.autoscaler_events.forget((cache.namespace, name))
 
     # --- events -----------------------------------------------------------------------------------
