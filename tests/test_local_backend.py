@@ -785,3 +785,41 @@ def test_a_delete_finished_for_a_dead_deleter_is_pushed(service: ClusterService,
         )
     finally:
         unsubscribe()
+
+
+def test_first_workers_are_started_when_the_bootstrap_gave_up_on_a_slow_head(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the chaos suite on a loaded machine: the head's GCS answered only after the
+    bootstrap had given up waiting (120 s), so the first workers were never started and the
+    cluster stayed starting for ever. The next reader starts them once the GCS answers."""
+    from eksray_jupyter.backends.local.workers import live_workers
+    from eksray_jupyter.core import processes
+
+    stand_in_ray(monkeypatch)
+    gcs = processes.free_port()
+    head = start_listener(gcs)  # the head, whose GCS answers at last
+    try:
+        cdir = write_running(
+            service,
+            state_dir,
+            "slow",
+            processes.ref_of(head),  # type: ignore[arg-type]
+            spec={
+                "name": "slow",
+                "autoscaling": {"enabled": False},
+                "workerGroups": [{"groupName": "cpu", "replicas": 1, "maxReplicas": 1}],
+            },
+            ports={"gcs": gcs, "dashboard": 2, "client": 3},
+            bootstrapped=False,
+            bootstrap={"pid": 999_999_999, "createTime": 1.0},  # exited, having started nobody
+        )
+        service.get("slow")
+        assert len(live_workers(cdir)) == 1
+        assert (cdir.read() or {}).get("bootstrapped") is True
+        assert "WorkersStarted" in [e.reason for e in service.events("slow")]
+        service.get("slow")  # a second reader starts no more
+        assert len(live_workers(cdir)) == 1
+    finally:
+        service.delete("slow")
+        stop(head)

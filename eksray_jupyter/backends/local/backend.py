@@ -502,6 +502,41 @@ class LocalBackend(ClusterBackend):
             )
         return fresh
 
+    def _resume_bootstrap(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
+        """Start the first workers if the bootstrap exited without (it gave up waiting for a slow
+        head's GCS, or was killed): once the GCS answers, the next reader does its work."""
+        if (
+            record.get("bootstrapped")
+            or record.get("status") != "running"
+            or processes.is_alive(record.get("bootstrap"))
+            or not port_open(record["ports"]["gcs"], timeout=0.2)
+        ):
+            return record
+        with cdir.locked():
+            fresh = cdir.current()
+            if (
+                fresh.get("bootstrapped")
+                or fresh.get("status") != "running"
+                or fresh.get("head") != record.get("head")
+                or processes.is_alive(fresh.get("bootstrap"))
+            ):
+                return fresh
+            nodes = cdir.read_nodes()
+            started = []
+            for group in fresh["spec"].get("workerGroups", []):
+                started += converge_group(
+                    cdir, fresh, nodes, group["groupName"], replicas_target(group), stop=False
+                )[0]
+            cdir.write_nodes(nodes)
+            fresh["bootstrapped"] = True
+            cdir.write(fresh)
+        record_event(
+            cdir,
+            "WorkersStarted",
+            f"The bootstrap exited before the head answered; started the first {len(started)} worker(s) now",
+        )
+        return fresh
+
     def _observe_one(
         self, cdir: ClusterDir, record: dict[str, Any]
     ) -> tuple[Cluster, list[dict[str, Any]] | None]:
@@ -513,7 +548,7 @@ class LocalBackend(ClusterBackend):
         if self._finish_abandoned_delete(cdir, record):
             raise ClusterGone(cdir.name)
         if processes.is_alive(record.get("head")):
-            record = self._reconcile_workers(cdir, record)
+            record = self._reconcile_workers(cdir, self._resume_bootstrap(cdir, record))
         elif record.get("status") == "running" and record.get("readyAt") is None:
             record = self._retry_failed_start(cdir, record)
         ray_nodes = dashboard_nodes(record)

@@ -2,7 +2,8 @@
 
 Run detached (``python -m eksray_jupyter.backends.local.bootstrap CLUSTER_DIR``) so that a
 CLI that created the cluster, or a server that restarts, does not take the start-up
-with it. It exits when the initial replicas are launched, or gives up with an event.
+with it. It exits when the initial replicas are launched, or gives up (a head whose GCS does not
+answer within GCS_TIMEOUT_S); then the backend's next reader starts them once the GCS answers.
 
 It is one of the cluster's processes (its ref is in the record as ``bootstrap``), so a
 delete or a head restart stops it; and it starts workers and writes ``bootstrapped`` in
