@@ -900,6 +900,27 @@ def test_a_deletion_seen_before_the_delete_returns_is_pushed_last(
         unsubscribe()
 
 
+def test_a_cluster_whose_creator_died_before_its_network_policy_gets_it(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer
+) -> None:
+    """Found by the chaos suite: a server or CLI killed between creating the RayCluster and its
+    NetworkPolicy left the cluster without one for ever. The next process that lists it makes it."""
+    make_backend(network_policy=False).create_cluster("alice", spec_of(CPU_SPEC))  # as a creator that died
+    assert fakekube.get("networkpolicies", ALICE_NS, "demo-eksray") is None
+    survivor = make_backend()
+    assert [c.name for c in survivor.list_clusters("alice")] == ["demo"]
+    policy = wait_until(
+        lambda: fakekube.get("networkpolicies", ALICE_NS, "demo-eksray"), what="its NetworkPolicy"
+    )
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == cr(fakekube, "demo")["metadata"]["uid"]
+    created = policy["metadata"]["uid"]
+    survivor.list_clusters("alice")  # checked once: not made again
+    survivor.create_cluster("alice", spec_of({**CPU_SPEC, "name": "other"}))
+    survivor.list_clusters("alice")
+    assert fakekube.get("networkpolicies", ALICE_NS, "demo-eksray")["metadata"]["uid"] == created
+    assert fakekube.get("networkpolicies", ALICE_NS, "other-eksray") is not None
+
+
 def test_a_failing_dashboard_is_asked_again_later_and_later(monkeypatch: pytest.MonkeyPatch) -> None:
     from eksray_jupyter.backends.kuberay import dashboard_events
     from eksray_jupyter.core.errors import BackendError

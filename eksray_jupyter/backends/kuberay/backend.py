@@ -355,6 +355,8 @@ class KubeRayBackend(ClusterBackend):
         self.ray_tokens = RayTokens(lambda: self.api, self._token_root, lambda: self.ray_token_wait_seconds)
         self._observer = Observer(self)
         self._closed = False
+        # RayClusters (uids) whose NetworkPolicy this process made or has checked for.
+        self._policy_checked: set[str] = set()
 
     @default("state_dir")
     def _default_state_dir(self) -> str:
@@ -558,14 +560,55 @@ class KubeRayBackend(ClusterBackend):
             cache = self.cache_of(namespace)
             with cache.lock:
                 items = list(cache.clusters.values())
+            unchecked = []
             for cr in items:
                 who, ours = self.owner_of(namespace, cr)
                 if who != owner:
                     continue
+                if ours and cr["metadata"].get("uid") not in self._policy_checked:
+                    unchecked.append(cr)
                 cluster = self.build_safe(cache, cr, owner, ours)
                 if cluster is not None and cluster.name not in out:
                     out[cluster.name] = cluster
+            self._ensure_network_policies(unchecked)
         return [out[name] for name in sorted(out)]
+
+    def _ensure_network_policies(self, crs: list[dict[str, Any]]) -> None:
+        """Give a cluster whose creator died between its RayCluster and its NetworkPolicy (a server
+        or CLI killed there) the policy: checked once per cluster and process, on a thread, by
+        the first list that shows it."""
+        if not self.network_policy or self._closed:
+            return
+        with self._lock:
+            todo = [
+                cr
+                for cr in crs
+                if cr["metadata"].get("uid") not in self._policy_checked
+                and not cr["metadata"].get("deletionTimestamp")
+            ]
+            self._policy_checked.update(cr["metadata"].get("uid") for cr in todo)
+        if todo:
+            threading.Thread(
+                target=self._repair_network_policies, args=(todo,), name="eksray-policies", daemon=True
+            ).start()
+
+    def _repair_network_policies(self, crs: list[dict[str, Any]]) -> None:
+        for cr in crs:
+            namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+            try:
+                if self.api.get_network_policy(namespace, network_policy_name(name)) is None:
+                    self.api.create_network_policy(namespace, self._network_policy_body(cr))
+                    self.log.warning(
+                        "eksray: cluster %s/%s had no NetworkPolicy (its creator stopped half way); made it",
+                        namespace,
+                        name,
+                    )
+            except ConflictError:
+                pass  # made meanwhile (by its creator)
+            except EKSRayError as e:
+                self.log.warning("eksray: cannot check the NetworkPolicy of %s/%s: %s", namespace, name, e)
+                with self._lock:
+                    self._policy_checked.discard(cr["metadata"].get("uid"))  # the next list tries again
 
     def get_cluster(self, owner: str, name: str) -> Cluster:
         cache, cr, ours = self._find(owner, name)
@@ -661,6 +704,8 @@ class KubeRayBackend(ClusterBackend):
                 "(or set c.KubeRayBackend.create_namespaces = True with RBAC to create namespaces)."
             ) from e
         if self.network_policy:
+            with self._lock:
+                self._policy_checked.add(created["metadata"].get("uid"))  # made here, not repaired
             try:
                 self._create_network_policy(created)
             except EKSRayError as e:
