@@ -355,8 +355,10 @@ class KubeRayBackend(ClusterBackend):
         self.ray_tokens = RayTokens(lambda: self.api, self._token_root, lambda: self.ray_token_wait_seconds)
         self._observer = Observer(self)
         self._closed = False
-        # RayClusters (uids) whose NetworkPolicy this process made or has checked for.
+        # RayClusters (uids) whose NetworkPolicy this process made or has checked for, and the
+        # threads checking (joined on close: one left in a socket read can abort the exit).
         self._policy_checked: set[str] = set()
+        self._policy_threads: list[threading.Thread] = []
 
     @default("state_dir")
     def _default_state_dir(self) -> str:
@@ -577,9 +579,11 @@ class KubeRayBackend(ClusterBackend):
         """Give a cluster whose creator died between its RayCluster and its NetworkPolicy (a server
         or CLI killed there) the policy: checked once per cluster and process, on a thread, by
         the first list that shows it."""
-        if not self.network_policy or self._closed:
+        if not self.network_policy:
             return
         with self._lock:
+            if self._closed:
+                return
             todo = [
                 cr
                 for cr in crs
@@ -587,10 +591,13 @@ class KubeRayBackend(ClusterBackend):
                 and not cr["metadata"].get("deletionTimestamp")
             ]
             self._policy_checked.update(cr["metadata"].get("uid") for cr in todo)
-        if todo:
-            threading.Thread(
+            if not todo:
+                return
+            thread = threading.Thread(
                 target=self._repair_network_policies, args=(todo,), name="eksray-policies", daemon=True
-            ).start()
+            )
+            self._policy_threads = [t for t in self._policy_threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _repair_network_policies(self, crs: list[dict[str, Any]]) -> None:
         for cr in crs:
@@ -1028,6 +1035,10 @@ class KubeRayBackend(ClusterBackend):
         super().close()
         with self._lock:
             self._closed = True
+            checking, self._policy_threads = self._policy_threads, []
+        for thread in checking:  # each call is bounded by request_timeout
+            thread.join(self.request_timeout * 2)
+        with self._lock:
             caches, self.caches = list(self.caches.values()), {}
             api, self._api = self._api, None
         for cache in caches:
