@@ -643,25 +643,22 @@ class KubeTarget(Target):
         return await self._sync(look)
 
     async def extra_checks(self, listed: list[dict[str, Any]]) -> list[Violation]:
-        """Every cluster has its NetworkPolicy (a kill between the CR and its policy must not
-        leave a cluster open)."""
+        """Every cluster has its NetworkPolicy: a server or CLI killed between creating the
+        RayCluster and its policy leaves it without, until a list (this check's own GET
+        /clusters) has the backend make it, on a thread: allowed a few seconds."""
         import kubernetes.client
 
         net = kubernetes.client.NetworkingV1Api(self.api())
 
-        def policies() -> set[str]:
-            return {p.metadata.name for p in net.list_namespaced_network_policy(self.namespace).items}
+        async def missing() -> list[str]:
+            have = await self._sync(
+                lambda: {p.metadata.name for p in net.list_namespaced_network_policy(self.namespace).items}
+            )
+            return [c["name"] for c in listed if f"{c['name']}-eksray" not in have]
 
-        have = await self._sync(policies)
-        missing = [c["name"] for c in listed if f"{c['name']}-eksray" not in have]
-        if missing:
-            return [
-                Violation(
-                    "network-policy",
-                    f"clusters without their NetworkPolicy: {missing} (a server or CLI killed between "
-                    "creating the RayCluster and its NetworkPolicy leaves it so: nothing repairs it yet)",
-                )
-            ]
+        held, left = await settle(missing, 20, 0.5, none)
+        if not held:
+            return [Violation("network-policy", f"clusters without their NetworkPolicy after 20 s: {left}")]
         return []
 
 
