@@ -201,7 +201,10 @@ def test_a_group_no_node_can_hold_shows_the_schedulers_reason(
         "the unschedulable reason",
         timeout=TIMEOUT,
     )
-    assert cluster.phase == Phase.STARTING
+    # Never ready. KubeRay 1.6/1.7 may set RayClusterProvisioned while only the head pod exists
+    # (its check runs on the pods its cache holds, without the count check `state: ready` has),
+    # so a ready head with a worker no node can hold reads as starting or scaling.
+    assert cluster.phase in (Phase.STARTING, Phase.SCALING), cluster.phase
     assert message in (cluster.reason or ""), cluster.reason
     warning = wait_until(
         lambda: [e for e in backend.cluster_events(alice.owner, "big") if e.reason == "FailedScheduling"],
