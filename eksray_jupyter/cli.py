@@ -1,7 +1,7 @@
 """``eksray``: Ray clusters from a terminal or a script.
 
     eksray rc create [NAME] [-f SPEC.yaml] [--profile P] [--workers N] [--wait]
-    eksray rc list | status | scale | events | dashboard | delete | use
+    eksray rc list | status | scale | events | dashboard | suspend | resume | keepalive | delete | use
     eksray rj submit [SPEC.yaml] [--entrypoint CMD] [--working-dir DIR] [--env K=V] [--follow] ...
     eksray rj list | status ID | logs ID [--follow] [--tail N] | stop ID
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -123,6 +124,7 @@ class CLI:
             min_replicas=a.min_replicas,
             max_replicas=a.max_replicas,
             base=base,
+            lifecycle=console.lifecycle_request(a),
         )
         cluster = self.clusters.create(request)
         if a.wait:
@@ -199,6 +201,34 @@ class CLI:
         self.emit(url, {"name": name, "url": url})
         return OK
 
+    def rc_suspend(self) -> int:
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        cluster = self.clusters.suspend(name, "Suspended from the CLI")
+        self.emit(
+            f"{name} is suspended: no Ray node runs. `eksray rc resume {name}` starts it again.",
+            self.cluster_json(cluster),
+        )
+        return OK
+
+    def rc_resume(self) -> int:
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        cluster = self.clusters.resume(name)
+        if self.args.wait:
+            cluster = self.wait(name)
+        else:
+            print(f"{name} is starting; `eksray rc status {name}` shows progress.", file=self.err)
+        self.emit(
+            present.cluster_detail(cluster, console.dashboard_link(self.clusters, cluster)),
+            self.cluster_json(cluster),
+        )
+        return OK
+
+    def rc_keepalive(self) -> int:
+        name = console.resolve_name(self.clusters, self.args.name, HINT)
+        cluster = self.clusters.keepalive(name, "the CLI")
+        self.emit(f"{name} is kept running: its idle time starts again now.", self.cluster_json(cluster))
+        return OK
+
     def rc_delete(self) -> int:
         self.clusters.delete(self.args.name)
         self.emit(f"Deleted {self.args.name}.", {"name": self.args.name, "deleted": True})
@@ -220,6 +250,51 @@ class CLI:
             {"name": cluster.name, "address": address},
         )
         return OK
+
+    # --- admin commands --------------------------------------------------------------------
+
+    def admin_reap(self) -> int:
+        """Apply idle timeouts and lifetimes to every owner's clusters (core/keeper.py)."""
+        from .core.keeper import Keeper, Outcome
+
+        backend = self.clusters.backend
+        config = self.clusters.config
+        keeper = Keeper(
+            backend, warning_seconds=config.lifecycle_warning_minutes * 60, dry_run=self.args.dry_run
+        )
+
+        def one_pass() -> list[Outcome]:
+            outcomes = keeper.pass_over(backend.all_clusters())
+            rows = [
+                {
+                    "owner": o.owner,
+                    "name": o.name,
+                    "decision": o.decision.action,
+                    "acted": o.acted,
+                    "reason": o.decision.reason or None,
+                    "busy": list(o.busy),
+                    "error": o.error,
+                }
+                for o in outcomes
+            ]
+            text = "\n".join(
+                f"{r['owner']}/{r['name']}: {r['decision']}{' (done)' if r['acted'] else ''}"
+                + (f" - {r['reason']}" if r["reason"] else "")
+                + (f" [busy: {'; '.join(r['busy'])}]" if r["busy"] else "")
+                + (f" [error: {r['error']}]" if r["error"] else "")
+                for r in rows
+            )
+            self.emit(text or "No cluster has an idle timeout or lifetime.", {"clusters": rows})
+            return outcomes
+
+        outcomes = one_pass()
+        while self.args.every:
+            try:
+                time.sleep(self.args.every)
+            except KeyboardInterrupt:
+                return OK
+            outcomes = one_pass()
+        return FAILED if any(o.error for o in outcomes) else OK
 
     # --- rj commands -----------------------------------------------------------------------
 
@@ -397,6 +472,26 @@ def build_parser() -> Parser:
     add(
         "env", 'shell exports that connect ray.init() in this terminal: eval "$(eksray rc env NAME)"'
     ).add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+
+    admin = nouns.add_parser(
+        "admin",
+        help="administration",
+        description="For administrators: act on every user's clusters (needs access to all of them).",
+    )
+    admin.set_defaults(help_parser=admin)
+    admin_add = console.command_adder(
+        admin.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser), parents=(output,)
+    )
+    reap = admin_add(
+        "reap", "warn, suspend or delete every user's idle or expired clusters (docs/lifecycle.md)"
+    )
+    reap.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    reap.add_argument(
+        "--every",
+        type=console.seconds,
+        metavar="S",
+        help="keep going, a pass every S seconds (default: one pass, as from a CronJob)",
+    )
 
     rj = nouns.add_parser(
         "rj",

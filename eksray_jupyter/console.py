@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import re
 import time
@@ -121,6 +122,14 @@ def add_cluster_commands(add: AddCommand, *, follow_help: str, dashboard_help: s
     add("dashboard", dashboard_help).add_argument(
         "name", nargs="?", metavar="NAME", help="default: the active cluster"
     )
+    suspend = add("suspend", "stop a cluster's Ray nodes and keep it (it costs nothing until resumed)")
+    suspend.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    resume = add("resume", "start a suspended cluster again, with the same name and spec")
+    resume.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    add_wait_options(resume, "the cluster is ready")
+    add("keepalive", "say a cluster is in use: its idle time starts again").add_argument(
+        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    )
 
 
 def add_create_options(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +143,42 @@ def add_create_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max", type=count, metavar="N", dest="max_replicas", help="the first group's maximum"
     )
+    life = parser.add_argument_group("idle and lifetime (your administrator may bound them)")
+    life.add_argument(
+        "--idle-timeout",
+        type=whole_number,
+        metavar="MIN",
+        help="suspend (or delete) after this many idle minutes; 0: never",
+    )
+    life.add_argument("--idle-action", choices=("suspend", "delete"), help="what happens when idle")
+    life.add_argument(
+        "--max-lifetime", type=hours, metavar="H", help="delete this many hours after creation; 0: no limit"
+    )
+    life.add_argument(
+        "--suspended-ttl", type=hours, metavar="H", help="delete after this many hours suspended; 0: never"
+    )
     add_wait_options(parser, "the cluster is ready")
+
+
+def hours(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of hours, 0 or more")
+    return number
+
+
+def lifecycle_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``lifecycle`` fields given by --idle-timeout, --idle-action, --max-lifetime, --suspended-ttl."""
+    fields = {
+        "idleTimeoutMinutes": getattr(args, "idle_timeout", None),
+        "idleAction": getattr(args, "idle_action", None),
+        "maxLifetimeHours": getattr(args, "max_lifetime", None),
+        "suspendedTtlHours": getattr(args, "suspended_ttl", None),
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def add_scale_options(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +220,7 @@ def create_request(
     min_replicas: int | None = None,
     max_replicas: int | None = None,
     base: dict[str, Any] | None = None,
+    lifecycle: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A create request from a face's flags, optionally on top of a spec file (``base``).
 
@@ -184,6 +229,9 @@ def create_request(
     group's bounds stretch to include it, and moving only a bound carries replicas along.
     """
     request = copy.deepcopy(base) if base else {}
+    if lifecycle:
+        given = request.get("lifecycle")
+        request["lifecycle"] = {**(given if isinstance(given, dict) else {}), **lifecycle}
     config = service.config
     if profile is not None:
         request["profile"] = profile

@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -75,6 +76,25 @@ def build_parser() -> Parser:
         results_help="save the result files of a job next to this notebook's kernel",
     )
     return parser
+
+
+def _kernel_id() -> str | None:
+    """This kernel's id (from its connection file's name, ``kernel-<id>.json``), if it has one."""
+    try:
+        from ipykernel.connect import get_connection_file
+
+        stem = Path(get_connection_file()).stem
+    except Exception:  # not in an ipykernel (a test shell, a console without a connection file)
+        return None
+    return stem[len("kernel-") :] if stem.startswith("kernel-") else None
+
+
+def _bind_kernel(clusters: ClusterService, name: str) -> None:
+    """Tell the server's idle keeper that this kernel uses ``name`` now (core/kernel_bindings.py)."""
+    kernel_id = _kernel_id()
+    if kernel_id is not None:
+        with contextlib.suppress(OSError):
+            clusters.kernel_bindings.bind(kernel_id, name)
 
 
 def _ray_connected_address() -> str | None:
@@ -247,6 +267,7 @@ class EKSRayMagics(Magics):
             workers=args.workers,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
+            lifecycle=console.lifecycle_request(args),
         )
         cluster = self.clusters.create(request)
         name = cluster.name
@@ -337,12 +358,38 @@ class EKSRayMagics(Magics):
                 raise BackendError(f"Could not connect to {name} at {address}: {e}") from None
         import ray
 
+        _bind_kernel(self.clusters, name)
         cpus = ray.cluster_resources().get("CPU", 0)
         url = self._dashboard_url(cluster)
         self._say(
             f"Connected to {name} at {address} ({cpus:g} CPUs).",
             present.Link("Ray dashboard", url) if url else None,
         )
+
+    def _cmd_suspend(self, args: argparse.Namespace) -> None:
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        cluster = self.clusters.get(name)
+        if _same_address(_ray_connected_address(), cluster.address):
+            sys.modules["ray"].shutdown()  # its nodes stop: a connected driver would only see errors
+        cluster = self.clusters.suspend(name, "Suspended from a notebook")
+        self._show(present.cluster_detail(cluster, None))
+        self._say(f"{name} is suspended: no Ray node runs. %eksray resume {name} starts it again.")
+
+    def _cmd_resume(self, args: argparse.Namespace) -> None:
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        cluster = self.clusters.resume(name)
+        active = self.clusters.active_name() == name
+        if not args.wait:
+            self._show(present.cluster_detail(cluster, None, active=active))
+            self._say(f"{name} is starting. %eksray connect {name} connects this kernel once it is ready.")
+            return
+        if self._wait(name, args.timeout, active=active) is not None:
+            self._say(f"{name} is ready again. %eksray connect {name} connects this kernel to it.")
+
+    def _cmd_keepalive(self, args: argparse.Namespace) -> None:
+        name = console.resolve_name(self.clusters, args.name, HINT)
+        self.clusters.keepalive(name, "a notebook")
+        self._say(f"{name} is kept running: its idle time starts again now.")
 
     def _cmd_down(self, args: argparse.Namespace) -> None:
         cluster = self.clusters.get(args.name)

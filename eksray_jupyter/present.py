@@ -181,12 +181,32 @@ def cluster_detail(cluster: Cluster, dashboard: str | None, active: bool = False
         parts.append(paragraph(f"Reason: {cluster.reason}"))
     if dashboard:
         parts.append(paragraph("Ray dashboard:", Link(dashboard, dashboard)))
+    if life := lifecycle_text(cluster):
+        parts.append(paragraph(life))
     if cluster.worker_groups:
         table = groups_table(cluster)
         parts.append(View(table.text(), table.html()))
     else:
         parts.append(paragraph("No worker groups: tasks run on the head node."))
     return join(*parts)
+
+
+def lifecycle_text(cluster: Cluster) -> str:
+    """The lifecycle in words: "Lifecycle: suspend after 30 min idle. Last active 14:02:11."."""
+    life = cluster.spec.get("lifecycle") or {}
+    rules = []
+    if life.get("idleTimeoutMinutes"):
+        rules.append(f"{life.get('idleAction') or 'suspend'} after {life['idleTimeoutMinutes']} min idle")
+    if life.get("suspendedTtlHours"):
+        rules.append(f"delete after {life['suspendedTtlHours']:g} h suspended")
+    if life.get("maxLifetimeHours"):
+        rules.append(f"delete {life['maxLifetimeHours']:g} h after creation")
+    text = f"Lifecycle: {'; '.join(rules)}." if rules else ""
+    if cluster.suspended_at:
+        text += f" Suspended since {clock(cluster.suspended_at)}."
+    elif rules and cluster.last_active_at:
+        text += f" Last active {clock(cluster.last_active_at)}."
+    return text.strip()
 
 
 def progress(cluster: Cluster, elapsed: float) -> View:

@@ -123,6 +123,27 @@ export function scaleCluster(
   });
 }
 
+/** Stop a cluster's Ray nodes and keep it (it costs nothing until resumed). */
+export function suspendCluster(name: string): Promise<ICluster> {
+  return requestAPI<ICluster>(`${clusterPath(name)}/suspend`, {
+    method: 'POST'
+  });
+}
+
+/** Start a suspended cluster again, with the same name and spec. */
+export function resumeCluster(name: string): Promise<ICluster> {
+  return requestAPI<ICluster>(`${clusterPath(name)}/resume`, {
+    method: 'POST'
+  });
+}
+
+/** Say a cluster is in use now: its idle time starts again. */
+export function keepClusterAlive(name: string): Promise<ICluster> {
+  return requestAPI<ICluster>(`${clusterPath(name)}/keepalive`, {
+    method: 'POST'
+  });
+}
+
 /** Stop a cluster and forget it; resolves once the server has torn it down. */
 export async function deleteCluster(name: string): Promise<void> {
   await requestAPI<void>(clusterPath(name), { method: 'DELETE' });

@@ -6,5 +6,8 @@ export const CommandIDs = {
   openDashboardInBrowser: 'eksray:open-dashboard-in-browser',
   scaleCluster: 'eksray:scale-cluster',
   deleteCluster: 'eksray:delete-cluster',
+  suspendCluster: 'eksray:suspend-cluster',
+  resumeCluster: 'eksray:resume-cluster',
+  keepClusterAlive: 'eksray:keep-cluster-alive',
   refresh: 'eksray:refresh-clusters'
 } as const;

@@ -13,7 +13,14 @@ import {
 } from '@jupyterlab/apputils';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
-import { deleteCluster, errorText, scaleCluster } from './api';
+import {
+  deleteCluster,
+  errorText,
+  keepClusterAlive,
+  resumeCluster,
+  scaleCluster,
+  suspendCluster
+} from './api';
 import type { ClusterStore } from './clusterStore';
 import { CommandIDs } from './commandIds';
 import { DashboardWidget, openInBrowser } from './dashboard';
@@ -272,6 +279,87 @@ export function addCommands(options: ICommandsOptions): void {
     }
   });
 
+  commands.addCommand(CommandIDs.suspendCluster, {
+    label: args =>
+      args.name ? `Suspend Ray Cluster ${args.name}` : 'Suspend Ray Cluster…',
+    caption:
+      'Stop the Ray nodes of a cluster and keep it; it costs nothing until resumed',
+    execute: async args => {
+      const cluster = await pickCluster(
+        args,
+        'suspend a cluster',
+        c => !c.readOnly && ['ready', 'scaling', 'starting', 'failed'].includes(c.phase)
+      );
+      if (!cluster) {
+        return;
+      }
+      const { name } = cluster;
+      const answer = await showDialog({
+        title: 'Suspend Ray cluster?',
+        body: `Every Ray node of “${name}” stops, and with them whatever runs there (tasks, actors, objects in memory). The cluster, its settings and events are kept: resume it to start it again. Kernels connected to it lose their Ray session.`,
+        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Suspend' })]
+      });
+      if (!answer.button.accept) {
+        return;
+      }
+      try {
+        store.upsert(await suspendCluster(name));
+      } catch (error) {
+        await showErrorMessage(`Could not suspend ${name}`, errorText(error));
+      }
+    }
+  });
+
+  commands.addCommand(CommandIDs.resumeCluster, {
+    label: args =>
+      args.name ? `Resume Ray Cluster ${args.name}` : 'Resume Ray Cluster…',
+    caption: 'Start a suspended Ray cluster again, with the same settings',
+    execute: async args => {
+      const cluster = await pickCluster(
+        args,
+        'resume a cluster',
+        c => c.phase === 'suspended'
+      );
+      if (!cluster) {
+        return;
+      }
+      try {
+        store.upsert(await resumeCluster(cluster.name));
+      } catch (error) {
+        await showErrorMessage(
+          `Could not resume ${cluster.name}`,
+          errorText(error)
+        );
+      }
+    }
+  });
+
+  commands.addCommand(CommandIDs.keepClusterAlive, {
+    label: args =>
+      args.name
+        ? `Keep Ray Cluster ${args.name} Running`
+        : 'Keep Ray Cluster Running…',
+    caption: 'Say a cluster is in use: its idle time starts again',
+    execute: async args => {
+      const cluster = await pickCluster(
+        args,
+        'keep a cluster running',
+        c => !['suspending', 'suspended', 'stopping'].includes(c.phase)
+      );
+      if (!cluster) {
+        return;
+      }
+      try {
+        store.upsert(await keepClusterAlive(cluster.name));
+      } catch (error) {
+        await showErrorMessage(
+          `Could not keep ${cluster.name} running`,
+          errorText(error)
+        );
+      }
+    }
+  });
+
   commands.addCommand(CommandIDs.deleteCluster, {
     label: args =>
       args.name ? `Delete Ray Cluster ${args.name}…` : 'Delete Ray Cluster…',
@@ -321,5 +409,8 @@ export const PALETTE_COMMANDS = [
   CommandIDs.openDashboardInBrowser,
   CommandIDs.scaleCluster,
   CommandIDs.deleteCluster,
+  CommandIDs.suspendCluster,
+  CommandIDs.resumeCluster,
+  CommandIDs.keepClusterAlive,
   CommandIDs.refresh
 ];

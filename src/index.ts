@@ -12,6 +12,7 @@ import { addCommands, CommandIDs, PALETTE_COMMANDS } from './commands';
 import { DashboardWidget } from './dashboard';
 import { JobLogWidget } from './jobLog';
 import { JobStore } from './jobStore';
+import { LifecycleNotices } from './lifecycleNotices';
 import type { IJob } from './models';
 import { PushStream } from './pushStream';
 import { type PanelView, ClusterSidebar } from './sidebar';
@@ -42,6 +43,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     const store = new ClusterStore({ stream });
     const jobs = new JobStore({ stream });
+    // Idle warnings show whether or not the panel is open.
+    new LifecycleNotices(stream);
     const openJobLog = (job: IJob) => {
       const id = JobLogWidget.idFor(job.id);
       let widget = [...app.shell.widgets('main')].find(w => w.id === id);

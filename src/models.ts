@@ -12,7 +12,8 @@ export type ClusterPhase =
   | 'scaling'
   | 'failed'
   | 'stopping'
-  | 'stopped';
+  | 'suspending'
+  | 'suspended';
 
 /** Every phase, in lifecycle order. */
 export const CLUSTER_PHASES: readonly ClusterPhase[] = [
@@ -22,7 +23,8 @@ export const CLUSTER_PHASES: readonly ClusterPhase[] = [
   'scaling',
   'failed',
   'stopping',
-  'stopped'
+  'suspending',
+  'suspended'
 ];
 
 /** Phases in which nodes are still coming up or going away. */
@@ -30,7 +32,8 @@ export const TRANSITIONAL_PHASES: readonly ClusterPhase[] = [
   'pending',
   'starting',
   'scaling',
-  'stopping'
+  'stopping',
+  'suspending'
 ];
 
 /** Amount of each resource (e.g. `CPU`, `GPU`, `memory`) by resource name. */
@@ -90,6 +93,10 @@ export interface ICluster {
   address: string | null;
   /** The cluster may be looked at but not changed (e.g. not created by eksray). */
   readOnly: boolean;
+  /** ISO 8601: the latest moment something used it (work, a busy kernel, a keep-alive). */
+  lastActiveAt: string | null;
+  /** ISO 8601: when it was suspended, while it is. */
+  suspendedAt: string | null;
 }
 
 /**
@@ -137,6 +144,13 @@ export interface IClusterSpec {
     enabled?: boolean;
     idleTimeoutSeconds?: number;
     upscalingMode?: string;
+  };
+  /** When an unused cluster is suspended or deleted (`core/lifecycle.py`). */
+  lifecycle?: {
+    idleTimeoutMinutes?: number;
+    idleAction?: 'suspend' | 'delete';
+    suspendedTtlHours?: number;
+    maxLifetimeHours?: number;
   };
   [key: string]: unknown;
 }
@@ -226,7 +240,22 @@ export type ClusterStreamMessage =
   | { type: 'snapshot'; clusters: ICluster[]; heartbeat?: number }
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'deleted'; name: string }
-  | { type: 'event'; name: string; event: IClusterEvent };
+  | { type: 'event'; name: string; event: IClusterEvent }
+  | ILifecycleNotice;
+
+/**
+ * The idle keeper warned of an action (`warn`: `pending` at `due`), took it
+ * (`suspend`, `delete`) or withdrew a warning (`clear`).
+ */
+export interface ILifecycleNotice {
+  type: 'lifecycle';
+  name: string;
+  action: 'warn' | 'suspend' | 'delete' | 'clear';
+  reason: string;
+  pending: 'suspend' | 'delete' | null;
+  /** ISO 8601, for `warn`. */
+  due: string | null;
+}
 
 /** The stream's messages about jobs (handled by the `JobStore`). */
 export type JobStreamMessage =

@@ -74,7 +74,9 @@ class FakeBackend(ClusterBackend):
         )
 
     def _phase(self, record: dict[str, Any]) -> tuple[Phase, str | None]:
-        if time.time() - record["createdAt"] < self.start_seconds:
+        if record.get("suspendedAt"):
+            return Phase.SUSPENDED, "Suspended: no Ray node runs; resume to use it"
+        if time.time() - record.get("resumedAt", record["createdAt"]) < self.start_seconds:
             return Phase.STARTING, None
         if self.fail or "fake-fail" in (record["spec"].get("labels") or {}):
             return Phase.FAILED, "The head node's ray process exited (fake failure)"
@@ -113,7 +115,9 @@ class FakeBackend(ClusterBackend):
             worker_groups=groups,
             nodes=nodes,
             dashboard_available=up,
-            address=record["address"],
+            address=None if phase == Phase.SUSPENDED else record["address"],
+            last_active_at=record.get("lastActiveAt"),
+            suspended_at=record.get("suspendedAt"),
         )
 
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
@@ -151,6 +155,33 @@ class FakeBackend(ClusterBackend):
         self._event(record, "Scaled", f"Scaled {name}")
         self._save(owner, record)
         return self._cluster(owner, record)
+
+    def suspend_cluster(self, owner: str, name: str, reason: str | None = None) -> Cluster:
+        record = self._record(owner, name)
+        if not record.get("suspendedAt"):
+            record["suspendedAt"] = time.time()
+            self._event(record, "Suspending", reason or f"Suspending {name}")
+            self._save(owner, record)
+        return self._cluster(owner, record)
+
+    def resume_cluster(self, owner: str, name: str) -> Cluster:
+        record = self._record(owner, name)
+        if record.pop("suspendedAt", None):
+            record["resumedAt"] = record["lastActiveAt"] = time.time()
+            self._event(record, "Resumed", f"Cluster {name} resumed")
+            self._save(owner, record)
+        return self._cluster(owner, record)
+
+    def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
+        record = self._record(owner, name)
+        if (record.get("lastActiveAt") or 0) < at:
+            record["lastActiveAt"] = at
+            self._save(owner, record)
+
+    def record_event(self, owner: str, name: str, reason: str, message: str, severity: Severity) -> None:
+        record = self._record(owner, name)
+        self._event(record, reason, message)
+        self._save(owner, record)
 
     def delete_cluster(self, owner: str, name: str) -> None:
         self._record(owner, name)

@@ -64,6 +64,7 @@ class MemoryBackend(ClusterBackend):
             nodes=nodes,
             dashboard_available=(owner, name) in self.dashboards,
             address="127.0.0.1:6379",
+            last_active_at=record.get("lastActiveAt"),
         )
 
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:
@@ -97,6 +98,15 @@ class MemoryBackend(ClusterBackend):
         del self.clusters[(owner, name)]
         self.events.pop((owner, name), None)
         self.notify(Change("deleted", owner, name))
+
+    def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
+        self._cluster(owner, name)
+        record = self.clusters[(owner, name)]
+        record["lastActiveAt"] = max(at, record.get("lastActiveAt") or 0)
+
+    def record_event(self, owner: str, name: str, reason: str, message: str, severity: Severity) -> None:
+        self._cluster(owner, name)
+        self._event((owner, name), message)
 
     def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:
         self._cluster(owner, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -45,6 +46,9 @@ async def test_list_starts_empty(jp_fetch: Any) -> None:
         ("PATCH", ("clusters", "demo"), {"workerGroups": [{"groupName": "cpu", "replicas": 2}]}),
         ("DELETE", ("clusters", "demo"), None),
         ("GET", ("clusters", "demo", "events"), None),
+        ("POST", ("clusters", "demo", "suspend"), {}),
+        ("POST", ("clusters", "demo", "resume"), {}),
+        ("POST", ("clusters", "demo", "keepalive"), {}),
         ("GET", ("config",), None),
     ],
 )
@@ -266,6 +270,9 @@ async def test_unknown_cluster_is_404_everywhere(jp_fetch: Any) -> None:
         ("PATCH", ("clusters", "ghost"), {"workerGroups": [{"groupName": "cpu", "replicas": 1}]}),
         ("DELETE", ("clusters", "ghost"), None),
         ("GET", ("clusters", "ghost", "events"), None),
+        ("POST", ("clusters", "ghost", "suspend"), {}),
+        ("POST", ("clusters", "ghost", "resume"), {}),
+        ("POST", ("clusters", "ghost", "keepalive"), {}),
     ]:
         code, response = await error_of(jp_fetch, *path, method=method, body=body)
         assert code == 404, (method, path)
@@ -395,3 +402,20 @@ async def test_405_says_which_methods_the_route_answers(
         await call(jp_fetch, *path, method=method, body=None if method == "DELETE" else "{}")
     assert info.value.code == 405
     assert set(info.value.response.headers["Allow"].split(", ")) == allowed
+
+
+async def test_lifecycle_actions_refuse_a_body_and_say_what_is_not_possible(
+    jp_fetch: Any, service: Any
+) -> None:
+    service.create({**SPEC})
+    code, response = await error_of(jp_fetch, "clusters", "demo", "keepalive", method="POST", body={"x": 1})
+    assert code == 400 and "takes no body" in response["message"]
+    # The memory backend cannot suspend: a 409 that says so, nothing changed.
+    code, response = await error_of(jp_fetch, "clusters", "demo", "suspend", method="POST", body={})
+    assert code == 409 and "cannot suspend" in response["message"]
+    before = time.time()
+    response = await jp_fetch("eksray", "api", "clusters", "demo", "keepalive", method="POST", body="")
+    kept = json.loads(response.body)
+    assert kept["name"] == "demo" and kept["lastActiveAt"] is not None
+    assert service.get("demo").last_active_at >= before
+    assert any("keep-alive from the panel or REST API" in e.message for e in service.events("demo"))

@@ -874,3 +874,55 @@ def test_a_rayjob_on_a_users_cluster_gets_its_token_and_is_let_in(
         jobs.stop(job.id, wait=30)
     finally:
         jobs.close()
+
+
+def test_suspend_and_resume_on_the_real_operator(
+    k8s_plane: ControlPlane, k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    """Issue 14: ``spec.suspend`` makes the real operator delete the pods and keep the RayCluster;
+    resuming brings them back. Activity is persisted as an annotation for other enforcers."""
+    carol = k8s_user("carol")
+    backend = make_backend(carol)
+    backend.create_cluster(carol.owner, cpu_spec("nap", replicas=1))
+    ready(backend, carol.owner, "nap")
+
+    suspending = backend.suspend_cluster(carol.owner, "nap", "Suspending: idle for 30 min")
+    assert suspending.phase in (Phase.SUSPENDING, Phase.SUSPENDED)
+    suspended = wait_until(
+        lambda: (c := backend.get_cluster(carol.owner, "nap")).phase == Phase.SUSPENDED and c,
+        "suspended",
+        timeout=TIMEOUT,
+    )
+    assert suspended.suspended_at is not None and not suspended.nodes
+    wait_until(lambda: not pods(k8s_plane, carol.namespace), "pods deleted by the operator", timeout=TIMEOUT)
+    _, crs = admin(k8s_plane)
+    body = crs.get_namespaced_custom_object("ray.io", "v1", carol.namespace, "rayclusters", "nap")
+    assert body["spec"]["suspend"] is True
+    # Suspending again changes nothing; the reason is in the cluster's events.
+    assert backend.suspend_cluster(carol.owner, "nap").phase == Phase.SUSPENDED
+    wait_until(
+        lambda: any(
+            e.reason == "Suspending" and "idle for 30 min" in e.message
+            for e in backend.cluster_events(carol.owner, "nap")
+        ),
+        "the Suspending event",
+        timeout=TIMEOUT,
+    )
+
+    backend.resume_cluster(carol.owner, "nap")
+    resumed = ready(backend, carol.owner, "nap")
+    assert resumed.suspended_at is None and resumed.last_active_at is not None
+    assert [n.kind for n in resumed.nodes] == ["head", "worker"]
+    before = resumed.last_active_at
+    backend.mark_active(carol.owner, "nap", before + 60, "keep-alive from a test")
+    body = crs.get_namespaced_custom_object("ray.io", "v1", carol.namespace, "rayclusters", "nap")
+    assert float(body["metadata"]["annotations"]["eksray.io/last-active-at"]) == pytest.approx(before + 60)
+    wait_until(
+        lambda: backend.get_cluster(carol.owner, "nap").last_active_at == pytest.approx(before + 60),
+        "the annotation read back",
+        timeout=TIMEOUT,
+    )
+    backend.mark_active(carol.owner, "nap", before, "an older activity")  # never moves back
+    assert backend.get_cluster(carol.owner, "nap").last_active_at == pytest.approx(before + 60)
+    backend.delete_cluster(carol.owner, "nap")
+    wait_until(lambda: backend.list_clusters(carol.owner) == [], "cluster gone", timeout=TIMEOUT)

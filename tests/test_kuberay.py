@@ -21,7 +21,13 @@ import yaml
 from eksray_jupyter.backends.kuberay import KubeRayBackend
 from eksray_jupyter.backends.kuberay.cache import NamespaceCache
 from eksray_jupyter.core.config import DEFAULT_PROFILES
-from eksray_jupyter.core.errors import ConflictError, InvalidRequestError, NotFoundError, NotReadyError
+from eksray_jupyter.core.errors import (
+    BackendError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    NotReadyError,
+)
 from eksray_jupyter.core.models import Change, Phase
 from eksray_jupyter.core.spec import resolve_cluster_spec
 from tests.stub_http import JSONHandler, StubServer
@@ -325,7 +331,7 @@ def test_suspended_by_kueue_is_stopped(
             rc, ALICE_NS, "demo", "application/merge-patch+json", {"spec": {"suspend": True}}
         )
     )
-    stopped = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.STOPPED and c)
+    stopped = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.SUSPENDED and c)
     assert stopped.reason == "Waiting for admission by Kueue (LocalQueue alice-queue)"
     assert not stopped.nodes and not stopped.dashboard_available
 
@@ -679,14 +685,29 @@ def test_api_errors_become_backend_errors(backend: KubeRayBackend, fakekube: Fak
 
 
 class DashboardStub:
-    """A tiny Ray dashboard answering /api/v0/cluster_events."""
+    """A tiny Ray dashboard answering /api/v0/cluster_events, and the task, actor and job counts
+    the idle keeper reads (``open_tasks``, ``live_actors``, ``jobs``; the query it got is kept)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.open_tasks = 0
+        self.live_actors = 0
+        self.jobs: list[dict[str, Any]] = []
+        self.queries: list[str] = []
         stub = self
 
         class Handler(JSONHandler):
             def do_GET(self) -> None:
+                stub.queries.append(self.path)
+                counts = {"/api/v0/tasks?": stub.open_tasks, "/api/v0/actors?": stub.live_actors}
+                for prefix, count in counts.items():
+                    if self.path.startswith(prefix):
+                        body = {"num_filtered": count, "total": count + 7, "result": []}
+                        self.send_json({"result": True, "msg": "", "data": {"result": body}})
+                        return
+                if self.path.startswith("/api/jobs/"):
+                    self.send_json(stub.jobs)
+                    return
                 if not self.path.startswith("/api/v0/cluster_events"):
                     self.send_error(404)
                     return
@@ -1183,3 +1204,118 @@ def test_network_policy_settings_shape_the_policy(
         KubeRayBackend(network_policy_ingress_from=[{"pods": {}}])
     with pytest.raises(Exception, match="ipBlock cannot be combined"):
         KubeRayBackend(operator_peer={"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}})
+
+
+def test_suspend_resume_and_activity(
+    make_backend: Callable[..., KubeRayBackend], fakekube: FakeKubeServer, dashboard_stub: DashboardStub
+) -> None:
+    """Issue 14 on the fake (the real operator's part is in test_k8s_kuberay.py): what the idle
+    keeper asks of Ray through the API server's proxy, and suspend/resume as annotations."""
+    backend = make_backend(dashboard_access="apiserver-proxy")
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", dashboard_stub.url, port="dashboard")
+    assert backend.busy_reasons("alice", "demo") == []
+    # A connected driver is a RUNNING job of type DRIVER: not work. Submitted jobs and tasks are.
+    dashboard_stub.jobs = [
+        {"type": "DRIVER", "status": "RUNNING", "job_id": "01000000"},
+        {"type": "SUBMISSION", "status": "RUNNING", "submission_id": "raysubmit_1"},
+        {"type": "SUBMISSION", "status": "SUCCEEDED", "submission_id": "raysubmit_0"},
+    ]
+    dashboard_stub.open_tasks, dashboard_stub.live_actors = 3, 1
+    assert backend.busy_reasons("alice", "demo") == [
+        "3 Ray task(s) running or waiting",
+        "1 Ray actor(s) alive",
+        "Ray job raysubmit_1 running",
+    ]
+    tasks_query = next(q for q in dashboard_stub.queries if q.startswith("/api/v0/tasks?"))
+    assert "filter_values=DRIVER_TASK" in tasks_query and "filter_values=FINISHED" in tasks_query
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", None, port="dashboard")
+    with pytest.raises(BackendError):  # cannot be asked: never taken for idle
+        backend.busy_reasons("alice", "demo")
+
+    earlier = round(time.time() - 100, 3)
+    backend.mark_active("alice", "demo", earlier, "a test")
+    assert cr(fakekube, "demo")["metadata"]["annotations"]["eksray.io/last-active-at"] == f"{earlier:.3f}"
+    assert backend.get_cluster("alice", "demo").last_active_at == earlier
+
+    backend.suspend_cluster("alice", "demo", "Suspending: idle for 30 min")
+    suspended = wait_until(lambda: (c := backend.get_cluster("alice", "demo")).phase == Phase.SUSPENDED and c)
+    assert suspended.suspended_at is not None and cr(fakekube, "demo")["spec"]["suspend"] is True
+    assert backend.busy_reasons("alice", "demo") == []  # nothing runs
+    assert [c.name for c in backend.all_clusters()] == ["demo"]
+    backend.resume_cluster("alice", "demo")
+    resumed = ready(backend, "alice", "demo")
+    assert resumed.suspended_at is None and resumed.last_active_at > earlier + 99
+    assert "eksray.io/suspended-at" not in cr(fakekube, "demo")["metadata"]["annotations"]
+    reasons = {e.reason for e in backend.cluster_events("alice", "demo")}
+    assert {"Suspending", "Resumed"} <= reasons
+
+
+def test_suspend_resume_keepalive_and_reap_from_the_cli(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+    fakekube_kubeconfig: Path,
+    tmp_path: Path,
+    dashboard_stub: DashboardStub,
+) -> None:
+    backend = make_backend()
+    spec = spec_of({**CPU_SPEC, "lifecycle": {"idleTimeoutMinutes": 1}})
+    backend.create_cluster("alice", spec)
+    ready(backend, "alice", "demo")
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", dashboard_stub.url, port="dashboard")
+    config = {
+        "EKSRay": {
+            "backend": "kuberay",
+            "owner": "alice",
+            "state_dir": str(tmp_path / "state"),
+            "lifecycle_warning_minutes": 0.25,
+        },
+        "KubeRayBackend": {"credentials": "kubeconfig", "kubeconfig": str(fakekube_kubeconfig)},
+    }
+    env = {
+        "EKSRAY_CONFIG": json.dumps(config),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "none"),
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eksray_jupyter.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    out = cli("rc", "suspend", "demo")
+    assert out.returncode == 0, out.stderr
+    assert "demo is suspended" in out.stdout and "eksray rc resume demo" in out.stdout
+    wait_until(lambda: backend.get_cluster("alice", "demo").phase == Phase.SUSPENDED)
+    out = cli("rc", "keepalive", "demo")
+    assert out.returncode == 1 and "is suspended; resume it" in out.stderr
+    out = cli("rc", "resume", "demo", "--wait", "--timeout", "60", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["phase"] == "ready"
+    out = cli("rc", "keepalive", "demo")
+    assert out.returncode == 0 and "idle time starts again" in out.stdout
+    assert backend.get_cluster("alice", "demo").last_active_at is not None
+    # The reaper, as a dry run: the cluster is not idle yet (just kept alive) and nothing changes.
+    out = cli("admin", "reap", "--dry-run", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["clusters"] == [
+        {
+            "owner": "alice",
+            "name": "demo",
+            "decision": "none",
+            "acted": False,
+            "reason": None,
+            "busy": [],
+            "error": None,
+        }
+    ]
+    dashboard_stub.live_actors = 2
+    out = cli("admin", "reap", "--dry-run")
+    assert out.returncode == 0 and "alice/demo: none [busy: 2 Ray actor(s) alive]" in out.stdout
+    out = cli("rc", "create", "bad", "--idle-timeout", "-3")
+    assert out.returncode == 2 and "lifecycle.idleTimeoutMinutes" in out.stderr

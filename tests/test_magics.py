@@ -355,3 +355,24 @@ def test_addresses_of_this_machine_with_the_same_port_are_one_cluster() -> None:
     assert not _same_address("127.0.0.1:6379", "203.0.113.9:6379")
     assert _same_address("ray://head.example:10001", "head.example:10001")
     assert not _same_address(None, "127.0.0.1:6379")
+
+
+def test_suspend_resume_and_keepalive(shell: InteractiveShell, svc: ClusterService) -> None:
+    svc.create({"name": "t1", "profile": "cpu-small", "lifecycle": {"idleTimeoutMinutes": 30}})
+    assert "Lifecycle: suspend after 30 min idle." in bundles(run(shell, "status t1"))[0]["text/plain"]
+    out = run(shell, "suspend t1")
+    assert (
+        "t1 is suspended: no Ray node runs. %eksray resume t1 starts it again."
+        in out.outputs[-1].data["text/plain"]
+    )
+    assert svc.get("t1").phase.value == "suspended"
+    assert (
+        fail(shell, "keepalive t1")
+        == "%eksray keepalive: Cluster 't1' is suspended; resume it to use it again."
+    )
+    run(shell, "resume t1 --wait --timeout 10")
+    assert svc.get("t1").phase.value == "ready"
+    run(shell, "keepalive t1")
+    assert any(e.reason == "KeptAlive" and "from a notebook" in e.message for e in svc.events("t1"))
+    assert "invalid choice: 'nap'" in fail(shell, "up t2 --idle-timeout 5 --idle-action nap")
+    assert "lifecycle.idleTimeoutMinutes: must be at most 43200" in fail(shell, "up t2 --idle-timeout 99999")

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import BackendError
@@ -84,3 +85,70 @@ def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[
                 fractions[resource] = round(used / total, 3)
         out[node_id] = fractions
     return out
+
+
+# Work that keeps a cluster in use (core/lifecycle.py). A driver that is merely connected (an
+# idle kernel after ``ray.init()``) is not work: its DRIVER_TASK is left out, and so is Ray's
+# own "driver activity", which counts every connected driver.
+_OPEN_TASKS = [
+    ("filter_keys", "state"),
+    ("filter_predicates", "!="),
+    ("filter_values", "FINISHED"),
+    ("filter_keys", "state"),
+    ("filter_predicates", "!="),
+    ("filter_values", "FAILED"),
+    ("filter_keys", "type"),
+    ("filter_predicates", "!="),
+    ("filter_values", "DRIVER_TASK"),
+]
+_LIVE_ACTORS = [("filter_keys", "state"), ("filter_predicates", "!="), ("filter_values", "DEAD")]
+TASKS_PATH = "api/v0/tasks"
+ACTORS_PATH = "api/v0/actors"
+JOBS_PATH = "api/jobs/"
+
+
+Fetch = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def url_fetcher(base_url: str, headers: dict[str, str] | None = None) -> Fetch:
+    """GETs of the dashboard at ``base_url`` (the local backend's, or kuberay's in service mode)."""
+    return lambda path, query: get_json(base_url, path, query, timeout=5.0, headers=headers)
+
+
+def _count(fetch: Fetch, path: str, filters: list[tuple[str, str]]) -> int:
+    body = fetch(path, [*filters, ("limit", "1"), ("detail", "0")])
+    if not isinstance(body, dict) or not body.get("result", False):
+        message = body.get("msg") if isinstance(body, dict) else None
+        raise DashboardUnavailable(f"The Ray dashboard's {path} failed: {message or 'unexpected answer'}")
+    result = (body.get("data") or {}).get("result") or {}
+    if result.get("partial_failure_warning"):
+        raise DashboardUnavailable(f"The Ray dashboard's {path} answered partially")
+    count = result.get("num_filtered")
+    if not isinstance(count, int):
+        raise DashboardUnavailable(f"The Ray dashboard's {path} answered without a count")
+    return count
+
+
+def busy_reasons(fetch: Fetch) -> list[str]:
+    """What the cluster runs or waits to run: tasks (not finished or failed, drivers left out),
+    actors not dead, submitted Ray jobs pending or running. Raises DashboardUnavailable when any
+    of it cannot be read (then the cluster must not be taken for idle)."""
+    reasons = []
+    tasks = _count(fetch, TASKS_PATH, _OPEN_TASKS)
+    if tasks:
+        reasons.append(f"{tasks} Ray task(s) running or waiting")
+    actors = _count(fetch, ACTORS_PATH, _LIVE_ACTORS)
+    if actors:
+        reasons.append(f"{actors} Ray actor(s) alive")
+    jobs = fetch(JOBS_PATH, [])
+    if not isinstance(jobs, list):
+        raise DashboardUnavailable("The Ray dashboard's job list has an unexpected shape")
+    for job in jobs:
+        # Only submitted jobs: a connected driver (an idle kernel) is listed as a RUNNING job too.
+        if (
+            isinstance(job, dict)
+            and job.get("type") == "SUBMISSION"
+            and job.get("status") in ("PENDING", "RUNNING")
+        ):
+            reasons.append(f"Ray job {job.get('submission_id') or job.get('job_id')} {job['status'].lower()}")
+    return reasons

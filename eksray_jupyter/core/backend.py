@@ -16,7 +16,8 @@ from typing import Any
 from traitlets import Dict, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .models import CacheStatus, Change, Cluster, ClusterEvent
+from .errors import ConflictError
+from .models import CacheStatus, Change, Cluster, ClusterEvent, Severity
 from .spec import validate_scale_request
 
 Listener = Callable[[Change], None]
@@ -77,6 +78,44 @@ class ClusterBackend(LoggingConfigurable):
 
     def delete_cluster(self, owner: str, name: str) -> None:
         """Stop every process or object of the cluster and forget it. Raises NotFoundError."""
+        raise NotImplementedError
+
+    # --- suspend, resume and activity (core/lifecycle.py decides when) --------------------------
+
+    def suspend_cluster(self, owner: str, name: str, reason: str | None = None) -> Cluster:
+        """Stop every Ray node of a running cluster and keep the cluster (spec, state, events).
+
+        A suspended cluster costs nothing and counts against no node limit, only against the
+        number of clusters. ``reason`` goes into its events. Suspending a suspended cluster does
+        nothing. Raises ConflictError for a cluster that is not running.
+        """
+        self.get_cluster(owner, name)  # an unknown name is a 404 here too
+        raise ConflictError(f"The {self.name} backend cannot suspend clusters.")
+
+    def resume_cluster(self, owner: str, name: str) -> Cluster:
+        """Start a suspended cluster again with the same name and spec; return at once.
+
+        Resuming a running cluster does nothing. Raises ConflictError while it is still
+        suspending or when the node limit does not allow it now.
+        """
+        self.get_cluster(owner, name)
+        raise ConflictError(f"The {self.name} backend cannot resume clusters.")
+
+    def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
+        """Persist that something used the cluster at ``at`` (it never moves back): a keep-alive,
+        or activity an enforcer saw. ``why`` is a short note ("keep-alive from the CLI")."""
+
+    def busy_reasons(self, owner: str, name: str) -> list[str]:
+        """What Ray runs or waits to run on the cluster now ("3 tasks running or waiting", "1
+        actor alive", "Ray job raysubmit_… running"); empty when nothing. Raises BackendError
+        when Ray cannot be asked (the caller then must not take the cluster for idle)."""
+        return []
+
+    def record_event(self, owner: str, name: str, reason: str, message: str, severity: Severity) -> None:
+        """Add an event to the cluster's timeline (a lifecycle warning or action, with its why)."""
+
+    def all_clusters(self) -> list[Cluster]:
+        """Every owner's clusters this backend can see (for ``eksray admin reap``)."""
         raise NotImplementedError
 
     def cluster_events(self, owner: str, name: str, since: float | None = None) -> list[ClusterEvent]:

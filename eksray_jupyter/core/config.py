@@ -18,6 +18,7 @@ from traitlets.utils.importstring import import_item
 
 from .backend import ClusterBackend
 from .errors import InvalidRequestError
+from .lifecycle import check_bounds_config
 from .spec import SCHEMA_VERSION, resolve_cluster_spec
 
 #: Short names admins may give instead of import paths (``c.EKSRay.backend = "kuberay"``).
@@ -189,11 +190,37 @@ class EKSRay(LoggingConfigurable):
             raise ValueError(f"unknown job store {proposal['value']!r}; use 'local' or 's3'")
         return proposal["value"]
 
+    # --- idle clusters and lifetimes (core/lifecycle.py, docs/lifecycle.md) ----------------------
+
+    lifecycle_bounds = Dict(
+        help="Admin bounds on each cluster's lifecycle, per profile name ('*': every other profile and "
+        "requests without one). Per field (idleTimeoutMinutes, suspendedTtlHours, maxLifetimeHours): "
+        "{'minimum', 'maximum', 'allowOff' (default True), 'default'}; idleAction: {'allowed': [...], "
+        "'default'}. E.g. {'*': {'idleTimeoutMinutes': {'maximum': 240, 'allowOff': False, 'default': 60}}}.",
+    ).tag(config=True)
+
+    @validate("lifecycle_bounds")
+    def _check_lifecycle_bounds(self, proposal: Any) -> dict[str, Any]:
+        try:
+            return check_bounds_config(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+
+    lifecycle_warning_minutes = Float(
+        5.0,
+        help="How long before suspending or deleting a cluster its owner is warned (push stream, panel "
+        "notification, event); the action waits at least this long after the warning.",
+    ).tag(config=True)
+
+    lifecycle_interval_seconds = Float(
+        30.0, help="How often the server looks at its user's clusters for idleness and lifetimes."
+    ).tag(config=True)
+
     def make_backend(self) -> ClusterBackend:
         return self.backend(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
 
     def resolve_spec(self, request: Any) -> dict[str, Any]:
-        return resolve_cluster_spec(request, self.profiles)
+        return resolve_cluster_spec(request, self.profiles, self.lifecycle_bounds)
 
     def public_config(self, backend: ClusterBackend) -> dict[str, Any]:
         """What clients may know: never paths, tokens or credentials."""
@@ -203,6 +230,8 @@ class EKSRay(LoggingConfigurable):
             "profiles": self.profiles,
             "defaultProfile": self.default_profile if self.default_profile in self.profiles else None,
             "limits": backend.limits(),
+            "lifecycleBounds": self.lifecycle_bounds,
+            "lifecycleWarningMinutes": self.lifecycle_warning_minutes,
             "schemaVersion": SCHEMA_VERSION,
         }
 

@@ -21,7 +21,8 @@ class Phase(str, Enum):
     SCALING = "scaling"  # was ready; a group is adding or removing workers
     FAILED = "failed"  # the head is gone or cannot start; see ``reason``
     STOPPING = "stopping"  # being deleted
-    STOPPED = "stopped"  # stopped/suspended; kept for inspection
+    SUSPENDING = "suspending"  # its Ray nodes are being stopped; the cluster is kept
+    SUSPENDED = "suspended"  # no Ray node runs (costs nothing); spec, state and events kept
 
 
 class Severity(str, Enum):
@@ -104,6 +105,10 @@ class Cluster:
     address: str | None = None
     namespace: str | None = None
     read_only: bool = False
+    # The latest moment something used it (Ray work, a busy kernel, a keep-alive, a resume), as
+    # persisted by the backend; idle clusters are suspended or deleted from it (core/lifecycle.py).
+    last_active_at: float | None = None
+    suspended_at: float | None = None
 
     def to_dict(self, dashboard_url: str | None = None) -> dict[str, Any]:
         return {
@@ -120,6 +125,8 @@ class Cluster:
             "dashboardUrl": dashboard_url if self.dashboard_available else None,
             "address": self.address,
             "readOnly": self.read_only,
+            "lastActiveAt": iso(self.last_active_at),
+            "suspendedAt": iso(self.suspended_at),
         }
 
 

@@ -19,13 +19,14 @@ from traitlets.config import Config
 
 from .backend import ClusterBackend
 from .config import EKSRay, import_path, load_jupyter_config
-from .errors import BackendError, EKSRayError, InvalidRequestError, NotFoundError
-from .models import Cluster, ClusterEvent, Phase
+from .errors import BackendError, ConflictError, EKSRayError, InvalidRequestError, NotFoundError
+from .kernel_bindings import KernelBindings
+from .models import Cluster, ClusterEvent, Phase, Severity
 from .net import port_open
 from .ray_auth import TokenError, dashboard_headers, driver_env, read_token_file
 from .state_files import read_json, write_json_atomic
 
-TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.STOPPED})
+TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.SUSPENDING, Phase.SUSPENDED})
 # Phases in which a driver may connect (or will be able to shortly): kernels get RAY_ADDRESS.
 CONNECTABLE_PHASES = frozenset({Phase.PENDING, Phase.STARTING, Phase.READY, Phase.SCALING})
 
@@ -85,6 +86,11 @@ class ClusterService:
     def owner(self) -> str:
         return self.config.owner
 
+    @property
+    def kernel_bindings(self) -> KernelBindings:
+        """Which of the owner's kernels is connected to which cluster (for the idle keeper)."""
+        return KernelBindings(self.config.state_dir, self.backend.name, self.owner)
+
     def close(self) -> None:
         """Stop this process's background threads (the backend's watches)."""
         self.backend.close()
@@ -111,6 +117,30 @@ class ClusterService:
         self.backend.delete_cluster(self.owner, name)
         if self.active_name() == name:
             self._write_active(None)
+
+    def suspend(self, name: str, reason: str | None = None) -> Cluster:
+        """Stop the cluster's Ray nodes and keep it (:meth:`ClusterBackend.suspend_cluster`)."""
+        return self.backend.suspend_cluster(self.owner, name, reason)
+
+    def resume(self, name: str) -> Cluster:
+        """Start a suspended cluster again; it is active again from now (idle timers restart)."""
+        return self.backend.resume_cluster(self.owner, name)
+
+    def keepalive(self, name: str, source: str) -> Cluster:
+        """Say the cluster is in use now: its idle time starts again, a pending warning is void.
+
+        ``source`` says who asked ("the panel", "the CLI", "a notebook").
+        """
+        cluster = self.get(name)
+        if cluster.phase in (Phase.SUSPENDING, Phase.SUSPENDED):
+            raise ConflictError(f"Cluster {name!r} is suspended; resume it to use it again.")
+        if cluster.phase == Phase.STOPPING:
+            raise ConflictError(f"Cluster {name!r} is being deleted.")
+        self.backend.mark_active(self.owner, name, time.time(), f"keep-alive from {source}")
+        self.backend.record_event(
+            self.owner, name, "KeptAlive", f"Kept running by a keep-alive from {source}", Severity.INFO
+        )
+        return self.get(name)
 
     def events(self, name: str, since: float | None = None) -> list[ClusterEvent]:
         return self.backend.cluster_events(self.owner, name, since)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FieldError, InvalidRequestError
+from .lifecycle import apply_bound_defaults, bound_errors, bounds_for
 
 SCHEMA_VERSION = "1"
 
@@ -238,17 +239,24 @@ def semantic_errors(spec: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def resolve_cluster_spec(request: Any, profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def resolve_cluster_spec(
+    request: Any,
+    profiles: dict[str, dict[str, Any]],
+    lifecycle_bounds: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Turn a create request into a complete, valid cluster spec or raise :class:`InvalidRequestError`.
 
     ``request`` is a cluster spec that may carry ``"profile": NAME``; the profile's fields
-    are the base and the request's fields override them.
+    are the base and the request's fields override them. ``lifecycle_bounds`` are the admin's
+    bounds on ``lifecycle`` per profile (:mod:`.lifecycle`): their defaults fill what the
+    request and profile leave out, and values outside them are refused.
     """
     if not isinstance(request, dict):
         raise InvalidRequestError("The request body must be a JSON object describing the cluster")
     if errors := non_finite_errors(request):
         raise InvalidRequestError("Invalid cluster spec: numbers must be finite (no NaN or Infinity)", errors)
     request = dict(request)
+    profile_name = None
     if "profile" in request:
         profile_name = request.pop("profile")
         if not isinstance(profile_name, str) or profile_name not in profiles:
@@ -262,13 +270,16 @@ def resolve_cluster_spec(request: Any, profiles: dict[str, dict[str, Any]]) -> d
         # A profile never names the cluster: the request does.
         base = {k: v for k, v in profiles[profile_name].items() if k != "name"}
         request = merge_profile(base, request)
+    bounds = bounds_for(lifecycle_bounds or {}, profile_name)
+    request = apply_bound_defaults(request, bounds)
     schema = load_schema()
     spec = fill_defaults(copy.deepcopy(request), schema, schema)
     errors = schema_errors(spec)
     if errors:
         raise InvalidRequestError("Invalid cluster spec", errors + semantic_errors(spec))
     spec = whole_numbers(spec, schema, schema)
-    if errors := semantic_errors(spec):
+    where = f"profile {profile_name}" if profile_name else "your administrator's limits"
+    if errors := semantic_errors(spec) + bound_errors(spec, bounds, where):
         raise InvalidRequestError("Invalid cluster spec", errors)
     return spec
 

@@ -352,7 +352,7 @@ class Supervisor:
         if self.created:
             try:
                 cluster = self.service.get(name)
-                if cluster.phase in (Phase.FAILED, Phase.STOPPED):
+                if cluster.phase in (Phase.FAILED, Phase.SUSPENDING, Phase.SUSPENDED):
                     self.say(f"cluster {name} is {cluster.phase.value}; deleting it to start a new one")
                     self.service.delete(name)
                     cluster = None
@@ -388,7 +388,7 @@ class Supervisor:
             head_alive = any(n.kind == "head" and n.state == "alive" for n in cluster.nodes)
             if cluster.phase in (Phase.READY, Phase.SCALING) and head_alive:
                 return
-            if cluster.phase in (Phase.FAILED, Phase.STOPPED, Phase.STOPPING):
+            if cluster.phase in (Phase.FAILED, Phase.SUSPENDING, Phase.SUSPENDED, Phase.STOPPING):
                 message = (
                     f"the cluster {name} is {cluster.phase.value}: {cluster.reason or 'no reason given'}"
                 )

@@ -75,6 +75,10 @@ class EKSRayProvisioner(LocalProvisioner):
         except Exception:  # a backend problem must never stop a kernel from starting
             self.log.exception("eksray: could not find the active cluster for kernel %s", self.kernel_id)
             found = None
+        try:  # the idle keeper counts this kernel's use as its cluster's (core/kernel_bindings.py)
+            ctx.service.kernel_bindings.bind(str(self.kernel_id), found.name if found else None)
+        except OSError:
+            self.log.warning("eksray: cannot record which cluster kernel %s uses", self.kernel_id)
         if found is not None:
             env.update(found.driver_env())
             self.log.info(

@@ -15,6 +15,7 @@ from ..core.service import ClusterService
 from ..kernel import setup_kernel_provisioner
 from ..services import Services
 from . import handlers, jobs
+from .lifecycle import LifecycleRunner
 from .pools import WritePool
 from .proxy import proxy_handlers
 from .stream import StreamHub, stream_handlers
@@ -67,6 +68,14 @@ class EKSRayExtension(ExtensionApp):
         )
         self.log.info("eksray: %s backend for user %s", self.services.clusters.backend.name, config.owner)
         setup_kernel_provisioner(self.serverapp, self.services.clusters)
+        # Idle timeouts and lifetimes are enforced with or without a panel open.
+        self.lifecycle = LifecycleRunner(
+            self.services,
+            self.serverapp.kernel_manager,
+            self.hub.on_lifecycle,
+            interval=config.lifecycle_interval_seconds,
+        )
+        self.lifecycle.start()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.handlers("/"))
@@ -84,6 +93,7 @@ class EKSRayExtension(ExtensionApp):
 
         def close() -> None:
             try:
+                self.lifecycle.stop()
                 for unsubscribe in unsubscribes:
                     unsubscribe()
                 step[0] = "stopping the job runner (its followers, uploads) and the backend"

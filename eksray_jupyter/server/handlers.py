@@ -198,6 +198,36 @@ class ClusterHandler(EKSRayHandler):
         self.finish()
 
 
+class ClusterActionHandler(EKSRayHandler):
+    """``POST /clusters/{name}/<action>``: no body; answers the cluster after the action."""
+
+    def act(self, name: str) -> Cluster:
+        raise NotImplementedError
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        if self.json_body() not in (None, {}):
+            raise InvalidRequestError("This request takes no body; send none or {}")
+        cluster = await self.call_write(self.act, name)
+        self.write_json(self.cluster_json(cluster))
+
+
+class SuspendHandler(ClusterActionHandler):
+    def act(self, name: str) -> Cluster:
+        return self.service.suspend(name, "Suspended on request (panel or REST API)")
+
+
+class ResumeHandler(ClusterActionHandler):
+    def act(self, name: str) -> Cluster:
+        return self.service.resume(name)
+
+
+class KeepAliveHandler(ClusterActionHandler):
+    def act(self, name: str) -> Cluster:
+        return self.service.keepalive(name, "the panel or REST API")
+
+
 class ClusterEventsHandler(EKSRayHandler):
     @web.authenticated
     @authorized
@@ -237,5 +267,8 @@ def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (url_path_join(api, "clusters"), ClustersHandler),
         (url_path_join(api, "clusters", NAME), ClusterHandler),
         (url_path_join(api, "clusters", NAME, "events"), ClusterEventsHandler),
+        (url_path_join(api, "clusters", NAME, "suspend"), SuspendHandler),
+        (url_path_join(api, "clusters", NAME, "resume"), ResumeHandler),
+        (url_path_join(api, "clusters", NAME, "keepalive"), KeepAliveHandler),
         (url_path_join(api, "config"), ConfigHandler),
     ]

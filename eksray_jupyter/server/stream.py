@@ -16,6 +16,11 @@ tests can read it with any websocket client. The protocol (server -> client, JSO
     {"type": "jobDeleted", "id": "..."}                       a job's record is gone
     {"type": "jobWarnings", "warnings": [...]}                the stores that cannot be read changed
     {"type": "heartbeat"}                                     every "heartbeat" s while changes flow
+    {"type": "lifecycle", "name", "action", "reason",         the idle keeper warned ("warn": "pending"
+     "pending", "due"}                                        action at "due"), acted ("suspend",
+                                                              "delete") or withdrew a warning
+                                                              ("clear"); warnings still standing are
+                                                              sent after the snapshots
 
 Changes pushed while a socket's snapshots are read follow them (held until then): sent before,
 they would be hidden by a snapshot read before they happened.
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +57,8 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
-from ..core.models import Change
+from ..core.keeper import Notice
+from ..core.models import Change, iso
 from ..services import Services
 from .handlers import AUTH_RESOURCE
 
@@ -89,6 +96,9 @@ class StreamHub:
         self._lifecycle = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # releases under way (kept from the GC)
+        # Lifecycle warnings still standing, by cluster name: a panel that connects later gets them.
+        self._warnings: dict[str, str] = {}
+        self._warnings_lock = threading.Lock()
 
     @property
     def job_watcher(self) -> JobWatcher:
@@ -202,6 +212,28 @@ class StreamHub:
         for socket in list(self.sockets):
             socket.send(message)
 
+    # --- lifecycle (core/keeper.py) ---------------------------------------------------------
+
+    def on_lifecycle(self, notice: Notice) -> None:
+        """Called on the keeper's thread, whether or not a panel is connected."""
+        if notice.owner != self.service.owner:
+            return
+        body = {"type": "lifecycle", **notice.to_dict(), "due": iso(notice.due)}
+        body.pop("owner")
+        message = json.dumps(body)
+        with self._warnings_lock:
+            if notice.action == "warn":
+                self._warnings[notice.name] = message
+            else:
+                self._warnings.pop(notice.name, None)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._broadcast, message)
+
+    def standing_warnings(self) -> list[str]:
+        with self._warnings_lock:
+            return list(self._warnings.values())
+
     # --- jobs -------------------------------------------------------------------------------
 
     @staticmethod
@@ -307,6 +339,8 @@ class StreamHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
                 )
             except Exception:
                 self.log.exception("eksray: cannot send the jobs on the stream")
+            for warning in self.hub.standing_warnings():
+                self.send_now(warning)
         finally:
             held, self._held = self._held, None
             for message in held or ():

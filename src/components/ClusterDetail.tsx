@@ -12,7 +12,7 @@ import React, { useEffect } from 'react';
 import { CommandIDs } from '../commandIds';
 import { usePanelContext, useStore } from '../context';
 import { formatAge, formatDateTime } from '../format';
-import { TRANSITIONAL_PHASES } from '../models';
+import { type ICluster, TRANSITIONAL_PHASES } from '../models';
 import { PhaseBadge } from './ClusterList';
 import { EventsTimeline } from './EventsTimeline';
 import { NodeTable } from './NodeTable';
@@ -32,6 +32,24 @@ function Section(props: {
       {props.children}
     </section>
   );
+}
+
+/** The cluster's idle timeout and lifetime, in words ("suspend after 30 min idle; …"). */
+export function lifecycleText(cluster: ICluster): string {
+  const life = cluster.spec.lifecycle ?? {};
+  const parts: string[] = [];
+  if (life.idleTimeoutMinutes) {
+    parts.push(
+      `${life.idleAction === 'delete' ? 'delete' : 'suspend'} after ${life.idleTimeoutMinutes} min idle`
+    );
+  }
+  if (life.suspendedTtlHours) {
+    parts.push(`delete after ${life.suspendedTtlHours} h suspended`);
+  }
+  if (life.maxLifetimeHours) {
+    parts.push(`delete ${life.maxLifetimeHours} h after creation`);
+  }
+  return parts.join('; ');
 }
 
 export function ClusterDetail(props: {
@@ -113,6 +131,20 @@ export function ClusterDetail(props: {
         <dd title={formatDateTime(cluster.createdAt)}>
           {formatAge(cluster.createdAt)}
         </dd>
+        {cluster.suspendedAt ? (
+          <>
+            <dt>Suspended</dt>
+            <dd title={formatDateTime(cluster.suspendedAt)}>
+              {formatAge(cluster.suspendedAt)}
+            </dd>
+          </>
+        ) : null}
+        {lifecycleText(cluster) ? (
+          <>
+            <dt>When idle</dt>
+            <dd>{lifecycleText(cluster)}</dd>
+          </>
+        ) : null}
       </dl>
       <div className="eksray-Actions">
         <button
@@ -141,6 +173,36 @@ export function ClusterDetail(props: {
           <launchIcon.react tag="span" className="eksray-Button-icon" />
           Browser tab
         </button>
+        {cluster.phase === 'suspended' ? (
+          <button
+            type="button"
+            className="jp-mod-styled jp-mod-accept eksray-Button"
+            disabled={deleting || cluster.readOnly}
+            title="Start its Ray nodes again, with the same settings"
+            onClick={() =>
+              void commands.execute(CommandIDs.resumeCluster, { name })
+            }
+          >
+            Resume
+          </button>
+        ) : (
+          <button
+            type="button"
+            className="jp-mod-styled eksray-Button"
+            disabled={
+              deleting ||
+              cluster.readOnly ||
+              cluster.phase === 'suspending' ||
+              cluster.phase === 'pending'
+            }
+            title="Stop its Ray nodes and keep the cluster; it costs nothing until resumed"
+            onClick={() =>
+              void commands.execute(CommandIDs.suspendCluster, { name })
+            }
+          >
+            {cluster.phase === 'suspending' ? 'Suspending…' : 'Suspend'}
+          </button>
+        )}
         <button
           type="button"
           className="jp-mod-styled jp-mod-warn eksray-Button"
@@ -157,7 +219,9 @@ export function ClusterDetail(props: {
         <p className="eksray-Detail-live">
           {cluster.phase === 'stopping'
             ? 'Stopping the cluster; this takes a few seconds.'
-            : 'Nodes are coming up; this panel updates as they do.'}
+            : cluster.phase === 'suspending'
+              ? 'Stopping its Ray nodes; the cluster is kept.'
+              : 'Nodes are coming up; this panel updates as they do.'}
         </p>
       )}
       <Section title="Worker groups">

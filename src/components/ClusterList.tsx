@@ -13,7 +13,8 @@ const PHASE_HINTS: Record<ClusterPhase, string> = {
   scaling: 'A worker group is adding or removing workers',
   failed: 'The head node is gone or cannot start',
   stopping: 'Being deleted',
-  stopped: 'Stopped; kept for inspection'
+  suspending: 'Its Ray nodes are being stopped; the cluster is kept',
+  suspended: 'No Ray node runs and it costs nothing; resume it to use it again'
 };
 
 /** A cluster's phase as a coloured badge. */

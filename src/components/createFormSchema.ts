@@ -47,6 +47,7 @@ export function uiSchemaFor(advanced: boolean): UiSchema<ReadonlyJSONObject> {
       'head',
       'workerGroups',
       'autoscaling',
+      'lifecycle',
       'labels',
       'image',
       'rayVersion',
@@ -57,6 +58,14 @@ export function uiSchemaFor(advanced: boolean): UiSchema<ReadonlyJSONObject> {
     head: { 'ui:order': ['cpu', 'memory', 'gpu', '*'], ...extra },
     workerGroups: {
       items: { 'ui:order': GROUP_ORDER, 'ui:title': 'Worker group', ...extra }
+    },
+    lifecycle: {
+      'ui:order': [
+        'idleTimeoutMinutes',
+        'idleAction',
+        'suspendedTtlHours',
+        'maxLifetimeHours'
+      ]
     },
     autoscaling: {
       'ui:order': ['enabled', 'idleTimeoutSeconds', 'upscalingMode'],

@@ -223,7 +223,9 @@ class ApiHandler(tornado.web.RequestHandler):
         store = self.fk.store
         method = self.request.method or "GET"
         if sub == "proxy" and rt.key in ("services", "pods"):
-            return await self.fk.proxy.forward(self, store, rt, ns, name, "/".join(tail))
+            # The real proxy keeps a trailing slash (Ray's dashboard serves /api/jobs/, not /api/jobs).
+            slash = "/" if tail and self.request.path.endswith("/") else ""
+            return await self.fk.proxy.forward(self, store, rt, ns, name, "/".join(tail) + slash)
         if sub == "log" and rt.key == "pods" and method == "GET":
             store.get(rt, ns, name)
             self.set_header("Content-Type", "text/plain")

@@ -44,14 +44,17 @@ from ...core.errors import (
     NotReadyError,
     UpstreamTimeoutError,
 )
-from ...core.models import CacheStatus, Cluster, ClusterEvent
+from ...core.models import CacheStatus, Cluster, ClusterEvent, Severity
 from ...core.ray_auth import dashboard_headers
+from ..ray_dashboard import busy_reasons, url_fetcher
 from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
 from .names import (
+    ANNOTATION_LAST_ACTIVE,
     ANNOTATION_OWNER,
     ANNOTATION_SPEC,
+    ANNOTATION_SUSPENDED_AT,
     CLIENT_PORT,
     DASHBOARD_PORT,
     GCS_PORT,
@@ -85,6 +88,15 @@ _QUEUE_LABELS = {
 
 
 T = TypeVar("T")
+
+
+def _seconds(value: Any) -> float | None:
+    """An annotation's epoch seconds; None if absent or not a number (someone edited it)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and number > 0 else None
 
 
 def _not_found(name: str) -> str:
@@ -530,6 +542,9 @@ class KubeRayBackend(ClusterBackend):
             operator_refusal=kube_events.operator_refusal(cache, cr),
             suspended_reason=suspended_reason,
         )
+        annotations = meta.get("annotations") or {}
+        cluster.last_active_at = _seconds(annotations.get(ANNOTATION_LAST_ACTIVE))
+        cluster.suspended_at = _seconds(annotations.get(ANNOTATION_SUSPENDED_AT))
         self._memo[key] = (version, cluster)
         return cluster
 
@@ -874,6 +889,118 @@ class KubeRayBackend(ClusterBackend):
         if summary is not None:
             self._record(scaled, "Scaled", f"Scaled by {owner}: {summary}")
         return self._build(cache, scaled, owner, True)
+
+    # --- suspend, resume and activity ----------------------------------------------------------
+
+    def _patch_ours(self, owner: str, name: str, ops: list[dict[str, Any]], what: str) -> Cluster:
+        """Apply JSON patch ``ops`` to the owner's cluster (tested against the version read)."""
+        cache, cr, ours = self._find(owner, name)
+        if not ours:
+            raise ConflictError(f"Cluster {name!r} was not created by eksray-jupyter; it is read-only here.")
+        version = cr["metadata"]["resourceVersion"]
+        # Ours always have annotations (owner, spec): "add" under them needs no parent.
+        test = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+        try:
+            patched = self.api.patch_cluster(cache.namespace, name, test + ops, _not_found(name))
+        except (ConflictError, InvalidRequestError) as e:
+            if getattr(e, "status", 0) not in (409, 422):
+                raise
+            # Changed meanwhile (the operator's status, a scale): once more on the fresh object.
+            fresh = self.api.get_cluster(cache.namespace, name, _not_found(name))
+            if self.owner_of(cache.namespace, fresh) != (owner, True):
+                raise NotFoundError(_not_found(name)) from None
+            test[0]["value"] = fresh["metadata"]["resourceVersion"]
+            patched = self.api.patch_cluster(cache.namespace, name, test + ops, _not_found(name))
+        cache.put_cluster(patched)
+        self.log.debug("eksray: %s %s/%s", what, cache.namespace, name)
+        return self._build(cache, patched, owner, True)
+
+    @staticmethod
+    def _annotation_path(key: str) -> str:
+        return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+
+    @_within_request_timeout
+    def suspend_cluster(self, owner: str, name: str, reason: str | None = None) -> Cluster:
+        """``spec.suspend: true``: the operator deletes every pod and keeps the RayCluster."""
+        _cache, cr, _ours = self._find(owner, name)
+        if (cr.get("spec") or {}).get("suspend"):
+            return self.get_cluster(owner, name)
+        if cr["metadata"].get("deletionTimestamp"):
+            raise ConflictError(f"Cluster {name!r} is being deleted; it cannot be suspended.")
+        ops = [
+            {"op": "add", "path": "/spec/suspend", "value": True},
+            {
+                "op": "add",
+                "path": self._annotation_path(ANNOTATION_SUSPENDED_AT),
+                "value": f"{time.time():.3f}",
+            },
+        ]
+        cluster = self._patch_ours(owner, name, ops, "suspended")
+        self._record(cr, "Suspending", reason or f"Cluster {name} suspended by {owner}")
+        return cluster
+
+    @_within_request_timeout
+    def resume_cluster(self, owner: str, name: str) -> Cluster:
+        _cache, cr, _ours = self._find(owner, name)
+        if not (cr.get("spec") or {}).get("suspend"):
+            return self.get_cluster(owner, name)
+        now = f"{time.time():.3f}"
+        ops: list[dict[str, Any]] = [
+            {"op": "replace", "path": "/spec/suspend", "value": False},
+            {"op": "add", "path": self._annotation_path(ANNOTATION_LAST_ACTIVE), "value": now},
+        ]
+        if ANNOTATION_SUSPENDED_AT in (cr["metadata"].get("annotations") or {}):
+            ops.append({"op": "remove", "path": self._annotation_path(ANNOTATION_SUSPENDED_AT)})
+        cluster = self._patch_ours(owner, name, ops, "resumed")
+        self._record(cr, "Resumed", f"Cluster {name} resumed by {owner}")
+        return cluster
+
+    @_within_request_timeout
+    def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
+        if (self.get_cluster(owner, name).last_active_at or 0) >= at:
+            return
+        ops = [{"op": "add", "path": self._annotation_path(ANNOTATION_LAST_ACTIVE), "value": f"{at:.3f}"}]
+        self._patch_ours(owner, name, ops, f"active ({why})")
+
+    def busy_reasons(self, owner: str, name: str) -> list[str]:
+        cache, cr, ours = self._find(owner, name)
+        cluster = self._build(cache, cr, owner, ours)
+        if not cluster.dashboard_available:
+            return []  # no head pod: nothing runs (a starting cluster is not idle-checked by Ray)
+        try:
+            headers = self.ray_dashboard_headers(cache.namespace, cr)
+        except EKSRayError as e:
+            raise BackendError(f"no Ray token for the dashboard of {name!r}: {e}") from e
+        if self.dashboard_mode() == "service":
+            fetch = url_fetcher(self.dashboard_service_url(cr, cache.namespace), headers)
+        else:
+
+            def fetch(path: str, query: list[tuple[str, str]]) -> Any:
+                return self.api.service_proxy_get(
+                    cache.namespace, head_service(cr), "dashboard", path, query, 5.0, headers=headers
+                )
+
+        return busy_reasons(fetch)
+
+    def record_event(self, owner: str, name: str, reason: str, message: str, severity: Severity) -> None:
+        _cache, cr, _ours = self._find(owner, name)
+        self._record(cr, reason, message)
+
+    def all_clusters(self) -> list[Cluster]:
+        """Every eksray cluster in the Kubernetes cluster (``eksray admin reap``; cluster-wide
+        list and watch of RayClusters, pods and events, see docs/lifecycle.md)."""
+        out = []
+        for namespace in self.api.namespaces_with_clusters():
+            cache = self.cache_of(namespace)
+            with cache.lock:
+                crs = list(cache.clusters.values())
+            for cr in crs:
+                owner, ours = self.owner_of(namespace, cr)
+                if owner is not None and ours:
+                    built = self.build_safe(cache, cr, owner, ours)
+                    if built is not None:
+                        out.append(built)
+        return out
 
     # --- delete -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import KubeError, KubeTimeout, kube_call
-from .names import GROUP, RAYCLUSTERS, RAYJOBS, VERSION
+from .names import GROUP, LABEL_MANAGED_BY, MANAGED_BY, RAYCLUSTERS, RAYJOBS, VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -252,6 +252,26 @@ class KubeApi:
             **kwargs,
         )
         return read_json(response, f"listing {kind} in {namespace}")
+
+    def namespaces_with_clusters(self) -> list[str]:
+        """Every namespace holding a RayCluster eksray made (needs cluster-wide list RBAC)."""
+        namespaces: set[str] = set()
+        cont = None
+        while True:
+            body = kube_call(
+                "listing eksray's RayClusters in every namespace",
+                self.custom.list_cluster_custom_object,
+                GROUP, VERSION, RAYCLUSTERS,
+                label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+                limit=500,
+                _continue=cont,
+                _request_timeout=self.timeout * 4,
+            )  # fmt: skip
+            for item in body.get("items") or []:
+                namespaces.add(item["metadata"]["namespace"])
+            cont = (body.get("metadata") or {}).get("continue")
+            if not cont:
+                return sorted(namespaces)
 
     def watch_raw(
         self, kind: str, namespace: str, resource_version: str, timeout_seconds: int

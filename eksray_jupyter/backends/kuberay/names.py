@@ -27,6 +27,9 @@ MANAGED_BY = "eksray-jupyter"
 LABEL_OWNER = "eksray.io/owner"
 ANNOTATION_OWNER = "eksray.io/owner"
 ANNOTATION_SPEC = "eksray.io/spec"
+# The idle keeper's (core/keeper.py): seconds since the epoch, as strings.
+ANNOTATION_LAST_ACTIVE = "eksray.io/last-active-at"
+ANNOTATION_SUSPENDED_AT = "eksray.io/suspended-at"
 EVENT_COMPONENT = "eksray-jupyter"
 
 # KubeRay's.

@@ -2,8 +2,9 @@
 
 Phases (the same vocabulary as the local backend):
 
-* ``stopping``  the CR has a ``deletionTimestamp``, or ``spec.suspend`` while pods remain;
-* ``stopped``   suspended with no pods (e.g. Kueue has not admitted it yet);
+* ``stopping``  the CR has a ``deletionTimestamp``;
+* ``suspending`` ``spec.suspend`` while pods remain;
+* ``suspended`` suspended with no pods (e.g. Kueue has not admitted it yet);
 * ``failed``    the operator refused the spec (Invalid* event), cannot create the head
   (``ReplicaFailure``/FailedCreateHeadPod), or the head pod failed / cannot pull its image;
 * ``pending``   the operator has not acted yet (no status, no pods);
@@ -302,9 +303,9 @@ def build_cluster(
         phase = Phase.STOPPING
     elif suspended:
         if "RayClusterSuspending" in conditions or any(not pod_gone(p) for p in mine):
-            phase = Phase.STOPPING
+            phase = Phase.SUSPENDING
         else:
-            phase, reason = Phase.STOPPED, suspended_reason or "Suspended (spec.suspend is true)"
+            phase, reason = Phase.SUSPENDED, suspended_reason or "Suspended (spec.suspend is true)"
     elif operator_refusal:
         phase, reason = Phase.FAILED, operator_refusal
     elif head is None:

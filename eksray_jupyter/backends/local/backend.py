@@ -45,6 +45,7 @@ from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
 from ...core.net import port_open
 from ...core.ray_auth import new_token, write_token_file
 from ...core.spec import validate_scale_request
+from .. import ray_dashboard
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
@@ -52,6 +53,7 @@ from .state import ClusterDir, ClusterGone, CorruptFileError
 from .status import (
     NodeUsage,
     build_cluster,
+    dashboard_auth,
     dashboard_nodes,
     dashboard_url,
     head_start_will_be_retried,
@@ -547,6 +549,9 @@ class LocalBackend(ClusterBackend):
         """
         if self._finish_abandoned_delete(cdir, record):
             raise ClusterGone(cdir.name)
+        record = self._finish_abandoned_suspend(cdir, record)
+        if record.get("status") == "suspended":
+            return self._status(cdir, record, None), None
         if processes.is_alive(record.get("head")):
             record = self._reconcile_workers(cdir, self._resume_bootstrap(cdir, record))
         elif record.get("status") == "running" and record.get("readyAt") is None:
@@ -701,6 +706,145 @@ class LocalBackend(ClusterBackend):
         if changes:
             record_event(cdir, "Scaled", "Scaled " + "; ".join(changes))
         return self.get_cluster(owner, name)
+
+    # --- suspend and resume ------------------------------------------------------------------
+
+    def suspend_cluster(self, owner: str, name: str, reason: str | None = None) -> Cluster:
+        """Mark the record suspended under the lock (nothing starts for it any more), stop every
+        process, then forget them. The record names the suspending process: if it dies half way,
+        the next reader finishes (as for a delete)."""
+        cdir, _ = self._record(owner, name)
+        with self._user_errors(name, cdir):
+            with cdir.locked():
+                record = cdir.current()
+                status = record.get("status")
+                if status == "suspended":
+                    return self.get_cluster(owner, name)
+                if status != "running":
+                    raise ConflictError(f"Cluster {name!r} is being deleted; it cannot be suspended.")
+                record.update(
+                    status="suspended",
+                    suspendedAt=time.time(),
+                    suspendedBy=processes.ref_of(psutil.Process()),
+                )
+                cdir.write(record)
+            record_event(cdir, "Suspending", reason or f"Suspending cluster {name}: stopping its Ray nodes")
+            self.notify(Change("cluster", owner, name, cluster=self._status(cdir, record, None)))
+            self._finish_suspend(cdir, record)
+        return self.get_cluster(owner, name)
+
+    def _finish_suspend(self, cdir: ClusterDir, record: dict[str, Any]) -> None:
+        self._stop_processes(cdir, record)
+        with cdir.locked():
+            fresh = cdir.current()
+            if fresh.get("status") != "suspended" or fresh.get("suspendedBy") is None:
+                return  # resumed or finished meanwhile
+            fresh.update(head=None, bootstrap=None, suspendedBy=None)
+            cdir.write_nodes({})
+            # Ray's session (sockets, the old nodes' logs) goes, before a resume can start a new
+            # one there; our 0700 tempRoot stays.
+            shutil.rmtree(fresh["tempDir"], ignore_errors=True)
+            cdir.write(fresh)
+        self._dashboard_listeners.pop(cdir.name, None)
+        record_event(
+            cdir, "Suspended", f"Cluster {cdir.name} is suspended: no Ray node runs; resume to use it"
+        )
+
+    def _finish_abandoned_suspend(self, cdir: ClusterDir, record: dict[str, Any]) -> dict[str, Any]:
+        """Finish a suspend whose process died half way; returns the fresh record."""
+        suspender = record.get("suspendedBy")
+        if record.get("status") != "suspended" or suspender is None or processes.is_alive(suspender):
+            return record
+        with cdir.locked():
+            fresh = cdir.current()
+            if fresh.get("status") != "suspended" or fresh.get("suspendedBy") != suspender:
+                return fresh
+            fresh["suspendedBy"] = processes.ref_of(psutil.Process())
+            cdir.write(fresh)
+        self._finish_suspend(cdir, fresh)
+        return cdir.current()
+
+    def resume_cluster(self, owner: str, name: str) -> Cluster:
+        cdir, _ = self._record(owner, name)
+        with self._user_errors(name, cdir), self._machine_lock(), cdir.locked():
+            record = cdir.current()
+            if record.get("owner") != owner:
+                raise NotFoundError(f"No cluster named {name!r}. List your clusters to see their names.")
+            status = record.get("status")
+            if status == "running":
+                resumed = False
+            elif status != "suspended":
+                raise ConflictError(f"Cluster {name!r} is being deleted; it cannot be resumed.")
+            elif record.get("suspendedBy") is not None:
+                raise ConflictError(
+                    f"Cluster {name!r} is still stopping its Ray nodes; resume it in a few seconds."
+                )
+            else:
+                others = sum(
+                    self._potential_nodes(r["spec"])
+                    for _, r in self._all_records()
+                    if r["name"] != name and r.get("status") == "running"
+                )
+                wanted = self._potential_nodes(record["spec"])
+                if others + wanted > self.max_local_nodes:
+                    raise LimitExceededError(
+                        f"Resuming {name!r} needs room for {wanted} Ray nodes and running clusters may use "
+                        f"{others}; the limit on this machine is {self.max_local_nodes} "
+                        "(c.LocalBackend.max_local_nodes). Suspend or delete another cluster first."
+                    )
+                record["ports"] = self._resume_ports(name, record)
+                now = time.time()
+                for key in ("readyAt", "failure", "suspendedAt", "headRestarts", "workerRestarts"):
+                    record.pop(key, None)
+                record.update(status="running", resumedAt=now, lastActiveAt=now)
+                cdir.write(record)
+                write_autoscaler_config(cdir, record)
+                self._launch(cdir, record)
+                resumed = True
+        if resumed:
+            record_event(cdir, "Resumed", f"Cluster {name} resumed; starting the head node")
+        return self.get_cluster(owner, name)
+
+    def _resume_ports(self, name: str, record: dict[str, Any]) -> dict[str, int]:
+        """The cluster's ports again where they are free (drivers keep their address), else new
+        ones; a port the spec fixes must be free."""
+        head_params = (record["spec"].get("head") or {}).get("rayStartParams") or {}
+        fixed = {"gcs": "port", "dashboard": "dashboard-port", "client": "ray-client-server-port"}
+        ports = dict(record["ports"])
+        for key, port in ports.items():
+            if not processes.port_in_use(port):
+                continue
+            if fixed.get(key) in head_params:
+                raise ConflictError(
+                    f"Port {port} (head.rayStartParams.{fixed[key]}) of {name!r} is now used by another "
+                    "process on this machine; stop it, or delete and re-create the cluster with another port."
+                )
+            ports[key] = processes.free_port()
+        return ports
+
+    def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
+        cdir, record = self._record(owner, name)
+        if (record.get("lastActiveAt") or 0) >= at:
+            return
+        with self._user_errors(name, cdir), cdir.editing() as fresh:
+            if (fresh.get("lastActiveAt") or 0) < at:
+                fresh["lastActiveAt"] = at
+                fresh["lastActiveWhy"] = why
+
+    def busy_reasons(self, owner: str, name: str) -> list[str]:
+        _, record = self._record(owner, name)
+        if record.get("status") != "running" or not processes.is_alive(record.get("head")):
+            return []
+        fetch = ray_dashboard.url_fetcher(dashboard_url(record), headers=dashboard_auth(record))
+        return ray_dashboard.busy_reasons(fetch)
+
+    def record_event(self, owner: str, name: str, reason: str, message: str, severity: Severity) -> None:
+        cdir, _ = self._record(owner, name)
+        record_event(cdir, reason, message, severity)
+
+    def all_clusters(self) -> list[Cluster]:
+        owners = sorted({r["owner"] for _, r in self._all_records()})
+        return [c for owner in owners for c in self.list_clusters(owner)]
 
     # --- delete -----------------------------------------------------------------------------
 

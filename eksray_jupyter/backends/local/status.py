@@ -88,6 +88,8 @@ def build_cluster(
     """The cluster as the API reports it, from its record, its processes and ``ray_nodes``."""
     spec = record["spec"]
     status = record.get("status")
+    if status == "suspended":
+        return suspended_cluster(record, backend)
     head_alive = is_alive(record.get("head"))
     unreadable = None
     try:
@@ -191,6 +193,7 @@ def build_cluster(
     if unreadable and reason is None:
         reason = unreadable
     return Cluster(
+        last_active_at=record.get("lastActiveAt"),
         name=record["name"],
         backend=backend,
         owner=record["owner"],
@@ -202,4 +205,35 @@ def build_cluster(
         nodes=nodes,
         dashboard_available=ray_nodes is not None,
         address=f"127.0.0.1:{record['ports']['gcs']}",
+    )
+
+
+def suspended_cluster(record: dict[str, Any], backend: str) -> Cluster:
+    """A suspended cluster: its groups at zero, no node, no address (nothing to connect to)."""
+    spec = record["spec"]
+    stopping = record.get("suspendedBy") is not None
+    when = record.get("suspendedAt")
+    groups = [
+        WorkerGroupStatus(
+            group_name=g["groupName"],
+            replicas=g["replicas"],
+            desired=0,
+            ready=0,
+            min_replicas=g["minReplicas"],
+            max_replicas=g["maxReplicas"],
+            resources={"CPU": g.get("cpu", 1), "GPU": g.get("gpu", 0), **(g.get("resources") or {})},
+        )
+        for g in spec.get("workerGroups", [])
+    ]
+    return Cluster(
+        name=record["name"],
+        backend=backend,
+        owner=record["owner"],
+        phase=Phase.SUSPENDING if stopping else Phase.SUSPENDED,
+        spec=spec,
+        created_at=record["createdAt"],
+        reason="Stopping its Ray nodes" if stopping else "Suspended: no Ray node runs; resume to use it",
+        worker_groups=groups,
+        last_active_at=record.get("lastActiveAt"),
+        suspended_at=when,
     )

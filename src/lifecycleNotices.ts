@@ -1,0 +1,99 @@
+/**
+ * The idle keeper's notices as JupyterLab notifications: a warning with a
+ * "Keep running" action before a cluster is suspended or deleted, then what
+ * was done (or the warning withdrawn once the cluster is in use again).
+ */
+import { Notification } from '@jupyterlab/apputils';
+import type { IDisposable } from '@lumino/disposable';
+
+import { errorText, keepClusterAlive } from './api';
+import type { ILifecycleNotice, StreamMessage } from './models';
+import type { IPushStream } from './pushStream';
+
+/** "in 4 min" / "now" until an ISO time. */
+function until(iso: string | null): string {
+  if (!iso) {
+    return 'soon';
+  }
+  const minutes = Math.round((Date.parse(iso) - Date.now()) / 60_000);
+  return minutes >= 1 ? `in ${minutes} min` : 'in less than a minute';
+}
+
+export class LifecycleNotices implements IDisposable {
+  constructor(stream: IPushStream) {
+    this._stream = stream;
+    stream.message.connect(this._onMessage, this);
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._stream.message.disconnect(this._onMessage, this);
+    for (const id of this._shown.values()) {
+      Notification.dismiss(id);
+    }
+    this._shown.clear();
+  }
+
+  private _onMessage(_: IPushStream, message: StreamMessage): void {
+    if (message.type === 'lifecycle') {
+      this.show(message);
+    }
+  }
+
+  /** Show a notice, replacing the cluster's earlier one. */
+  show(notice: ILifecycleNotice): void {
+    const { name } = notice;
+    const earlier = this._shown.get(name);
+    if (earlier !== undefined) {
+      Notification.dismiss(earlier);
+      this._shown.delete(name);
+    }
+    if (notice.action === 'clear') {
+      return; // The warning no longer holds: it simply goes away.
+    }
+    if (notice.action === 'warn') {
+      const id = Notification.warning(
+        `Ray cluster “${name}” will be ${notice.pending === 'delete' ? 'deleted' : 'suspended'} ${until(notice.due)}: ${notice.reason}.`,
+        {
+          autoClose: false,
+          actions: [
+            {
+              label: 'Keep running',
+              caption: 'Its idle time starts again',
+              callback: () => void this._keep(name)
+            }
+          ]
+        }
+      );
+      this._shown.set(name, id);
+      return;
+    }
+    const done = notice.action === 'delete' ? 'deleted' : 'suspended';
+    Notification.info(`Ray cluster “${name}” was ${done}: ${notice.reason}.`, {
+      autoClose: 10_000
+    });
+  }
+
+  private async _keep(name: string): Promise<void> {
+    try {
+      await keepClusterAlive(name);
+      Notification.success(`“${name}” is kept running.`, { autoClose: 4_000 });
+    } catch (error) {
+      Notification.error(
+        `Could not keep “${name}” running: ${errorText(error)}`,
+        { autoClose: false }
+      );
+    }
+  }
+
+  private _stream: IPushStream;
+  private _shown = new Map<string, string>();
+  private _isDisposed = false;
+}
