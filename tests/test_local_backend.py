@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -823,3 +824,34 @@ def test_first_workers_are_started_when_the_bootstrap_gave_up_on_a_slow_head(
     finally:
         service.delete("slow")
         stop(head)
+
+
+def test_orphans_of_a_dead_root_are_found_by_its_session(tmp_path: Path) -> None:
+    """A head that dies while starting leaves Ray's agents behind, re-parented to init and renamed
+    (no temp dir in their command line): they are still found, by the head's session."""
+    from eksray_jupyter.core import processes
+
+    code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(child.pid, flush=True)\n"
+    )
+    head = processes.spawn([sys.executable, "-c", code], dict(os.environ), tmp_path / "head.log")
+    orphan_pid = int(wait_for_line(tmp_path / "head.log"))
+    orphan = psutil.Process(orphan_pid)
+    try:
+        psutil.Process(head["pid"]).wait(30)  # the "head" has exited; its child lives on
+        assert not processes.is_alive(head) and orphan.is_running()
+        found = {p.pid for p in processes.cluster_processes([head], marker="/no/such/marker")}
+        assert orphan_pid in found
+        # Another session's process is not taken for the cluster's.
+        assert os.getpid() not in found
+    finally:
+        with contextlib.suppress(psutil.Error):
+            orphan.kill()
+
+
+def wait_for_line(path: Path, timeout: float = 30.0) -> str:
+    from .waiting import wait_until
+
+    return wait_until(lambda: path.exists() and path.read_text().strip(), "a line", timeout=timeout)

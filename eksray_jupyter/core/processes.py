@@ -116,9 +116,25 @@ def listener_among(root: ProcessRef | None, port: int) -> ProcessRef | None:
 
 
 def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Process]:
-    """Every live process of one cluster: our roots, their descendants, and anything naming ``marker``."""
+    """Every live process of one cluster: our roots, their descendants, anything naming ``marker``,
+    and anything still in a root's session.
+
+    The session catches orphans: when a head dies while starting, Ray's agents it started
+    (``ray::DashboardAgent``, renamed, so no marker in their command line) are re-parented to
+    init and are no root's descendants any more. Each root leads its own session (:func:`spawn`),
+    so its session id is its pid; a session whose leader's pid now belongs to another process
+    (reused) is not ours.
+    """
     found: dict[int, psutil.Process] = {}
+    sessions: dict[int, float] = {}  # session id -> the root's start time
     for ref in refs:
+        pid, created = int(ref["pid"]), float(ref["createTime"])
+        try:
+            reused = abs(psutil.Process(pid).create_time() - created) > 0.01
+        except psutil.Error:
+            reused = False  # the root is gone; its session may live on
+        if not reused:
+            sessions[pid] = created
         proc = process_of(ref)
         if proc is None:
             continue
@@ -127,11 +143,15 @@ def cluster_processes(refs: list[ProcessRef], marker: str) -> list[psutil.Proces
             for child in proc.children(recursive=True):
                 found[child.pid] = child
     uid = os.getuid()
-    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
-        with contextlib.suppress(psutil.Error):
+    for proc in psutil.process_iter(["pid", "cmdline", "uids", "create_time"]):
+        with contextlib.suppress(psutil.Error, OSError):
             if proc.info["uids"] and proc.info["uids"].real != uid:
                 continue
             if any(marker in arg for arg in proc.info["cmdline"] or ()):
+                found[proc.pid] = proc
+                continue
+            started = sessions.get(os.getsid(proc.pid))
+            if started is not None and proc.info["create_time"] >= started - 0.5:
                 found[proc.pid] = proc
     found.pop(os.getpid(), None)
     return list(found.values())
