@@ -84,6 +84,11 @@ export class LifecycleNotices implements IDisposable {
   private async _keep(name: string): Promise<void> {
     try {
       await keepClusterAlive(name);
+      const warning = this._shown.get(name);
+      if (warning !== undefined) {
+        Notification.dismiss(warning);
+        this._shown.delete(name);
+      }
       Notification.success(`“${name}” is kept running.`, { autoClose: 4_000 });
     } catch (error) {
       Notification.error(

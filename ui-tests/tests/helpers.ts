@@ -147,6 +147,8 @@ export function fakeCluster(
     dashboardUrl: `/eksray/clusters/${name}/dashboard/`,
     address: '127.0.0.1:6379',
     readOnly: false,
+    lastActiveAt: null,
+    suspendedAt: null,
     ...overrides
   };
 }

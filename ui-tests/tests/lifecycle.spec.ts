@@ -116,6 +116,25 @@ test.describe('Ray cluster lifecycle', () => {
     await expect(browserTab).toHaveTitle(/Ray Dashboard/);
     await browserTab.close();
 
+    // --- suspend (with confirmation), then resume --------------------------
+    await detail.getByRole('button', { name: 'Suspend', exact: true }).click();
+    const confirm = page.getByRole('dialog');
+    await expect(confirm.getByText('Suspend Ray cluster?')).toBeVisible();
+    await confirm.getByRole('button', { name: 'Suspend', exact: true }).click();
+    await expect(badge).toHaveText('suspended', { timeout: 60_000 });
+    await expect(detail.getByText('Suspended', { exact: true })).toBeVisible();
+    await expect(nodes.getByRole('row', { name: /alive/ })).toHaveCount(0);
+    await expect(
+      timeline.getByText(`Cluster ${name} is suspended`, { exact: false })
+    ).toBeVisible();
+    await screenshotPanel(page, testInfo, 'detail-suspended-light');
+    await detail.getByRole('button', { name: 'Resume', exact: true }).click();
+    await expect(badge).toHaveText('ready', { timeout: RAY_TIMEOUT });
+    await expect(nodes.getByRole('row', { name: /cpu .* alive/ })).toHaveCount(
+      2,
+      { timeout: RAY_TIMEOUT }
+    );
+
     // --- delete, with confirmation ------------------------------------------
     await detail.getByRole('button', { name: 'Delete' }).click();
     const dialog = page.getByRole('dialog');

@@ -325,4 +325,55 @@ test.describe('Push stream', () => {
       clearInterval(beats);
     }
   });
+
+  test('an idle warning is a notification whose "Keep running" keeps the cluster', async ({
+    page
+  }, testInfo) => {
+    let server: WebSocketRoute | undefined;
+    await page.routeWebSocket(STREAM, ws => {
+      server = ws;
+      ws.send(JSON.stringify({ type: 'snapshot', clusters: [fakeCluster('sleepy')] }));
+    });
+    const keptAlive: string[] = [];
+    await page.route('**/eksray/api/clusters/sleepy/keepalive', route => {
+      keptAlive.push(route.request().method());
+      return route.fulfill({
+        json: fakeCluster('sleepy', { lastActiveAt: new Date().toISOString() })
+      });
+    });
+    await page.goto();
+    await page.sidebar.openTab(SIDEBAR_ID);
+    const panel = page.locator(`#${SIDEBAR_ID}`);
+    await expect(
+      panel.getByRole('list', { name: 'Ray clusters' }).getByRole('button', { name: 'sleepy, ready' })
+    ).toBeVisible();
+
+    const due = new Date(Date.now() + 5 * 60_000 + 5_000).toISOString();
+    const reason = 'idle for 25 min: no Ray task, actor or job, no busy kernel, no keep-alive';
+    server!.send(
+      JSON.stringify({ type: 'lifecycle', name: 'sleepy', action: 'warn', reason, pending: 'suspend', due })
+    );
+    const warning = page.getByText(`Ray cluster “sleepy” will be suspended in 5 min: ${reason}.`);
+    await expect(warning).toBeVisible();
+    await screenshotPanel(page, testInfo, 'idle-warning-light');
+    await page.getByRole('button', { name: 'Keep running' }).click();
+    await expect(page.getByText('“sleepy” is kept running.')).toBeVisible();
+    expect(keptAlive).toEqual(['POST']);
+    await expect(warning).toHaveCount(0);
+
+    // A warning the keeper withdraws (the cluster is in use again) goes away by itself.
+    server!.send(
+      JSON.stringify({ type: 'lifecycle', name: 'sleepy', action: 'warn', reason, pending: 'suspend', due })
+    );
+    await expect(warning).toBeVisible();
+    server!.send(
+      JSON.stringify({ type: 'lifecycle', name: 'sleepy', action: 'clear', reason: 'in use again', pending: null, due: null })
+    );
+    await expect(warning).toHaveCount(0);
+    // An action taken is said too.
+    server!.send(
+      JSON.stringify({ type: 'lifecycle', name: 'sleepy', action: 'suspend', reason, pending: null, due: null })
+    );
+    await expect(page.getByText(`Ray cluster “sleepy” was suspended: ${reason}.`)).toBeVisible();
+  });
 });
