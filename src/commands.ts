@@ -288,7 +288,9 @@ export function addCommands(options: ICommandsOptions): void {
       const cluster = await pickCluster(
         args,
         'suspend a cluster',
-        c => !c.readOnly && ['ready', 'scaling', 'starting', 'failed'].includes(c.phase)
+        c =>
+          !c.readOnly &&
+          ['ready', 'scaling', 'starting', 'failed'].includes(c.phase)
       );
       if (!cluster) {
         return;
@@ -297,7 +299,10 @@ export function addCommands(options: ICommandsOptions): void {
       const answer = await showDialog({
         title: 'Suspend Ray cluster?',
         body: `Every Ray node of “${name}” stops, and with them whatever runs there (tasks, actors, objects in memory). The cluster, its settings and events are kept: resume it to start it again. Kernels connected to it lose their Ray session.`,
-        buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Suspend' })]
+        buttons: [
+          Dialog.cancelButton(),
+          Dialog.warnButton({ label: 'Suspend' })
+        ]
       });
       if (!answer.button.accept) {
         return;

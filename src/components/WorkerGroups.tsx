@@ -89,7 +89,9 @@ function WorkerGroupCard(props: {
 
   const coming = group.ready < group.desired;
   const disabled =
-    busy || cluster.readOnly || ['stopping', 'suspending', 'suspended'].includes(cluster.phase);
+    busy ||
+    cluster.readOnly ||
+    ['stopping', 'suspending', 'suspended'].includes(cluster.phase);
 
   const valueOf = (key: ScaleField): string => edits[key] ?? String(group[key]);
   const changes: IGroupScale = { groupName: group.groupName };
