@@ -19,6 +19,11 @@ function until(iso: string | null): string {
   return minutes >= 1 ? `in ${minutes} min` : 'in less than a minute';
 }
 
+/** "idle for 25 min" of "idle for 25 min: no Ray task, …". */
+function gist(reason: string): string {
+  return reason.split(':')[0];
+}
+
 export class LifecycleNotices implements IDisposable {
   constructor(stream: IPushStream) {
     this._stream = stream;
@@ -59,8 +64,9 @@ export class LifecycleNotices implements IDisposable {
       return; // The warning no longer holds: it simply goes away.
     }
     if (notice.action === 'warn') {
+      // Toasts show 140 characters: the gist here, the whole reason in the cluster's events.
       const id = Notification.warning(
-        `Ray cluster “${name}” will be ${notice.pending === 'delete' ? 'deleted' : 'suspended'} ${until(notice.due)}: ${notice.reason}.`,
+        `Ray cluster “${name}” will be ${notice.pending === 'delete' ? 'deleted' : 'suspended'} ${until(notice.due)}: ${gist(notice.reason)}.`,
         {
           autoClose: false,
           actions: [
@@ -76,9 +82,12 @@ export class LifecycleNotices implements IDisposable {
       return;
     }
     const done = notice.action === 'delete' ? 'deleted' : 'suspended';
-    Notification.info(`Ray cluster “${name}” was ${done}: ${notice.reason}.`, {
-      autoClose: 10_000
-    });
+    Notification.info(
+      `Ray cluster “${name}” was ${done}: ${gist(notice.reason)}.`,
+      {
+        autoClose: 10_000
+      }
+    );
   }
 
   private async _keep(name: string): Promise<void> {
