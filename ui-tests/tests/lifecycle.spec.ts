@@ -122,7 +122,9 @@ test.describe('Ray cluster lifecycle', () => {
     await expect(confirm.getByText('Suspend Ray cluster?')).toBeVisible();
     await confirm.getByRole('button', { name: 'Suspend', exact: true }).click();
     await expect(badge).toHaveText('suspended', { timeout: 60_000 });
-    await expect(detail.getByText('Suspended', { exact: true })).toBeVisible();
+    await expect(
+      detail.getByRole('term').filter({ hasText: /^Suspended$/ })
+    ).toBeVisible();
     await expect(nodes.getByRole('row', { name: /alive/ })).toHaveCount(0);
     await expect(
       timeline.getByText(`Cluster ${name} is suspended`, { exact: false })

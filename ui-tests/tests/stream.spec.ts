@@ -335,7 +335,7 @@ test.describe('Push stream', () => {
       ws.send(JSON.stringify({ type: 'snapshot', clusters: [fakeCluster('sleepy')] }));
     });
     const keptAlive: string[] = [];
-    await page.route('**/eksray/api/clusters/sleepy/keepalive', route => {
+    await page.route(/\/eksray\/api\/clusters\/sleepy\/keepalive(\?.*)?$/, route => {
       keptAlive.push(route.request().method());
       return route.fulfill({
         json: fakeCluster('sleepy', { lastActiveAt: new Date().toISOString() })
