@@ -236,7 +236,13 @@ export function ClusterDetail(props: {
         />
       </Section>
       <Section title="Nodes">
-        <NodeTable nodes={cluster.nodes} />
+        {cluster.phase === 'suspended' ? (
+          <p className="eksray-Panel-status">
+            No node runs while the cluster is suspended.
+          </p>
+        ) : (
+          <NodeTable nodes={cluster.nodes} />
+        )}
       </Section>
       <Section title="Events">
         <EventsTimeline

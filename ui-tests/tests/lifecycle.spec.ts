@@ -127,6 +127,9 @@ test.describe('Ray cluster lifecycle', () => {
     ).toBeVisible();
     await expect(nodes.getByRole('row', { name: /alive/ })).toHaveCount(0);
     await expect(
+      detail.getByText('No node runs while the cluster is suspended.')
+    ).toBeVisible();
+    await expect(
       timeline.getByText(`Cluster ${name} is suspended`, { exact: false })
     ).toBeVisible();
     await screenshotPanel(page, testInfo, 'detail-suspended-light');
