@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import kubernetes.client
 import pytest
 import yaml
 
@@ -1250,6 +1251,57 @@ def test_suspend_resume_and_activity(
     assert "eksray.io/suspended-at" not in cr(fakekube, "demo")["metadata"]["annotations"]
     reasons = {e.reason for e in backend.cluster_events("alice", "demo")}
     assert {"Suspending", "Resumed"} <= reasons
+
+
+def test_suspend_and_resume_retry_while_the_operator_writes(
+    backend: KubeRayBackend, fakekube: FakeKubeServer
+) -> None:
+    """The real operator writes a RayCluster often while its pods come and go, so the patch's
+    ``test`` of the version read fails, more than once in a row (CI saw it on the real control
+    plane); the API server says only "rejected" (a bare 422). Suspend and resume re-read and send
+    again while the object keeps changing; a patch refused on an unchanged object is not retried."""
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    ready(backend, "alice", "demo")
+    real_patch = backend.api.patch_cluster
+    writer = kubernetes.client.CustomObjectsApi(fakekube.api_client())
+    sent: list[list[dict[str, Any]]] = []
+    writes = {"before each of": 3}
+
+    def operator_writes_first(namespace: str, name: str, ops: Any, *rest: Any) -> dict[str, Any]:
+        sent.append(ops)
+        if (
+            len(sent) <= writes["before each of"]
+        ):  # a write lands between each read and its patch (a label: no reconcile)
+            writer.patch_namespaced_custom_object(
+                "ray.io",
+                "v1",
+                namespace,
+                "rayclusters",
+                name,
+                {"metadata": {"labels": {"touched": str(len(sent))}}},
+            )
+        return real_patch(namespace, name, ops, *rest)
+
+    backend.api.patch_cluster = operator_writes_first  # type: ignore[method-assign]
+    backend.suspend_cluster("alice", "demo")
+    assert len(sent) == 4 and cr(fakekube, "demo")["spec"]["suspend"] is True
+    assert len({op[0]["value"] for op in sent}) == 4, "each attempt tested the version it read"
+    wait_until(lambda: backend.get_cluster("alice", "demo").phase == Phase.SUSPENDED)
+    sent.clear()
+    backend.resume_cluster("alice", "demo")
+    assert len(sent) == 4 and cr(fakekube, "demo")["spec"]["suspend"] is False
+    resumed = wait_until(
+        lambda: [e for e in backend.cluster_events("alice", "demo") if e.reason == "Resumed"]
+    )
+    assert len(resumed) == 1, "one event for one resume, however many attempts"
+
+    # Refused with nothing changed: the patch itself is wrong, said at once.
+    sent.clear()
+    writes["before each of"] = 0
+    fakekube.inject_error(422, method="PATCH", path="/rayclusters/demo")
+    with pytest.raises(InvalidRequestError):
+        backend.suspend_cluster("alice", "demo")
+    assert len(sent) == 1 and cr(fakekube, "demo")["spec"]["suspend"] is False
 
 
 def test_suspend_resume_keepalive_and_reap_from_the_cli(

@@ -378,3 +378,53 @@ def test_a_cluster_that_is_still_starting_is_in_use() -> None:
     assert keeper.pass_over(list(backend.clusters.values()))[0].decision.action == "none"
     clock.now = T0 + 6 * MIN  # up for 1 min, due at 8 min: warned 2 min before
     assert keeper.pass_over(list(backend.clusters.values()))[0].decision.action == "warn"
+
+
+def test_kernel_usage_reads_each_binding_once_and_forgets_kernels_gone(tmp_path: Any) -> None:
+    """What the server's kernels say about their clusters, from one look per pass; bindings of
+    kernels gone are removed, but not one the provisioner wrote for a kernel not listed yet."""
+    import datetime
+    import os
+    import time
+
+    from eksray_jupyter.core.kernel_bindings import KernelBindings
+    from eksray_jupyter.server.lifecycle import kernel_usage
+
+    class Kernel:
+        def __init__(self, state: str, at: float) -> None:
+            self.execution_state = state
+            self.last_activity = datetime.datetime.fromtimestamp(at, tz=datetime.timezone.utc)
+
+    kernels = {
+        "k-busy": Kernel("busy", T0),
+        "k-idle": Kernel("idle", T0 + 60),
+        "k-other": Kernel("idle", T0 + 9),
+    }
+
+    class KernelManager:
+        def list_kernel_ids(self) -> list[str]:
+            return [*kernels, "k-unbound", "k-shut-down-meanwhile"]
+
+        def get_kernel(self, kernel_id: str) -> Kernel:
+            return (
+                kernels[kernel_id] if kernel_id in kernels else {"k-unbound": Kernel("busy", T0)}[kernel_id]
+            )
+
+    bindings = KernelBindings(tmp_path, "local", "alice")
+    for kernel_id, cluster in [
+        ("k-busy", "a"),
+        ("k-idle", "a"),
+        ("k-other", "b"),
+        ("k-shut-down-meanwhile", "a"),
+    ]:
+        bindings.bind(kernel_id, cluster)
+    bindings.bind("k-gone", "a")
+    bindings.bind("k-starting", "b")  # written by the provisioner before its kernel is listed
+    old = time.time() - 3600
+    os.utime(bindings.root / "k-gone.json", (old, old))
+
+    usage = kernel_usage(KernelManager(), bindings)
+
+    assert usage == {"a": Usage(("kernel k-busy is busy",), T0 + 60), "b": Usage((), T0 + 9)}
+    assert bindings.cluster_of("k-gone") is None, "the binding of a kernel gone is removed"
+    assert bindings.cluster_of("k-starting") == "b", "a young binding stays"

@@ -123,14 +123,16 @@ class Keeper:
             return Usage()
         return Usage(tuple(self.backend.busy_reasons(cluster.owner, cluster.name)))
 
-    def pass_over(self, clusters: Iterable[Cluster]) -> list[Outcome]:
-        """Decide for each cluster and act; one cluster's trouble never stops the others."""
+    def pass_over(self, clusters: Iterable[Cluster], probes: Iterable[Probe] = ()) -> list[Outcome]:
+        """Decide for each cluster and act; one cluster's trouble never stops the others.
+        ``probes``: more probes for this pass only (built from one look at kernels or jobs)."""
         outcomes = []
         seen = set()
+        pass_probes = [*self.probes, *probes]
         for cluster in clusters:
             seen.add((cluster.owner, cluster.name))
             try:
-                outcome = self._one(cluster)
+                outcome = self._one(cluster, pass_probes)
             except EKSRayError as e:
                 outcome = Outcome(cluster.owner, cluster.name, Decision("none"), error=e.message)
                 log.warning("eksray: lifecycle of cluster %s/%s: %s", cluster.owner, cluster.name, e.message)
@@ -143,7 +145,7 @@ class Keeper:
             del self._memory[key]
         return outcomes
 
-    def _one(self, cluster: Cluster) -> Outcome | None:
+    def _one(self, cluster: Cluster, probes: list[Probe]) -> Outcome | None:
         policy = Policy.of(cluster.spec)
         key = (cluster.owner, cluster.name)
         if not policy.active or cluster.phase in _SETTLING:
@@ -156,7 +158,7 @@ class Keeper:
         busy: list[str] = [f"its nodes are {cluster.phase.value}"] if coming_up else []
         last_seen = [cluster.last_active_at, memory.last_active]
         try:
-            for probe in [] if coming_up else self.probes:
+            for probe in [] if coming_up else probes:
                 usage = probe(cluster)
                 busy += usage.busy
                 last_seen.append(usage.last_active)

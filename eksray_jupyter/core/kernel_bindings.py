@@ -47,10 +47,15 @@ class KernelBindings:
                 return data["cluster"]
         return None
 
-    def forget_except(self, kernel_ids: set[str]) -> None:
-        """Remove the bindings of kernels that no longer exist."""
+    def forget_except(self, kernel_ids: set[str], grace: float = 300.0) -> None:
+        """Remove the bindings of kernels that no longer exist. A binding younger than ``grace``
+        seconds stays: the provisioner writes it before its kernel is listed."""
         if not self.root.is_dir():
             return
+        cutoff = time.time() - grace
         for path in self.root.glob("*.json"):
-            if path.stem not in kernel_ids:
-                path.unlink(missing_ok=True)
+            if path.stem in kernel_ids:
+                continue
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)

@@ -12,55 +12,53 @@ import logging
 import threading
 from typing import Any
 
-from ..core.keeper import Keeper, Outcome, Usage
+from ..core.keeper import Keeper, Outcome, Probe, Usage
 from ..core.kernel_bindings import KernelBindings
-from ..core.models import Cluster
 from ..jobs.models import TERMINAL_STATES
 from ..services import Services
 
 log = logging.getLogger(__name__)
 
 
-class KernelProbe:
-    """A cluster is in use while a kernel connected to it is busy; an idle one says when it last
-    did anything (a cell run, output)."""
+def kernel_usage(kernel_manager: Any, bindings: KernelBindings) -> dict[str, Usage]:
+    """Per cluster name, what the server's kernels connected to it do: a busy (or starting)
+    kernel is use now; an idle one says when it last did anything (a cell run, output). One
+    read of each kernel's binding per pass; the bindings of kernels gone are removed."""
+    busy: dict[str, list[str]] = {}
+    last: dict[str, float] = {}
+    kernel_ids = list(kernel_manager.list_kernel_ids())
+    for kernel_id in kernel_ids:
+        name = bindings.cluster_of(kernel_id)
+        if name is None:
+            continue
+        try:
+            kernel = kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            continue  # shut down meanwhile
+        state = getattr(kernel, "execution_state", None)
+        if state in ("busy", "starting"):
+            busy.setdefault(name, []).append(f"kernel {kernel_id[:8]} is {state}")
+        activity = getattr(kernel, "last_activity", None)
+        if activity is not None:
+            last[name] = max(last.get(name, 0.0), activity.timestamp())
+    try:
+        bindings.forget_except(set(kernel_ids))
+    except OSError as e:
+        log.warning("eksray: cannot remove the bindings of kernels that are gone: %s", e)
+    return {name: Usage(tuple(busy.get(name, ())), last.get(name)) for name in set(busy) | set(last)}
 
-    def __init__(self, kernel_manager: Any, bindings: KernelBindings) -> None:
-        self.kernel_manager = kernel_manager
-        self.bindings = bindings
 
-    def __call__(self, cluster: Cluster) -> Usage:
-        busy: list[str] = []
-        last: float | None = None
-        for kernel_id in list(self.kernel_manager.list_kernel_ids()):
-            if self.bindings.cluster_of(kernel_id) != cluster.name:
-                continue
-            try:
-                kernel = self.kernel_manager.get_kernel(kernel_id)
-            except KeyError:
-                continue  # shut down meanwhile
-            state = getattr(kernel, "execution_state", None)
-            if state in ("busy", "starting"):
-                busy.append(f"kernel {kernel_id[:8]} is {state}")
-            activity = getattr(kernel, "last_activity", None)
-            if activity is not None:
-                last = max(last or 0.0, activity.timestamp())
-        return Usage(tuple(busy), last)
+def job_usage(services: Services) -> dict[str, Usage]:
+    """Per cluster name, the server's jobs on it that have not ended (one list per pass)."""
+    busy: dict[str, list[str]] = {}
+    for job in services.jobs.list():
+        if job.cluster_name and job.state not in TERMINAL_STATES:
+            busy.setdefault(job.cluster_name, []).append(f"job {job.id} {job.state.value}")
+    return {name: Usage(tuple(reasons)) for name, reasons in busy.items()}
 
 
-class JobProbe:
-    """A cluster is in use while one of our jobs on it has not ended."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def __call__(self, cluster: Cluster) -> Usage:
-        busy = tuple(
-            f"job {job.id} {job.state.value}"
-            for job in self.services.jobs.list()
-            if job.cluster_name == cluster.name and job.state not in TERMINAL_STATES
-        )
-        return Usage(busy)
+def probe_of(usage: dict[str, Usage]) -> Probe:
+    return lambda cluster: usage.get(cluster.name, Usage())
 
 
 class LifecycleRunner:
@@ -73,12 +71,11 @@ class LifecycleRunner:
     ) -> None:
         service = services.clusters
         self.services = services
+        self.kernel_manager = kernel_manager
         self.interval = interval
-        bindings = service.kernel_bindings
         self.keeper = Keeper(
             service.backend,
             warning_seconds=service.config.lifecycle_warning_minutes * 60,
-            probes=[KernelProbe(kernel_manager, bindings), JobProbe(services)],
             notify=notify,
         )
         self._stop = threading.Event()
@@ -92,7 +89,10 @@ class LifecycleRunner:
 
     def run_once(self) -> list[Outcome]:
         clusters = self.services.clusters.list()
-        return self.keeper.pass_over(clusters)
+        # Kernels and jobs looked at once per pass, not once per cluster.
+        kernels = kernel_usage(self.kernel_manager, self.services.clusters.kernel_bindings)
+        jobs = job_usage(self.services)
+        return self.keeper.pass_over(clusters, [probe_of(kernels), probe_of(jobs)])
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -55,8 +55,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class JsonPatchError(ApiError):
-    def __init__(self, message: str) -> None:
-        super().__init__(422, message, "Invalid")
+    """A patch that does not apply (a failed ``test``, a missing path). The real API server wraps
+    these in a generic 422 and drops the cause (``NewGenericServerResponse``), so clients cannot
+    tell a failed ``test`` from a missing path by the answer; the cause is kept here for logs."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(422, "the server rejected our request due to an error in our request", "Invalid")
+        self.cause = cause
 
 
 def _pointer(path: Any) -> list[str]:

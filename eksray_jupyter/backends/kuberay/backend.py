@@ -892,28 +892,54 @@ class KubeRayBackend(ClusterBackend):
 
     # --- suspend, resume and activity ----------------------------------------------------------
 
-    def _patch_ours(self, owner: str, name: str, ops: list[dict[str, Any]], what: str) -> Cluster:
-        """Apply JSON patch ``ops`` to the owner's cluster (tested against the version read)."""
+    def _patch_ours(
+        self,
+        owner: str,
+        name: str,
+        ops_for: Callable[[dict[str, Any]], list[dict[str, Any]] | None],
+        doing: str,
+    ) -> tuple[Cluster, dict[str, Any] | None]:
+        """Apply the JSON patch ``ops_for(cr)`` builds to the owner's cluster, tested against the
+        version it was built from; ``None`` from ``ops_for``: nothing to do. Returns the cluster
+        and the object patched (``None`` when nothing was).
+
+        The operator writes the status often while pods come and go, so the ``test`` fails often;
+        the real API server answers that with a bare 422 that does not say which op failed. As in
+        scaling: if the object changed meanwhile, the ops are rebuilt from the fresh one and sent
+        again; if it did not, the patch itself was refused and that error is raised.
+        """
         cache, cr, ours = self._find(owner, name)
         if not ours:
             raise ConflictError(f"Cluster {name!r} was not created by eksray-jupyter; it is read-only here.")
-        version = cr["metadata"]["resourceVersion"]
-        # Ours always have annotations (owner, spec): "add" under them needs no parent.
-        test = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
-        try:
-            patched = self.api.patch_cluster(cache.namespace, name, test + ops, _not_found(name))
-        except (ConflictError, InvalidRequestError) as e:
-            if getattr(e, "status", 0) not in (409, 422):
-                raise
-            # Changed meanwhile (the operator's status, a scale): once more on the fresh object.
-            fresh = self.api.get_cluster(cache.namespace, name, _not_found(name))
-            if self.owner_of(cache.namespace, fresh) != (owner, True):
-                raise NotFoundError(_not_found(name)) from None
-            test[0]["value"] = fresh["metadata"]["resourceVersion"]
-            patched = self.api.patch_cluster(cache.namespace, name, test + ops, _not_found(name))
-        cache.put_cluster(patched)
-        self.log.debug("eksray: %s %s/%s", what, cache.namespace, name)
-        return self._build(cache, patched, owner, True)
+        uid = cr["metadata"].get("uid")
+        for attempt in range(max(1, self.scale_retries)):
+            ops = ops_for(cr)
+            if ops is None:
+                return self._build(cache, cr, owner, True), None
+            version = cr["metadata"]["resourceVersion"]
+            # Ours always have annotations (owner, spec): "add" under them needs no parent.
+            test = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+            try:
+                patched = self.api.patch_cluster(cache.namespace, name, test + ops, _not_found(name), doing)
+            except (ConflictError, InvalidRequestError) as e:
+                if getattr(e, "status", 0) not in (409, 422):
+                    raise
+                fresh = self.api.get_cluster(cache.namespace, name, _not_found(name))
+                if fresh["metadata"].get("uid") != uid or self.owner_of(cache.namespace, fresh) != (
+                    owner,
+                    True,
+                ):
+                    raise NotFoundError(_not_found(name)) from None  # deleted and re-created meanwhile
+                if fresh["metadata"].get("resourceVersion") == version:
+                    raise  # unchanged: the patch itself was refused
+                self.log.info("eksray: %s/%s changed while %s it (attempt %d); retrying",
+                              cache.namespace, name, doing, attempt + 1)  # fmt: skip
+                cr = fresh
+                continue
+            cache.put_cluster(patched)
+            self.log.debug("eksray: %s %s/%s: done", doing, cache.namespace, name)
+            return self._build(cache, patched, owner, True), patched
+        raise ConflictError(f"Cluster {name!r} kept changing while {doing} it; try again.")
 
     @staticmethod
     def _annotation_path(key: str) -> str:
@@ -922,45 +948,62 @@ class KubeRayBackend(ClusterBackend):
     @_within_request_timeout
     def suspend_cluster(self, owner: str, name: str, reason: str | None = None) -> Cluster:
         """``spec.suspend: true``: the operator deletes every pod and keeps the RayCluster."""
-        _cache, cr, _ours = self._find(owner, name)
-        if (cr.get("spec") or {}).get("suspend"):
-            return self.get_cluster(owner, name)
-        if cr["metadata"].get("deletionTimestamp"):
-            raise ConflictError(f"Cluster {name!r} is being deleted; it cannot be suspended.")
-        ops = [
-            {"op": "add", "path": "/spec/suspend", "value": True},
-            {
-                "op": "add",
-                "path": self._annotation_path(ANNOTATION_SUSPENDED_AT),
-                "value": f"{time.time():.3f}",
-            },
-        ]
-        cluster = self._patch_ours(owner, name, ops, "suspended")
-        self._record(cr, "Suspending", reason or f"Cluster {name} suspended by {owner}")
+
+        def ops_for(cr: dict[str, Any]) -> list[dict[str, Any]] | None:
+            if (cr.get("spec") or {}).get("suspend"):
+                return None  # already suspended (by another request meanwhile, or before)
+            if cr["metadata"].get("deletionTimestamp"):
+                raise ConflictError(f"Cluster {name!r} is being deleted; it cannot be suspended.")
+            return [
+                {"op": "add", "path": "/spec/suspend", "value": True},
+                {
+                    "op": "add",
+                    "path": self._annotation_path(ANNOTATION_SUSPENDED_AT),
+                    "value": f"{time.time():.3f}",
+                },
+            ]
+
+        cluster, patched = self._patch_ours(owner, name, ops_for, "suspending")
+        if patched is not None:
+            self._record(patched, "Suspending", reason or f"Cluster {name} suspended by {owner}")
         return cluster
 
     @_within_request_timeout
     def resume_cluster(self, owner: str, name: str) -> Cluster:
-        _cache, cr, _ours = self._find(owner, name)
-        if not (cr.get("spec") or {}).get("suspend"):
-            return self.get_cluster(owner, name)
-        now = f"{time.time():.3f}"
-        ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/spec/suspend", "value": False},
-            {"op": "add", "path": self._annotation_path(ANNOTATION_LAST_ACTIVE), "value": now},
-        ]
-        if ANNOTATION_SUSPENDED_AT in (cr["metadata"].get("annotations") or {}):
-            ops.append({"op": "remove", "path": self._annotation_path(ANNOTATION_SUSPENDED_AT)})
-        cluster = self._patch_ours(owner, name, ops, "resumed")
-        self._record(cr, "Resumed", f"Cluster {name} resumed by {owner}")
+        def ops_for(cr: dict[str, Any]) -> list[dict[str, Any]] | None:
+            if not (cr.get("spec") or {}).get("suspend"):
+                return None
+            ops: list[dict[str, Any]] = [
+                {"op": "replace", "path": "/spec/suspend", "value": False},
+                {
+                    "op": "add",
+                    "path": self._annotation_path(ANNOTATION_LAST_ACTIVE),
+                    "value": f"{time.time():.3f}",
+                },
+            ]
+            if ANNOTATION_SUSPENDED_AT in (cr["metadata"].get("annotations") or {}):
+                ops.append({"op": "remove", "path": self._annotation_path(ANNOTATION_SUSPENDED_AT)})
+            return ops
+
+        cluster, patched = self._patch_ours(owner, name, ops_for, "resuming")
+        if patched is not None:
+            self._record(patched, "Resumed", f"Cluster {name} resumed by {owner}")
         return cluster
 
     @_within_request_timeout
     def mark_active(self, owner: str, name: str, at: float, why: str) -> None:
-        if (self.get_cluster(owner, name).last_active_at or 0) >= at:
-            return
-        ops = [{"op": "add", "path": self._annotation_path(ANNOTATION_LAST_ACTIVE), "value": f"{at:.3f}"}]
-        self._patch_ours(owner, name, ops, f"active ({why})")
+        def ops_for(cr: dict[str, Any]) -> list[dict[str, Any]] | None:
+            recorded = (cr["metadata"].get("annotations") or {}).get(ANNOTATION_LAST_ACTIVE)
+            try:
+                if recorded is not None and float(recorded) >= at:
+                    return None
+            except ValueError:
+                pass  # unreadable: overwrite it
+            return [
+                {"op": "add", "path": self._annotation_path(ANNOTATION_LAST_ACTIVE), "value": f"{at:.3f}"}
+            ]
+
+        self._patch_ours(owner, name, ops_for, f"marking active ({why})")
 
     def busy_reasons(self, owner: str, name: str) -> list[str]:
         cache, cr, ours = self._find(owner, name)

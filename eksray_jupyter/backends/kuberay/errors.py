@@ -56,7 +56,8 @@ class KubeNotFound(NotFoundError):
 
 
 class KubeConflict(ConflictError):
-    """409 (stale resourceVersion, name taken) or a failed JSON-patch ``test`` (422)."""
+    """409: a stale resourceVersion, a name taken. (A failed JSON-patch ``test`` is a bare 422
+    that does not say so: callers that send one re-read to tell, see ``scaling``.)"""
 
     def __init__(self, message: str, status: int = 409, reason: str = "Conflict") -> None:
         super().__init__(message)
@@ -109,8 +110,6 @@ def map_api_error(error: Exception, what: str, not_found: str | None = None) -> 
             return KubeConflict(f"Conflict while {what}: {detail}", 409, reason or "Conflict")
         if status == 410:
             return KubeExpired(f"Expired while {what}: {detail}", 410, reason or "Expired")
-        if status == 422 and "test failed" in detail:
-            return KubeConflict(f"Changed concurrently while {what}: {detail}", 422, reason or "Invalid")
         if status in (400, 422):
             return KubeInvalid(f"Kubernetes rejected the request while {what}: {detail}")
         if status in (401, 403):

@@ -99,11 +99,12 @@ class KubeApi:
         return self._create("RayCluster", RAYCLUSTERS, namespace, body)
 
     def patch_cluster(
-        self, namespace: str, name: str, ops: list[dict[str, Any]], not_found: str
+        self, namespace: str, name: str, ops: list[dict[str, Any]], not_found: str, doing: str = "scaling"
     ) -> dict[str, Any]:
-        """A JSON patch (RFC 6902); its ``test`` ops make it fail (409/422) on concurrent changes."""
+        """A JSON patch (RFC 6902); its ``test`` ops make it fail (409/422) on concurrent changes.
+        ``doing`` names the change in error messages ("scaling", "suspending"...)."""
         return kube_call(
-            f"scaling RayCluster {namespace}/{name}",
+            f"{doing} RayCluster {namespace}/{name}",
             self.custom.patch_namespaced_custom_object,
             GROUP, VERSION, namespace, RAYCLUSTERS, name, ops,
             not_found=not_found, _content_type=JSON_PATCH, _request_timeout=self.timeout,
