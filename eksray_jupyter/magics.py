@@ -19,7 +19,6 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -35,6 +34,7 @@ from .core.ray_auth import AUTH_MODE_ENV, TOKEN_PATH_ENV
 from .core.service import CLUSTER_ENV, CONNECTABLE_PHASES, ClusterService, Connection
 from .jobs.models import Job, JobState
 from .jobs.runner import STOP_WAIT_S
+from .kernel_driver import DriverGuard, bind_kernel, ray_connected_address, same_address, set_driver_env
 from .services import Services
 
 if TYPE_CHECKING:
@@ -76,85 +76,6 @@ def build_parser() -> Parser:
         results_help="save the result files of a job next to this notebook's kernel",
     )
     return parser
-
-
-def _kernel_id() -> str | None:
-    """This kernel's id (from its connection file's name, ``kernel-<id>.json``), if it has one."""
-    try:
-        from ipykernel.connect import get_connection_file
-
-        stem = Path(get_connection_file()).stem
-    except Exception:  # not in an ipykernel (a test shell, a console without a connection file)
-        return None
-    return stem[len("kernel-") :] if stem.startswith("kernel-") else None
-
-
-def _bind_kernel(clusters: ClusterService, name: str) -> None:
-    """Tell the server's idle keeper that this kernel uses ``name`` now (core/kernel_bindings.py)."""
-    kernel_id = _kernel_id()
-    if kernel_id is not None:
-        with contextlib.suppress(OSError):
-            clusters.kernel_bindings.bind(kernel_id, name)
-
-
-def _ray_connected_address() -> str | None:
-    """The GCS address this kernel's Ray driver is connected to; never imports ray itself."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        return None
-    try:
-        return str(ray.get_runtime_context().gcs_address)
-    except Exception:  # Ray Client sessions have no GCS address; any value differs from ours
-        return "unknown"
-
-
-def _set_driver_env(connection: Connection, reload_ray: bool = True) -> None:
-    """Point this process's next ``ray.init()`` at ``connection``, with its token (if any).
-
-    Ray reads its authentication settings once per process; if ray is already imported (and
-    no driver is connected), it is told to read them again, or the next driver would present
-    the previous cluster's token.
-    """
-    for key in (AUTH_MODE_ENV, TOKEN_PATH_ENV):
-        os.environ.pop(key, None)
-    os.environ.update(connection.driver_env())
-    if reload_ray and "ray" in sys.modules:
-        from ray._raylet import AuthenticationTokenLoader, Config
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
-
-
-def _is_this_machine(host: str) -> bool:
-    import socket
-
-    import psutil
-
-    if host in ("localhost", "0.0.0.0", "::") or host.startswith("127."):
-        return True
-    own = {
-        a.address.split("%")[0]
-        for addrs in psutil.net_if_addrs().values()
-        for a in addrs
-        if a.family in (socket.AF_INET, socket.AF_INET6)
-    }
-    return host in own
-
-
-def _same_address(a: str | None, b: str | None) -> bool:
-    """Whether two driver addresses reach the same GCS.
-
-    Ray reports a local cluster under this machine's IP even when joined through
-    127.0.0.1, so any two addresses of this machine with the same port are the same.
-    """
-    if a is None or b is None:
-        return False
-    host_a, _, port_a = a.split("://")[-1].rpartition(":")
-    host_b, _, port_b = b.split("://")[-1].rpartition(":")
-    if port_a != port_b:
-        return False
-    host_a, host_b = host_a.strip("[]"), host_b.strip("[]")
-    return host_a == host_b or (_is_this_machine(host_a) and _is_this_machine(host_b))
 
 
 @magics_class
@@ -216,6 +137,9 @@ class EKSRayMagics(Magics):
     def _say(self, text: str, link: present.Link | None = None) -> None:
         self._show(present.paragraph(text, link))
 
+    def say_in_cell(self, text: str) -> None:
+        self._say(text)
+
     def _dashboard_url(self, cluster: Cluster) -> str | None:
         return console.dashboard_link(self.clusters, cluster)
 
@@ -247,10 +171,10 @@ class EKSRayMagics(Magics):
 
     def _point_kernel_at(self, connection: Connection) -> None:
         """Make a bare ``ray.init()`` in this kernel connect to the cluster (as a new kernel would)."""
-        current = _ray_connected_address()
-        connected_elsewhere = current is not None and not _same_address(current, connection.address)
+        current = ray_connected_address()
+        connected_elsewhere = current is not None and not same_address(current, connection.address)
         # A running driver keeps its cluster's token until %eksray connect switches it.
-        _set_driver_env(connection, reload_ray=not connected_elsewhere)
+        set_driver_env(connection, reload_ray=not connected_elsewhere)
         if connected_elsewhere:
             self._say(
                 f"This kernel's Ray session still uses {current}; "
@@ -333,6 +257,16 @@ class EKSRayMagics(Magics):
 
     def _cmd_connect(self, args: argparse.Namespace) -> None:
         name = console.resolve_name(self.clusters, args.name, HINT)
+        cluster, address, cpus = self._connect_driver(name)
+        url = self._dashboard_url(cluster)
+        self._say(
+            f"Connected to {name} at {address} ({cpus:g} CPUs).",
+            present.Link("Ray dashboard", url) if url else None,
+        )
+
+    def _connect_driver(self, name: str) -> tuple[Cluster, str, float]:
+        """Connect this kernel's Ray driver to ``name`` (if not already): the cluster, its
+        address and its CPUs."""
         cluster = self.clusters.get(name)
         if cluster.phase not in CONNECTABLE_PHASES:
             raise NotReadyError(
@@ -345,31 +279,34 @@ class EKSRayMagics(Magics):
             raise NotReadyError(
                 f"Nothing answers at {address}; is {name} up? %eksray status {name} shows it."
             )
-        current = _ray_connected_address()
-        if current is None or not _same_address(current, address):
+        current = ray_connected_address()
+        if current is None or not same_address(current, address):
             import ray  # only here: importing ray costs about a second
 
             if current is not None:
                 ray.shutdown()
-            _set_driver_env(connection)
+            set_driver_env(connection)
             try:
                 ray.init(address=address)
             except Exception as e:  # Ray raises ConnectionError, RuntimeError, ...: one line for the user
                 raise BackendError(f"Could not connect to {name} at {address}: {e}") from None
         import ray
 
-        _bind_kernel(self.clusters, name)
-        cpus = ray.cluster_resources().get("CPU", 0)
-        url = self._dashboard_url(cluster)
-        self._say(
-            f"Connected to {name} at {address} ({cpus:g} CPUs).",
-            present.Link("Ray dashboard", url) if url else None,
+        bind_kernel(self.clusters, name)
+        return cluster, address, ray.cluster_resources().get("CPU", 0)
+
+    def reconnect_after_resume(self, name: str) -> str:
+        """The driver guard's reconnect (kernel_driver.py): a new driver on the resumed cluster."""
+        _cluster, address, cpus = self._connect_driver(name)
+        return (
+            f"Reconnected this kernel to {name} at {address} ({cpus:g} CPUs): it was suspended and "
+            "resumed, so Ray objects and actors from before are gone."
         )
 
     def _cmd_suspend(self, args: argparse.Namespace) -> None:
         name = console.resolve_name(self.clusters, args.name, HINT)
         cluster = self.clusters.get(name)
-        if _same_address(_ray_connected_address(), cluster.address):
+        if same_address(ray_connected_address(), cluster.address):
             sys.modules["ray"].shutdown()  # its nodes stop: a connected driver would only see errors
         cluster = self.clusters.suspend(name, "Suspended from a notebook")
         self._show(present.cluster_detail(cluster, None))
@@ -394,10 +331,10 @@ class EKSRayMagics(Magics):
     def _cmd_down(self, args: argparse.Namespace) -> None:
         cluster = self.clusters.get(args.name)
         address = cluster.address
-        if _same_address(_ray_connected_address(), address):
+        if same_address(ray_connected_address(), address):
             sys.modules["ray"].shutdown()  # a driver on a deleted cluster only produces errors
         self.clusters.delete(args.name)
-        if os.environ.get(CLUSTER_ENV) == args.name or _same_address(os.environ.get("RAY_ADDRESS"), address):
+        if os.environ.get(CLUSTER_ENV) == args.name or same_address(os.environ.get("RAY_ADDRESS"), address):
             # ray.init() without an address falls back to its default (a new local instance).
             for key in ("RAY_ADDRESS", CLUSTER_ENV, AUTH_MODE_ENV, TOKEN_PATH_ENV):
                 os.environ.pop(key, None)
@@ -497,4 +434,6 @@ class EKSRayMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    ipython.register_magics(EKSRayMagics(ipython))
+    magics = EKSRayMagics(ipython)
+    ipython.register_magics(magics)
+    DriverGuard(magics.reconnect_after_resume, magics.say_in_cell).install(ipython)

@@ -207,9 +207,26 @@ export interface IServerConfig {
   /** The administrator's default profile, if it exists. */
   defaultProfile: string | null;
   limits: Record<string, number>;
+  /**
+   * The administrator's bounds on lifecycle fields per profile name (`*`:
+   * every other profile), as the server enforces them.
+   */
+  lifecycleBounds?: Record<string, Record<string, ILifecycleBound>>;
+  /** Minutes between an idle warning and the action it announces. */
+  lifecycleWarningMinutes?: number;
   schemaVersion: string;
   /** The cluster JSON schema (`schema/cluster.schema.json`). */
   clusterSchema: Record<string, unknown>;
+}
+
+/** An administrator's bound on one lifecycle field (`idleAction`: `allowed`, `default`). */
+export interface ILifecycleBound {
+  minimum?: number;
+  maximum?: number;
+  /** False: the field must have a value (the default fills it in if left empty). */
+  allowOff?: boolean;
+  default?: number | string;
+  allowed?: string[];
 }
 
 /** One problem in a request, e.g. a spec field that failed validation. */

@@ -200,3 +200,66 @@ async def busy_clusters_stay(
             with contextlib.suppress(ProcessLookupError):
                 driver.kill()
             await asyncio.wait_for(driver.wait(), 30)
+
+
+TASK_CELL = "import ray; ray.init(logging_level='ERROR'); print(ray.get(ray.remote(lambda: 41 + 1).remote()))"
+
+
+def gcs_refusals(state_dir: Path, name: str) -> int:
+    """Requests the cluster's current GCS refused as from another cluster (a stale driver's)."""
+    from eksray_jupyter.backends.local.state import ClusterDir
+
+    record = ClusterDir(state_dir / "local" / "clusters" / name).read()
+    assert record is not None
+    log = Path(record["tempDir"]) / "session_latest" / "logs" / "gcs_server.out"
+    return log.read_text(errors="replace").count("WrongClusterID") if log.exists() else 0
+
+
+async def test_a_kernel_outlives_its_clusters_suspension_and_reconnects_after_resume(
+    jp_fetch: Any, jp_ws_fetch: Any, jp_serverapp: Any, state_dir: Path
+) -> None:
+    """Ray ends a driver's process 60 s after its GCS goes and floods a resumed GCS from a stale
+    driver (kernel_driver.py): the kernel survives the suspension, lets go of its driver when
+    the cluster is back, and its next cell reconnects and runs a task."""
+    from .test_kernel import KernelChannel, start_session
+
+    km = jp_serverapp.kernel_manager
+    service = jp_serverapp.web_app.settings["eksray_services"].clusters
+    async with cleaned_up(jp_fetch) as clusters:
+        await create_ready(jp_fetch, clusters, "nb")
+        service.use("nb")
+        kernel_id = await start_session(jp_fetch, "nb.ipynb")
+        channel = await KernelChannel.open(jp_ws_fetch, kernel_id)
+        try:
+            first = await channel.execute(TASK_CELL, timeout=180)
+            assert first.ok and first.stream("stdout").strip() == "42", first.explain()
+            pid = km.get_kernel(kernel_id).provisioner.pid
+
+            await api(jp_fetch, "clusters", "nb", "suspend", method="POST", body={})
+            await eventually(
+                lambda: _is(jp_fetch, "nb", "suspended"), "nb suspended", timeout=120, interval=0.5
+            )
+            suspended = time.monotonic()
+            while_down = await channel.execute("print('still here')")
+            assert while_down.ok and "nb is not running" in while_down.text(), while_down.explain()
+            # Past the 60 s after which Ray would have ended the kernel's process.
+            while time.monotonic() - suspended < 70:
+                assert psutil.pid_exists(pid) and km.get_kernel(kernel_id).execution_state == "idle"
+                await asyncio.sleep(1)  # the pace of the check, not a wait for a condition
+
+            await api(jp_fetch, "clusters", "nb", "resume", method="POST", body={})
+            await eventually(
+                lambda: _is(jp_fetch, "nb", "ready"), "nb ready", timeout=READY_TIMEOUT, interval=0.5
+            )
+            again = await channel.execute("print(ray.get(ray.remote(lambda: 6 * 7).remote()))", timeout=180)
+            assert again.ok, again.explain()
+            assert "Reconnected this kernel to nb" in again.text() and again.stream(
+                "stdout"
+            ).strip().endswith("42")
+            assert km.get_kernel(kernel_id).provisioner.pid == pid, "the same kernel process"
+            refusals = gcs_refusals(state_dir, "nb")
+            print(f"\nrequests of the stale driver the resumed GCS refused: {refusals}")
+            assert refusals < 10_000  # a few seconds' worth at most, not minutes
+        finally:
+            channel.close()
+            await km.shutdown_kernel(kernel_id, now=True)

@@ -341,7 +341,7 @@ def test_addresses_of_this_machine_with_the_same_port_are_one_cluster() -> None:
 
     import psutil
 
-    from eksray_jupyter.magics import _same_address
+    from eksray_jupyter.kernel_driver import same_address as _same_address
 
     own = next(
         a.address

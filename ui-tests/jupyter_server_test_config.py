@@ -20,3 +20,11 @@ import tempfile  # noqa: E402
 
 c.EKSRay.state_dir = tempfile.mkdtemp(prefix="eksray-ui-")
 atexit.register(shutil.rmtree, c.EKSRay.state_dir, ignore_errors=True)
+
+# An administrator's lifecycle bounds for one profile: the form shows them when it is chosen.
+c.EKSRay.lifecycle_bounds = {
+    "tagged": {
+        "idleTimeoutMinutes": {"minimum": 10, "maximum": 240, "allowOff": False, "default": 60},
+        "idleAction": {"allowed": ["suspend"]},
+    }
+}

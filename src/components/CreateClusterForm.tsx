@@ -97,7 +97,10 @@ export function CreateClusterForm(
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [attempt]);
 
-  const schema = useMemo(() => (config ? formSchema(config) : null), [config]);
+  const schema = useMemo(
+    () => (config ? formSchema(config, profile) : null),
+    [config, profile]
+  );
   const uiSchema = useMemo(() => uiSchemaFor(advanced), [advanced]);
 
   // After a rejected submit, take the user to the first field to fix.

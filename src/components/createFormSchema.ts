@@ -8,7 +8,12 @@ import type { ReadonlyJSONObject } from '@lumino/coreutils';
 import type { ErrorSchema, RJSFSchema, UiSchema } from '@rjsf/utils';
 
 import { splitErrorPath } from '../api';
-import type { IClusterSpec, IFieldError, IServerConfig } from '../models';
+import type {
+  IClusterSpec,
+  IFieldError,
+  ILifecycleBound,
+  IServerConfig
+} from '../models';
 
 /** Schema fields that only the Kubernetes (kuberay) backend uses. */
 const KUBERNETES_ONLY_FIELDS = ['image', 'rayVersion', 'namespace'];
@@ -116,8 +121,106 @@ export function valueAt(data: unknown, keys: string[]): unknown {
   return node;
 }
 
-/** The schema as the form shows it: fields of other backends left out. */
-export function formSchema(config: IServerConfig): RJSFSchema {
+/** Lifecycle fields an administrator can bound (`c.EKSRay.lifecycle_bounds`). */
+const BOUNDED_LIFECYCLE_FIELDS = [
+  'idleTimeoutMinutes',
+  'suspendedTtlHours',
+  'maxLifetimeHours'
+];
+
+/** The profile name the admin's bounds use for every other profile. */
+const ANY_PROFILE = '*';
+
+/** The admin's lifecycle bounds for clusters made from `profile` (as the server picks them). */
+export function lifecycleBoundsFor(
+  config: IServerConfig,
+  profile: string
+): Record<string, ILifecycleBound> {
+  const all = config.lifecycleBounds ?? {};
+  return (profile && all[profile]) || all[ANY_PROFILE] || {};
+}
+
+/** "between 30 and 240", "at most 240", "at least 30", or "" (no limit). */
+function range(bound: ILifecycleBound): string {
+  const { minimum: low, maximum: high } = bound;
+  if (low !== undefined && high !== undefined) {
+    return `between ${low} and ${high}`;
+  }
+  if (high !== undefined) {
+    return `at most ${high}`;
+  }
+  return low !== undefined ? `at least ${low}` : '';
+}
+
+/**
+ * The lifecycle part of the schema narrowed by the admin's bounds for the
+ * profile: limits and allowed actions as the server enforces them, and a line
+ * under each bounded field saying what the administrator set.
+ */
+function boundedLifecycle(
+  lifecycle: Record<string, unknown>,
+  bounds: Record<string, ILifecycleBound>
+): Record<string, unknown> {
+  const properties = {
+    ...(lifecycle.properties as Record<string, Record<string, unknown>>)
+  };
+  for (const field of BOUNDED_LIFECYCLE_FIELDS) {
+    const bound = bounds[field];
+    if (!bound || !properties[field]) {
+      continue;
+    }
+    const own = properties[field];
+    const said: string[] = [];
+    const limits = range(bound);
+    if (limits) {
+      said.push(limits);
+    }
+    if (bound.allowOff === false) {
+      said.push('it cannot be turned off');
+    }
+    if (bound.default !== undefined) {
+      said.push(`${bound.default} if left empty`);
+    }
+    properties[field] = {
+      ...own,
+      // 0 turns the field off: below the minimum only where that is not allowed.
+      ...(bound.minimum !== undefined && bound.allowOff === false
+        ? { minimum: bound.minimum }
+        : {}),
+      ...(bound.maximum !== undefined ? { maximum: bound.maximum } : {}),
+      description: [
+        own.description,
+        said.length ? `Your administrator: ${said.join('; ')}.` : ''
+      ]
+        .filter(Boolean)
+        .join(' ')
+    };
+  }
+  const action = bounds.idleAction as
+    { allowed?: string[]; default?: string } | undefined;
+  if (action?.allowed && properties.idleAction) {
+    properties.idleAction = {
+      ...properties.idleAction,
+      enum: action.allowed,
+      description: [
+        properties.idleAction.description,
+        `Your administrator allows: ${action.allowed.join(', ')}.`
+      ]
+        .filter(Boolean)
+        .join(' ')
+    };
+  }
+  return { ...lifecycle, properties };
+}
+
+/**
+ * The schema as the form shows it: fields of other backends left out, and the
+ * lifecycle fields narrowed by the admin's bounds for `profile`.
+ */
+export function formSchema(
+  config: IServerConfig,
+  profile: string = NO_PROFILE
+): RJSFSchema {
   // `$schema`/`$id` name draft 2020-12; rjsf only needs the structure, and
   // validation happens on the server. The root title and description would
   // repeat the panel's heading.
@@ -130,6 +233,13 @@ export function formSchema(config: IServerConfig): RJSFSchema {
     for (const field of KUBERNETES_ONLY_FIELDS) {
       delete properties[field];
     }
+  }
+  const lifecycle = properties.lifecycle as Record<string, unknown> | undefined;
+  if (lifecycle?.properties) {
+    properties.lifecycle = boundedLifecycle(
+      lifecycle,
+      lifecycleBoundsFor(config, profile)
+    );
   }
   return { ...schema, properties } as RJSFSchema;
 }

@@ -60,6 +60,26 @@ test.describe('New cluster form', () => {
     ).toHaveValue('tag');
     await screenshotPanel(page, testInfo, 'form-tagged-light');
 
+    // The administrator's lifecycle bounds for this profile are shown, and
+    // only the idle actions they allow are offered.
+    const timeout = form.getByRole('spinbutton', { name: 'Idle timeout (minutes)' });
+    await expect(timeout).toHaveAttribute('max', '240');
+    await expect(timeout).toHaveAttribute('min', '10');
+    await expect(
+      form.getByText(
+        'Your administrator: between 10 and 240; it cannot be turned off; 60 if left empty.'
+      )
+    ).toBeVisible();
+    const action = form.getByRole('combobox', { name: 'When idle' });
+    await expect(action.locator('option', { hasText: 'delete' })).toHaveCount(0);
+    await expect(action.locator('option', { hasText: 'suspend' })).toHaveCount(1);
+    // Another profile has no bounds: nothing said, every action offered.
+    await form.getByRole('combobox', { name: 'Profile' }).selectOption('cpu-small');
+    await expect(form.getByText(/Your administrator:/)).toHaveCount(0);
+    await expect(
+      form.getByRole('combobox', { name: 'When idle' }).locator('option', { hasText: 'delete' })
+    ).toHaveCount(1);
+
     // Cancel goes back to the list.
     await form.getByRole('button', { name: 'Cancel' }).click();
     await expect(panel.getByText('No Ray clusters yet')).toBeVisible();
