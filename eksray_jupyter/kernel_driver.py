@@ -180,8 +180,9 @@ class DriverGuard:
             elif down_since is not None and not down_said and self._watched is not None:
                 name = self._watched[0]
                 self.say(
-                    f"{name} is not running (suspended or stopped): Ray calls in this kernel wait for it. "
-                    f"%eksray resume {name} starts it again; the next cell after that reconnects."
+                    f"{name} is not running (suspended or deleted): Ray calls in this kernel wait for it. "
+                    f"%eksray resume {name} starts it again, and the next cell after that reconnects; "
+                    "if it was deleted, restart the kernel to use Ray again."
                 )
             if ray_connected_address() is None:
                 self.prepare_driver_env()
