@@ -29,6 +29,7 @@ pytestmark = pytest.mark.ray
 
 READY_TIMEOUT = 240.0
 WARNING_S = 15.0
+KEEPER_INTERVAL_S = 2.0
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def backend_class() -> str:
 
 @pytest.fixture
 def eksray_settings() -> dict[str, Any]:
-    return {"lifecycle_interval_seconds": 2.0, "lifecycle_warning_minutes": WARNING_S / 60}
+    return {"lifecycle_interval_seconds": KEEPER_INTERVAL_S, "lifecycle_warning_minutes": WARNING_S / 60}
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +116,9 @@ async def idle_suspend_resume_and_lifetimes(
     assert any("idle for" in m and "no Ray task, actor or job" in m for r, m, _ in seen if r == "Suspending")
     delay = suspended_at - (ready_at + 60)
     print(f"\nidle -> suspended {delay:.1f} s after it was due (keeper every 2 s, warning {WARNING_S:.0f} s)")
-    assert 0 <= delay < 30
+    # Its last activity is the keeper's last pass that saw it starting: up to one pass before
+    # the Ready event (CI saw -0.2 s).
+    assert -KEEPER_INTERVAL_S <= delay < 30
     await eventually(
         lambda: (
             not [
@@ -242,9 +245,10 @@ async def test_a_kernel_outlives_its_clusters_suspension_and_reconnects_after_re
             suspended = time.monotonic()
             while_down = await channel.execute("print('still here')")
             assert while_down.ok and "nb is not running" in while_down.text(), while_down.explain()
-            # Past the 60 s after which Ray would have ended the kernel's process.
+            # Past the 60 s after which Ray would have ended the kernel's process (Jupyter would
+            # then have restarted it: a new process).
             while time.monotonic() - suspended < 70:
-                assert psutil.pid_exists(pid) and km.get_kernel(kernel_id).execution_state == "idle"
+                assert psutil.pid_exists(pid) and km.get_kernel(kernel_id).provisioner.pid == pid
                 await asyncio.sleep(1)  # the pace of the check, not a wait for a condition
 
             await api(jp_fetch, "clusters", "nb", "resume", method="POST", body={})

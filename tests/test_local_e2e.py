@@ -73,14 +73,28 @@ def cli_env(state_dir: Path, name: str, base: dict[str, str]) -> dict[str, str]:
 
 
 def run_tagged_task(env: dict[str, str]) -> dict[str, Any]:
-    """A driver in its own process (as a kernel would be) runs a task that needs {"tag": 1}."""
+    """A driver in its own process (as a kernel would be) runs tasks that need {"tag": 1}; each
+    prints a line, which Ray forwards to the driver: how many times did each arrive?"""
     code = """
-import json, ray
+import io, json, sys, time, ray
 ray.init(logging_level="ERROR")
 @ray.remote(num_cpus=0, resources={"tag": 1})
-def where():
+def where(i):
+    print(f"eksray-marker-{i}", flush=True)
     return ray.get_runtime_context().get_node_id()
-print(json.dumps({"nodes": sorted(set(ray.get([where.remote() for _ in range(6)])))}))
+forwarded, real_stdout = io.StringIO(), sys.stdout
+sys.stdout = forwarded  # Ray prints forwarded task output through sys.stdout
+nodes = sorted(set(ray.get([where.remote(i) for i in range(6)])))
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and not all(f"eksray-marker-{i}" in forwarded.getvalue() for i in range(6)):
+    time.sleep(0.1)
+# A second log monitor would send each line again within its poll interval (about a second):
+# a quiet window shows there is none.
+time.sleep(3)
+sys.stdout = real_stdout
+text = forwarded.getvalue()
+copies = {i: text.count(f"eksray-marker-{i}") for i in range(6)}
+print(json.dumps({"nodes": nodes, "copies": copies}))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True, env=env
@@ -235,8 +249,11 @@ async def test_local_cluster_life_cycle(
 
         # Custom resources reach the group's nodes: the task runs only there. The driver
         # connects with what `eksray rc env` exports (the address and the token file's path).
-        ran_on = set(run_tagged_task(await asyncio.to_thread(cli_env, state_dir, "e2e", stranger))["nodes"])
+        tagged = run_tagged_task(await asyncio.to_thread(cli_env, state_dir, "e2e", stranger))
+        ran_on = set(tagged["nodes"])
         assert ran_on and ran_on <= workers
+        # One log monitor for the machine: each task's output reaches the driver once.
+        assert tagged["copies"] == {str(i): 1 for i in range(6)}, tagged["copies"]
         without = await refused
         assert without.returncode != 0 and "connected" not in without.stdout
         assert "Authentication token is missing or incorrect" in without.stderr, without.stderr[-2000:]

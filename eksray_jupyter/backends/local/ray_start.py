@@ -161,6 +161,9 @@ def worker_command(record: dict[str, Any], group_name: str) -> tuple[str, list[s
         "--node-ip-address=127.0.0.1",
         f"--temp-dir={record['tempDir']}",
         "--dashboard-agent-listen-port=0",
+        # The head's log monitor already reads every node's logs (one temp dir on one machine):
+        # another per worker would send each line of task output to drivers once more.
+        "--include-log-monitor=false",
         "--disable-usage-stats",
         "--block",
         *node_args(group, record["objectStoreBytes"]),
