@@ -303,17 +303,23 @@ class CLI:
         tty = self.err.isatty()
         log = self.err if self.as_json else self.out
         shown = False  # a progress line is on the terminal, to be cleared before log text
+        log_begun = False  # the job's log has begun: its progress is what it prints
         last: Any = None
 
         def on_text(text: str) -> None:
-            nonlocal shown
+            nonlocal shown, log_begun
             if shown:
                 print("\r\033[K", end="", file=self.err, flush=True)
                 shown = False
+            log_begun = True
             print(text, end="", file=log, flush=True)
 
         def on_state(state: JobState, elapsed: float) -> None:
             nonlocal shown, last
+            if log_begun:
+                # The log can begin while the record still says "starting" (the runner writes
+                # its first line, then the state): no "starting after" line among the log's.
+                return
             if state.value not in console.WAITING_STATES:
                 if shown:
                     print(file=self.err, flush=True)

@@ -342,6 +342,51 @@ def test_on_a_terminal_progress_is_one_line_rewritten_in_place(svc: Services) ->
     assert " succeeded after " in end
 
 
+def test_no_progress_line_among_the_log_when_it_begins_while_starting(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner writes its first log line, then the state: a reader can see the line while the
+    record still says "starting" (CI did). No "starting after" line is drawn after log text, so
+    the end line still rewrites the progress line in place."""
+    from eksray_jupyter.jobs.service import LogChunk
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    runner = svc.jobs.runner
+    assert isinstance(runner, StepRunner)
+    runner.starting_gate = threading.Event()  # the job stays starting: the pages below are scripted
+    out, err = io.StringIO(), Terminal()
+    text = b"[eksray] cluster ready\nline 1 \xe2\x9c\x93\n"
+    pages = iter(
+        [
+            (JobState.STARTING, b""),
+            (JobState.STARTING, text[:23]),  # the log began; the record still says starting
+            (JobState.RUNNING, b""),
+            (JobState.SUCCEEDED, text[23:]),
+        ]
+    )
+    read = 0
+
+    def scripted_logs(job_id: str, offset: int = 0, limit: int | None = None, tail: int | None = None) -> Any:
+        nonlocal read
+        state, data = next(pages)
+        read += len(data)
+        return LogChunk(data, offset, offset + len(data), state, read)
+
+    monkeypatch.setattr(svc.jobs, "logs", scripted_logs)
+    try:
+        main(["rj", "submit", "--entrypoint", "python ok.py", "--follow"], lambda: svc, out, err)
+    finally:
+        runner.starting_gate.set()
+    assert out.getvalue() == "[eksray] cluster ready\nline 1 ✓\n"
+    submitted, progress, rest = err.getvalue().split("\n", 2)
+    assert submitted.startswith("Submitted ") and rest == "", "the progress and the end: one line"
+    *updates, _end = progress.split("\r\033[K")
+    assert [u for u in updates if u] and all(": starting after" in u for u in updates if u)
+
+
 def test_interrupting_a_follow_leaves_the_job_running(
     cli: Callable[..., Result], svc: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
