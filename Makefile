@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml package.json yarn.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(RETRY) $(PY) -m pip install -q --upgrade pip uv
 	# uv resolves ray+boto3+moto in seconds where pip backtracks for many minutes.
-	$(RETRY) $(BIN)/uv pip install --python $(PY) -e ".[test]"
+	# Compiled now, once: Ray starts a dozen Python processes per cluster, and without .pyc files
+	# (PYTHONDONTWRITEBYTECODE, a read-only venv) each compiles Ray again at every start.
+	$(RETRY) $(BIN)/uv pip install --compile-bytecode --python $(PY) -e ".[test]"
 	$(BIN)/jupyter server extension list 2>&1 | grep -q "eksray_jupyter.*OK"
 	touch $(STAMP)
 

@@ -28,6 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import KernelProvisionerFactory
 
 import eksray_jupyter.kernel as kernel_module
+from eksray_jupyter.core import processes
 from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.kernel import PROVISIONER_NAME
 from eksray_jupyter.kernel.provisioner import EXTENSION_ARG, EKSRayProvisioner, with_extension
@@ -150,6 +151,8 @@ async def test_pre_launch_adds_the_extension_config_and_server_url(
     assert kw["cmd"][-1] == EXTENSION_ARG and "ipykernel_launcher" in " ".join(kw["cmd"])
     assert "RAY_ADDRESS" not in kw["env"] and "EKSRAY_CLUSTER" not in kw["env"]
     assert kw["env"]["JUPYTER_SERVER_URL"] == "http://localhost:8888/base/"
+    # A driver imports ray: the kernel gets the import path's stand-ins (test_import_path.py).
+    assert kw["env"]["PYTHONPATH"] == processes.IMPORT_PATH
     sent = json.loads(kw["env"]["EKSRAY_CONFIG"])
     assert (
         sent["EKSRay"]["state_dir"] == str(tmp_path)

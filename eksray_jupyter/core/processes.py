@@ -239,6 +239,22 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Stand-ins for modules that cost seconds at import and are rarely used (see its package docs).
+IMPORT_PATH = str(Path(__file__).with_name("import_path"))
+
+
+def with_import_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`IMPORT_PATH` first on its ``PYTHONPATH`` (a user's entries kept after it)."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != IMPORT_PATH]
+    return {**env, "PYTHONPATH": os.pathsep.join([IMPORT_PATH, *rest])}
+
+
+def use_import_path() -> None:
+    """Give this process the stand-ins too (the CLI validates specs with jsonschema)."""
+    if IMPORT_PATH not in sys.path:
+        sys.path.insert(0, IMPORT_PATH)
+
+
 def ray_env(extra: dict[str, str] | None = None, passed: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
     """The environment of a Ray process (head, worker, their bootstrap), plus ``extra``.
 
@@ -260,7 +276,7 @@ def ray_env(extra: dict[str, str] | None = None, passed: tuple[str, ...] | list[
         }
     )
     env.update(extra or {})
-    return env
+    return with_import_path(env)
 
 
 def log_tail(path: Path, lines: int = 1) -> str:
