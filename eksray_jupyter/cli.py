@@ -156,10 +156,10 @@ class CLI:
     def rc_status(self) -> int:
         cluster, active = console.status(self.clusters, self.args.name, HINT)
         link = console.dashboard_link(self.clusters, cluster)
-        self.emit(
-            present.cluster_detail(cluster, link, active=active),
-            {**cluster.to_dict(dashboard_url=link), "active": active},
-        )
+        view = present.cluster_detail(cluster, link, active=active)
+        if self.args.timeline:
+            view = present.join(view, present.timeline_view(cluster))
+        self.emit(view, {**cluster.to_dict(dashboard_url=link), "active": active})
         return OK
 
     def rc_scale(self) -> int:

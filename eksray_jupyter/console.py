@@ -112,8 +112,10 @@ def command_adder(subparsers: Any, parents: tuple[argparse.ArgumentParser, ...] 
 def add_cluster_commands(add: AddCommand, *, follow_help: str, dashboard_help: str) -> None:
     """The cluster commands both faces have (list, status, scale, events, dashboard), in this order."""
     add("list", "your clusters (* marks the active one)")
-    add("status", "phase, worker groups and dashboard of a cluster").add_argument(
-        "name", nargs="?", metavar="NAME", help="default: the active cluster"
+    status = add("status", "phase, worker groups and dashboard of a cluster")
+    status.add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
+    status.add_argument(
+        "--timeline", action="store_true", help="also the steps of its latest start, with when each happened"
     )
     add_scale_options(add("scale", "change a worker group's replicas or autoscaling bounds"))
     events = add("events", "what happened to a cluster")

@@ -217,7 +217,8 @@ class EKSRayMagics(Magics):
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
         cluster, active = console.status(self.clusters, args.name, HINT)
-        self._show(present.cluster_detail(cluster, self._dashboard_url(cluster), active=active))
+        view = present.cluster_detail(cluster, self._dashboard_url(cluster), active=active)
+        self._show(present.join(view, present.timeline_view(cluster)) if args.timeline else view)
 
     def _cmd_scale(self, args: argparse.Namespace) -> None:
         request = console.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)

@@ -229,6 +229,24 @@ def progress_line(cluster: Cluster, elapsed: float) -> str:
     )
 
 
+def timeline_view(cluster: Cluster) -> View:
+    """The steps of the cluster's latest start: when (and seconds since the first) each happened."""
+    steps = cluster.timeline
+    if not steps:
+        return paragraph("No start-up timeline: the cluster is not running, or its backend cannot tell.")
+    first = steps[0].at
+    rows: list[list[Cell]] = [
+        [
+            clock(m.at),
+            f"+{m.at - first:.1f}s",
+            m.message + (f" ({m.seconds:.1f}s)" if m.seconds is not None else ""),
+        ]
+        for m in steps
+    ]
+    table = Table(["time", "since start", "step"], rows)
+    return join(paragraph("", bold="Start-up timeline"), View(table.text(), table.html()))
+
+
 # --- events --------------------------------------------------------------------------------
 
 

@@ -71,6 +71,20 @@ export interface IClusterNode {
   utilization: Resources;
 }
 
+/** One step of a cluster's start-up (see `Milestone` in core/models.py). */
+export interface IMilestone {
+  /** A stable name: `head-started`, `gcs-up`, `pod-scheduled`, `image-pulled`, `ready`, … */
+  step: string;
+  /** ISO 8601 timestamp. */
+  at: string;
+  /** The step in plain words. */
+  message: string;
+  /** The node (Ray node id or pod name) it is about, if one. */
+  node: string | null;
+  /** How long the step itself took, where known (an image pull). */
+  seconds: number | null;
+}
+
 /** A Ray cluster as reported by the server. */
 export interface ICluster {
   name: string;
@@ -97,6 +111,8 @@ export interface ICluster {
   lastActiveAt: string | null;
   /** ISO 8601: when it was suspended, while it is. */
   suspendedAt: string | null;
+  /** The steps of its latest start, oldest first (empty where the backend cannot tell). */
+  timeline: IMilestone[];
 }
 
 /**

@@ -166,6 +166,15 @@ async def test_local_cluster_life_cycle(
         assert cluster["dashboardUrl"].endswith("/eksray/clusters/e2e/dashboard/")
         first_worker = next(n["id"] for n in cluster["nodes"] if n["kind"] == "worker")
 
+        # The start-up timeline, read from Ray's own logs: every step, in order, the head's
+        # registration before its worker's (a worker's raylet waits for the head's).
+        steps = cluster["timeline"]
+        assert [m["at"] for m in steps] == sorted(m["at"] for m in steps)
+        assert steps[0]["step"] == "head-started" and steps[-1]["step"] == "ready"
+        assert {"gcs-up", "dashboard-up", "worker-launched"} <= {m["step"] for m in steps}
+        registered = [m["node"] for m in steps if m["step"] == "node-registered"]
+        assert len(registered) == 2 and registered[1] == first_worker, steps
+
         # Scale: raising minReplicas is carried out by Ray's autoscaler, which says so.
         scaled = await api(
             jp_fetch,

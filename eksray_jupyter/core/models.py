@@ -66,6 +66,33 @@ class Node:
         }
 
 
+@dataclass(frozen=True)
+class Milestone:
+    """One step of a cluster's start-up, in plain words: ``rc status --timeline`` and the panel.
+
+    ``step`` is a stable name (``head-started``, ``gcs-up``, ``dashboard-up``, ``worker-launched``,
+    ``node-registered``, ``ready`` on the local backend; ``pod-created``, ``pod-scheduled``,
+    ``not-scheduled``, ``node-provisioning``, ``image-pulled``, ``container-started``,
+    ``node-registered``, ``ready`` on kuberay); ``seconds`` how long the step itself took, where
+    the source says (an image pull).
+    """
+
+    step: str
+    at: float
+    message: str
+    node: str | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "at": iso(self.at),
+            "message": self.message,
+            "node": self.node,
+            "seconds": self.seconds,
+        }
+
+
 @dataclass
 class WorkerGroupStatus:
     group_name: str
@@ -109,6 +136,8 @@ class Cluster:
     # persisted by the backend; idle clusters are suspended or deleted from it (core/lifecycle.py).
     last_active_at: float | None = None
     suspended_at: float | None = None
+    # The latest start's steps, oldest first (empty where the backend cannot tell).
+    timeline: list[Milestone] = field(default_factory=list)
 
     def to_dict(self, dashboard_url: str | None = None) -> dict[str, Any]:
         return {
@@ -127,6 +156,7 @@ class Cluster:
             "readOnly": self.read_only,
             "lastActiveAt": iso(self.last_active_at),
             "suspendedAt": iso(self.suspended_at),
+            "timeline": [m.to_dict() for m in self.timeline],
         }
 
 

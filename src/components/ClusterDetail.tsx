@@ -16,6 +16,7 @@ import { type ICluster, TRANSITIONAL_PHASES } from '../models';
 import { PhaseBadge } from './ClusterList';
 import { EventsTimeline } from './EventsTimeline';
 import { NodeTable } from './NodeTable';
+import { StartupTimeline } from './StartupTimeline';
 import { WorkerChart } from './WorkerChart';
 import { WorkerGroups } from './WorkerGroups';
 
@@ -95,6 +96,10 @@ export function ClusterDetail(props: {
   const dashboardTitle = cluster.dashboardUrl
     ? undefined
     : 'The dashboard is available once the head node is up';
+  // While it starts, why it is not ready yet is the timeline's last line (not said twice).
+  const waitingInTimeline =
+    (cluster.timeline ?? []).length > 0 &&
+    (cluster.phase === 'starting' || cluster.phase === 'pending');
   const maxWorkers = cluster.workerGroups.reduce(
     (sum, g) => sum + g.maxReplicas,
     0
@@ -109,7 +114,7 @@ export function ClusterDetail(props: {
         </h2>
         <PhaseBadge phase={cluster.phase} />
       </div>
-      {cluster.reason && (
+      {cluster.reason && !waitingInTimeline && (
         <div
           className={
             cluster.phase === 'failed' ? 'eksray-Error' : 'eksray-Detail-reason'
@@ -221,8 +226,16 @@ export function ClusterDetail(props: {
             ? 'Stopping the cluster; this takes a few seconds.'
             : cluster.phase === 'suspending'
               ? 'Stopping its Ray nodes; the cluster is kept.'
-              : 'Nodes are coming up; this panel updates as they do.'}
+              : 'This panel updates as the cluster moves on.'}
         </p>
+      )}
+      {(cluster.timeline ?? []).length > 0 && (
+        <Section title="Start-up">
+          <StartupTimeline
+            steps={cluster.timeline}
+            waiting={waitingInTimeline ? cluster.reason : null}
+          />
+        </Section>
       )}
       <Section title="Worker groups">
         <WorkerGroups cluster={cluster} />

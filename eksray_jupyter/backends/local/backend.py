@@ -41,7 +41,7 @@ from traitlets import Float, Int, List, Unicode
 from ...core import processes
 from ...core.backend import ClusterBackend
 from ...core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
-from ...core.models import Change, Cluster, ClusterEvent, Phase, Severity
+from ...core.models import Change, Cluster, ClusterEvent, Milestone, Phase, Severity
 from ...core.net import port_open
 from ...core.ray_auth import new_token, write_token_file
 from ...core.spec import validate_scale_request
@@ -49,6 +49,7 @@ from .. import ray_dashboard
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
+from .startup import READY_MESSAGE, StartLogs, keepable
 from .state import ClusterDir, ClusterGone, CorruptFileError
 from .status import (
     NodeUsage,
@@ -119,6 +120,7 @@ class LocalBackend(ClusterBackend):
         self._retiring: threading.Thread | None = None
         self._observer_lock = threading.Lock()
         self._usage = NodeUsage()
+        self._start_logs = StartLogs()
         # Cluster name -> (dashboard port, the process of the cluster found listening on it).
         self._dashboard_listeners: dict[str, tuple[int, processes.ProcessRef]] = {}
         # Broken entries of the state dir already logged (path, problem): logged once each.
@@ -425,6 +427,7 @@ class LocalBackend(ClusterBackend):
             ray_nodes,
             backend=self.name,
             usage=self._usage,
+            start_logs=self._start_logs,
             max_head_restarts=self.max_head_restarts,
             start_timeout=self.start_timeout,
         )
@@ -562,6 +565,10 @@ class LocalBackend(ClusterBackend):
             with cdir.editing() as fresh:
                 if fresh.get("readyAt") is None and fresh.get("status") == "running":
                     fresh["readyAt"] = time.time()
+                    cluster.timeline.append(Milestone("ready", fresh["readyAt"], READY_MESSAGE))
+                    # Kept: the timeline of a ready cluster never needs its logs again.
+                    fresh["startup"] = keepable(cluster.timeline)
+                    self._start_logs.forget(fresh)
                     record_event(cdir, "Ready", f"Cluster {record['name']} is ready")
             record = fresh
         elif cluster.phase == Phase.FAILED and record.get("failure") is None:
@@ -794,7 +801,7 @@ class LocalBackend(ClusterBackend):
                     )
                 record["ports"] = self._resume_ports(name, record)
                 now = time.time()
-                for key in ("readyAt", "failure", "suspendedAt", "headRestarts", "workerRestarts"):
+                for key in ("readyAt", "startup", "failure", "suspendedAt", "headRestarts", "workerRestarts"):
                     record.pop(key, None)
                 record.update(status="running", resumedAt=now, lastActiveAt=now)
                 cdir.write(record)
@@ -886,6 +893,8 @@ class LocalBackend(ClusterBackend):
         shutil.rmtree(cdir.root, ignore_errors=True)
         if record.get("tempRoot") or record.get("tempDir"):
             shutil.rmtree(record.get("tempRoot") or record["tempDir"], ignore_errors=True)
+        if record.get("tempDir"):
+            self._start_logs.forget(record)
 
     # --- observing --------------------------------------------------------------------------
 

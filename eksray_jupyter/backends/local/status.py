@@ -16,6 +16,7 @@ from ...core.ray_auth import TokenError, dashboard_headers, read_token_file
 from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
 from .ray_start import HEAD_NODE_ID, token_file
+from .startup import StartLogs, timeline, waiting_for
 from .state import ClusterDir, CorruptFileError
 from .workers import live_workers
 
@@ -82,6 +83,7 @@ def build_cluster(
     *,
     backend: str,
     usage: NodeUsage,
+    start_logs: StartLogs,
     max_head_restarts: int,
     start_timeout: float,
 ) -> Cluster:
@@ -190,9 +192,13 @@ def build_cluster(
             phase = Phase.READY if settled else Phase.STARTING
         else:
             phase = Phase.READY if settled else Phase.SCALING
+    steps = timeline(record, workers, start_logs.facts(record) if record.get("startup") is None else None)
+    if phase == Phase.STARTING and reason is None:
+        reason = waiting_for(steps, [(g.group_name, g.ready, g.desired) for g in groups])
     if unreadable and reason is None:
         reason = unreadable
     return Cluster(
+        timeline=steps,
         last_active_at=record.get("lastActiveAt"),
         name=record["name"],
         backend=backend,
