@@ -318,7 +318,13 @@ def job_list(jobs: Sequence[Job], empty_hint: str, warnings: Sequence[str] = ())
         for j in jobs
     ]
     table = Table(["id", "state", "duration", "cluster", "age", "log"], rows)
-    return join(View(table.text(), table.html()), *notes)
+    # Why a job has not started yet (mostly: what its cluster waits for) is worth a line each.
+    waits = [
+        paragraph(f"{j.id}: {j.reason}")
+        for j in jobs
+        if j.state.value in ("pending", "starting") and j.reason
+    ]
+    return join(View(table.text(), table.html()), *waits, *notes)
 
 
 def job_detail(job: Job) -> View:

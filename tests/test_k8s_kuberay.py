@@ -215,6 +215,39 @@ def test_a_group_no_node_can_hold_shows_the_schedulers_reason(
     assert message in warning.message
 
 
+def test_a_pod_larger_than_every_node_is_told_apart_with_what_to_change(
+    k8s_user: Callable[..., K8sUser], make_backend: Callable[..., KubeRayBackend]
+) -> None:
+    # A server that may list nodes (the documented optional rule) compares the waiting pod
+    # with every node: the scheduler's "Insufficient cpu" becomes "can never fit" and a fix.
+    carol = k8s_user("carol", cluster_wide=True)
+    backend = make_backend(carol, create_namespaces=True)
+    backend.create_cluster(carol.owner, cpu_spec("huge", replicas=1, cpu=64))
+    cluster = wait_until(
+        lambda: (c := backend.get_cluster(carol.owner, "huge")).reason and "never fit" in c.reason and c,
+        "the never-fits reason",
+        timeout=TIMEOUT,
+    )
+    reason = cluster.reason or ""
+    assert "asks for 64 CPU" in reason and "the largest node has 16 CPU, 128.0 GiB memory, 4 GPU" in reason
+    assert "ask for at most 16 CPUs per pod" in reason, reason
+    # The timeline says where the time went: the head's steps, then the worker's wait.
+    steps = wait_until(
+        lambda: (
+            (t := backend.get_cluster(carol.owner, "huge").timeline)
+            and {"node-registered", "not-scheduled"} <= {m.step for m in t}
+            and t
+        ),
+        "the head's steps and the worker's wait in the timeline",
+        timeout=TIMEOUT,
+    )
+    assert steps[0].step == "created"
+    head = [m.step for m in steps if m.node and "-head-" in m.node]
+    assert head[0] == "pod-created" and head.index("pod-scheduled") < head.index("node-registered"), head
+    waiting = next(m for m in steps if m.step == "not-scheduled")
+    assert "Insufficient cpu" in waiting.message and waiting.node and "-head-" not in waiting.node
+
+
 # --- watches ----------------------------------------------------------------------------------
 
 

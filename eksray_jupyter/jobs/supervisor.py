@@ -395,6 +395,9 @@ class Supervisor:
                 if self.created:
                     raise AttemptFailed(message)
                 raise Fatal(message)
+            if cluster.reason and self.record.get("state") == JobState.STARTING.value:
+                # What the cluster waits for is what the job waits for (panel, rj list/status, magic).
+                self.save(JobState.STARTING, f"waiting for cluster {name}: {cluster.reason}")
             if time.monotonic() - started > CLUSTER_START_TIMEOUT_S:
                 raise AttemptFailed(
                     f"the cluster {name} was not ready after {CLUSTER_START_TIMEOUT_S:.0f} s "

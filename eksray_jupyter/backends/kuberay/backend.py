@@ -44,10 +44,10 @@ from ...core.errors import (
     NotReadyError,
     UpstreamTimeoutError,
 )
-from ...core.models import CacheStatus, Cluster, ClusterEvent, Severity
+from ...core.models import CacheStatus, Cluster, ClusterEvent, Phase, Severity
 from ...core.ray_auth import dashboard_headers
 from ..ray_dashboard import busy_reasons, url_fetcher
-from . import kube_events, scaling
+from . import kube_events, scaling, startup
 from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
 from .names import (
@@ -68,11 +68,12 @@ from .names import (
     head_service,
     is_dns_label,
     network_policy_name,
+    parse_time,
 )
 from .network_policy import build_network_policy, check_peer, jupyter_peer, owned_by
 from .observer import Observer
 from .ray_tokens import RayTokens
-from .status import build_cluster
+from .status import build_cluster, unschedulable
 
 if TYPE_CHECKING:
     from .cache import NamespaceCache
@@ -88,6 +89,9 @@ _QUEUE_LABELS = {
 
 
 T = TypeVar("T")
+
+NODE_SIZES_TTL_S = 60.0  # how old the node sizes used to tell "never fits" may be
+NODE_SIZES_RETRY_S = 600.0  # after the API refused to list nodes
 
 
 def _seconds(value: Any) -> float | None:
@@ -362,6 +366,8 @@ class KubeRayBackend(ClusterBackend):
         self.caches: dict[str, NamespaceCache] = {}
         self._namespace_owner: dict[str, str] = {}
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
+        # (when, node sizes or None if not allowed): see _node_sizes; -inf: never looked.
+        self._node_sizes_seen: tuple[float, list[dict[str, Any]] | None] = (float("-inf"), None)
         self._skipped: set[tuple[str, str, str]] = set()
         self.autoscaler_events = DashboardEvents(self)
         self.ray_tokens = RayTokens(lambda: self.api, self._token_root, lambda: self.ray_token_wait_seconds)
@@ -528,6 +534,8 @@ class KubeRayBackend(ClusterBackend):
             if memo is not None and memo[0] == version:
                 return memo[1]
             pods = list(cache.pods_by_cluster.get(name, {}).values())
+        created = parse_time(meta.get("creationTimestamp")) or 0.0
+        events = cache.cluster_events(name, meta.get("uid"), created)
         suspended_reason = None
         queue = (meta.get("labels") or {}).get(_QUEUE_LABELS["kueue"])
         if queue:
@@ -541,12 +549,31 @@ class KubeRayBackend(ClusterBackend):
             address=self._address(cr),
             operator_refusal=kube_events.operator_refusal(cache, cr),
             suspended_reason=suspended_reason,
+            events=events,
+            # Node sizes only when a pod waits for a place: can it ever fit?
+            node_sizes=self._node_sizes() if any(unschedulable(p) for p in pods) else None,
+            memory_per_cpu_gib=self.memory_per_cpu_gib,
         )
         annotations = meta.get("annotations") or {}
         cluster.last_active_at = _seconds(annotations.get(ANNOTATION_LAST_ACTIVE))
         cluster.suspended_at = _seconds(annotations.get(ANNOTATION_SUSPENDED_AT))
         self._memo[key] = (version, cluster)
         return cluster
+
+    def _node_sizes(self) -> list[dict[str, Any]] | None:
+        """Every node's allocatable size, listed at most once a minute; None where the API does not
+        let us list nodes (a namespaced role): then the scheduler's own words are shown."""
+        now = time.monotonic()
+        at, sizes = self._node_sizes_seen
+        if now - at < (NODE_SIZES_TTL_S if sizes is not None else NODE_SIZES_RETRY_S):
+            return sizes
+        try:
+            sizes = [startup.node_size(n) for n in self.api.list_nodes_raw()]
+        except EKSRayError as e:
+            self.log.info("eksray: cannot list nodes to tell whether waiting pods can ever fit: %s", e)
+            sizes = None
+        self._node_sizes_seen = (now, sizes)
+        return sizes
 
     def build_safe(self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool) -> Cluster | None:
         """Build, or skip with a logged reason: one odd RayCluster never breaks the list."""
@@ -762,6 +789,22 @@ class KubeRayBackend(ClusterBackend):
             self.log.warning("eksray: no NetworkPolicy yet for RayJob cluster %s/%s: %s", namespace, name, e)
             return False
         return True
+
+    def cluster_waiting_reason(self, namespace: str, name: str, owner: str) -> str | None:
+        """Why a RayJob's cluster is not ready yet, in the words its panel shows (None when it
+        is ready or not seen yet): a job waiting on its cluster says what the cluster waits for."""
+        try:
+            cache = self.cache_of(namespace)
+        except EKSRayError:
+            return None
+        with cache.lock:
+            cr = cache.clusters.get(name)
+        if cr is None:
+            return None
+        cluster = self.build_safe(cache, cr, owner, self.owner_of(namespace, cr)[1])
+        if cluster is None or cluster.phase in (Phase.READY, Phase.SCALING):
+            return None
+        return cluster.reason
 
     def _network_policy_body(self, cr: dict[str, Any]) -> dict[str, Any]:
         return build_network_policy(

@@ -188,6 +188,7 @@ class NamespaceCache:
                     if ev["uid"] not in known:
                         cluster = self._event_cluster(ev)
                         if cluster:
+                            self.versions[cluster] += 1  # its timeline and reasons read events
                             signals.append(("event", cluster, ev))
         if not initial:
             for signal, name, payload in signals:
@@ -245,6 +246,7 @@ class NamespaceCache:
                     return
                 cluster = self._event_cluster(ev)
                 if cluster:
+                    self.versions[cluster] += 1  # its timeline and reasons read events
                     signal = ("event", cluster, ev)
         if signal is not None:
             self.on_change(signal[0], self.namespace, signal[1], signal[2])

@@ -225,6 +225,20 @@ class KubeApi:
             body={"preconditions": {"uid": uid}},
         )
 
+    def list_nodes_raw(self) -> list[dict[str, Any]]:
+        """Every Node (cluster-scoped: needs a ClusterRole that may list nodes)."""
+        items: list[dict[str, Any]] = []
+        cont = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 500}
+            if cont:
+                kwargs["_continue"] = cont
+            page = self._raw("listing nodes", self.core.list_node, **kwargs)
+            items += page.get("items") or []
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+
     # --- list / watch (raw JSON) -----------------------------------------------------------------
 
     def _list_fn(self, kind: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:

@@ -559,6 +559,10 @@ class KubeRayJobRunner(JobRunner):
                 store.write(record)
             return True
         state, reason = map_status(status)
+        if state == JobState.STARTING and reason is None and status.get("rayClusterName"):
+            waits = self.backend.cluster_waiting_reason(namespace, status["rayClusterName"], job.owner)
+            if waits:
+                reason = f"waiting for cluster {status['rayClusterName']}: {waits}"
         if state.terminal:
             # The final log is persisted before the end is recorded and before the cluster goes.
             self._copy_log(store, record, status, final=True)

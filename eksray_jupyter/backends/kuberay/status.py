@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...core.models import Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
+from . import startup
 from .names import (
     ANNOTATION_SPEC,
     EVENT_COMPONENT,
@@ -53,8 +54,11 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     status = pod.get("status") or {}
     labels = meta.get("labels") or {}
     containers = []
+    started = []
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
+        if (state.get("running") or {}).get("startedAt"):
+            started.append(state["running"]["startedAt"])
         waiting = state.get("waiting") or {}
         terminated = state.get("terminated") or {}
         containers.append(
@@ -68,10 +72,24 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
             }
         )
     conditions = {
-        c.get("type"): {"status": c.get("status"), "reason": c.get("reason"), "message": c.get("message")}
+        c.get("type"): {
+            "status": c.get("status"),
+            "reason": c.get("reason"),
+            "message": c.get("message"),
+            "since": c.get("lastTransitionTime"),
+        }
         for c in status.get("conditions") or []
         if c.get("type") in ("Ready", "PodScheduled")
     }
+    requests = {"cpu": 0.0, "memory": 0.0, "gpu": 0.0}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        # A request left out is its limit (the API server's default).
+        for key, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+            amount = parse_quantity(value) or 0
+            slot = "gpu" if key.endswith("/gpu") else key
+            if slot in requests:
+                requests[slot] += amount
     return {
         "name": meta.get("name", ""),
         "uid": meta.get("uid", ""),
@@ -87,6 +105,8 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
         "startTime": status.get("startTime"),
         "conditions": conditions,
         "containers": containers,
+        "containerStarted": min(started) if started else None,
+        "requests": requests,
     }
 
 
@@ -242,8 +262,15 @@ def build_cluster(
     address: str | None,
     operator_refusal: str | None = None,
     suspended_reason: str | None = None,
+    events: Iterable[Mapping[str, Any]] = (),
+    node_sizes: list[Mapping[str, Any]] | None = None,
+    memory_per_cpu_gib: float = 2.0,
 ) -> Cluster:
-    """The ``Cluster`` of a RayCluster ``cr`` and its (trimmed) pods."""
+    """The ``Cluster`` of a RayCluster ``cr``, its (trimmed) pods and events of it and its pods.
+
+    ``node_sizes`` (allocatable per node, where the API lets us list nodes) tell a pod that can
+    never fit from one that waits for room.
+    """
     meta = cr.get("metadata") or {}
     crspec = cr.get("spec") or {}
     status = cr.get("status") or {}
@@ -255,6 +282,15 @@ def build_cluster(
     heads = [p for p in mine if p["nodeType"] == "head" and not pod_gone(p)]
     head = heads[0] if heads else None
     shapes = {g["groupName"]: g for g in spec.get("workerGroups") or []}
+    pod_events: dict[str, list[Mapping[str, Any]]] = {}
+    for e in events:
+        if e["kind"] == "Pod":
+            pod_events.setdefault(e["name"], []).append(e)
+
+    def why_waiting(pod: Mapping[str, Any], shape: Mapping[str, Any]) -> str | None:
+        return startup.waiting_pod_reason(
+            pod, pod_events.get(pod["name"], []), node_sizes, memory_per_cpu_gib, bool(shape.get("memory"))
+        )
 
     nodes: list[Node] = []
     head_shape = spec.get("head") or {}
@@ -282,7 +318,11 @@ def build_cluster(
         ready = sum(1 for p in live if pod_ready(p))
         desired = _group_desired(g, suspended)
         settled = settled and ready == desired and len(live) == desired
-        unplaced += [m for m in (unschedulable(p) for p in live) if m]
+        unplaced += [
+            why_waiting(p, shapes.get(name, {})) or f"Worker pod {p['name']} cannot be scheduled: {m}"
+            for p in live
+            if (m := unschedulable(p))
+        ]
         groups.append(
             WorkerGroupStatus(
                 group_name=name,
@@ -328,9 +368,10 @@ def build_cluster(
         placed = unschedulable(head)
         waiting = _conditions(cr, "False").get("HeadPodReady") or {}
         detail = f" ({waiting['message']})" if waiting.get("message") else ""
-        reason = (
-            f"The head pod cannot be scheduled: {placed}" if placed else f"The head pod is starting{detail}"
-        )
+        if placed:
+            reason = why_waiting(head, head_shape) or f"The head pod cannot be scheduled: {placed}"
+        else:
+            reason = f"The head pod is starting{detail}"
     else:
         provisioned = "RayClusterProvisioned" in conditions or status.get("state") == "ready"
         phase = Phase.READY if settled else (Phase.SCALING if provisioned else Phase.STARTING)
@@ -338,7 +379,7 @@ def build_cluster(
         if failure:
             reason = str(failure.get("message") or failure.get("reason"))
         elif unplaced:
-            reason = f"{len(unplaced)} worker pod(s) cannot be scheduled: {unplaced[0]}"
+            reason = unplaced[0] if len(unplaced) == 1 else f"{len(unplaced)} worker pods wait: {unplaced[0]}"
         else:
             crashing = next((pr for p in mine if (pr := _container_problem(p))), None)
             if crashing:
@@ -357,6 +398,7 @@ def build_cluster(
         address=address,
         namespace=meta.get("namespace"),
         read_only=not ours,
+        timeline=startup.timeline(cr, [p for p in mine if not pod_gone(p)], list(events)),
     )
 
 
