@@ -110,10 +110,12 @@ async def run(base: str, token: str, changes: int, subscribers: int) -> None:
 
 
 @contextlib.contextmanager
-def jupyter_server(state: str, *extra: str) -> Iterator[tuple[str, str, int]]:
-    """A Jupyter server with the extension on a memory backend in ``state``: (base URL, token, pid).
+def jupyter_server(
+    state: str, *extra: str, backend: str = "tests.memory_backend.MemoryBackend"
+) -> Iterator[tuple[str, str, int]]:
+    """A Jupyter server with the extension on ``backend`` in ``state``: (base URL, token, pid).
 
-    Stopped (by its pid) on exit.
+    Its log is ``state``/server.log. Stopped (by its pid) on exit.
     """
     port, token = free_port(), secrets.token_hex(8)
     config = os.path.join(state, "config.json")
@@ -122,10 +124,11 @@ def jupyter_server(state: str, *extra: str) -> Iterator[tuple[str, str, int]]:
     argv = [
         sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--config={config}", f"--EKSRay.state_dir={state}",
-        "--EKSRay.backend=tests.memory_backend.MemoryBackend", *extra,
+        f"--EKSRay.backend={backend}", *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    with open(os.path.join(state, "server.log"), "wb") as log:
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

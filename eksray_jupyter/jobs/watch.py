@@ -1,11 +1,12 @@
 """Push for jobs: one thread reads the owner's job records while someone listens, and reports changes.
 
 Job records are written by other processes (a job's supervisor, a CLI) or by threads of this
-one (a submit or stop, the KubeRay runner's follower). Other processes' writes cannot be
-subscribed to, so the watcher polls: while at least one subscriber exists, a single daemon
-thread reads the jobs every ``c.EKSRay.job_watch_seconds``, and at once (after a short pause
-that gathers a burst) when a store of the service's registry writes one of the owner's records
-(:meth:`~.store.JobStores.on_record_written`). It reads through
+one (a submit or stop, the KubeRay runner's follower). While at least one subscriber exists, a
+single daemon thread reads the jobs at once (after a short pause that gathers a burst) when
+a record is written: by a store of the service's registry in this process
+(:meth:`~.store.JobStores.on_record_written`), or by any process to the local store (a
+file-system notification, :mod:`..core.wakeup`); and every ``c.EKSRay.job_watch_seconds``
+anyway (S3 stores, which cannot notify, and a file system without notifications). It reads through
 :meth:`JobService.list_with_warnings` (so a job whose runner died is reconciled to ``failed``
 exactly as the REST list does), compares them with
 the previous read by id (and ``updatedAt``, and the rest of the record), and calls each
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ..core.wakeup import Wakeup
 from .models import Job
 from .service import JobService
 from .store import JobStore, JobStores
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+
+
+def _is_job_record(path: str) -> bool:
+    return path.endswith("/job.json")
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,9 @@ class _WatchStores:
 class JobWatcher:
     """Reports changes of one owner's jobs to subscribers; a thread runs only while there are some."""
 
-    #: After a write of this process woke the thread: wait this long for the rest of a burst.
-    settle_seconds = 0.05
+    #: After a write woke the thread: wait this long for the rest of a burst (an atomic write
+    #: is a create, a write and a rename; a submit writes twice).
+    settle_seconds = 0.02
     #: The last unsubscribe waits this long for the thread to end (a read of a slow store may
     #: hold it); after that the thread is left to end by itself, and the log says so.
     stop_timeout = 5.0
@@ -272,15 +279,26 @@ class JobWatcher:
             return snapshot
 
     def _run(self, stop: threading.Event, wake: threading.Event, generation: int) -> None:
-        while not stop.is_set():
-            wake.clear()  # before the read: a write during it brings another read
-            try:
-                self._poll(stop, generation)
-            except Exception:
-                log.exception("eksray: reading the jobs for the push stream failed")
-            # Until the interval ends, this process writes a record, or the thread is stopped.
-            if wake.wait(self.interval) and not stop.is_set():
-                stop.wait(self.settle_seconds)  # gather the rest of a burst
+        # Another process's write to the local store (a supervisor, a CLI) wakes the thread too.
+        notified = Wakeup("job-watcher", flag=wake)
+        local = self._stores.local
+        try:
+            local.root.mkdir(parents=True, exist_ok=True)
+            notified.watch_dirs({local.root: (_is_job_record, True)})
+        except OSError as e:
+            log.warning("eksray: cannot watch %s for job changes (polling instead): %s", local.root, e)
+        try:
+            while not stop.is_set():
+                wake.clear()  # before the read: a write during it brings another read
+                try:
+                    self._poll(stop, generation)
+                except Exception:
+                    log.exception("eksray: reading the jobs for the push stream failed")
+                # Until the interval ends, a record is written, or the thread is stopped.
+                if wake.wait(self.interval) and not stop.is_set():
+                    stop.wait(self.settle_seconds)  # gather the rest of a burst
+        finally:
+            notified.close()
 
     def _poll(self, stop: threading.Event | None, generation: int) -> None:
         with self._poll_lock:

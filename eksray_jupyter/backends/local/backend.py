@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from ...core.models import Change, Cluster, ClusterEvent, Milestone, Phase, Seve
 from ...core.net import port_open
 from ...core.ray_auth import new_token, write_token_file
 from ...core.spec import validate_scale_request
+from ...core.wakeup import Wakeup
 from .. import ray_dashboard
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
@@ -62,6 +64,17 @@ from .status import (
 from .workers import converge_group, replicas_target, terminate_workers
 
 MIB = 1024**2
+MIN_PASS_S = 0.02  # bursts of changes (an atomic write is three) make one pass
+STATE_FILES = frozenset({"cluster.json", "nodes.json", "events.jsonl"})
+
+
+def _is_state_file(path: str) -> bool:
+    return os.path.basename(path) in STATE_FILES
+
+
+def _is_start_log(path: str) -> bool:
+    # The GCS logs each node's registration and death; the dashboard when it serves.
+    return os.path.basename(path) in ("gcs_server.out", "dashboard.log")
 
 
 class LocalBackend(ClusterBackend):
@@ -939,6 +952,9 @@ class LocalBackend(ClusterBackend):
             previous.join(5.0)  # it ends after its round (its stop is set)
         last: dict[str, tuple[str, dict[str, Any]]] = {}
         seen_events: dict[str, set[str]] = {}
+        wakeup = Wakeup("local-observer")
+        stop_wakes = threading.Thread(target=lambda: (stop.wait(), wakeup.set()), daemon=True)
+        stop_wakes.start()  # a stop ends the wait at once
         while not stop.is_set():
             started = time.monotonic()
             current: set[str] = set()
@@ -977,7 +993,30 @@ class LocalBackend(ClusterBackend):
                 owner, _ = last.pop(gone)
                 seen_events.pop(gone, None)
                 self.notify(Change("deleted", owner, gone))
-            stop.wait(max(0.05, self.observe_interval - (time.monotonic() - started)))
+            try:
+                self._watch(wakeup, records)
+            except Exception:  # the interval still wakes us
+                self.log.exception("eksray: watching the local clusters for changes failed")
+            # Until something changes (a state file, a Ray node's registration in the GCS log, a
+            # process exit) or the interval passes; never more often than every MIN_PASS_S.
+            stop.wait(max(0.0, MIN_PASS_S - (time.monotonic() - started)))
+            wakeup.wait(max(0.05, self.observe_interval - (time.monotonic() - started)))
+        wakeup.close()
+
+    def _watch(self, wakeup: Wakeup, records: list[tuple[ClusterDir, dict[str, Any]]]) -> None:
+        """What wakes the observer: every cluster's state files, its Ray processes, its GCS log."""
+        dirs: dict[Path, tuple[Callable[[str], bool], bool]] = {self.root: (_is_state_file, True)}
+        pids: set[int] = set()
+        for cdir, record in records:
+            if record.get("status") != "running":
+                continue
+            dirs[Path(record["tempDir"]) / "session_latest" / "logs"] = (_is_start_log, False)
+            refs = [record.get("head"), record.get("bootstrap")]
+            with contextlib.suppress(CorruptFileError, OSError):
+                refs += [n.get("process") for n in cdir.read_nodes().values()]
+            pids.update(r["pid"] for r in refs if r and processes.is_alive(r))
+        wakeup.watch_dirs(dirs)
+        wakeup.watch_pids(pids)
 
     def close(self) -> None:
         super().close()
