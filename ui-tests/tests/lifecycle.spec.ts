@@ -70,6 +70,18 @@ test.describe('Ray cluster lifecycle', () => {
     await expect(detail.getByText('Cluster ' + name + ' is ready')).toBeVisible();
     // Pushed by the server's stream, not polled.
     await expect(panel.getByText('Live updates are unavailable')).toHaveCount(0);
+
+    // Where the start-up time went, from Ray's own logs: head, GCS, dashboard, nodes, ready.
+    const startup = detail.getByRole('list', { name: 'Start-up timeline' });
+    const steps = startup.getByRole('listitem');
+    await expect(steps.first()).toContainText('+0.0 s');
+    await expect(steps.first()).toContainText('Head process started');
+    await expect(startup.getByText('GCS up: the cluster\'s address answers')).toBeVisible();
+    await expect(
+      startup.getByText('Head node registered with Ray: drivers can connect')
+    ).toBeVisible();
+    await expect(startup.getByText(/^Worker \w+ of group cpu registered with Ray$/)).toBeVisible();
+    await expect(steps.last()).toContainText('Ready: every group has its workers');
     await screenshotPanel(page, testInfo, 'detail-ready-light');
 
     // --- scale a group up: min replicas 2 -----------------------------------
