@@ -18,7 +18,15 @@ from traitlets import Bool, Float, Unicode
 
 from eksray_jupyter.core.backend import ClusterBackend
 from eksray_jupyter.core.errors import ConflictError, LimitExceededError, NotFoundError, NotReadyError
-from eksray_jupyter.core.models import Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
+from eksray_jupyter.core.models import (
+    Cluster,
+    ClusterEvent,
+    Milestone,
+    Node,
+    Phase,
+    Severity,
+    WorkerGroupStatus,
+)
 from eksray_jupyter.core.ray_auth import new_token, write_token_file
 from eksray_jupyter.core.state_files import read_json, write_json_atomic
 
@@ -118,6 +126,8 @@ class FakeBackend(ClusterBackend):
             address=None if phase == Phase.SUSPENDED else record["address"],
             last_active_at=record.get("lastActiveAt"),
             suspended_at=record.get("suspendedAt"),
+            timeline=[Milestone("head-started", record["createdAt"], "Head process started")]
+            + ([Milestone("ready", record["createdAt"] + 1.5, "Ready")] if up else []),
         )
 
     def create_cluster(self, owner: str, spec: dict[str, Any]) -> Cluster:

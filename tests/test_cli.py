@@ -208,6 +208,10 @@ def test_list_status_use_and_dashboard(cli: Callable[..., Result], svc: ClusterS
     status_json = cli("rc", "status", "-o", "json").json()
     assert isinstance(status_json, dict) and status_json["name"] == "a" and status_json["active"] is True
     assert cli("rc", "status", "b").out.startswith("b (ready) address")
+    timeline = cli("rc", "status", "b", "--timeline").out.splitlines()
+    assert "Start-up timeline" in timeline and "Start-up timeline" not in cli("rc", "status", "b").out
+    rows = timeline[timeline.index("Start-up timeline") + 2 :]
+    assert [r.split(None, 2)[1:] for r in rows] == [["+0.0s", "Head process started"], ["+1.5s", "Ready"]]
     assert cli("rc", "dashboard", "b").out.strip() == "http://127.0.0.1:8265"
     assert cli("rc", "dashboard", "-o", "json").json() == {"name": "a", "url": "http://127.0.0.1:8265"}
 
