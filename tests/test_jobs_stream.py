@@ -23,10 +23,11 @@ from tornado.websocket import WebSocketClientConnection
 import eksray_jupyter.jobs.store.local as local_store_module
 from eksray_jupyter.core.config import EKSRay
 from eksray_jupyter.core.service import ClusterService
+from eksray_jupyter.core.state_files import write_json_atomic
 from eksray_jupyter.jobs.models import Job, JobState, new_record, transition
 from eksray_jupyter.jobs.runner import JobRunner
 from eksray_jupyter.jobs.service import JobService
-from eksray_jupyter.jobs.store import JobStores, LocalJobStore, S3JobStore
+from eksray_jupyter.jobs.store import JobStores, LocalJobStore, S3JobStore, owner_key
 from eksray_jupyter.jobs.watch import JobChange, JobWatcher
 
 from .test_jobs_store import make_bucket, moto_url  # noqa: F401 (moto_url is a fixture)
@@ -152,6 +153,36 @@ def test_watcher_reports_new_changed_and_gone_jobs_then_stops(tmp_path: Path) ->
     change = again.next()
     assert change.job_id == second.id and change.job is not None and change.job.state == JobState.SUCCEEDED
     unsubscribe()
+
+
+def test_another_process_writing_a_record_is_reported_by_reading_just_that_record(tmp_path: Path) -> None:
+    service = job_service(tmp_path)
+    job = service.submit({"entrypoint": "python a.py"})
+    mine = JobService(service.clusters, runner=QuietRunner(service=service.clusters))
+    # Reads so rare that only a notification brings the change within the test's timeout.
+    watcher = JobWatcher(mine, interval=3600)
+    changes = Changes()
+    unsubscribe = watcher.subscribe(changes)
+    try:
+        assert [j.id for j in watcher.snapshot().jobs] == [job.id]
+        wait_until(lambda: watcher.thread_reads >= 1, "the thread's first read")
+        whole_reads = watcher.polls
+        # Another process's write: straight to the file, not through this server's stores.
+        path = tmp_path / "jobs" / owner_key(service.owner) / job.id / "job.json"
+        record = json.loads(path.read_text())
+        write_json_atomic(path, transition(record, JobState.RUNNING))
+        change = changes.next_matching(lambda c: c.job_id == job.id)
+        assert change.job is not None and change.job.state == JobState.RUNNING
+        assert watcher.polls == whole_reads  # that record alone was read, not the owner's list
+        # Someone else's record wakes nobody here.
+        other = tmp_path / "jobs" / owner_key("someone-else") / "theirs-abcde" / "job.json"
+        other.parent.mkdir(parents=True)
+        write_json_atomic(other, {**record, "id": "theirs-abcde", "owner": "someone-else"})
+        with pytest.raises(queue.Empty):
+            changes.queue.get(timeout=0.5)
+        assert watcher.polls == whole_reads
+    finally:
+        unsubscribe()
 
 
 def test_watcher_threads_only_while_subscribed(tmp_path: Path) -> None:

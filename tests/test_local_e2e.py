@@ -421,3 +421,52 @@ def test_a_double_scale_leaves_exactly_the_specs_workers(
     assert [
         p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ] == []
+
+
+def test_a_cluster_whose_dashboard_died_stays_ready_and_usable(state_dir: Path) -> None:
+    """Ready means a driver can use it: without the dashboard, the GCS log says which nodes are up."""
+    from eksray_jupyter.backends.local.status import DASHBOARD_DOWN
+    from eksray_jupyter.core import processes
+
+    from .waiting import wait_until
+
+    service = ClusterService(EKSRay(state_dir=str(state_dir)))
+    spec = {
+        "name": "nodash",
+        "autoscaling": {"enabled": False},
+        "workerGroups": [{"groupName": "tagged", "replicas": 1, "minReplicas": 0, "maxReplicas": 1,
+                          "resources": {"tag": 1}}],
+    }  # fmt: skip
+    service.create(spec)
+    try:
+        service.wait_ready("nodash", timeout=READY_TIMEOUT)
+        dashboards = [
+            psutil.Process(pid) for pid in cluster_pids(state_dir, "nodash")
+            if "dashboard/dashboard.py" in " ".join(psutil.Process(pid).cmdline())
+        ]  # fmt: skip
+        assert len(dashboards) == 1
+        processes.terminate(dashboards, grace=5)
+
+        cluster = wait_until(
+            lambda: (c := service.get("nodash")).reason == DASHBOARD_DOWN and c,
+            "the cluster to say its dashboard is down",
+            timeout=60,
+        )
+        assert cluster.phase == Phase.READY and not cluster.dashboard_available
+        assert sorted((n.kind, n.state) for n in cluster.nodes) == [("head", "alive"), ("worker", "alive")]
+        # ... and a driver uses it, its worker included.
+        driver = (
+            "import ray; ray.init(); "
+            "print('ON', ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id())"
+            ".options(num_cpus=0, resources={'tag': 1}).remote()))"
+        )
+        env = processes.with_import_path(
+            {**os.environ, "RAY_ADDRESS": cluster.address or "", **service.ray_auth_env("nodash")}
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=180
+        )
+        worker = next(n.id for n in cluster.nodes if n.kind == "worker")
+        assert f"ON {worker}" in out.stdout, out.stderr[-2000:]
+    finally:
+        service.delete("nodash")

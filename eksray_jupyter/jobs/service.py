@@ -231,6 +231,12 @@ class JobService:
     def get(self, job_id: str) -> Job:
         return Job.from_record(self._find(job_id)[1])
 
+    def local_job(self, job_id: str) -> Job | None:
+        """The job as the local store has it (reconciled like a list's), or None if it has not."""
+        check_id(job_id)
+        record = self.stores.local.read(self.owner, job_id)
+        return Job.from_record(self._reconcile(self.stores.local, record)) if record else None
+
     @property
     def log_page_max(self) -> int:
         """The most bytes one read of a log answers (``c.EKSRay.job_log_page_max_bytes``)."""

@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ..core.errors import EKSRayError
 from ..core.wakeup import Wakeup
 from .models import Job
 from .service import JobService
-from .store import JobStore, JobStores
+from .store import JobStore, JobStores, owner_key
 
 if TYPE_CHECKING:
     pass
@@ -47,8 +49,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _is_job_record(path: str) -> bool:
-    return path.endswith("/job.json")
+class _Pending:
+    """What woke a watcher thread: the ids of records written (read just those), or a need
+    for a whole read (the interval passed, an S3 write, a record that vanished)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ids: set[str] = set()
+        self.full = True  # a thread's first read is a whole one
+
+    def add(self, job_id: str) -> None:
+        with self._lock:
+            self.ids.add(job_id)
+
+    def need_full(self) -> None:
+        with self._lock:
+            self.full = True
+
+    def take(self) -> tuple[set[str], bool]:
+        with self._lock:
+            ids, full = self.ids, self.full
+            self.ids, self.full = set(), False
+            return ids, full
 
 
 @dataclass(frozen=True)
@@ -186,8 +208,9 @@ class JobWatcher:
         self._state_generation = -1
         self._ordered: list[Job] = []
         self._warnings: list[str] = []
-        #: Reads done so far (for tests and benchmarks).
+        #: Reads of the owner's whole list done so far, and by the thread (for tests and benchmarks).
         self.polls = 0
+        self.thread_reads = 0
 
     @classmethod
     def for_jobs(cls, jobs: JobService) -> JobWatcher:
@@ -217,10 +240,10 @@ class JobWatcher:
             if self._thread is None:
                 self._generation += 1
                 # Each thread has its own events: a stopping thread and its successor may overlap.
-                stop, wake = threading.Event(), threading.Event()
+                stop, wake, pending = threading.Event(), threading.Event(), _Pending()
                 self._thread = threading.Thread(
                     target=self._run,
-                    args=(stop, wake, self._generation),
+                    args=(stop, wake, self._generation, pending),
                     name="eksray-job-watch",
                     daemon=True,
                 )
@@ -231,6 +254,9 @@ class JobWatcher:
                         return
                     if location.get("type") == "s3":
                         self._stores.written(location, copy.deepcopy(record))  # its writer may change it
+                        pending.need_full()
+                    else:
+                        pending.add(str(record.get("id")))
                     wake.set()
 
                 self._stop_listening = self._registry.on_record_written(record_written)
@@ -278,27 +304,70 @@ class JobWatcher:
                 deliver(snapshot)
             return snapshot
 
-    def _run(self, stop: threading.Event, wake: threading.Event, generation: int) -> None:
-        # Another process's write to the local store (a supervisor, a CLI) wakes the thread too.
-        notified = Wakeup("job-watcher", flag=wake)
+    def _run(self, stop: threading.Event, wake: threading.Event, generation: int, pending: _Pending) -> None:
+        # Another process's write to the local store (a supervisor, a CLI) wakes the thread too,
+        # naming the record: only that one is read then, not the owner's whole list.
         local = self._stores.local
+        mine = f"{os.sep}{owner_key(self.owner)}{os.sep}"
+
+        def job_record(path: str) -> bool:
+            head, _, name = path.rpartition(os.sep)
+            parent, _, job_id = head.rpartition(os.sep)
+            if name != "job.json" or not (parent + os.sep).endswith(mine):
+                return False
+            pending.add(job_id)
+            return True
+
+        notified = Wakeup("job-watcher", flag=wake)
         try:
             local.root.mkdir(parents=True, exist_ok=True)
-            notified.watch_dirs({local.root: (_is_job_record, True)})
+            notified.watch_dirs({local.root: (job_record, True)})
         except OSError as e:
             log.warning("eksray: cannot watch %s for job changes (polling instead): %s", local.root, e)
         try:
             while not stop.is_set():
                 wake.clear()  # before the read: a write during it brings another read
+                ids, full = pending.take()
                 try:
-                    self._poll(stop, generation)
+                    if full or not ids:
+                        self._poll(stop, generation)
+                        self.thread_reads += 1
+                    else:
+                        self._refresh(ids, stop, generation)
                 except Exception:
                     log.exception("eksray: reading the jobs for the push stream failed")
-                # Until the interval ends, a record is written, or the thread is stopped.
+                # Until the interval ends (then a whole read), a record is written, or a stop.
                 if wake.wait(self.interval) and not stop.is_set():
                     stop.wait(self.settle_seconds)  # gather the rest of a burst
+                else:
+                    pending.need_full()
         finally:
             notified.close()
+
+    def _refresh(self, ids: set[str], stop: threading.Event | None, generation: int) -> None:
+        """Read just these local records (written since the last read) and report what changed."""
+        with self._poll_lock:
+            state = self._state if self._state_generation == generation else None
+            if state is None:
+                return self._poll(stop, generation)
+            changes = []
+            for job_id in sorted(ids):
+                try:
+                    job = self._service.local_job(job_id)
+                except EKSRayError:
+                    job = None
+                if job is None:  # gone, or unreadable: a whole read says what is true
+                    return self._poll(stop, generation)
+                old = state.get(job_id)
+                if old is not None and (old.updated_at or 0) > (job.updated_at or 0):
+                    continue  # a newer copy elsewhere (S3) stands
+                if old is None or old.updated_at != job.updated_at or old != job:
+                    state[job_id] = job
+                    changes.append(JobChange("job", self.owner, job_id, job))
+            if changes:
+                self._ordered = sorted(state.values(), key=lambda j: j.created_at, reverse=True)
+                self._emit(changes)
+        return None
 
     def _poll(self, stop: threading.Event | None, generation: int) -> None:
         with self._poll_lock:
@@ -323,13 +392,16 @@ class JobWatcher:
             changes += [JobChange("deleted", self.owner, gone) for gone in previous.keys() - current.keys()]
             if warnings != previous_warnings:
                 changes.append(JobChange("warnings", self.owner, warnings=list(warnings)))
-            if not changes:
-                return
-            with self._subscribers_lock:
-                callbacks = list(self._callbacks)
-            for change in changes:
-                for callback in callbacks:
-                    try:
-                        callback(change)
-                    except Exception:
-                        log.exception("eksray: a job watch subscriber failed")
+            if changes:
+                self._emit(changes)
+
+    def _emit(self, changes: list[JobChange]) -> None:
+        """Tell every subscriber (the caller holds the poll lock: changes stay in order)."""
+        with self._subscribers_lock:
+            callbacks = list(self._callbacks)
+        for change in changes:
+            for callback in callbacks:
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("eksray: a job watch subscriber failed")

@@ -581,7 +581,6 @@ class LocalBackend(ClusterBackend):
                     cluster.timeline.append(Milestone("ready", fresh["readyAt"], READY_MESSAGE))
                     # Kept: the timeline of a ready cluster never needs its logs again.
                     fresh["startup"] = keepable(cluster.timeline)
-                    self._start_logs.forget(fresh)
                     record_event(cdir, "Ready", f"Cluster {record['name']} is ready")
             record = fresh
         elif cluster.phase == Phase.FAILED and record.get("failure") is None:

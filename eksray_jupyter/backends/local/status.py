@@ -72,6 +72,28 @@ def head_start_will_be_retried(record: dict[str, Any], max_head_restarts: int) -
     )
 
 
+DASHBOARD_DOWN = (
+    "The Ray dashboard does not answer: drivers can connect, and its link and the nodes' usage "
+    "come back when it does"
+)
+
+
+def nodes_from_gcs_log(
+    record: dict[str, Any], workers: dict[str, dict[str, Any]], start_logs: StartLogs
+) -> list[dict[str, Any]]:
+    """Nodes as the dashboard's table would list them, from the GCS's log of registrations: the
+    head (the one node id the backend did not give a worker) and the workers whose processes run."""
+    known_workers = set(record.get("nodeGroups") or {}) | set(workers)
+    out = []
+    for nid, at in start_logs.facts(record).registered.items():
+        is_head = nid not in known_workers
+        if is_head or nid in workers:
+            out.append(
+                {"node_id": nid, "state": "ALIVE", "is_head_node": is_head, "start_time_ms": at * 1000}
+            )
+    return out
+
+
 def head_failure(cdir: ClusterDir) -> str:
     return f"The head node's ray process exited ({log_tail(cdir.logs / 'head.log')})"
 
@@ -98,9 +120,15 @@ def build_cluster(
         workers = live_workers(cdir)
     except CorruptFileError as e:  # shown, never "no workers" silently
         workers, unreadable = {}, f"The worker list cannot be read ({e})"
+    # Without the dashboard's node table (not up yet, or down), the GCS log still says which
+    # nodes registered: a driver can use those whose processes run, so the cluster is usable.
+    from_log = ray_nodes is None and head_alive and status == "running"
+    if from_log:
+        ray_nodes = nodes_from_gcs_log(record, workers, start_logs) or None
+        from_log = ray_nodes is not None
     alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
     # Utilisation is only worth its (costly) dashboard call once the cluster is up.
-    utilization = usage.of(record) if ray_nodes and record.get("readyAt") else {}
+    utilization = usage.of(record) if ray_nodes and not from_log and record.get("readyAt") else {}
     reason = None
     nodes: list[Node] = []
     by_id = {n.get("node_id"): n for n in ray_nodes or []}
@@ -195,6 +223,8 @@ def build_cluster(
     steps = timeline(record, workers, start_logs.facts(record) if record.get("startup") is None else None)
     if phase == Phase.STARTING and reason is None:
         reason = waiting_for(steps, [(g.group_name, g.ready, g.desired) for g in groups])
+    if from_log and reason is None:
+        reason = DASHBOARD_DOWN
     if unreadable and reason is None:
         reason = unreadable
     return Cluster(
@@ -209,7 +239,7 @@ def build_cluster(
         reason=reason,
         worker_groups=groups,
         nodes=nodes,
-        dashboard_available=ray_nodes is not None,
+        dashboard_available=ray_nodes is not None and not from_log,
         address=f"127.0.0.1:{record['ports']['gcs']}",
     )
 
