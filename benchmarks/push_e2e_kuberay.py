@@ -52,6 +52,12 @@ class PodWatch:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except Exception:  # the control plane stopping ends the stream: nothing to measure then
+            return
+
+    def _follow(self) -> None:
         for event in self.watch.stream(self.core.list_namespaced_pod, NAMESPACE, timeout_seconds=3600):
             now = time.time()
             pod = event["object"]
