@@ -855,3 +855,42 @@ def wait_for_line(path: Path, timeout: float = 30.0) -> str:
     from .waiting import wait_until
 
     return wait_until(lambda: path.exists() and path.read_text().strip(), "a line", timeout=timeout)
+
+
+def test_a_reader_while_a_cluster_is_created_neither_starts_nor_fails_its_head(
+    service: ClusterService, state_dir: Path
+) -> None:
+    # The record exists before its head is launched: an observer woken by that very write (a
+    # file-system notification) must see a cluster starting, not a head to restart or a failure.
+    cdir = write_running(service, state_dir, "newborn", None)
+    cluster = service.get("newborn")
+    assert (cluster.phase, cluster.reason) == (Phase.STARTING, "Starting the head node")
+    record = cdir.read()
+    assert record["head"] is None and "headRestarts" not in record and "failure" not in record
+    assert "bootstrap" not in record  # nothing was launched for it
+
+
+def test_a_failure_seen_of_a_head_since_replaced_is_not_recorded(
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eksray_jupyter.core import processes
+
+    # A reader saw the old (dead) head; meanwhile a resume started a new one: the failure it
+    # derived is of the old head and must not be written onto the resumed cluster.
+    stand_in_ray(monkeypatch)
+    backend = local(service)
+    old = subprocess.Popen(SLEEP)
+    dead = processes.ref_of(old)
+    old.kill()
+    old.wait()
+    cdir = write_running(service, state_dir, "resumed", dead, headRestarts=99)
+    stale = cdir.read()
+    new_head = subprocess.Popen(SLEEP)
+    try:
+        with cdir.editing() as fresh:
+            fresh["head"] = processes.ref_of(new_head)
+        backend._observe_one(cdir, stale)
+        assert "failure" not in cdir.read()
+    finally:
+        new_head.kill()
+        new_head.wait()

@@ -68,6 +68,11 @@ MIN_PASS_S = 0.02  # bursts of changes (an atomic write is three) make one pass
 STATE_FILES = frozenset({"cluster.json", "nodes.json", "events.jsonl"})
 
 
+def same_head(fresh: dict[str, Any], seen: dict[str, Any]) -> bool:
+    """Whether ``fresh`` (read under the lock) still has the head process ``seen`` had."""
+    return fresh.get("head") == seen.get("head")
+
+
 def _is_state_file(path: str) -> bool:
     return os.path.basename(path) in STATE_FILES
 
@@ -570,13 +575,18 @@ class LocalBackend(ClusterBackend):
             return self._status(cdir, record, None), None
         if processes.is_alive(record.get("head")):
             record = self._reconcile_workers(cdir, self._resume_bootstrap(cdir, record))
-        elif record.get("status") == "running" and record.get("readyAt") is None:
+        elif head_start_will_be_retried(record, self.max_head_restarts):
             record = self._retry_failed_start(cdir, record)
         ray_nodes = dashboard_nodes(record)
         cluster = self._status(cdir, record, ray_nodes)
         if cluster.phase == Phase.READY and record.get("readyAt") is None:
             with cdir.editing() as fresh:
-                if fresh.get("readyAt") is None and fresh.get("status") == "running":
+                # Of the head it saw: not of one started since (a resume, a retry).
+                if (
+                    fresh.get("readyAt") is None
+                    and fresh.get("status") == "running"
+                    and same_head(fresh, record)
+                ):
                     fresh["readyAt"] = time.time()
                     cluster.timeline.append(Milestone("ready", fresh["readyAt"], READY_MESSAGE))
                     # Kept: the timeline of a ready cluster never needs its logs again.
@@ -585,7 +595,11 @@ class LocalBackend(ClusterBackend):
             record = fresh
         elif cluster.phase == Phase.FAILED and record.get("failure") is None:
             with cdir.editing() as fresh:
-                if fresh.get("failure") is None and fresh.get("status") == "running":
+                if (
+                    fresh.get("failure") is None
+                    and fresh.get("status") == "running"
+                    and same_head(fresh, record)
+                ):
                     fresh["failure"] = cluster.reason
                     record_event(cdir, "Failed", cluster.reason or "failed", Severity.ERROR)
         # Remember which group each node was in, so "left" events still name it after it is gone.

@@ -67,6 +67,7 @@ def head_start_will_be_retried(record: dict[str, Any], max_head_restarts: int) -
     """A head that died before the cluster was ever ready is started again, a bounded number of times."""
     return (
         record.get("status") == "running"
+        and record.get("head") is not None  # a head that was started (not one being created)
         and record.get("readyAt") is None
         and record.get("headRestarts", 0) < max_head_restarts
     )
@@ -195,6 +196,8 @@ def build_cluster(
         )
     if status == "stopping":
         phase = Phase.STOPPING
+    elif status == "running" and record.get("head") is None:
+        phase, reason = Phase.STARTING, "Starting the head node"  # created, its head not launched yet
     elif not head_alive and head_start_will_be_retried(record, max_head_restarts):
         phase, reason = Phase.STARTING, "The head node exited while starting; starting it again"
     elif not head_alive:
