@@ -858,10 +858,11 @@ def wait_for_line(path: Path, timeout: float = 30.0) -> str:
 
 
 def test_a_reader_while_a_cluster_is_created_neither_starts_nor_fails_its_head(
-    service: ClusterService, state_dir: Path
+    service: ClusterService, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The record exists before its head is launched: an observer woken by that very write (a
     # file-system notification) must see a cluster starting, not a head to restart or a failure.
+    stand_in_ray(monkeypatch)  # were one started after all, it would only sleep
     cdir = write_running(service, state_dir, "newborn", None)
     cluster = service.get("newborn")
     assert (cluster.phase, cluster.reason) == (Phase.STARTING, "Starting the head node")
