@@ -114,3 +114,21 @@ def test_why_it_is_not_ready_follows_the_steps(tmp_path: Path) -> None:
     assert reason([("w", 1, 3), ("gpu", 0, 0)]) == (
         "The head node is up (drivers can connect); waiting for workers to register: 2 of group w"
     )
+
+
+def test_registrations_of_an_earlier_start_do_not_make_nodes(tmp_path: Path) -> None:
+    # Right after a resume, session_latest is still the suspended start's: its head registered
+    # then, not now. Taken for this start's, the cluster would read ready before its GCS is up.
+    from eksray_jupyter.backends.local.status import nodes_from_gcs_log
+
+    record, logs = setup(tmp_path)
+    t0 = time.time() - 600
+    record.update(createdAt=t0, startedAt=t0 + 500)  # resumed at t0 + 500
+    (logs / "gcs_server.out").write_text(
+        gcs_line(t0 + 10, f"Registering new node. node_id={HEAD} node_name=x")
+    )
+    reader = StartLogs()
+    assert nodes_from_gcs_log(record, {}, reader) == []
+    with open(logs / "gcs_server.out", "a") as f:
+        f.write(gcs_line(t0 + 510, f"Registering new node. node_id={WORKER} node_name=x"))
+    assert [n["node_id"] for n in nodes_from_gcs_log(record, {}, reader)] == [WORKER]

@@ -85,8 +85,12 @@ def nodes_from_gcs_log(
     """Nodes as the dashboard's table would list them, from the GCS's log of registrations: the
     head (the one node id the backend did not give a worker) and the workers whose processes run."""
     known_workers = set(record.get("nodeGroups") or {}) | set(workers)
+    # Until Ray makes the new session, its log is still the last one's (a resume): not this start's.
+    started = record.get("startedAt", record["createdAt"]) - 1
     out = []
     for nid, at in start_logs.facts(record).registered.items():
+        if at < started:
+            continue
         is_head = nid not in known_workers
         if is_head or nid in workers:
             out.append(
