@@ -128,7 +128,7 @@ def test_registrations_of_an_earlier_start_do_not_make_nodes(tmp_path: Path) -> 
         gcs_line(t0 + 10, f"Registering new node. node_id={HEAD} node_name=x")
     )
     reader = StartLogs()
-    assert nodes_from_gcs_log(record, {}, reader) == []
+    assert nodes_from_gcs_log(record, {}, reader.facts(record)) == []
     with open(logs / "gcs_server.out", "a") as f:
         f.write(gcs_line(t0 + 510, f"Registering new node. node_id={WORKER} node_name=x"))
-    assert [n["node_id"] for n in nodes_from_gcs_log(record, {}, reader)] == [WORKER]
+    assert [n["node_id"] for n in nodes_from_gcs_log(record, {}, reader.facts(record))] == [WORKER]

@@ -547,7 +547,7 @@ class KubeRayBackend(ClusterBackend):
             backend=self.name,
             ours=ours,
             address=self._address(cr),
-            operator_refusal=kube_events.operator_refusal(cache, cr),
+            operator_refusal=kube_events.operator_refusal(cr, events),
             suspended_reason=suspended_reason,
             events=events,
             # Node sizes only when a pod waits for a place: can it ever fit?

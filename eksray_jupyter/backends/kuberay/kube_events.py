@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...core.errors import BackendError
@@ -68,15 +69,14 @@ def cluster_events(cache: NamespaceCache, cr: dict[str, Any]) -> list[ClusterEve
     return [cluster_event(e) for e in cache.cluster_events(meta["name"], meta.get("uid"), created)]
 
 
-def operator_refusal(cache: NamespaceCache, cr: dict[str, Any]) -> str | None:
-    """The operator's last Invalid* warning, while it has not reconciled the cluster."""
+def operator_refusal(cr: dict[str, Any], events: Iterable[dict[str, Any]]) -> str | None:
+    """The operator's last Invalid* warning among the cluster's cached ``events``, while it has
+    not reconciled the cluster."""
     if cr.get("status"):
         return None
-    meta = cr["metadata"]
-    created = parse_time(meta.get("creationTimestamp")) or 0.0
     refusals = [
         e
-        for e in cache.cluster_events(meta["name"], meta.get("uid"), created)
+        for e in events
         if e["kind"] == "RayCluster" and e["type"] == "Warning" and e["reason"].startswith("Invalid")
     ]
     if not refusals:

@@ -10,6 +10,7 @@ record, after which its logs are not read again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -148,11 +149,8 @@ def timeline(
 
 
 def keepable(steps: list[Milestone]) -> list[dict[str, Any]]:
-    """The timeline as stored in the record once the cluster is ready."""
-    return [
-        {"step": m.step, "at": m.at, "message": m.message, "node": m.node, "seconds": m.seconds}
-        for m in steps
-    ]
+    """The timeline as stored in the record once the cluster is ready (``Milestone(**m)`` reads it)."""
+    return [dataclasses.asdict(m) for m in steps]
 
 
 def waiting_for(steps: list[Milestone], groups: list[tuple[str, int, int]]) -> str:

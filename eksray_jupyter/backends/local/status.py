@@ -16,7 +16,7 @@ from ...core.ray_auth import TokenError, dashboard_headers, read_token_file
 from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
 from .ray_start import HEAD_NODE_ID, token_file
-from .startup import StartLogs, timeline, waiting_for
+from .startup import StartFacts, StartLogs, timeline, waiting_for
 from .state import ClusterDir, CorruptFileError
 from .workers import live_workers
 
@@ -80,7 +80,7 @@ DASHBOARD_DOWN = (
 
 
 def nodes_from_gcs_log(
-    record: dict[str, Any], workers: dict[str, dict[str, Any]], start_logs: StartLogs
+    record: dict[str, Any], workers: dict[str, dict[str, Any]], facts: StartFacts
 ) -> list[dict[str, Any]]:
     """Nodes as the dashboard's table would list them, from the GCS's log of registrations: the
     head (the one node id the backend did not give a worker) and the workers whose processes run."""
@@ -88,7 +88,7 @@ def nodes_from_gcs_log(
     # Until Ray makes the new session, its log is still the last one's (a resume): not this start's.
     started = record.get("startedAt", record["createdAt"]) - 1
     out = []
-    for nid, at in start_logs.facts(record).registered.items():
+    for nid, at in facts.registered.items():
         if at < started:
             continue
         is_head = nid not in known_workers
@@ -127,9 +127,11 @@ def build_cluster(
         workers, unreadable = {}, f"The worker list cannot be read ({e})"
     # Without the dashboard's node table (not up yet, or down), the GCS log still says which
     # nodes registered: a driver can use those whose processes run, so the cluster is usable.
+    # Ray's logs, read (incrementally) once for both the node table and the timeline.
     from_log = ray_nodes is None and head_alive and status == "running"
-    if from_log:
-        ray_nodes = nodes_from_gcs_log(record, workers, start_logs) or None
+    facts = start_logs.facts(record) if from_log or record.get("startup") is None else None
+    if from_log and facts is not None:
+        ray_nodes = nodes_from_gcs_log(record, workers, facts) or None
         from_log = ray_nodes is not None
     alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
     # Utilisation is only worth its (costly) dashboard call once the cluster is up.
@@ -227,7 +229,7 @@ def build_cluster(
             phase = Phase.READY if settled else Phase.STARTING
         else:
             phase = Phase.READY if settled else Phase.SCALING
-    steps = timeline(record, workers, start_logs.facts(record) if record.get("startup") is None else None)
+    steps = timeline(record, workers, facts)
     if phase == Phase.STARTING and reason is None:
         reason = waiting_for(steps, [(g.group_name, g.ready, g.desired) for g in groups])
     if from_log and reason is None:
