@@ -71,7 +71,9 @@ def list_nodes(base_url: str, headers: dict[str, str] | None = None) -> list[dic
 
 
 def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Per-node resource utilisation (0..1) from the autoscaler's load report, keyed by node id."""
+    """What Ray has in use on each node, keyed by node id: ``{"CPU": 1.0, "memory": bytes,
+    "object_store_memory": bytes, ...}`` from the autoscaler's load report (tasks' and actors'
+    requests; the object store's bytes). Empty when the dashboard cannot say."""
     try:
         body = get_json(base_url, CLUSTER_STATUS_PATH, timeout=1.0, headers=headers)
     except DashboardUnavailable:
@@ -79,12 +81,22 @@ def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[
     report = (body.get("data") or {}).get("clusterStatus", {}).get("loadMetricsReport", {})
     out: dict[str, dict[str, float]] = {}
     for node_id, usage in (report.get("usageByNode") or {}).items():
-        fractions = {}
-        for resource, (used, total) in usage.items():
-            if total and not resource.startswith(("node:", "object_store")):
-                fractions[resource] = round(used / total, 3)
-        out[node_id] = fractions
+        used = {}
+        for resource, pair in usage.items():
+            if resource.startswith("node:") or not isinstance(pair, list | tuple) or len(pair) != 2:
+                continue
+            used[resource] = float(pair[0])
+        out[node_id] = used
     return out
+
+
+def fractions(used: dict[str, float], total: dict[str, float]) -> dict[str, float]:
+    """Used / total per resource the node has (0..1)."""
+    return {
+        resource: round(min(1.0, used.get(resource, 0.0) / amount), 3)
+        for resource, amount in total.items()
+        if isinstance(amount, int | float) and amount > 0 and not resource.startswith("node:")
+    }
 
 
 # Work that keeps a cluster in use (core/lifecycle.py). A driver that is merely connected (an

@@ -19,6 +19,7 @@ from traitlets.config import LoggingConfigurable
 from .errors import ConflictError
 from .models import CacheStatus, Change, Cluster, ClusterEvent, Severity
 from .spec import validate_scale_request
+from .usage import NodeRate, Prices, Resources, costs, from_ray
 
 Listener = Callable[[Change], None]
 
@@ -32,6 +33,7 @@ class ClusterBackend(LoggingConfigurable):
     profiles = Dict(
         help="Named cluster templates (set by EKSRay.profiles).",
     )
+    prices = Dict(help="Prices per resource-hour (set by EKSRay.prices).")
     state_dir = Unicode(help="Directory for the backend's own state (set from EKSRay.state_dir).")
     max_clusters_per_owner = Int(10, help="How many clusters one user may have at once.").tag(config=True)
 
@@ -165,6 +167,32 @@ class ClusterBackend(LoggingConfigurable):
     def limits(self) -> dict[str, Any]:
         """Limits users should know about (shown by ``GET /config`` and the create form)."""
         return {"maxClustersPerOwner": self.max_clusters_per_owner}
+
+    # --- usage and cost (core/usage.py, core/accounting.py) ------------------------------------
+
+    def node_requests(self, shape: dict[str, Any], head: bool) -> Resources:
+        """What one node of a head or worker-group shape asks for (quotas count it). Default: the
+        shape's cpu, gpu and memory (none given: 0)."""
+        return {
+            "cpu": float(shape.get("cpu", 1)),
+            "gpu": float(shape.get("gpu", 0)),
+            "memoryGiB": float(shape.get("memory") or 0.0),
+            "objectStoreGiB": 0.0,
+        }
+
+    def estimate_rate(self, requests: Resources) -> float | None:
+        """Dollars per hour of a node asking for ``requests`` before it runs anywhere (quotas'
+        ``maxDollarsPerHour``). Default: the admin's price table."""
+        return Prices.from_config(self.prices).rate(requests)
+
+    def price_nodes(self, cluster: Cluster, prices: Prices) -> dict[str, NodeRate]:
+        """Each running node's dollars per hour. Default: ``prices`` times what Ray schedules on it."""
+        basis = "price table" if prices.configured else "no prices set"
+        return {
+            node.id: NodeRate(prices.rate(from_ray(node.resources)), basis)
+            for node in cluster.nodes
+            if costs(node)
+        }
 
     # --- observing ------------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from traitlets.utils.importstring import import_item
 from .backend import ClusterBackend
 from .errors import InvalidRequestError
 from .lifecycle import check_bounds_config
+from .quotas import check_quotas_config
 from .spec import SCHEMA_VERSION, resolve_cluster_spec
+from .usage import check_prices_config
 
 #: Short names admins may give instead of import paths (``c.EKSRay.backend = "kuberay"``).
 BACKENDS = {
@@ -216,8 +218,60 @@ class EKSRay(LoggingConfigurable):
         30.0, help="How often the server looks at its user's clusters for idleness and lifetimes."
     ).tag(config=True)
 
+    # --- usage, cost, quotas and budgets (core/accounting.py, docs/usage.md) ----------------------
+
+    prices = Dict(
+        help="Prices per resource-hour in dollars: {'cpuHour', 'gpuHour', 'memoryGiBHour'}. The local "
+        "backend's notional price (unset: 0, and usage is shown in resource-hours); on kuberay the "
+        "fallback for nodes whose own price is unknown, and the estimate quotas use.",
+    ).tag(config=True)
+
+    @validate("prices")
+    def _check_prices(self, proposal: Any) -> dict[str, Any]:
+        try:
+            return check_prices_config(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+
+    quotas = Dict(
+        help="Limits per user and group: {'default': {...}, 'users': {'alice': {...}}, 'groups': "
+        "{'ml-team': {...}}}, each with any of maxClusters, maxCpus, maxGpus, maxMemoryGiB, "
+        "maxDollarsPerHour, monthlyBudget (None: no limit). A user's entry wins field by field, then "
+        "the most generous of their groups, then default. What counts is what each cluster may grow "
+        "to (maxReplicas with autoscaling); suspended clusters count only as clusters.",
+    ).tag(config=True)
+
+    @validate("quotas")
+    def _check_quotas(self, proposal: Any) -> dict[str, Any]:
+        try:
+            return check_quotas_config(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+
+    user_groups = Dict(
+        help="Groups of each user for quotas, {'alice': ['ml-team']}, where JupyterHub does not say "
+        "(the server adds the groups JupyterHub gives its user).",
+    ).tag(config=True)
+
+    budget_exceeded_action = Unicode(
+        "none",
+        help="What happens to running clusters when a user's monthly budget is used up: 'none' (new "
+        "clusters and resumes are refused; running ones keep running) or 'suspend-idle' (also suspend "
+        "those Ray has nothing running on).",
+    ).tag(config=True)
+
+    @validate("budget_exceeded_action")
+    def _check_budget_action(self, proposal: Any) -> str:
+        if proposal["value"] not in ("none", "suspend-idle"):
+            raise TraitError(
+                f"unknown budget_exceeded_action {proposal['value']!r}; use 'none' or 'suspend-idle'"
+            )
+        return proposal["value"]
+
     def make_backend(self) -> ClusterBackend:
-        return self.backend(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
+        return self.backend(
+            parent=self, profiles=self.profiles, prices=self.prices, state_dir=self.state_dir, log=self.log
+        )
 
     def resolve_spec(self, request: Any) -> dict[str, Any]:
         return resolve_cluster_spec(request, self.profiles, self.lifecycle_bounds)
@@ -232,6 +286,7 @@ class EKSRay(LoggingConfigurable):
             "limits": backend.limits(),
             "lifecycleBounds": self.lifecycle_bounds,
             "lifecycleWarningMinutes": self.lifecycle_warning_minutes,
+            "prices": self.prices,
             "schemaVersion": SCHEMA_VERSION,
         }
 

@@ -52,6 +52,11 @@ class Node:
     started_at: float | None = None
     # Fraction 0..1 per resource where the backend can tell (Ray's per-node usage).
     utilization: dict[str, float] = field(default_factory=dict)
+    # What Ray has in use of ``resources`` (same names and units; the object store in bytes).
+    used: dict[str, float] = field(default_factory=dict)
+    # Kubernetes: the node (machine) the pod runs on and its instance type, where known.
+    host: str | None = None
+    instance_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,9 @@ class Node:
             "address": self.address,
             "startedAt": iso(self.started_at),
             "utilization": self.utilization,
+            "used": self.used,
+            "host": self.host,
+            "instanceType": self.instance_type,
         }
 
 

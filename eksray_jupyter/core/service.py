@@ -8,6 +8,7 @@ Methods block; the server calls them on a thread pool.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 
 from traitlets.config import Config
 
+from .accounting import Accounting
 from .backend import ClusterBackend
 from .config import EKSRay, import_path, load_jupyter_config
 from .errors import BackendError, ConflictError, EKSRayError, InvalidRequestError, NotFoundError
@@ -24,7 +26,9 @@ from .kernel_bindings import KernelBindings
 from .models import Cluster, ClusterEvent, Phase, Severity
 from .net import port_open
 from .ray_auth import TokenError, dashboard_headers, driver_env, read_token_file
+from .spec import validate_scale_request
 from .state_files import read_json, write_json_atomic
+from .usage import Meter
 
 TERMINAL_PHASES = frozenset({Phase.FAILED, Phase.SUSPENDING, Phase.SUSPENDED})
 # Phases in which a driver may connect (or will be able to shortly): kernels get RAY_ADDRESS.
@@ -103,28 +107,46 @@ class ClusterService:
     def get(self, name: str) -> Cluster:
         return self.backend.get_cluster(self.owner, name)
 
+    @functools.cached_property
+    def accounting(self) -> Accounting:
+        """Usage, cost, quotas and budget of this owner (core/accounting.py)."""
+        return Accounting(self)
+
     def create(self, request: Any) -> Cluster:
-        """Create from a request (a spec, optionally with ``profile``); validated before anything starts."""
+        """Create from a request (a spec, optionally with ``profile``); validated before anything
+        starts, and within the owner's quotas and budget."""
         spec = self.config.resolve_spec(request)
-        return self.backend.create_cluster(self.owner, spec)
+        with self.accounting.guard("create", spec["name"], spec):
+            return self.backend.create_cluster(self.owner, spec)
 
     def scale(self, name: str, request: Any) -> Cluster:
-        """``request`` is ``{"workerGroups": [{"groupName", "replicas"?, "minReplicas"?, "maxReplicas"?}]}``."""
-        cluster = self.get(name)
-        return self.backend.scale_cluster_request(self.owner, name, request, cluster)
+        """``request`` is ``{"workerGroups": [{"groupName", "replicas"?, "minReplicas"?, "maxReplicas"?}]}``.
 
-    def delete(self, name: str) -> None:
+        Growing past a quota (replicas, or maxReplicas with autoscaling) is refused."""
+        cluster = self.get(name)
+        groups = validate_scale_request(cluster.spec, request)
+        with self.accounting.guard("scale", name, {**cluster.spec, "workerGroups": groups}):
+            return self.backend.scale_cluster_request(self.owner, name, request, cluster)
+
+    def delete(self, name: str) -> Meter | None:
+        """Delete the cluster; returns what it cost (its final meter, None if never metered)."""
+        meter = self.accounting.close(name)
         self.backend.delete_cluster(self.owner, name)
         if self.active_name() == name:
             self._write_active(None)
+        return meter
 
     def suspend(self, name: str, reason: str | None = None) -> Cluster:
         """Stop the cluster's Ray nodes and keep it (:meth:`ClusterBackend.suspend_cluster`)."""
+        self.accounting.sample()  # charged at its running rate up to now; nothing from here
         return self.backend.suspend_cluster(self.owner, name, reason)
 
     def resume(self, name: str) -> Cluster:
-        """Start a suspended cluster again; it is active again from now (idle timers restart)."""
-        return self.backend.resume_cluster(self.owner, name)
+        """Start a suspended cluster again; it is active again from now (idle timers restart).
+
+        Refused when its footprint no longer fits the quotas or the budget is used up."""
+        with self.accounting.guard("resume", name, None):
+            return self.backend.resume_cluster(self.owner, name)
 
     def keepalive(self, name: str, source: str) -> Cluster:
         """Say the cluster is in use now: its idle time starts again, a pending warning is void.

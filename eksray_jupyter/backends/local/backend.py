@@ -152,6 +152,15 @@ class LocalBackend(ClusterBackend):
             "maxClustersPerOwner": self.max_clusters_per_owner,
         }
 
+    def node_requests(self, shape: dict[str, Any], head: bool) -> dict[str, float]:
+        """What a node of ``shape`` tells Ray it has (the flags of ``ray_start.node_args``)."""
+        return {
+            "cpu": float(shape.get("cpu", 1)),
+            "gpu": float(shape.get("gpu", 0)),
+            "memoryGiB": ray_start.node_memory_gib(shape),
+            "objectStoreGiB": self.object_store_memory_mb / 1024,
+        }
+
     def _dir(self, name: str) -> ClusterDir:
         return ClusterDir(self.root / name)
 

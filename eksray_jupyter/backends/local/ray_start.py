@@ -22,6 +22,22 @@ from ...core.ray_auth import driver_env
 HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
 
 GIB = 1024**3
+# What a local node tells Ray it has for tasks' ``memory`` when its shape gives none: as on
+# kuberay, per CPU, so Ray's ``memory`` is the cluster's, not the whole machine once per node.
+MEMORY_PER_CPU_GIB = 2.0
+MIN_MEMORY_GIB = 1.0
+
+
+def node_memory_gib(shape: dict[str, Any]) -> float:
+    """The ``memory`` Ray may schedule on a node of ``shape``, in GiB."""
+    if shape.get("memory"):
+        return float(shape["memory"])
+    return max(MIN_MEMORY_GIB, float(shape.get("cpu", 1)) * MEMORY_PER_CPU_GIB)
+
+
+def node_memory_bytes(shape: dict[str, Any]) -> int:
+    return int(node_memory_gib(shape) * GIB)
+
 
 # Flags the backend sets itself; a user's rayStartParams may not override them.
 RESERVED_FLAGS = frozenset(
@@ -92,8 +108,7 @@ def check_start_params(spec: dict[str, Any]) -> None:
 def node_args(shape: dict[str, Any], object_store_bytes: int) -> list[str]:
     """``ray start`` flags for a node of the given head/worker-group shape."""
     args = [f"--num-cpus={shape.get('cpu', 1):g}", f"--num-gpus={int(shape.get('gpu', 0))}"]
-    if shape.get("memory"):
-        args.append(f"--memory={int(float(shape['memory']) * GIB)}")
+    args.append(f"--memory={node_memory_bytes(shape)}")
     args.append("--resources=" + json.dumps(shape.get("resources") or {}, separators=(",", ":")))
     params = dict(shape.get("rayStartParams") or {})
     params.setdefault("object-store-memory", str(object_store_bytes))

@@ -15,7 +15,7 @@ from ...core.processes import is_alive, log_tail
 from ...core.ray_auth import TokenError, dashboard_headers, read_token_file
 from .. import ray_dashboard
 from .autoscaler_config import autoscaling_enabled
-from .ray_start import HEAD_NODE_ID, token_file
+from .ray_start import HEAD_NODE_ID, node_memory_bytes, token_file
 from .startup import StartFacts, StartLogs, timeline, waiting_for
 from .state import ClusterDir, CorruptFileError
 from .workers import live_workers
@@ -45,6 +45,17 @@ def dashboard_nodes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
         return ray_dashboard.list_nodes(dashboard_url(record), headers=dashboard_auth(record))
     except ray_dashboard.DashboardUnavailable:
         return None
+
+
+def shape_resources(record: dict[str, Any], shape: dict[str, Any]) -> dict[str, float]:
+    """What Ray will schedule on a node of ``shape`` (before Ray says): the flags we start it with."""
+    return {
+        "CPU": float(shape.get("cpu", 1)),
+        **({"GPU": float(shape["gpu"])} if shape.get("gpu") else {}),
+        "memory": float(node_memory_bytes(shape)),
+        "object_store_memory": float(record.get("objectStoreBytes") or 0),
+        **(shape.get("resources") or {}),
+    }
 
 
 class NodeUsage:
@@ -135,12 +146,14 @@ def build_cluster(
         from_log = ray_nodes is not None
     alive_ids = {n["node_id"] for n in ray_nodes or [] if n.get("state") == "ALIVE"}
     # Utilisation is only worth its (costly) dashboard call once the cluster is up.
-    utilization = usage.of(record) if ray_nodes and not from_log and record.get("readyAt") else {}
+    used_by_node = usage.of(record) if ray_nodes and not from_log and record.get("readyAt") else {}
     reason = None
     nodes: list[Node] = []
     by_id = {n.get("node_id"): n for n in ray_nodes or []}
     head_info = by_id.get(HEAD_NODE_ID) or next((n for n in ray_nodes or [] if n.get("is_head_node")), None)
     head_shape = spec.get("head") or {}
+    head_resources = (head_info or {}).get("resources_total") or shape_resources(record, head_shape)
+    head_used = used_by_node.get((head_info or {}).get("node_id", ""), {})
     nodes.append(
         Node(
             id=(head_info or {}).get("node_id", "head"),
@@ -149,11 +162,11 @@ def build_cluster(
             state="alive"
             if head_info and head_info.get("state") == "ALIVE"
             else ("pending" if head_alive else "dead"),
-            resources=(head_info or {}).get("resources_total")
-            or {"CPU": head_shape.get("cpu", 1), **(head_shape.get("resources") or {})},
+            resources=head_resources,
             address=f"127.0.0.1:{record['ports']['gcs']}",
             started_at=((head_info or {}).get("start_time_ms") or 0) / 1000 or None,
-            utilization=utilization.get((head_info or {}).get("node_id", ""), {}),
+            utilization=ray_dashboard.fractions(head_used, head_resources) if head_used else {},
+            used=head_used,
         )
     )
     groups = []
@@ -164,6 +177,8 @@ def build_cluster(
             info = by_id.get(nid)
             alive = nid in alive_ids
             ready += alive
+            resources = (info or {}).get("resources_total") or shape_resources(record, g)
+            used = used_by_node.get(nid, {})
             nodes.append(
                 Node(
                     id=nid,
@@ -172,11 +187,11 @@ def build_cluster(
                     state="alive"
                     if alive
                     else ("dead" if info and info.get("state") == "DEAD" else "pending"),
-                    resources=(info or {}).get("resources_total")
-                    or {"CPU": g.get("cpu", 1), **(g.get("resources") or {})},
+                    resources=resources,
                     address=(info or {}).get("node_ip"),
                     started_at=((info or {}).get("start_time_ms") or 0) / 1000 or entry["launchedAt"],
-                    utilization=utilization.get(nid, {}),
+                    utilization=ray_dashboard.fractions(used, resources) if used else {},
+                    used=used,
                 )
             )
         if not autoscaling_enabled(spec):
