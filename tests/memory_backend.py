@@ -15,6 +15,11 @@ from eksray_jupyter.core.errors import ConflictError, LimitExceededError, NotFou
 from eksray_jupyter.core.models import Change, Cluster, ClusterEvent, Node, Phase, Severity, WorkerGroupStatus
 
 
+def _ray_resources(shape: dict[str, Any]) -> dict[str, float]:
+    """What Ray would schedule on a node of ``shape`` (Ray's names; memory in bytes)."""
+    return {"CPU": float(shape.get("cpu", 1)), "memory": float(shape.get("memory") or 0) * 1024**3}
+
+
 class MemoryBackend(ClusterBackend):
     name = "memory"
 
@@ -47,10 +52,10 @@ class MemoryBackend(ClusterBackend):
             )
             for g in spec.get("workerGroups", [])
         ]
-        nodes = [Node("head", "head", "head", "alive", {"CPU": 1})]
+        nodes = [Node("head", "head", "head", "alive", _ray_resources(spec.get("head") or {}))]
         for g in spec.get("workerGroups", []):
             nodes += [
-                Node(f"{g['groupName']}-{i}", g["groupName"], "worker", "alive", {"CPU": 1})
+                Node(f"{g['groupName']}-{i}", g["groupName"], "worker", "alive", _ray_resources(g))
                 for i in range(g["replicas"])
             ]
         return Cluster(

@@ -11,6 +11,8 @@ one user cannot both pass a check meant for one), and builds the usage report
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -296,6 +298,50 @@ class Accounting:
             },
             "budget": budget.to_dict(),
         }
+
+
+CSV_COLUMNS = (
+    "name",
+    "phase",
+    "cpu",
+    "gpu",
+    "memoryGiB",
+    "objectStoreGiB",
+    "cpuUsed",
+    "gpuUsed",
+    "memoryGiBUsed",
+    "objectStoreGiBUsed",
+    "dollarsPerHour",
+    "accruedDollars",
+    "monthDollars",
+    "cpuHours",
+    "gpuHours",
+    "memoryGiBHours",
+    "createdAt",
+)
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """The report's clusters, one row each (for a spreadsheet)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report["clusters"]:
+        res, used, hours = row["resources"], row["used"], row["resourceHours"]
+        writer.writerow(
+            [
+                row["name"],
+                row["phase"],
+                *(f"{res.get(k, 0.0):g}" for k in usage.RESOURCES),
+                *(f"{used.get(k, 0.0):.4g}" for k in usage.RESOURCES),
+                f"{row['dollarsPerHour']:.6f}",
+                f"{row['accruedDollars']:.6f}",
+                f"{row['monthDollars']:.6f}",
+                *(f"{hours.get(k, 0.0):.4f}" for k in usage.METERED),
+                row["createdAt"],
+            ]
+        )
+    return out.getvalue()
 
 
 def usage_severity(state: str) -> Any:

@@ -20,6 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from ..core.accounting import report_csv
 from ..core.errors import BusyError, FieldError, InvalidRequestError
 from ..core.models import CacheStatus, Cluster
 from ..core.service import ClusterService
@@ -53,10 +54,21 @@ class EKSRayHandler(APIHandler):
         self._body_parts: list[bytes] = []
         self._body_size = 0
         await super().prepare(*args, **kwargs)  # authentication
+        self._adopt_hub_groups()
         declared = self.request.headers.get("Content-Length", "")
         limit = self.service.config.max_request_bytes
         if declared.isdigit() and int(declared) > limit:
             raise InvalidRequestError(f"The request body is {declared} bytes; the limit is {limit} bytes")
+
+    def _adopt_hub_groups(self) -> None:
+        """Quotas per group: the groups JupyterHub gives its user (with the ``read:users:groups``
+        scope), besides those ``c.EKSRay.user_groups`` names."""
+        hub_user = getattr(self.current_user, "hub_user", None)
+        groups = hub_user.get("groups") if isinstance(hub_user, dict) else None
+        if isinstance(groups, list) and all(isinstance(g, str) for g in groups):
+            accounting = self.service.accounting
+            configured = self.service.config.user_groups.get(self.service.owner, ())
+            accounting.groups = tuple(sorted({*configured, *groups}))
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
@@ -261,6 +273,25 @@ class ConfigHandler(EKSRayHandler):
         self.write_json(body)
 
 
+class UsageHandler(EKSRayHandler):
+    """``GET /usage``: what the owner's clusters use and cost, quotas and budget (``?format=csv``:
+    one row per cluster, for a spreadsheet)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        fmt = self.get_query_argument("format", "json")
+        if fmt not in ("json", "csv"):
+            raise InvalidRequestError("Invalid query", [FieldError("format", "use json or csv")])
+        report = await self.call(self.service.accounting.report)
+        if fmt == "csv":
+            self.set_header("Content-Disposition", 'attachment; filename="eksray-usage.csv"')
+            # APIHandler.finish would say JSON
+            self.finish(report_csv(report), set_content_type="text/csv; charset=utf-8")
+            return
+        self.write_json(report)
+
+
 def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
     api = url_path_join(base_url, "eksray", "api")
     return [
@@ -271,4 +302,5 @@ def handlers(base_url: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (url_path_join(api, "clusters", NAME, "resume"), ResumeHandler),
         (url_path_join(api, "clusters", NAME, "keepalive"), KeepAliveHandler),
         (url_path_join(api, "config"), ConfigHandler),
+        (url_path_join(api, "usage"), UsageHandler),
     ]

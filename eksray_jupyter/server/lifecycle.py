@@ -73,6 +73,7 @@ class LifecycleRunner:
         self.services = services
         self.kernel_manager = kernel_manager
         self.interval = interval
+        self.notify = notify
         self.keeper = Keeper(
             service.backend,
             warning_seconds=service.config.lifecycle_warning_minutes * 60,
@@ -89,10 +90,21 @@ class LifecycleRunner:
 
     def run_once(self) -> list[Outcome]:
         clusters = self.services.clusters.list()
+        self._account(clusters)
         # Kernels and jobs looked at once per pass, not once per cluster.
         kernels = kernel_usage(self.kernel_manager, self.services.clusters.kernel_bindings)
         jobs = job_usage(self.services)
         return self.keeper.pass_over(clusters, [probe_of(kernels), probe_of(jobs)])
+
+    def _account(self, clusters: list[Any]) -> None:
+        """Advance the clusters' cost meters; warn once at 80 % and 100 % of the monthly budget."""
+        try:
+            notice = self.services.clusters.accounting.budget_pass(clusters)
+        except Exception:  # metering must never stop the idle keeper
+            log.exception("eksray: the usage pass failed")
+            return
+        if notice is not None:
+            self.notify(notice)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

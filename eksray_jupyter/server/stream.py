@@ -57,6 +57,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
 
+from ..core.accounting import BudgetNotice
 from ..core.keeper import Notice
 from ..core.models import Change, iso
 from ..services import Services
@@ -214,9 +215,15 @@ class StreamHub:
 
     # --- lifecycle (core/keeper.py) ---------------------------------------------------------
 
-    def on_lifecycle(self, notice: Notice) -> None:
+    def on_lifecycle(self, notice: Notice | BudgetNotice) -> None:
         """Called on the keeper's thread, whether or not a panel is connected."""
         if notice.owner != self.service.owner:
+            return
+        if isinstance(notice, BudgetNotice):
+            budget = json.dumps({"type": "budget", **notice.to_dict()})
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._broadcast, budget)
             return
         body = {"type": "lifecycle", **notice.to_dict(), "due": iso(notice.due)}
         body.pop("owner")
