@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__, console, present
 from .console import Parser, ParserExit, UsageProblem
+from .core.accounting import report_csv
 from .core.errors import EKSRayError, InvalidRequestError
 from .core.models import Cluster
 from .core.processes import use_import_path
@@ -156,10 +157,30 @@ class CLI:
     def rc_status(self) -> int:
         cluster, active = console.status(self.clusters, self.args.name, HINT)
         link = console.dashboard_link(self.clusters, cluster)
-        view = present.cluster_detail(cluster, link, active=active)
+        cost = self.clusters.accounting.cluster_cost(cluster)
+        view = present.cluster_detail(cluster, link, active=active, cost=cost)
         if self.args.timeline:
             view = present.join(view, present.timeline_view(cluster))
-        self.emit(view, {**cluster.to_dict(dashboard_url=link), "active": active})
+        meter = cost.meter
+        data = {
+            **cluster.to_dict(dashboard_url=link),
+            "active": active,
+            "cost": {
+                "dollarsPerHour": cost.dollars_per_hour,
+                "accruedDollars": meter.accrued if meter else 0.0,
+                "resourceHours": meter.resource_hours if meter else {},
+                "priceUnknown": cost.unknown,
+            },
+        }
+        self.emit(view, data)
+        return OK
+
+    def usage_report(self) -> int:
+        report = self.clusters.accounting.report()
+        if self.args.csv:
+            self.out.write(report_csv(report))
+            return OK
+        self.emit(present.usage_view(report), report)
         return OK
 
     def rc_scale(self) -> int:
@@ -480,6 +501,15 @@ def build_parser() -> Parser:
         "env", 'shell exports that connect ray.init() in this terminal: eval "$(eksray rc env NAME)"'
     ).add_argument("name", nargs="?", metavar="NAME", help="default: the active cluster")
 
+    usage = nouns.add_parser(
+        "usage",
+        help=console.USAGE_SUMMARY,
+        description=console.USAGE_SUMMARY[0].upper() + console.USAGE_SUMMARY[1:] + ".",
+        parents=[output],
+    )
+    usage.set_defaults(help_parser=usage, command="report")
+    console.add_usage_options(usage)
+
     admin = nouns.add_parser(
         "admin",
         help="administration",
@@ -517,6 +547,11 @@ def build_parser() -> Parser:
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """How the command reads in an error: ``eksray rc create``, ``eksray usage``."""
+    return "eksray usage" if args.noun == "usage" else f"eksray {args.noun} {args.command}"
+
+
 def main(
     argv: Sequence[str] | None = None,
     services_factory: Callable[[], Services] = Services.from_environment,
@@ -542,10 +577,10 @@ def main(
     try:
         return int(getattr(cli, f"{args.noun}_{args.command}")())
     except InvalidRequestError as e:
-        print(f"eksray {args.noun} {args.command}: {e.message}", file=err)
+        print(f"{command_name(args)}: {e.message}", file=err)
         return USAGE
     except EKSRayError as e:
-        print(f"eksray {args.noun} {args.command}: {e.message}", file=err)
+        print(f"{command_name(args)}: {e.message}", file=err)
         return FAILED
     except KeyboardInterrupt:
         print("Interrupted.", file=err)

@@ -134,6 +134,15 @@ def add_cluster_commands(add: AddCommand, *, follow_help: str, dashboard_help: s
     )
 
 
+def add_usage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--csv", action="store_true", help="one comma-separated row per cluster instead of the table"
+    )
+
+
+USAGE_SUMMARY = "what your clusters use and cost now and since created; your quota and monthly budget"
+
+
 def add_create_options(parser: argparse.ArgumentParser) -> None:
     """The flags of ``up``/``create``; --workers/--min/--max set the first worker group."""
     parser.add_argument("name", nargs="?", metavar="NAME", help="cluster name (default: a free ray-USER-N)")

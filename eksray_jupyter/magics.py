@@ -27,6 +27,7 @@ from IPython.display import display
 
 from . import console, present
 from .console import Parser, ParserExit, UsageProblem
+from .core.accounting import report_csv
 from .core.errors import BackendError, EKSRayError, InvalidRequestError, NotReadyError
 from .core.models import Cluster
 from .core.net import port_open
@@ -67,6 +68,7 @@ def build_parser() -> Parser:
         "name", nargs="?", metavar="NAME", help="default: the active cluster"
     )
     add("down", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
+    console.add_usage_options(add("usage", console.USAGE_SUMMARY))
 
     job = add("job", "run a command on a Ray cluster created for it; keep its log and results")
     jobs = job.add_subparsers(dest="job_command", metavar="JOB_COMMAND", parser_class=Parser)
@@ -217,8 +219,16 @@ class EKSRayMagics(Magics):
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
         cluster, active = console.status(self.clusters, args.name, HINT)
-        view = present.cluster_detail(cluster, self._dashboard_url(cluster), active=active)
+        cost = self.clusters.accounting.cluster_cost(cluster)
+        view = present.cluster_detail(cluster, self._dashboard_url(cluster), active=active, cost=cost)
         self._show(present.join(view, present.timeline_view(cluster)) if args.timeline else view)
+
+    def _cmd_usage(self, args: argparse.Namespace) -> None:
+        report = self.clusters.accounting.report()
+        if args.csv:
+            print(report_csv(report), end="")
+            return
+        self._show(present.usage_view(report))
 
     def _cmd_scale(self, args: argparse.Namespace) -> None:
         request = console.scale_request(args.group, args.replicas, args.min_replicas, args.max_replicas)

@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .core import quotas, usage
 from .core.models import Cluster, ClusterEvent
 
 if TYPE_CHECKING:
+    from .core.accounting import ClusterCost
     from .jobs.models import Job, JobState
 
 TABLE_STYLE = "border-collapse: collapse; margin: 0.25em 0"
@@ -170,8 +172,11 @@ def groups_table(cluster: Cluster) -> Table:
     return Table(["group", "ready", "desired", "min", "max", "resources"], rows)
 
 
-def cluster_detail(cluster: Cluster, dashboard: str | None, active: bool = False) -> View:
-    """One cluster: its phase and reason, address, dashboard link and worker groups."""
+def cluster_detail(
+    cluster: Cluster, dashboard: str | None, active: bool = False, cost: ClusterCost | None = None
+) -> View:
+    """One cluster: its phase and reason, address, dashboard link, worker groups, and what its
+    nodes use and it costs."""
     facts = [cluster.phase.value]
     if active:
         facts.append("active")
@@ -188,6 +193,124 @@ def cluster_detail(cluster: Cluster, dashboard: str | None, active: bool = False
         parts.append(View(table.text(), table.html()))
     else:
         parts.append(paragraph("No worker groups: tasks run on the head node."))
+    if any(n.state != "dead" for n in cluster.nodes):
+        table = utilisation_table(cluster)
+        parts.append(View(table.text(), table.html()))
+    if cost is not None:
+        parts.append(paragraph(cost_text(cost)))
+    return join(*parts)
+
+
+# --- utilisation and cost ----------------------------------------------------------------------
+
+
+def _share(used: float, total: float, unit: str = "", digits: int = 1) -> str:
+    if not total:
+        return "-"
+    return f"{used:.{digits}f}/{total:.{digits}f}{unit} ({used / total:.0%})"
+
+
+def utilisation_table(cluster: Cluster) -> Table:
+    """Per running node: what Ray has in use against what it may schedule there."""
+    rows: list[list[Cell]] = []
+    for node in cluster.nodes:
+        if node.state == "dead":
+            continue
+        total, used = usage.from_ray(node.resources), usage.from_ray(node.used)
+        rows.append(
+            [
+                node.group if node.kind == "worker" else "head",
+                node.id[:12],
+                node.state,
+                _share(used["cpu"], total["cpu"], digits=1),
+                _share(used["gpu"], total["gpu"], digits=0),
+                _share(used["memoryGiB"], total["memoryGiB"], " GiB"),
+                _share(used["objectStoreGiB"], total["objectStoreGiB"], " GiB", digits=2),
+            ]
+        )
+    return Table(["group", "node", "state", "cpu used", "gpu used", "memory used", "object store used"], rows)
+
+
+def money(value: float) -> str:
+    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:,.4f}"
+
+
+def cost_text(cost: ClusterCost) -> str:
+    """ "Cost: $0.08/h, $0.52 since created (13.0 CPU-h, 26.0 GiB-h)."."""
+    hours = usage.resource_hours_text(cost.meter.resource_hours) if cost.meter else "nothing yet"
+    accrued = cost.meter.accrued if cost.meter else 0.0
+    if cost.suspended:
+        return f"Cost: suspended, costs nothing now; {money(accrued)} since created ({hours})."
+    if not cost.priced:
+        return f"Usage: {hours} since created (no prices are set, so no dollars are shown)."
+    text = f"Cost: {money(cost.dollars_per_hour)}/h, {money(accrued)} since created ({hours})."
+    if cost.unknown:
+        text += " Price unknown for some nodes: " + "; ".join(cost.unknown) + "."
+    return text
+
+
+def usage_view(report: dict[str, Any]) -> View:
+    """``eksray usage`` / ``%eksray usage``: clusters, totals, quota and budget."""
+    rows: list[list[Cell]] = []
+    for row in report["clusters"]:
+        res, used = row["resources"], row["used"]
+        rows.append(
+            [
+                row["name"],
+                row["phase"],
+                _share(used["cpu"], res["cpu"]),
+                _share(used["gpu"], res["gpu"], digits=0),
+                _share(used["memoryGiB"], res["memoryGiB"], " GiB"),
+                "suspended: $0/h" if row["suspended"] else f"{money(row['dollarsPerHour'])}/h",
+                money(row["accruedDollars"]),
+                usage.resource_hours_text(row["resourceHours"]),
+            ]
+        )
+    totals = report["totals"]
+    parts: list[View] = []
+    if rows:
+        table = Table(
+            [
+                "cluster",
+                "phase",
+                "cpu used",
+                "gpu used",
+                "memory used",
+                "now",
+                "since created",
+                "resource-hours",
+            ],
+            rows,
+        )
+        parts.append(View(table.text(), table.html()))
+    else:
+        parts.append(paragraph("No clusters."))
+    parts.append(
+        paragraph(
+            f"Total: {money(totals['dollarsPerHour'])}/h now, {money(totals['accruedDollars'])} accrued by these "
+            f"clusters; {money(totals['closedDollars'])} this month by clusters since deleted."
+        )
+    )
+    quota = report["quota"]
+    figures = []
+    for name, (key, words, unit) in quotas.LIMITS.items():
+        limit = quota["limits"].get(name)
+        if limit is not None:
+            now = quota["usage"].get(key, 0.0)
+            shown = money(now) + "/h" if key == "dollarsPerHour" else f"{now:g}{unit}"
+            cap = money(limit) + "/h" if key == "dollarsPerHour" else f"{limit:g}{unit}"
+            figures.append(f"{words} {shown} of {cap}")
+    if figures:
+        parts.append(paragraph("Quota (at each cluster's maximum): " + ", ".join(figures) + "."))
+    budget = report["budget"]
+    if budget["monthlyBudget"] is not None:
+        state = {"ok": "", "warning": " — over 80 %", "exceeded": " — used up: new clusters are refused"}
+        parts.append(
+            paragraph(
+                f"Budget {budget['month']}: {money(budget['spentDollars'])} of {money(budget['monthlyBudget'])}"
+                f"{state[budget['state']]}."
+            )
+        )
     return join(*parts)
 
 

@@ -47,6 +47,15 @@ class BudgetNotice:
         return {"state": self.state, "message": self.message, **self.budget.to_dict()}
 
 
+@dataclass(frozen=True)
+class ClusterCost:
+    dollars_per_hour: float
+    meter: Meter | None
+    unknown: list[str]  # why some nodes have no price
+    suspended: bool
+    priced: bool  # the admin set prices (else: resource-hours are what to show)
+
+
 class Accounting:
     def __init__(self, service: ClusterService, clock: Callable[[], float] = time.time) -> None:
         self.service = service
@@ -127,8 +136,11 @@ class Accounting:
             log.info("eksray: cannot price the nodes of %s: %s", cluster.name, e)
             return {}
 
-    def sample(self, clusters: Iterable[Cluster] | None = None, *, lock: bool = True) -> dict[str, Meter]:
-        """Advance the meters of the owner's clusters to now; close those of clusters gone."""
+    def sample(
+        self, clusters: Iterable[Cluster] | None = None, *, lock: bool = True, complete: bool = True
+    ) -> dict[str, Meter]:
+        """Advance the meters of the owner's clusters to now; close those of clusters gone
+        (``complete=False``: ``clusters`` are only some of them, close nothing)."""
         clusters = list(self.service.list() if clusters is None else clusters)
         now = self.clock()
         sampled = {c.name: (c, usage.cluster_rate(self.rates(c))[0]) for c in clusters}
@@ -144,12 +156,19 @@ class Accounting:
                 meter.advance(now, rate, usage.running_resources(cluster) if _runs(cluster) else {})
                 meters[name] = meter.to_dict()
                 out[name] = meter
-            for name in [n for n in meters if n not in sampled]:
+            for name in [n for n in meters if complete and n not in sampled]:
                 # Deleted by someone who did not close its meter: charged up to the last sample.
                 _close(data, Meter.from_dict(meters.pop(name)), None)
             return out
 
         return self.store.update(advance, lock=lock)
+
+    def cluster_cost(self, cluster: Cluster) -> ClusterCost:
+        """One cluster's dollars per hour and what it has cost (``rc status``, ``%eksray status``)."""
+        rate, unknown = usage.cluster_rate(self.rates(cluster))
+        meter = self.sample([cluster], complete=False).get(cluster.name)
+        priced = self.prices.configured or rate > 0 or bool(meter and meter.accrued > 0)
+        return ClusterCost(rate, meter, unknown, cluster.phase in _FREE, priced)
 
     def close(self, name: str) -> Meter | None:
         """Charge a cluster being deleted up to now and move its cost to the month's closed sum.

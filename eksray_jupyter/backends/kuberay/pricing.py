@@ -189,7 +189,7 @@ class NodePricer:
         if entry is not None and now - entry[1] < self.refresh_seconds:
             return (NodePrice(entry[0], source),)
         failed = self._failures.get(key)
-        if failed is not None and False:
+        if failed is not None and now - failed < self.retry_seconds:
             return (self._stale(key, source),)
         return None
 
