@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 
@@ -44,12 +46,22 @@ class Clock:
         return self.now
 
 
+@functools.cache
+def _botocore_session() -> Any:
+    """One botocore session for the module: it loads the (large) EC2 model once."""
+    return botocore.session.get_session()
+
+
 class FakeAWS:
-    """A session_factory whose session hands out stubbed real clients, counting API calls."""
+    """A session_factory whose session hands out stubbed real clients, counting every API call
+    (also unstubbed ones, which the pricer would swallow as a failure)."""
 
     def __init__(self) -> None:
         session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=REGION,
+            botocore_session=_botocore_session(),
         )
         self.clients = {
             "pricing": session.client("pricing", region_name="us-east-1"),
@@ -60,7 +72,7 @@ class FakeAWS:
         self.delay = 0.0
         self.stubs = {}
         for name, client in self.clients.items():
-            client.meta.events.register("before-parameter-build.*.*", self._count)
+            client.meta.events.register("provide-client-params.*.*", self._count)
             self.stubs[name] = Stubber(client)
             self.stubs[name].activate()
 
