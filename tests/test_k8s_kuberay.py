@@ -20,10 +20,13 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from eksray_jupyter.backends.kuberay import KubeRayBackend
-from eksray_jupyter.core.config import DEFAULT_PROFILES
+from eksray_jupyter.backends.kuberay.names import parse_quantity
+from eksray_jupyter.core.config import DEFAULT_PROFILES, EKSRay
 from eksray_jupyter.core.errors import BackendError, NotFoundError
 from eksray_jupyter.core.models import Phase
+from eksray_jupyter.core.service import ClusterService
 from eksray_jupyter.core.spec import resolve_cluster_spec
+from eksray_jupyter.core.usage import Prices
 
 from .k8s import ControlPlane
 from .k8s.pytest_plugin import K8sUser
@@ -246,6 +249,55 @@ def test_a_pod_larger_than_every_node_is_told_apart_with_what_to_change(
     assert head[0] == "pod-created" and head.index("pod-scheduled") < head.index("node-registered"), head
     waiting = next(m for m in steps if m.step == "not-scheduled")
     assert "Insufficient cpu" in waiting.message and waiting.node and "-head-" not in waiting.node
+
+
+def test_each_pod_is_charged_its_share_of_its_nodes_price(
+    k8s_plane: ControlPlane,
+    k8s_user: Callable[..., K8sUser],
+    make_backend: Callable[..., KubeRayBackend],
+    tmp_path: Path,
+) -> None:
+    # The admin's price table per instance type and capacity type (AWS itself is not reachable
+    # here: tests/test_kuberay_pricing.py covers those answers); the real scheduler places pods.
+    dave = k8s_user("dave", cluster_wide=True)
+    table = {"m5.4xlarge": {"on-demand": 0.768, "spot": 0.3}, "g5.12xlarge": 5.672}
+    backend = make_backend(dave, create_namespaces=True, node_prices=table, aws_pricing=False)
+    service = ClusterService(EKSRay(state_dir=str(tmp_path), owner=dave.owner), backend)
+    service.create(cpu_spec("priced", replicas=1))
+    cluster = ready(backend, dave.owner, "priced")
+    core, _ = admin(k8s_plane)
+    rates = wait_until(
+        lambda: (
+            (r := backend.price_nodes(backend.get_cluster(dave.owner, "priced"), Prices()))
+            and all(rate.dollars_per_hour is not None for rate in r.values())
+            and r
+        ),
+        "every pod priced",
+        timeout=TIMEOUT,
+    )
+    for node in cluster.nodes:
+        host = core.read_node(node.host)
+        labels = host.metadata.labels
+        allocatable = host.status.allocatable
+        itype = labels["node.kubernetes.io/instance-type"]
+        assert node.instance_type == itype
+        # A pod without GPUs pays the mean of its CPU and memory fractions of the node.
+        share = (
+            1 / parse_quantity(allocatable["cpu"]) + 2 * 1024**3 / parse_quantity(allocatable["memory"])
+        ) / 2
+        if itype == "g5.12xlarge":
+            price, basis = 5.672, "admin price table (g5.12xlarge)"
+        elif labels.get("eks.amazonaws.com/capacityType") == "SPOT":
+            price, basis = 0.3, "admin price table (m5.4xlarge, spot)"
+        else:
+            price, basis = 0.768, "admin price table (m5.4xlarge, on-demand)"
+        assert rates[node.id].dollars_per_hour == pytest.approx(price * share), (node.host, rates[node.id])
+        assert rates[node.id].basis == basis
+    report = service.accounting.report()
+    total = sum(r.dollars_per_hour or 0.0 for r in rates.values())
+    assert report["clusters"][0]["dollarsPerHour"] == pytest.approx(total, abs=1e-6)
+    assert report["clusters"][0]["resources"]["memoryGiB"] == 4.0  # head 2 GiB + worker 2 GiB requested
+    service.delete("priced")
 
 
 # --- watches ----------------------------------------------------------------------------------

@@ -51,10 +51,22 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+# Labelled as Karpenter and EKS managed node groups label theirs: pods are priced by them.
 DEFAULT_NODES = (
-    NodeSpec("kwok-cpu-0"),
-    NodeSpec("kwok-cpu-1"),
-    NodeSpec("kwok-gpu-0", memory="128Gi", gpu=4, labels={"nvidia.com/gpu.present": "true"}),
+    NodeSpec(
+        "kwok-cpu-0",
+        labels={"node.kubernetes.io/instance-type": "m5.4xlarge", "karpenter.sh/capacity-type": "on-demand"},
+    ),
+    NodeSpec(
+        "kwok-cpu-1",
+        labels={"node.kubernetes.io/instance-type": "m5.4xlarge", "eks.amazonaws.com/capacityType": "SPOT"},
+    ),
+    NodeSpec(
+        "kwok-gpu-0",
+        memory="128Gi",
+        gpu=4,
+        labels={"nvidia.com/gpu.present": "true", "node.kubernetes.io/instance-type": "g5.12xlarge"},
+    ),
 )
 
 

@@ -46,8 +46,9 @@ from ...core.errors import (
 )
 from ...core.models import CacheStatus, Cluster, ClusterEvent, Phase, Severity
 from ...core.ray_auth import dashboard_headers
+from ...core.usage import NodeRate, Prices, costs
 from ..ray_dashboard import busy_reasons, url_fetcher
-from . import kube_events, scaling, startup
+from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
 from .names import (
@@ -71,7 +72,9 @@ from .names import (
     parse_time,
 )
 from .network_policy import build_network_policy, check_peer, jupyter_peer, owned_by
+from .node_costs import NodeCosts
 from .observer import Observer
+from .pricing import NodePricer
 from .ray_tokens import RayTokens
 from .status import build_cluster, unschedulable
 
@@ -90,8 +93,6 @@ _QUEUE_LABELS = {
 
 T = TypeVar("T")
 
-NODE_SIZES_TTL_S = 60.0  # how old the node sizes used to tell "never fits" may be
-NODE_SIZES_RETRY_S = 600.0  # after the API refused to list nodes
 
 
 def _seconds(value: Any) -> float | None:
@@ -358,6 +359,19 @@ class KubeRayBackend(ClusterBackend):
     scale_retries = Int(5, help="Attempts to apply a scale when the autoscaler writes meanwhile.").tag(
         config=True
     )
+    node_prices = Dict(
+        help="Admin price table per instance type, dollars per hour: {'m5.xlarge': 0.192, 'g5.xlarge': "
+        "{'on-demand': 1.006, 'spot': 0.45}}. Wins over AWS's prices, and prices nodes where AWS cannot "
+        "be asked (docs/usage.md).",
+    ).tag(config=True)
+    aws_pricing = Bool(
+        True,
+        help="Look up node prices with the AWS Price List API and EC2 spot price history (boto3; needs "
+        "pricing:GetProducts and ec2:DescribeSpotPriceHistory). Off: only node_prices and EKSRay.prices.",
+    ).tag(config=True)
+    pricing_region = Unicode(
+        help="AWS region of the nodes, for their prices (default: eks_region, else boto3's default)."
+    ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -366,8 +380,7 @@ class KubeRayBackend(ClusterBackend):
         self.caches: dict[str, NamespaceCache] = {}
         self._namespace_owner: dict[str, str] = {}
         self._memo: dict[tuple[str, str], tuple[tuple[Any, ...], Cluster]] = {}
-        # (when, node sizes or None if not allowed): see _node_sizes; -inf: never looked.
-        self._node_sizes_seen: tuple[float, list[dict[str, Any]] | None] = (float("-inf"), None)
+        self.node_costs = NodeCosts(lambda: self.api.list_nodes_raw(), self._make_pricer(), self.log)
         self._skipped: set[tuple[str, str, str]] = set()
         self.autoscaler_events = DashboardEvents(self)
         self.ray_tokens = RayTokens(lambda: self.api, self._token_root, lambda: self.ray_token_wait_seconds)
@@ -553,6 +566,7 @@ class KubeRayBackend(ClusterBackend):
             # Node sizes only when a pod waits for a place: can it ever fit?
             node_sizes=self._node_sizes() if any(unschedulable(p) for p in pods) else None,
             memory_per_cpu_gib=self.memory_per_cpu_gib,
+            instance_types=self.node_costs.instance_types() if any(p.get("node") for p in pods) else None,
         )
         annotations = meta.get("annotations") or {}
         cluster.last_active_at = _seconds(annotations.get(ANNOTATION_LAST_ACTIVE))
@@ -563,17 +577,48 @@ class KubeRayBackend(ClusterBackend):
     def _node_sizes(self) -> list[dict[str, Any]] | None:
         """Every node's allocatable size, listed at most once a minute; None where the API does not
         let us list nodes (a namespaced role): then the scheduler's own words are shown."""
-        now = time.monotonic()
-        at, sizes = self._node_sizes_seen
-        if now - at < (NODE_SIZES_TTL_S if sizes is not None else NODE_SIZES_RETRY_S):
-            return sizes
-        try:
-            sizes = [startup.node_size(n) for n in self.api.list_nodes_raw()]
-        except EKSRayError as e:
-            self.log.info("eksray: cannot list nodes to tell whether waiting pods can ever fit: %s", e)
-            sizes = None
-        self._node_sizes_seen = (now, sizes)
-        return sizes
+        return self.node_costs.sizes()
+
+    # --- usage and cost (node_costs.py, docs/usage.md) -------------------------------------------
+
+    def _make_pricer(self) -> NodePricer:
+        region = self.pricing_region or self.eks_region
+
+        def session() -> Any:
+            if not self.aws_pricing:
+                raise BackendError("AWS price lookups are off (c.KubeRayBackend.aws_pricing)")
+            import boto3
+
+            return boto3.session.Session(profile_name=self.aws_profile or None, region_name=region or None)
+
+        return NodePricer(
+            region=region,
+            cache_file=Path(self.state_dir) / "kuberay" / "node-prices.json",
+            overrides=self.node_prices,
+            session_factory=session,
+            log=self.log,
+        )
+
+    def node_requests(self, shape: dict[str, Any], head: bool) -> dict[str, float]:
+        """What a pod of ``shape`` requests (the manifest's defaults for memory)."""
+        floor = self.head_min_memory_gib if head else self.min_memory_gib
+        memory = (
+            float(shape["memory"])
+            if shape.get("memory")
+            else max(floor, shape.get("cpu", 1) * self.memory_per_cpu_gib)
+        )
+        return {
+            "cpu": float(shape.get("cpu", 1)),
+            "gpu": float(shape.get("gpu", 0)),
+            "memoryGiB": memory,
+            "objectStoreGiB": 0.0,
+        }
+
+    def estimate_rate(self, requests: dict[str, float]) -> float | None:
+        return self.node_costs.estimate(requests, Prices.from_config(self.prices))
+
+    def price_nodes(self, cluster: Cluster, prices: Prices) -> dict[str, NodeRate]:
+        return {n.id: self.node_costs.pod_rate(n, prices) for n in cluster.nodes if costs(n)}
 
     def build_safe(self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool) -> Cluster | None:
         """Build, or skip with a logged reason: one odd RayCluster never breaks the list."""
@@ -1246,6 +1291,7 @@ class KubeRayBackend(ClusterBackend):
 
     def close(self) -> None:
         super().close()
+        self.node_costs.close()
         with self._lock:
             self._closed = True
             checking, self._policy_threads = self._policy_threads, []

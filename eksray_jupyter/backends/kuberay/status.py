@@ -223,6 +223,19 @@ def spec_of(cr: Mapping[str, Any], ours: bool) -> dict[str, Any]:
     return spec
 
 
+def _pod_resources(pod: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[str, float]:
+    """What the pod requests, in Ray's names (memory in bytes): what it is charged for."""
+    out = _ray_resources(shape)
+    requests = pod.get("requests") or {}
+    if requests.get("cpu"):
+        out["CPU"] = requests["cpu"]
+    if requests.get("gpu"):
+        out["GPU"] = requests["gpu"]
+    if requests.get("memory"):
+        out["memory"] = requests["memory"]
+    return out
+
+
 def _ray_resources(shape: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {"CPU": shape.get("cpu", 1)}
     if shape.get("gpu"):
@@ -265,6 +278,7 @@ def build_cluster(
     events: Iterable[Mapping[str, Any]] = (),
     node_sizes: list[Mapping[str, Any]] | None = None,
     memory_per_cpu_gib: float = 2.0,
+    instance_types: Mapping[str, str] | None = None,
 ) -> Cluster:
     """The ``Cluster`` of a RayCluster ``cr``, its (trimmed) pods and events of it and its pods.
 
@@ -303,9 +317,11 @@ def build_cluster(
                 group=group,
                 kind="head" if is_head else "worker",
                 state="alive" if pod_ready(p) else ("dead" if pod_gone(p) else "pending"),
-                resources=_ray_resources(head_shape if is_head else shapes.get(group, {})),
+                resources=_pod_resources(p, head_shape if is_head else shapes.get(group, {})),
                 address=p["podIP"],
                 started_at=parse_time(p["startTime"]),
+                host=p.get("node"),
+                instance_type=(instance_types or {}).get(p.get("node") or ""),
             )
         )
 
