@@ -11,7 +11,7 @@ ROOTARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 RETRY   := bash $(abspath .ci/retry)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: lab test lint pytest ui-test install clean bench k8s-bin k8s-up
+.PHONY: lab test lint pytest ui-test install clean bench k8s-bin k8s-up prometheus
 
 install: $(STAMP)
 
@@ -42,7 +42,12 @@ k8s-bin: $(STAMP)
 k8s-up: k8s-bin
 	$(PY) -m tests.k8s up
 
-pytest: $(STAMP) k8s-bin
+# Debian's Prometheus, for the test of the Ray dashboard's metrics (tests/test_prometheus_ray.py);
+# installed as root (CI), else that test is skipped.
+prometheus:
+	command -v prometheus >/dev/null || [ "$$(id -u)" != 0 ] || $(RETRY) sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends prometheus"
+
+pytest: $(STAMP) k8s-bin prometheus
 	$(BIN)/python -m pytest tests
 
 ui-test: $(STAMP)

@@ -175,6 +175,10 @@ class CLI:
         self.emit(view, data)
         return OK
 
+    def rc_prometheus_config(self) -> int:
+        self.out.write(self.clusters.backend.prometheus_config())
+        return OK
+
     def usage_report(self) -> int:
         report = self.clusters.accounting.report()
         if self.args.csv:
@@ -494,6 +498,7 @@ def build_parser() -> Parser:
         dashboard_help="the URL of the cluster's Ray dashboard",
     )
     add("delete", "delete a cluster and stop all its processes").add_argument("name", metavar="NAME")
+    add("prometheus-config", "a Prometheus config scraping your clusters' Ray metrics (docs/usage.md)")
     add("use", "make a cluster active: new Jupyter kernels connect to it").add_argument(
         "name", metavar="NAME"
     )
@@ -575,7 +580,7 @@ def main(
         return USAGE
     cli = CLI(args, services_factory, out, err)
     try:
-        return int(getattr(cli, f"{args.noun}_{args.command}")())
+        return int(getattr(cli, f"{args.noun}_{args.command.replace('-', '_')}")())
     except InvalidRequestError as e:
         print(f"{command_name(args)}: {e.message}", file=err)
         return USAGE

@@ -83,6 +83,7 @@ async def test_job_with_its_own_cluster(jp_fetch: Any, jp_root_dir: Path, state_
             json.loads(response.body) if "json" in response.headers.get("Content-Type", "") else response.body
         )
 
+    job_created = time.time()
     job = await api(
         "jobs",
         method="POST",
@@ -120,6 +121,10 @@ async def test_job_with_its_own_cluster(jp_fetch: Any, jp_root_dir: Path, state_
     assert states[:2] == ["pending", "starting"] and states[-2:] == ["running", "succeeded"]
     attempt = job["attempts"][-1]
     assert (attempt["status"], attempt["exitCode"]) == ("SUCCEEDED", 0)
+    # What its cluster cost, recorded when it was deleted (no prices set: resource-hours).
+    assert job["cost"] is not None and job["cost"]["dollars"] == 0
+    lifetime_hours = (time.time() - job_created) / 3600
+    assert 0 < job["cost"]["resourceHours"]["cpu"] <= lifetime_hours, job["cost"]  # one 1-CPU head
 
     # The log is complete in the store, our lines and Ray's.
     log = (await api("jobs", job_id, "logs")).decode()

@@ -175,7 +175,7 @@ class Accounting:
 
         Returns its final meter (a job records it), or None if it was never metered."""
         try:
-            cluster = self.service.get(name)
+            cluster: Cluster | None = self.service.get(name)
             rate = usage.cluster_rate(self.rates(cluster))[0]
         except NotFoundError:
             cluster, rate = None, None
@@ -183,9 +183,15 @@ class Accounting:
 
         def finish(data: dict[str, Any]) -> Meter | None:
             raw = data["clusters"].pop(name, None)
-            if raw is None:
+            if isinstance(raw, dict):
+                meter = Meter.from_dict(raw)
+            elif cluster is not None:
+                # Never sampled (made and deleted with no server running, e.g. a job's cluster
+                # from the CLI): charged its rate now for its whole life.
+                meter = Meter(created_at=cluster.created_at, at=cluster.created_at, month=usage.month_of(now))
+                meter.resources = usage.running_resources(cluster)
+            else:
                 return None
-            meter = Meter.from_dict(raw)
             if rate is not None:
                 meter.rate = rate
             _close(data, meter, now)

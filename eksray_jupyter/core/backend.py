@@ -194,6 +194,13 @@ class ClusterBackend(LoggingConfigurable):
             if costs(node)
         }
 
+    def prometheus_config(self) -> str:
+        """A Prometheus config (YAML) scraping this user's clusters' Ray metrics."""
+        raise ConflictError(
+            f"The {self.name} backend's clusters are scraped by the Prometheus of where they run; "
+            "see docs/usage.md."
+        )
+
     # --- observing ------------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:

@@ -198,6 +198,14 @@ class Meter:
         self.rate = rate
         self.resources = {k: float(resources.get(k, 0.0)) for k in RESOURCES}
 
+    def cost(self) -> dict[str, Any]:
+        """What a job records of its cluster's meter when the cluster is deleted."""
+        return {
+            "dollars": round(self.accrued, 6),
+            "dollarsPerHour": round(self.rate, 6),
+            "resourceHours": {k: round(v, 6) for k, v in self.resource_hours.items()},
+        }
+
     def accrued_in(self, month: str) -> float:
         return self.month_accrued if self.month == month else 0.0
 

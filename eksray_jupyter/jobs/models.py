@@ -118,6 +118,10 @@ class Job:
     location: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)
     runner: str = ""
+    #: What the cluster the job created cost, recorded when it is deleted: {"dollars",
+    #: "dollarsPerHour", "resourceHours"} (None: the job used a cluster of its owner's, or
+    #: its cluster is not deleted yet).
+    cost: dict[str, Any] | None = None
     #: The machine whose supervisor drives the job (local runner), if it said.
     runner_host: str | None = None
 
@@ -144,6 +148,7 @@ class Job:
             results=copy.deepcopy(record.get("results") or []),
             runner=record.get("runner") or "",
             runner_host=(record.get("supervisor") or {}).get("host"),
+            cost=copy.deepcopy(record.get("cost")) if isinstance(record.get("cost"), dict) else None,
         )
 
     @property
@@ -184,4 +189,5 @@ class Job:
             "location": self.location,
             "results": self.results,
             "runner": self.runner,
+            "cost": self.cost,
         }

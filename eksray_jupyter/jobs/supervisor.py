@@ -412,9 +412,11 @@ class Supervisor:
         until = time.monotonic() + ttl
         while time.monotonic() < until and not self.stop_requested():
             self.stop_event.wait(min(1.0, until - time.monotonic()))
+        meter = None
         with contextlib.suppress(NotFoundError):
-            self.service.delete(self.cluster_name)
-        self.save(clusterDeletedAt=time.time())
+            meter = self.service.delete(self.cluster_name)
+        cost = meter.cost() if meter is not None else None
+        self.save(clusterDeletedAt=time.time(), **({"cost": cost} if cost else {}))
 
     # --- one attempt ------------------------------------------------------------------------
 

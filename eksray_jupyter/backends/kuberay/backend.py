@@ -94,7 +94,6 @@ _QUEUE_LABELS = {
 T = TypeVar("T")
 
 
-
 def _seconds(value: Any) -> float | None:
     """An annotation's epoch seconds; None if absent or not a number (someone edited it)."""
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -51,6 +52,7 @@ from .. import ray_dashboard
 from . import ray_start
 from .autoscaler_config import autoscaling_enabled, write_autoscaler_config
 from .events import record_event, timeline
+from .ray_start import PROMETHEUS_TARGETS
 from .startup import READY_MESSAGE, StartLogs, keepable
 from .state import ClusterDir, ClusterGone, CorruptFileError
 from .status import (
@@ -106,6 +108,12 @@ class LocalBackend(ClusterBackend):
         "setting: Ray runs user code, and a process's environment is readable.",
     ).tag(config=True)
 
+    prometheus_url = Unicode(
+        help="A Prometheus server scraping the clusters' metrics (e.g. 'http://127.0.0.1:9090'): the Ray "
+        "dashboard's time-series charts query it. `eksray rc prometheus-config` writes its scrape config "
+        "(docs/usage.md). Applies to clusters created from then on.",
+    ).tag(config=True)
+
     temp_root = Unicode(
         "/tmp",
         help="Where each cluster's Ray temp dir is made: a new directory with a random name, mode 0700, "
@@ -151,6 +159,28 @@ class LocalBackend(ClusterBackend):
             "maxLocalNodes": self.max_local_nodes,
             "maxClustersPerOwner": self.max_clusters_per_owner,
         }
+
+    def prometheus_config(self) -> str:
+        """Scrape every cluster of this state dir, now and later: Ray lists each cluster's
+        metrics endpoints in a file, linked from the cluster's dir; one glob finds them all."""
+        # Prometheus watches the directory only if it exists when it starts.
+        self._prometheus_link("*").parent.mkdir(exist_ok=True)
+        targets = json.dumps(str(self._prometheus_link("*")))
+        listen = self.prometheus_url.removeprefix("http://").rstrip("/") or "127.0.0.1:9090"
+        return (
+            "# Prometheus for your local Ray clusters (written by `eksray rc prometheus-config`). Run:\n"
+            f"#   prometheus --config.file=THIS_FILE --web.listen-address={listen} --storage.tsdb.path=DIR\n"
+            f'# with c.LocalBackend.prometheus_url = "http://{listen}" (clusters created from then on).\n'
+            "global:\n  scrape_interval: 10s\n  evaluation_interval: 10s\n"
+            "scrape_configs:\n  - job_name: ray\n    file_sd_configs:\n"
+            f"      - files: [{targets}]\n"
+            # Re-read often: Ray rewrites a file behind its link as nodes come and go, unseen by
+            # file notifications on the directory.
+            "        refresh_interval: 10s\n"
+        )
+
+    def _prometheus_link(self, name: str) -> Path:
+        return self.root.parent / "prometheus" / f"{name}.json"
 
     def node_requests(self, shape: dict[str, Any], head: bool) -> dict[str, float]:
         """What a node of ``shape`` tells Ray it has (the flags of ``ray_start.node_args``)."""
@@ -312,6 +342,14 @@ class LocalBackend(ClusterBackend):
                 "authTokenFile": str(auth_token_file),
                 "head": None,
             }
+            if self.prometheus_url:
+                record["prometheusUrl"] = self.prometheus_url
+            # Where Prometheus finds the cluster's metrics endpoints: Ray keeps the list in its temp
+            # dir; a link per cluster in one directory (`eksray rc prometheus-config` globs it).
+            with contextlib.suppress(OSError):
+                self._prometheus_link(name).parent.mkdir(exist_ok=True)
+                self._prometheus_link(name).unlink(missing_ok=True)
+                os.symlink(f"{temp_root}/ray/{PROMETHEUS_TARGETS}", self._prometheus_link(name))
             cdir.write(record)
         try:
             write_autoscaler_config(cdir, record)
@@ -926,6 +964,8 @@ class LocalBackend(ClusterBackend):
         with contextlib.suppress(ClusterGone), cdir.locked():
             cdir.remove_record()
         shutil.rmtree(cdir.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._prometheus_link(cdir.name).unlink(missing_ok=True)
         if record.get("tempRoot") or record.get("tempDir"):
             shutil.rmtree(record.get("tempRoot") or record["tempDir"], ignore_errors=True)
         if record.get("tempDir"):

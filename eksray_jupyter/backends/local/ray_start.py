@@ -22,6 +22,8 @@ from ...core.ray_auth import driver_env
 HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
 
 GIB = 1024**3
+#: Ray's list of its nodes' metrics endpoints (Prometheus file_sd format), in its temp dir.
+PROMETHEUS_TARGETS = "prom_metrics_service_discovery.json"
 # What a local node tells Ray it has for tasks' ``memory`` when its shape gives none: as on
 # kuberay, per CPU, so Ray's ``memory`` is the cluster's, not the whole machine once per node.
 MEMORY_PER_CPU_GIB = 2.0
@@ -144,10 +146,12 @@ def head_command(record: dict[str, Any], autoscaling_config: Path | None) -> tup
         *node_args(head, record["objectStoreBytes"]),
     ]
     extra_env = {}
+    if record.get("prometheusUrl"):
+        extra_env["RAY_PROMETHEUS_HOST"] = record["prometheusUrl"]  # the dashboard's charts query it
     if autoscaling_config is not None:
         argv.append(f"--autoscaling-config={autoscaling_config}")
         # RAY_FAKE_CLUSTER makes the head adopt HEAD_NODE_ID, which the provider reports as head.
-        extra_env = {
+        extra_env |= {
             "RAY_FAKE_CLUSTER": "1",
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             # A busy laptop can take more than the default 30 s to start a raylet; do not
