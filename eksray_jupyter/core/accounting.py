@@ -105,20 +105,18 @@ class Accounting:
         """Check quotas and the budget for ``action`` on ``name`` (the cluster becoming ``spec``;
         None: unchanged, e.g. a resume), and hold the usage lock while the caller makes the change."""
         limits = self.limits()
-        needs_check = any(v is not None for v in limits.values.values())
-        if not needs_check:
-            yield
-            return
         with self.store.locked():
             clusters = self.service.list()
-            current = [self.footprint(c) for c in clusters]
+            # Charged at the old rate up to now: the change takes effect from here.
+            meters = self.sample(clusters, lock=False)
             if action in ("create", "resume"):
-                self.budget(clusters, lock=False).refuse_if_exceeded(
+                self._budget_of(meters).refuse_if_exceeded(
                     f"{'Creating' if action == 'create' else 'Resuming'} cluster {name!r}"
                 )
             if spec is None:
                 spec = next((c.spec for c in clusters if c.name == name), None)
-            if spec is not None:
+            if spec is not None and any(limits.get(limit) is not None for limit in quotas.LIMITS):
+                current = [self.footprint(c) for c in clusters]
                 proposed = self.spec_footprint(name, spec)
                 quotas.check(
                     limits, current, proposed, replacing=None if action == "create" else name, action=action
@@ -200,7 +198,9 @@ class Accounting:
         return self.store.update(finish)
 
     def budget(self, clusters: Iterable[Cluster] | None = None, *, lock: bool = True) -> quotas.Budget:
-        meters = self.sample(clusters, lock=lock)
+        return self._budget_of(self.sample(clusters, lock=lock))
+
+    def _budget_of(self, meters: dict[str, Meter]) -> quotas.Budget:
         month = usage.month_of(self.clock())
         data = self.store.read()
         closed = float((data["months"].get(month) or {}).get("closed", 0.0))
