@@ -63,6 +63,7 @@ bench: $(STAMP) k8s-bin
 	$(BIN)/python -m benchmarks.kuberay_list
 	PYTHONPATH=. $(BIN)/python -m benchmarks.push_latency
 	PYTHONPATH=. $(BIN)/python -m benchmarks.job_push_latency
+	PYTHONPATH=. $(BIN)/python -m benchmarks.panel_load
 
 clean:
 	rm -rf $(VENV) node_modules ui-tests/node_modules lib eksray_jupyter/labextension

@@ -317,3 +317,43 @@ async def test_rest_refuses_a_create_past_the_quota_with_409_and_reports_usage(j
     with pytest.raises(HTTPClientError) as bad:
         await fetch(jp_fetch, "usage", params={"format": "xml"})
     assert bad.value.code == 400 and "use json or csv" in bad.value.response.body.decode()
+
+
+def test_a_suspended_cluster_counts_only_as_a_cluster_and_resuming_it_is_checked(tmp_path: Path) -> None:
+    from .fakes import FakeBackend
+
+    config = EKSRay(state_dir=str(tmp_path), owner="alice", quotas={"default": {"maxCpus": 4}})
+    service = ClusterService(config, FakeBackend(state_dir=str(tmp_path), profiles=config.profiles))
+    service.create(spec("first", replicas=1))  # 2 CPUs at its maximum
+    service.suspend("first")
+    service.create(spec("second", cpu=1, replicas=2, max_replicas=2))  # 3 CPUs: fits beside a suspended one
+    with pytest.raises(ConflictError, match=r"Resuming cluster 'first'.*CPUs: 5 would exceed the limit of 4"):
+        service.resume("first")
+    service.delete("second")
+    service.resume("first")
+    assert service.get("first").phase.value != "suspended"
+
+
+def test_a_used_up_budget_suspends_idle_clusters_when_the_admin_chose_so(tmp_path: Path) -> None:
+    from .fakes import FakeBackend
+
+    clock = Clock()
+    config = EKSRay(
+        state_dir=str(tmp_path),
+        owner="alice",
+        prices={"cpuHour": 1.0},
+        quotas={"default": {"monthlyBudget": 1}},
+        budget_exceeded_action="suspend-idle",
+    )
+    backend = FakeBackend(state_dir=str(tmp_path), profiles=config.profiles, prices=config.prices)
+    service = ClusterService(config, backend)
+    service.accounting.clock = clock
+    service.create(spec("idle", replicas=0))
+    service.create(spec("busy", replicas=0))
+    backend.busy_reasons = lambda owner, name: ["1 Ray task(s) running or waiting"] if name == "busy" else []  # type: ignore[method-assign]
+    service.accounting.sample()
+    clock.now += 2 * HOUR  # $1/h each: $4 of $1
+    notice = service.accounting.budget_pass(service.list())
+    assert notice is not None and notice.state == "exceeded"
+    assert service.get("idle").phase.value == "suspended"
+    assert service.get("busy").phase.value != "suspended"
