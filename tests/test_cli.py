@@ -303,3 +303,39 @@ def test_the_installed_command_in_a_real_process(svc: ClusterService, tmp_path: 
         [*command, "rc", "status", "zz"], capture_output=True, text=True, env=env, timeout=120
     )
     assert gone.returncode == 1 and "No cluster named 'zz'" in gone.stderr
+
+
+# --- usage and cost ---------------------------------------------------------------------------
+
+
+def test_usage_shows_clusters_quota_and_budget_and_exports_csv(
+    cli: Callable[..., Result], svc: ClusterService
+) -> None:
+    svc.config.prices = {"cpuHour": 0.5}
+    svc.config.quotas = {"default": {"maxCpus": 8, "monthlyBudget": 100}}
+    assert cli("rc", "create", "demo", "--workers", "1").code == 0
+    text = cli("usage")
+    assert text.code == 0, text.err
+    assert "demo" in text.out and "$1.00/h" in text.out  # head and a worker, 1 CPU each
+    assert "Quota (at each cluster's maximum): CPUs 3 of 8" in text.out
+    assert "Budget " in text.out and "of $100.00." in text.out
+    table = cli("usage", "--csv")
+    assert table.out.splitlines()[0].startswith("name,phase,cpu,gpu,memoryGiB")
+    assert table.out.splitlines()[1].startswith("demo,")
+    data = cli("usage", "-o", "json").json()
+    assert data["clusters"][0]["dollarsPerHour"] == 1.0 and data["quota"]["limits"]["maxCpus"] == 8  # type: ignore[index]
+    status = cli("rc", "status", "demo")
+    assert "Cost: $1.00/h" in status.out
+    refused = cli("rc", "create", "big", "--workers", "4", "--max", "8")
+    assert refused.code == 1 and "would exceed the limit of 8" in refused.err
+
+
+def test_prometheus_config_is_for_the_local_backend_only(cli: Callable[..., Result], tmp_path: Path) -> None:
+    from eksray_jupyter.core.config import EKSRay
+
+    local = ClusterService(EKSRay(state_dir=str(tmp_path / "local-state")))
+    result = cli("rc", "prometheus-config", service=local)
+    assert result.code == 0 and "file_sd_configs" in result.out
+    assert str(tmp_path / "local-state" / "local" / "prometheus" / "*.json") in result.out
+    other = cli("rc", "prometheus-config")
+    assert other.code == 1 and "scraped by the Prometheus of where they run" in other.err

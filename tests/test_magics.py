@@ -376,3 +376,16 @@ def test_suspend_resume_and_keepalive(shell: InteractiveShell, svc: ClusterServi
     assert any(e.reason == "KeptAlive" and "from a notebook" in e.message for e in svc.events("t1"))
     assert "invalid choice: 'nap'" in fail(shell, "up t2 --idle-timeout 5 --idle-action nap")
     assert "lifecycle.idleTimeoutMinutes: must be at most 43200" in fail(shell, "up t2 --idle-timeout 99999")
+
+
+def test_usage_and_the_cost_in_status(shell: InteractiveShell, svc: ClusterService) -> None:
+    svc.create({"name": "demo", "profile": "cpu-small"})
+    (bundle,) = bundles(run(shell, "usage"))
+    assert "demo" in bundle["text/html"] and "CPU-h" in bundle["text/plain"]  # no prices: resource-hours
+    csv_out = run(shell, "usage --csv").stdout
+    assert csv_out.splitlines()[0].startswith("name,phase,cpu,") and csv_out.splitlines()[1].startswith(
+        "demo,"
+    )
+    (status,) = bundles(run(shell, "status demo"))
+    assert "Usage: " in status["text/plain"] and "no prices are set" in status["text/plain"]
+    assert "object store used" in status["text/html"]
