@@ -43,7 +43,7 @@ class Wakeup:
         self._closed = False
         # Directories: path -> (its watchdog watch, which file names count).
         self._observer: Any = None
-        self._dirs: dict[str, Any] = {}
+        self._dirs: dict[str, tuple[Any, tuple[PathFilter, bool]]] = {}  # path -> (watch, how)
         # Processes: pid -> pidfd, waited on by one selector thread; the pipe re-arms it.
         self._selector: selectors.BaseSelector | None = None
         self._pipe: tuple[int, int] | None = None
@@ -76,8 +76,9 @@ class Wakeup:
                 self._observer.daemon = True
                 self._observer.start()
             keys = {str(p): f for p, f in wanted.items()}
-            for path in set(self._dirs) - set(keys):
-                watch = self._dirs.pop(path)
+            # Dropped, or watched another way now (a filter that changed): unscheduled.
+            for path in [p for p, (_, how) in self._dirs.items() if keys.get(p) != how]:
+                watch, _ = self._dirs.pop(path)
                 with contextlib.suppress(Exception):  # gone with its directory
                     self._observer.unschedule(watch)
             for path, (accepts, recursive) in keys.items():
@@ -88,7 +89,7 @@ class Wakeup:
                 except OSError as e:  # e.g. the inotify watch limit: polling still finds it
                     log.debug("eksray %s: cannot watch %s: %s", self.name, path, e)
                     continue
-                self._dirs[path] = watch
+                self._dirs[path] = (watch, (accepts, recursive))
 
     # --- processes --------------------------------------------------------------------------
 

@@ -79,6 +79,10 @@ def _is_state_file(path: str) -> bool:
     return os.path.basename(path) in STATE_FILES
 
 
+def _is_gcs_log(path: str) -> bool:
+    return os.path.basename(path) == "gcs_server.out"
+
+
 def _is_start_log(path: str) -> bool:
     # The GCS logs each node's registration and death; the dashboard when it serves.
     return os.path.basename(path) in ("gcs_server.out", "dashboard.log")
@@ -129,7 +133,10 @@ class LocalBackend(ClusterBackend):
     ).tag(config=True)
 
     observe_interval = Float(
-        0.5, help="Seconds between two looks at the clusters while someone observes."
+        2.0,
+        help="Seconds between two looks at the clusters while someone observes, for what only the Ray "
+        "dashboard shows (utilisation); state files, GCS registrations and process exits wake the "
+        "observer at once. Each look reads every running cluster's dashboard.",
     ).tag(config=True)
     start_timeout = Float(180.0, help="Seconds a head may take to answer before it is reported failed.").tag(
         config=True
@@ -1072,7 +1079,10 @@ class LocalBackend(ClusterBackend):
         for cdir, record in records:
             if record.get("status") != "running":
                 continue
-            dirs[Path(record["tempDir"]) / "session_latest" / "logs"] = (_is_start_log, False)
+            # The dashboard's log only until it is up: it logs every request it serves, ours too,
+            # and each line would wake this loop into reading the dashboard again.
+            logs = _is_gcs_log if record.get("readyAt") is not None else _is_start_log
+            dirs[Path(record["tempDir"]) / "session_latest" / "logs"] = (logs, False)
             refs = [record.get("head"), record.get("bootstrap")]
             with contextlib.suppress(CorruptFileError, OSError):
                 refs += [n.get("process") for n in cdir.read_nodes().values()]
