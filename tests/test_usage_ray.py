@@ -31,6 +31,7 @@ def hold(path):
         time.sleep(0.05)
     return "released"
 
+held = ray.put(b"x" * (64 * 1024 * 1024))  # 64 MiB in the object store while the task runs
 print(ray.get(hold.remote(sys.argv[1])), flush=True)
 """
 
@@ -70,8 +71,12 @@ def test_utilisation_rises_while_a_task_runs_and_falls_after(state_dir: Path, tm
             text=True,
         )
         busy = wait_until(
-            lambda: (r := service.accounting.report()["clusters"][0])["used"]["cpu"] >= 1 and r,
-            "the running task's CPU in the report",
+            lambda: (
+                (r := service.accounting.report()["clusters"][0])["used"]["cpu"] >= 1
+                and r["used"]["objectStoreGiB"] >= 0.0625
+                and r
+            ),
+            "the running task's CPU and the 64 MiB object in the report",
             timeout=120,
         )
         assert busy["utilization"]["cpu"] == pytest.approx(0.5)

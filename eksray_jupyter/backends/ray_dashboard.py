@@ -70,6 +70,9 @@ def list_nodes(base_url: str, headers: dict[str, str] | None = None) -> list[dic
     return items
 
 
+_RAY_NAMES = {"objectStoreMemory": "object_store_memory"}
+
+
 def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """What Ray has in use on each node, keyed by node id: ``{"CPU": 1.0, "memory": bytes,
     "object_store_memory": bytes, ...}`` from the autoscaler's load report (tasks' and actors'
@@ -85,7 +88,8 @@ def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[
         for resource, pair in usage.items():
             if resource.startswith("node:") or not isinstance(pair, list | tuple) or len(pair) != 2:
                 continue
-            used[resource] = float(pair[0])
+            # The dashboard camel-cases Ray's names in this report (objectStoreMemory).
+            used[_RAY_NAMES.get(resource, resource)] = float(pair[0])
         out[node_id] = used
     return out
 

@@ -239,8 +239,8 @@ class Accounting:
             )
         else:
             message = (
-                f"You have spent ${budget.spent:,.2f}: your ${budget.budget:,.2f} budget for {budget.month} "
-                "is used up. New clusters and resumes are refused until next month or a larger budget."
+                f"Your ${budget.budget:,.2f} budget for {budget.month} is used up (${budget.spent:,.2f}). "
+                "New clusters and resumes are refused until next month or a larger budget."
             )
         for cluster in clusters:
             if cluster.phase not in _FREE:
