@@ -17,6 +17,7 @@ import type {
   IJobList,
   IJobLogPage,
   IServerConfig,
+  IUsageReport,
   JobState
 } from './models';
 
@@ -291,6 +292,27 @@ export function jobResultUrl(
     'results',
     encoded
   );
+}
+
+/**
+ * What the user's clusters use and cost now and since created, the quota and the monthly
+ * budget (`GET /usage`). The server advances its meters at every read.
+ */
+export function getUsage(): Promise<IUsageReport> {
+  return requestAPI<IUsageReport>('usage');
+}
+
+/**
+ * Where the usage report is downloaded as CSV: `GET <baseUrl>eksray/api/usage?format=csv`
+ * (one row per cluster; the server names the file `eksray-usage.csv`).
+ *
+ * A plain same-origin link, like the job results ({@link jobResultUrl}): the browser sends
+ * the Jupyter login cookie with it.
+ */
+export function usageCsvUrl(
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): string {
+  return URLExt.join(settings.baseUrl, API_NAMESPACE, 'usage') + '?format=csv';
 }
 
 function jobPath(id: string): string {

@@ -20,6 +20,11 @@ import type {
   StreamMessage
 } from './models';
 import type { IPushStream, StreamStatus } from './pushStream';
+import {
+  clusterUtilization,
+  type IUtilizationSample,
+  sameUtilization
+} from './utilization';
 
 /** Worker count of a cluster at one moment, for the chart. */
 export interface IWorkerSample {
@@ -34,7 +39,7 @@ export interface IWorkerSample {
 /** Events kept per cluster; older ones are dropped. */
 const MAX_EVENTS = 1000;
 
-/** Worker samples kept per cluster. */
+/** Worker samples (and utilisation samples) kept per cluster. */
 const MAX_SAMPLES = 2000;
 
 /** Number of alive worker nodes of a cluster. */
@@ -115,6 +120,14 @@ export class ClusterStore extends ObservableStore implements IDisposable {
   /** Worker counts of a cluster seen by this client, oldest first. */
   history(name: string): IWorkerSample[] {
     return this._history.get(name) ?? [];
+  }
+
+  /**
+   * A cluster's utilisation (CPU, GPU, memory, object store over its alive nodes) as this
+   * client saw it pushed, oldest first: a sample each time it changed.
+   */
+  utilizationHistory(name: string): IUtilizationSample[] {
+    return this._utilization.get(name) ?? [];
   }
 
   /** Open the stream (once); until it is up, poll. */
@@ -347,6 +360,25 @@ export class ClusterStore extends ObservableStore implements IDisposable {
       }
       this._history.set(cluster.name, samples);
     }
+    this._sampleUtilization(cluster);
+  }
+
+  private _sampleUtilization(cluster: ICluster): void {
+    const samples = this._utilization.get(cluster.name) ?? [];
+    const sample: IUtilizationSample = {
+      time: Date.now(),
+      ...clusterUtilization(cluster.nodes ?? [])
+    };
+    const last = samples[samples.length - 1];
+    if (last && sameUtilization(last, sample)) {
+      return; // It holds until the next change.
+    }
+    // A new array, so that React sees the change.
+    const next = [...samples, sample];
+    this._utilization.set(
+      cluster.name,
+      next.length > MAX_SAMPLES ? next.slice(next.length - MAX_SAMPLES) : next
+    );
   }
 
   private _remove(name: string): void {
@@ -356,6 +388,7 @@ export class ClusterStore extends ObservableStore implements IDisposable {
     this._eventsErrors.delete(name);
     this._eventsRetriedAt.delete(name);
     this._history.delete(name);
+    this._utilization.delete(name);
     this._deleting.delete(name);
   }
 
@@ -423,6 +456,7 @@ export class ClusterStore extends ObservableStore implements IDisposable {
   private _eventsErrors = new Map<string, string>();
   private _eventsRetriedAt = new Map<string, number>();
   private _history = new Map<string, IWorkerSample[]>();
+  private _utilization = new Map<string, IUtilizationSample[]>();
   private _watched = new Map<string, number>();
   private _deleting = new Set<string>();
   private _isDisposed = false;

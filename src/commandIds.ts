@@ -1,6 +1,7 @@
 /** Ids of the commands the extension adds (palette category "Ray"). */
 export const CommandIDs = {
   showClusters: 'eksray:show-clusters',
+  showUsage: 'eksray:show-usage',
   newCluster: 'eksray:new-cluster',
   openDashboard: 'eksray:open-dashboard',
   openDashboardInBrowser: 'eksray:open-dashboard-in-browser',

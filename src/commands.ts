@@ -132,6 +132,22 @@ export function addCommands(options: ICommandsOptions): void {
     execute: showPanel
   });
 
+  commands.addCommand(CommandIDs.showUsage, {
+    label: 'Show Ray Usage and Costs',
+    caption:
+      'What your Ray clusters use and cost, your quota and your monthly budget',
+    execute: () => {
+      showPanel();
+      sidebar.view = { kind: 'list' };
+      sidebar.sections = { ...sidebar.sections, usage: true };
+      requestAnimationFrame(() =>
+        document
+          .getElementById('eksray-usage-title')
+          ?.scrollIntoView({ block: 'start' })
+      );
+    }
+  });
+
   commands.addCommand(CommandIDs.refresh, {
     label: 'Refresh Ray Clusters',
     execute: () => store.refresh()
@@ -409,6 +425,7 @@ export function addCommands(options: ICommandsOptions): void {
 /** The commands shown in the palette (category "Ray"). */
 export const PALETTE_COMMANDS = [
   CommandIDs.showClusters,
+  CommandIDs.showUsage,
   CommandIDs.newCluster,
   CommandIDs.openDashboard,
   CommandIDs.openDashboardInBrowser,

@@ -73,3 +73,46 @@ export function formatAge(iso: string, now = Date.now()): string {
   }
   return `${Math.round(hours / 24)} days ago`;
 }
+
+/**
+ * A compact amount: `2`, `1.5`, `0.25`, `12` (at most two decimals below 1, one below
+ * 10, none above).
+ */
+export function formatAmount(value: number | undefined | null): string {
+  if (value === undefined || value === null || !Number.isFinite(value)) {
+    return '–';
+  }
+  const digits = Math.abs(value) >= 10 ? 0 : Math.abs(value) >= 1 ? 1 : 2;
+  return String(Number(value.toFixed(digits)));
+}
+
+/** Bytes as GiB, compact (`2`, `0.25`): the unit is said once by the caller. */
+export function bytesToGiB(bytes: number | undefined | null): number {
+  return typeof bytes === 'number' && Number.isFinite(bytes) ? bytes / GIB : 0;
+}
+
+/** Dollars, as the CLI says them: `$1,234.56`, `$0.0042` below a cent, `$0.00`. */
+export function formatDollars(value: number | undefined | null): string {
+  const amount =
+    typeof value === 'number' && Number.isFinite(value) ? value : 0;
+  const digits = amount !== 0 && Math.abs(amount) < 0.01 ? 4 : 2;
+  return `$${amount.toLocaleString('en-US', {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits
+  })}`;
+}
+
+/**
+ * Resource-hours in words, as the CLI says them: `0.52 CPU-h · 1.0 GiB-h` (GPU-hours
+ * only when there are some).
+ */
+export function formatResourceHours(
+  hours: { cpu?: number; gpu?: number; memoryGiB?: number } | undefined
+): string {
+  const parts = [`${(hours?.cpu ?? 0).toFixed(2)} CPU-h`];
+  if (hours?.gpu) {
+    parts.push(`${hours.gpu.toFixed(2)} GPU-h`);
+  }
+  parts.push(`${(hours?.memoryGiB ?? 0).toFixed(1)} GiB-h`);
+  return parts.join(' · ');
+}

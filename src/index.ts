@@ -15,13 +15,17 @@ import { JobStore } from './jobStore';
 import { LifecycleNotices } from './lifecycleNotices';
 import type { IJob } from './models';
 import { PushStream } from './pushStream';
-import { type PanelView, ClusterSidebar } from './sidebar';
+import { type ISectionsOpen, type PanelView, ClusterSidebar } from './sidebar';
+import { UsageStore } from './usageStore';
 
 /** Must match the name of the settings schema file, `schema/settings/plugin.json`. */
 const PLUGIN_ID = 'eksray-jupyter:plugin';
 
 /** Where the panel's view (list, form, a cluster) is remembered across reloads. */
 const VIEW_STATE_KEY = `${PLUGIN_ID}:view`;
+
+/** Where the list view's folded sections are remembered across reloads. */
+const SECTIONS_STATE_KEY = `${PLUGIN_ID}:sections`;
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -43,8 +47,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     const store = new ClusterStore({ stream });
     const jobs = new JobStore({ stream });
-    // Idle warnings show whether or not the panel is open.
-    new LifecycleNotices(stream);
+    const usage = new UsageStore({ clusters: store });
+    // Idle and budget warnings show whether or not the panel is open.
+    new LifecycleNotices(stream, {
+      showUsage: () => void app.commands.execute(CommandIDs.showUsage)
+    });
     const openJobLog = (job: IJob) => {
       const id = JobLogWidget.idFor(job.id);
       let widget = [...app.shell.widgets('main')].find(w => w.id === id);
@@ -58,6 +65,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       store,
       commands: app.commands,
       jobs,
+      usage,
       openJobLog
     });
     app.shell.add(sidebar, 'left', { rank: 850 });
@@ -89,6 +97,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
           sidebar.viewChanged.connect((_, next) => {
             void state.save(VIEW_STATE_KEY, next);
+          });
+        });
+      void app.restored
+        .then(() => state.fetch(SECTIONS_STATE_KEY))
+        .then(saved => {
+          const sections = saved as Partial<ISectionsOpen> | undefined;
+          if (sections && typeof sections === 'object') {
+            sidebar.sections = {
+              usage: sections.usage !== false,
+              jobs: sections.jobs !== false
+            };
+          }
+          sidebar.sectionsChanged.connect((_, next) => {
+            void state.save(SECTIONS_STATE_KEY, { ...next });
           });
         });
     }

@@ -2,12 +2,15 @@
  * The idle keeper's notices as JupyterLab notifications: a warning with a
  * "Keep running" action before a cluster is suspended or deleted, then what
  * was done (or the warning withdrawn once the cluster is in use again).
+ *
+ * And the monthly budget's: a warning at 80 % of it, an error at 100 %, each
+ * shown once (the server sends each once per month).
  */
 import { Notification } from '@jupyterlab/apputils';
 import type { IDisposable } from '@lumino/disposable';
 
 import { errorText, keepClusterAlive } from './api';
-import type { ILifecycleNotice, StreamMessage } from './models';
+import type { IBudgetNotice, ILifecycleNotice, StreamMessage } from './models';
 import type { IPushStream } from './pushStream';
 
 /** "in 4 min" / "now" until an ISO time. */
@@ -19,14 +22,43 @@ function until(iso: string | null): string {
   return minutes >= 1 ? `in ${minutes} min` : 'in less than a minute';
 }
 
+/** What toasts show of a message; longer ones are cut. */
+const TOAST_LENGTH = 140;
+
+/**
+ * A message that fits a toast: whole if it does, else as many of its sentences
+ * as fit (the Usage section says the rest), else cut with an ellipsis.
+ */
+export function fitToast(message: string, length = TOAST_LENGTH): string {
+  const text = message.trim();
+  if (text.length <= length) {
+    return text;
+  }
+  let kept = '';
+  for (const sentence of text.match(/[\s\S]*?[.!?](?:\s+|$)/g) ?? []) {
+    if ((kept + sentence).trimEnd().length > length) {
+      break;
+    }
+    kept += sentence;
+  }
+  return kept.trim() || `${text.slice(0, length - 1).trimEnd()}…`;
+}
+
+/** Options of {@link LifecycleNotices}. */
+export interface ILifecycleNoticesOptions {
+  /** Show what the clusters use and cost (a budget notice's action). */
+  showUsage?: () => void;
+}
+
 /** "idle for 25 min" of "idle for 25 min: no Ray task, …". */
 function gist(reason: string): string {
   return reason.split(':')[0];
 }
 
 export class LifecycleNotices implements IDisposable {
-  constructor(stream: IPushStream) {
+  constructor(stream: IPushStream, options: ILifecycleNoticesOptions = {}) {
     this._stream = stream;
+    this._showUsage = options.showUsage ?? null;
     stream.message.connect(this._onMessage, this);
   }
 
@@ -49,6 +81,40 @@ export class LifecycleNotices implements IDisposable {
   private _onMessage(_: IPushStream, message: StreamMessage): void {
     if (message.type === 'lifecycle') {
       this.show(message);
+    } else if (message.type === 'budget') {
+      this.showBudget(message);
+    }
+  }
+
+  /**
+   * A budget threshold crossed: a warning (80 %) or an error (100 %) that stays
+   * until dismissed. Each month's threshold is shown once, however often it
+   * comes (another server, a reconnection).
+   */
+  showBudget(notice: IBudgetNotice): void {
+    const key = `${notice.month}:${notice.state}`;
+    if (this._budgetShown.has(key)) {
+      return;
+    }
+    this._budgetShown.add(key);
+    const showUsage = this._showUsage;
+    const options = {
+      autoClose: false as const,
+      actions: showUsage
+        ? [
+            {
+              label: 'Show usage',
+              caption: 'What your clusters use and cost, and your budget',
+              callback: () => showUsage()
+            }
+          ]
+        : []
+    };
+    const text = fitToast(notice.message || 'Monthly budget notice.');
+    if (notice.state === 'exceeded') {
+      Notification.error(text, options);
+    } else {
+      Notification.warning(text, options);
     }
   }
 
@@ -108,6 +174,8 @@ export class LifecycleNotices implements IDisposable {
   }
 
   private _stream: IPushStream;
+  private _showUsage: (() => void) | null;
   private _shown = new Map<string, string>();
+  private _budgetShown = new Set<string>();
   private _isDisposed = false;
 }

@@ -69,6 +69,15 @@ export interface IClusterNode {
   startedAt: string | null;
   /** Fraction 0..1 in use, per resource, where the backend can tell. */
   utilization: Resources;
+  /**
+   * What Ray has in use of {@link resources} (same names and units: `CPU`, `GPU`, `memory`
+   * and `object_store_memory` in bytes). Absent from servers before usage accounting.
+   */
+  used?: Resources;
+  /** Kubernetes: the node (machine) the pod runs on, where known. */
+  host?: string | null;
+  /** Kubernetes: that machine's instance type, where labelled. */
+  instanceType?: string | null;
 }
 
 /** One step of a cluster's start-up (see `Milestone` in core/models.py). */
@@ -274,7 +283,19 @@ export type ClusterStreamMessage =
   | { type: 'cluster'; cluster: ICluster }
   | { type: 'deleted'; name: string }
   | { type: 'event'; name: string; event: IClusterEvent }
-  | ILifecycleNotice;
+  | ILifecycleNotice
+  | IBudgetNotice;
+
+/**
+ * The user's spending this month crossed 80 % (`warning`) or 100 % (`exceeded`) of the
+ * monthly budget; sent once per month and threshold.
+ */
+export interface IBudgetNotice extends IBudget {
+  type: 'budget';
+  state: 'warning' | 'exceeded';
+  /** What happened and what it means, in plain words. */
+  message: string;
+}
 
 /**
  * The idle keeper warned of an action (`warn`: `pending` at `due`), took it
@@ -393,4 +414,110 @@ export interface IJobLogPage {
   state: JobState | null;
   /** The job has ended and this page reaches the end of its log (`X-Log-Complete`). */
   complete: boolean;
+}
+
+/**
+ * Amounts of the resources usage is counted in (`core/usage.py`): CPUs, GPUs, memory and
+ * the object store in GiB.
+ */
+export interface IUsageResources {
+  cpu: number;
+  gpu: number;
+  memoryGiB: number;
+  objectStoreGiB: number;
+}
+
+/** Resource-hours: CPU-hours, GPU-hours and GiB-hours of memory. */
+export interface IResourceHours {
+  cpu: number;
+  gpu: number;
+  memoryGiB: number;
+}
+
+/** One cluster's line of the usage report. */
+export interface IClusterUsage {
+  name: string;
+  phase: ClusterPhase;
+  /** A suspended cluster runs no node and costs nothing. */
+  suspended: boolean;
+  /** ISO 8601. */
+  createdAt: string;
+  /** What its running nodes may schedule. */
+  resources: IUsageResources;
+  /** What Ray has in use of them. */
+  used: IUsageResources;
+  /** used / resources, 0..1, for the resources it has. */
+  utilization: Partial<IUsageResources>;
+  /** What it may grow to (at its groups' maxReplicas): what counts against quotas. */
+  maxResources: IUsageResources;
+  dollarsPerHour: number;
+  /** Since it was created. */
+  accruedDollars: number;
+  /** This month (UTC). */
+  monthDollars: number;
+  /** Since it was created. */
+  resourceHours: IResourceHours;
+  /** Where its nodes' prices come from. */
+  priceBasis: string[];
+  /** Nodes whose price is unknown, and why. */
+  priceUnknown: string[];
+}
+
+/** Names of the limits an administrator may set (`core/quotas.py`). */
+export type QuotaLimit =
+  | 'maxClusters'
+  | 'maxCpus'
+  | 'maxGpus'
+  | 'maxMemoryGiB'
+  | 'maxDollarsPerHour'
+  | 'monthlyBudget';
+
+/** The user's quota and what counts against it. */
+export interface IQuota {
+  /** `null`: no limit set. */
+  limits: Partial<Record<QuotaLimit, number | null>>;
+  /** Where each limit comes from: `default`, `user alice`, `group ml` or `none set`. */
+  sources: Partial<Record<QuotaLimit, string>>;
+  groups: string[];
+  /**
+   * What counts against the limits, at each cluster's maximum: `clusters`, `cpu`, `gpu`,
+   * `memoryGiB`, `objectStoreGiB`, `dollarsPerHour`.
+   */
+  usage: Record<string, number>;
+}
+
+/** This month's spending against the monthly budget. */
+export interface IBudget {
+  /** `2026-12`. */
+  month: string;
+  spentDollars: number;
+  /** `null`: no budget set. */
+  monthlyBudget: number | null;
+  /** spent / budget, `null` without a budget. */
+  fraction: number | null;
+  state: 'ok' | 'warning' | 'exceeded';
+}
+
+/** Body of `GET /eksray/api/usage` (`UsageReport` in schema/openapi.yaml). */
+export interface IUsageReport {
+  owner: string;
+  backend: string;
+  /** ISO 8601: when the meters were read. */
+  at: string;
+  currency: 'USD';
+  /** The administrator's prices per resource-hour (all 0: none set). */
+  prices: { cpuHour: number; gpuHour: number; memoryGiBHour: number };
+  clusters: IClusterUsage[];
+  totals: {
+    resources: IUsageResources;
+    used: IUsageResources;
+    dollarsPerHour: number;
+    accruedDollars: number;
+    resourceHours: IResourceHours;
+    /** This month's cost of clusters deleted since. */
+    closedDollars: number;
+    closedResourceHours: IResourceHours;
+  };
+  quota: IQuota;
+  budget: IBudget;
 }

@@ -18,14 +18,22 @@ import { ClusterDetail } from './components/ClusterDetail';
 import { ClusterList, EmptyState } from './components/ClusterList';
 import { CreateClusterForm } from './components/CreateClusterForm';
 import { JobsSection } from './components/JobList';
-import { PanelContext, useStore } from './context';
+import { UsageSection } from './components/UsageSection';
+import { PanelContext, usePanelContext, useStore } from './context';
 import { rayClustersIcon } from './icons';
 import type { JobStore } from './jobStore';
 import type { IJob } from './models';
+import type { UsageStore } from './usageStore';
 
 /** What the panel shows. */
 export type PanelView =
   { kind: 'list' } | { kind: 'create' } | { kind: 'detail'; name: string };
+
+/** The foldable sections of the list view, and whether each is unfolded. */
+export interface ISectionsOpen {
+  usage: boolean;
+  jobs: boolean;
+}
 
 export class ClusterSidebar extends ReactWidget {
   constructor(options: IClusterSidebarOptions) {
@@ -34,7 +42,11 @@ export class ClusterSidebar extends ReactWidget {
     this.title.icon = rayClustersIcon;
     this.title.caption = 'Ray clusters';
     this.addClass('eksray-Sidebar');
-    this._context = { store: options.store, commands: options.commands };
+    this._context = {
+      store: options.store,
+      commands: options.commands,
+      usage: options.usage ?? null
+    };
     this._jobs = options.jobs ?? null;
     this._openJobLog = options.openJobLog ?? (() => undefined);
   }
@@ -46,6 +58,26 @@ export class ClusterSidebar extends ReactWidget {
 
   get store(): ClusterStore {
     return this._context.store;
+  }
+
+  /** What the clusters use and cost, if the panel shows it. */
+  get usage(): UsageStore | null {
+    return this._context.usage ?? null;
+  }
+
+  /** Which sections of the list view are unfolded. */
+  get sections(): ISectionsOpen {
+    return this._sections;
+  }
+  set sections(sections: ISectionsOpen) {
+    this._sections = { ...sections };
+    this._sectionsChanged.emit(this._sections);
+    this.update();
+  }
+
+  /** Emitted when a section is folded or unfolded. */
+  get sectionsChanged(): ISignal<this, ISectionsOpen> {
+    return this._sectionsChanged;
   }
 
   /** What the panel shows. */
@@ -85,6 +117,7 @@ export class ClusterSidebar extends ReactWidget {
     if (this.isVisible) {
       this.store.setVisible(true);
       this._jobs?.setVisible(true);
+      this.usage?.setVisible(true);
     }
   }
 
@@ -92,12 +125,22 @@ export class ClusterSidebar extends ReactWidget {
     super.onAfterShow(msg);
     this.store.setVisible(true);
     this._jobs?.setVisible(true);
+    this.usage?.setVisible(true);
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this.store.setVisible(false);
     this._jobs?.setVisible(false);
+    this.usage?.setVisible(false);
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    // Nobody looks at a detached panel.
+    this.store.setVisible(false);
+    this._jobs?.setVisible(false);
+    this.usage?.setVisible(false);
+    super.onBeforeDetach(msg);
   }
 
   protected render(): React.ReactElement {
@@ -109,6 +152,8 @@ export class ClusterSidebar extends ReactWidget {
           navigate={this._navigate}
           jobs={this._jobs}
           openJobLog={this._openJobLog}
+          sections={this._sections}
+          setSections={this._setSections}
         />
       </PanelContext.Provider>
     );
@@ -118,12 +163,22 @@ export class ClusterSidebar extends ReactWidget {
     this.view = view;
   };
 
-  private _context: { store: ClusterStore; commands: CommandRegistry };
+  private _setSections = (sections: ISectionsOpen) => {
+    this.sections = sections;
+  };
+
+  private _context: {
+    store: ClusterStore;
+    commands: CommandRegistry;
+    usage: UsageStore | null;
+  };
   private _jobs: JobStore | null;
   private _openJobLog: (job: IJob) => void;
   private _view: PanelView = { kind: 'list' };
   private _viewChanged = new Signal<this, PanelView>(this);
   private _defaultProfile = '';
+  private _sections: ISectionsOpen = { usage: true, jobs: true };
+  private _sectionsChanged = new Signal<this, ISectionsOpen>(this);
 }
 
 /** Options of a {@link ClusterSidebar}. */
@@ -132,6 +187,8 @@ export interface IClusterSidebarOptions {
   commands: CommandRegistry;
   /** The user's jobs, shown below the clusters in the list view. */
   jobs?: JobStore;
+  /** What the clusters use and cost: the Usage section and each cluster's cost. */
+  usage?: UsageStore;
   /** Open a job's log in a main-area tab. */
   openJobLog?: (job: IJob) => void;
 }
@@ -142,8 +199,12 @@ function ClusterPanel(props: {
   navigate: (view: PanelView) => void;
   jobs: JobStore | null;
   openJobLog: (job: IJob) => void;
+  sections: ISectionsOpen;
+  setSections: (sections: ISectionsOpen) => void;
 }): React.ReactElement {
   const store = useStore();
+  const { usage } = usePanelContext();
+  const { sections, setSections } = props;
   const { view, navigate } = props;
   const clusters = store.clusters;
 
@@ -207,12 +268,22 @@ function ClusterPanel(props: {
       )}
       <div className="eksray-Panel-body">
         {body}
+        {view.kind === 'list' && usage && (
+          <UsageSection
+            open={sections.usage}
+            onToggle={open => setSections({ ...sections, usage: open })}
+            onOpenCluster={name => navigate({ kind: 'detail', name })}
+            clusterNames={new Set((clusters ?? []).map(c => c.name))}
+          />
+        )}
         {view.kind === 'list' && props.jobs && (
           <JobsSection
             store={props.jobs}
             onOpenLog={props.openJobLog}
             onOpenCluster={name => navigate({ kind: 'detail', name })}
             clusterNames={new Set((clusters ?? []).map(c => c.name))}
+            open={sections.jobs}
+            onToggle={open => setSections({ ...sections, jobs: open })}
           />
         )}
       </div>

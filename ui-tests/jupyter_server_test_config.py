@@ -28,3 +28,7 @@ c.EKSRay.lifecycle_bounds = {
         "idleAction": {"allowed": ["suspend"]},
     }
 }
+
+# A quota and a monthly budget for everyone (no prices: the local backend's clusters cost $0, so the
+# budget stays at 0 %): the Usage section shows them, and a create past maxCpus is refused (409).
+c.EKSRay.quotas = {"default": {"maxCpus": 16, "maxMemoryGiB": 64, "monthlyBudget": 100}}

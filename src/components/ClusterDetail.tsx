@@ -1,6 +1,6 @@
 /**
- * One cluster: its state, worker groups (with scaling), nodes, a chart of its
- * workers and its events.
+ * One cluster: its state and cost, worker groups (with scaling), nodes, charts
+ * of its workers and its utilisation, and its events.
  */
 import {
   caretLeftIcon,
@@ -10,13 +10,21 @@ import {
 import React, { useEffect } from 'react';
 
 import { CommandIDs } from '../commandIds';
-import { usePanelContext, useStore } from '../context';
-import { formatAge, formatDateTime } from '../format';
+import { usePanelContext, useStore, useUsage } from '../context';
+import {
+  formatAge,
+  formatDateTime,
+  formatDollars,
+  formatResourceHours
+} from '../format';
 import { type ICluster, TRANSITIONAL_PHASES } from '../models';
+import { nodeTotal } from '../utilization';
 import { PhaseBadge } from './ClusterList';
 import { EventsTimeline } from './EventsTimeline';
 import { NodeTable } from './NodeTable';
 import { StartupTimeline } from './StartupTimeline';
+import { costText } from './UsageSection';
+import { UtilizationChart } from './UtilizationChart';
 import { WorkerChart } from './WorkerChart';
 import { WorkerGroups } from './WorkerGroups';
 
@@ -51,6 +59,50 @@ export function lifecycleText(cluster: ICluster): string {
     parts.push(`delete ${life.maxLifetimeHours} h after creation`);
   }
   return parts.join('; ');
+}
+
+/**
+ * The cluster's cost now and since created (resource-hours where no prices are
+ * set), from the usage report, which is read again every 10 s while shown.
+ */
+function CostFacts(props: { name: string }): React.ReactElement | null {
+  const usage = useUsage();
+  if (!usage) {
+    return null;
+  }
+  const row = usage.cluster(props.name);
+  const priced = usage.priced;
+  const term = priced ? 'Cost' : 'Usage';
+  if (!row) {
+    return (
+      <>
+        <dt>{term}</dt>
+        <dd className="eksray-Muted">
+          {usage.error && usage.report === null ? 'not known' : 'reading…'}
+        </dd>
+      </>
+    );
+  }
+  const title = priced
+    ? [
+        `${formatDollars(row.monthDollars)} this month`,
+        row.priceBasis.length ? `prices: ${row.priceBasis.join('; ')}` : '',
+        row.priceUnknown.length
+          ? `price unknown for: ${row.priceUnknown.join('; ')}`
+          : '',
+        formatResourceHours(row.resourceHours)
+      ]
+        .filter(Boolean)
+        .join('\n')
+    : 'No prices are set, so usage is counted in resource-hours rather than dollars';
+  return (
+    <>
+      <dt>{term}</dt>
+      <dd className="eksray-Facts-cost" title={title}>
+        {costText(row, priced)}
+      </dd>
+    </>
+  );
 }
 
 export function ClusterDetail(props: {
@@ -150,6 +202,7 @@ export function ClusterDetail(props: {
             <dd>{lifecycleText(cluster)}</dd>
           </>
         ) : null}
+        <CostFacts name={name} />
       </dl>
       <div className="eksray-Actions">
         <button
@@ -246,6 +299,15 @@ export function ClusterDetail(props: {
           events={store.events(name)}
           maxWorkers={maxWorkers}
           createdAt={cluster.createdAt}
+        />
+      </Section>
+      <Section title="Utilisation over time">
+        <UtilizationChart
+          samples={store.utilizationHistory(name)}
+          gpu={
+            cluster.nodes.some(n => nodeTotal(n, 'GPU') > 0) ||
+            store.utilizationHistory(name).some(s => s.gpu !== null)
+          }
         />
       </Section>
       <Section title="Nodes">

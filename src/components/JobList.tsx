@@ -10,6 +10,7 @@ import { jobResultUrl } from '../api';
 import { formatDateTime } from '../format';
 import type { JobStore } from '../jobStore';
 import { type IJob, isStoppable, isTerminal, type JobState } from '../models';
+import { CollapsibleSection } from './CollapsibleSection';
 
 /** What each state means, for tooltips and screen readers. */
 const STATE_HINTS: Record<JobState, string> = {
@@ -78,6 +79,9 @@ export function JobsSection(props: {
   /** Show a cluster's details; given with the names of the clusters that exist now. */
   onOpenCluster?: (name: string) => void;
   clusterNames?: ReadonlySet<string>;
+  /** Whether the section is unfolded (default: yes). */
+  open?: boolean;
+  onToggle?: (open: boolean) => void;
 }): React.ReactElement {
   const { store } = props;
   useSyncExternalStore(store.subscribe, () => store.version);
@@ -115,13 +119,13 @@ export function JobsSection(props: {
   }
 
   return (
-    <section
-      className="eksray-Section eksray-Jobs"
-      aria-labelledby="eksray-jobs-title"
+    <CollapsibleSection
+      id="jobs"
+      title="Jobs"
+      className="eksray-Jobs"
+      open={props.open ?? true}
+      onToggle={open => props.onToggle?.(open)}
     >
-      <h3 className="eksray-Section-title" id="eksray-jobs-title">
-        Jobs
-      </h3>
       {store.error && (
         <div className="eksray-Error" role="alert">
           {store.error}
@@ -133,7 +137,7 @@ export function JobsSection(props: {
         </p>
       ))}
       {body}
-    </section>
+    </CollapsibleSection>
   );
 }
 

@@ -70,7 +70,7 @@ export function workerSeries(
 }
 
 /** An SVG path of a step line through (x, y) pairs. */
-function stepPath(coords: [number, number][]): string {
+export function stepPath(coords: [number, number][]): string {
   return coords
     .map(([x, y], i) => {
       if (i === 0) {
@@ -82,7 +82,7 @@ function stepPath(coords: [number, number][]): string {
 }
 
 /** The current time, refreshed every `interval` ms while mounted. */
-function useNow(interval: number): number {
+export function useNow(interval: number): number {
   const [now, setNow] = useState(() => Date.now());
   useEffect(() => {
     const timer = window.setInterval(() => setNow(Date.now()), interval);

@@ -131,7 +131,10 @@ export function fakeCluster(
         resources: { CPU: 1, memory: 4 * 1024 ** 3 },
         address: '127.0.0.1:6379',
         startedAt: null,
-        utilization: { CPU: 0.25, memory: 0.4 }
+        utilization: { CPU: 0.25, memory: 0.4 },
+        used: { CPU: 0.25, memory: 0.4 * 4 * 1024 ** 3 },
+        host: null,
+        instanceType: null
       },
       ...[1, 2].map(i => ({
         id: `worker000${i}`,
@@ -141,7 +144,10 @@ export function fakeCluster(
         resources: { CPU: 1, memory: 2 * 1024 ** 3 },
         address: `10.0.0.${i}`,
         startedAt: null,
-        utilization: { CPU: 0.5 * i, memory: 0.1 }
+        utilization: { CPU: 0.5 * i, memory: 0.1 },
+        used: { CPU: 0.5 * i, memory: 0.1 * 2 * 1024 ** 3 },
+        host: null,
+        instanceType: null
       }))
     ],
     dashboardUrl: `/eksray/clusters/${name}/dashboard/`,

@@ -127,7 +127,8 @@ test.describe('Push stream', () => {
     );
     const nodes = detail.getByRole('table', { name: 'Nodes' });
     await expect(nodes.getByRole('row')).toHaveCount(4); // header + 3 nodes
-    await expect(nodes).toContainText('50%');
+    // What Ray has in use of what it may schedule: half a CPU of one.
+    await expect(nodes).toContainText('0.5/1');
     await expect(timeline.getByRole('listitem')).toHaveCount(3);
     await screenshotPanel(page, testInfo, 'detail-light');
 
