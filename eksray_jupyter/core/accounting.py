@@ -107,8 +107,9 @@ class Accounting:
         limits = self.limits()
         if all(value is None for value in limits.values.values()):
             # Nothing to check: no reason to serialise this user's changes (a slow create would
-            # hold the next one back); charged at the old rate up to now all the same.
-            self.sample()
+            # hold the next one back); a changed cluster is charged at its old rate up to now.
+            if action != "create":
+                self.sample()
             yield
             return
         with self.store.locked():
