@@ -156,6 +156,7 @@ class CLI:
 
     def rc_status(self) -> int:
         cluster, active = console.status(self.clusters, self.args.name, HINT)
+        cluster = self.clusters.accounting.with_use(cluster)
         link = console.dashboard_link(self.clusters, cluster)
         cost = self.clusters.accounting.cluster_cost(cluster)
         view = present.cluster_detail(cluster, link, active=active, cost=cost)

@@ -219,6 +219,7 @@ class EKSRayMagics(Magics):
 
     def _cmd_status(self, args: argparse.Namespace) -> None:
         cluster, active = console.status(self.clusters, args.name, HINT)
+        cluster = self.clusters.accounting.with_use(cluster)
         cost = self.clusters.accounting.cluster_cost(cluster)
         view = present.cluster_detail(cluster, self._dashboard_url(cluster), active=active, cost=cost)
         self._show(present.join(view, present.timeline_view(cluster)) if args.timeline else view)

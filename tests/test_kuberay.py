@@ -695,6 +695,8 @@ class DashboardStub:
         self.live_actors = 0
         self.jobs: list[dict[str, Any]] = []
         self.queries: list[str] = []
+        self.nodes: list[dict[str, Any]] = []  # the node table (/api/v0/nodes)
+        self.usage: dict[str, dict[str, list[float]]] = {}  # the load report's usageByNode
         stub = self
 
         class Handler(JSONHandler):
@@ -708,6 +710,13 @@ class DashboardStub:
                         return
                 if self.path.startswith("/api/jobs/"):
                     self.send_json(stub.jobs)
+                    return
+                if self.path.startswith("/api/cluster_status"):
+                    report = {"loadMetricsReport": {"usageByNode": stub.usage}}
+                    self.send_json({"result": True, "data": {"clusterStatus": report}})
+                    return
+                if self.path.startswith("/api/v0/nodes"):
+                    self.send_json({"result": True, "msg": "", "data": {"result": {"result": stub.nodes}}})
                     return
                 if not self.path.startswith("/api/v0/cluster_events"):
                     self.send_error(404)
@@ -783,6 +792,46 @@ def test_observer_pushes_changes_events_and_autoscaler_events(
         wait_until(lambda: any(c.kind == "deleted" for c in changes), what="deletion pushed")
     finally:
         unsubscribe()
+
+
+def test_what_ray_uses_on_each_pod_is_read_from_the_heads_dashboard(
+    make_backend: Callable[..., KubeRayBackend],
+    fakekube: FakeKubeServer,
+    dashboard_stub: DashboardStub,
+) -> None:
+    from eksray_jupyter.core.config import EKSRay
+    from eksray_jupyter.core.service import ClusterService
+
+    backend = make_backend(dashboard_access="apiserver-proxy")
+    backend.create_cluster("alice", spec_of(CPU_SPEC))
+    cluster = ready(backend, "alice", "demo")
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", dashboard_stub.url, port="dashboard")
+    head = next(n for n in cluster.nodes if n.kind == "head")
+    worker = next(n for n in cluster.nodes if n.kind == "worker")
+    dashboard_stub.nodes = [
+        {"node_id": "ray-head", "node_ip": head.address, "state": "ALIVE"},
+        {"node_id": "ray-worker", "node_ip": worker.address, "state": "ALIVE"},
+        {"node_id": "ray-gone", "node_ip": "10.9.9.9", "state": "DEAD"},
+    ]
+    dashboard_stub.usage = {
+        "ray-head": {"CPU": [0.0, 1.0], "node:__internal_head__": [0.0, 1.0]},
+        "ray-worker": {"CPU": [1.0, 1.0], "memory": [2**30, 2**31], "objectStoreMemory": [2**27, 2**29]},
+        "ray-gone": {"CPU": [1.0, 1.0]},
+    }
+    service = ClusterService(EKSRay(owner="alice", state_dir=str(backend.state_dir)), backend)
+    used = wait_until(
+        lambda: (r := service.accounting.report()["clusters"][0]["used"])["cpu"] == 1 and r,
+        what="the worker's use in the report",
+    )
+    assert used["memoryGiB"] == 1.0 and used["objectStoreGiB"] == 0.125
+    seen = service.accounting.with_use(backend.get_cluster("alice", "demo"))
+    on_worker = next(n for n in seen.nodes if n.kind == "worker")
+    assert on_worker.used["CPU"] == 1.0 and on_worker.utilization["CPU"] == 1.0
+    assert next(n for n in seen.nodes if n.kind == "head").used == {"CPU": 0.0}
+    # The dashboard stops answering: the nodes show no use, nothing fails.
+    fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", "http://127.0.0.1:9", port="dashboard")
+    backend.autoscaler_events.forget((ALICE_NS, "demo"))
+    assert all(not n.used for n in service.accounting.with_use(backend.get_cluster("alice", "demo")).nodes)
 
 
 def test_dashboard_and_driver_addresses(

@@ -74,12 +74,20 @@ _RAY_NAMES = {"objectStoreMemory": "object_store_memory"}
 
 
 def usage_by_node(base_url: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """What Ray has in use on each node, keyed by node id: ``{"CPU": 1.0, "memory": bytes,
-    "object_store_memory": bytes, ...}`` from the autoscaler's load report (tasks' and actors'
-    requests; the object store's bytes). Empty when the dashboard cannot say."""
+    """What Ray has in use on each node, keyed by node id (:func:`usage_from_status`); empty when
+    the dashboard cannot say."""
     try:
         body = get_json(base_url, CLUSTER_STATUS_PATH, timeout=1.0, headers=headers)
     except DashboardUnavailable:
+        return {}
+    return usage_from_status(body)
+
+
+def usage_from_status(body: Any) -> dict[str, dict[str, float]]:
+    """Per node id, ``{"CPU": 1.0, "memory": bytes, "object_store_memory": bytes, ...}`` from an
+    ``/api/cluster_status`` answer: the autoscaler's load report (tasks' and actors' requests;
+    the object store's bytes)."""
+    if not isinstance(body, dict):
         return {}
     report = (body.get("data") or {}).get("clusterStatus", {}).get("loadMetricsReport", {})
     out: dict[str, dict[str, float]] = {}

@@ -269,9 +269,17 @@ class Accounting:
 
     # --- the report ----------------------------------------------------------------------------
 
+    def with_use(self, cluster: Cluster) -> Cluster:
+        """``cluster`` with what Ray has in use on each node (:meth:`ClusterBackend.with_use`)."""
+        try:
+            return self.backend.with_use(self.service.owner, cluster)
+        except EKSRayError as e:  # shown without use, never failed for it
+            log.info("eksray: cannot read what Ray uses on %s: %s", cluster.name, e)
+            return cluster
+
     def report(self) -> dict[str, Any]:
         """Per cluster and in total: resources, what Ray uses, $/h, accrued; quota and budget."""
-        clusters = self.service.list()
+        clusters = [self.with_use(c) for c in self.service.list()]
         meters = self.sample(clusters)
         now = self.clock()
         month = usage.month_of(now)

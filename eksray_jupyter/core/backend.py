@@ -180,6 +180,12 @@ class ClusterBackend(LoggingConfigurable):
             "objectStoreGiB": 0.0,
         }
 
+    def with_use(self, owner: str, cluster: Cluster) -> Cluster:
+        """``cluster`` with each node's ``used`` (what Ray has in use there) where the backend
+        reads it apart from the cluster's state (kuberay: from the head's dashboard). Default:
+        as it is."""
+        return cluster
+
     def estimate_rate(self, requests: Resources) -> float | None:
         """Dollars per hour of a node asking for ``requests`` before it runs anywhere (quotas'
         ``maxDollarsPerHour``). Default: the admin's price table."""

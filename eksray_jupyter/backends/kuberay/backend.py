@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import importlib.metadata
 import os
@@ -47,7 +48,7 @@ from ...core.errors import (
 from ...core.models import CacheStatus, Cluster, ClusterEvent, Phase, Severity
 from ...core.ray_auth import dashboard_headers
 from ...core.usage import NodeRate, Prices, costs
-from ..ray_dashboard import busy_reasons, url_fetcher
+from ..ray_dashboard import busy_reasons, fractions, url_fetcher
 from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
 from .manifest import ManifestOptions, build_raycluster, check_pod_templates
@@ -612,6 +613,23 @@ class KubeRayBackend(ClusterBackend):
             "memoryGiB": memory,
             "objectStoreGiB": 0.0,
         }
+
+    def with_use(self, owner: str, cluster: Cluster) -> Cluster:
+        namespace = cluster.namespace or ""
+        cache = self.caches.get(namespace)
+        cr = cache.clusters.get(cluster.name) if cache else None
+        if cr is None:
+            return cluster
+        by_ip = self.autoscaler_events.usage_of(namespace, cluster, str(cr["metadata"].get("uid")))
+        if not by_ip:
+            return cluster
+        nodes = [
+            dataclasses.replace(node, used=used, utilization=fractions(used, node.resources))
+            if node.address and (used := by_ip.get(node.address)) is not None
+            else node
+            for node in cluster.nodes
+        ]
+        return dataclasses.replace(cluster, nodes=nodes)
 
     def estimate_rate(self, requests: dict[str, float]) -> float | None:
         return self.node_costs.estimate(requests, Prices.from_config(self.prices))

@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ...core.errors import BackendError, EKSRayError
 from ...core.models import Cluster, ClusterEvent
-from ..ray_dashboard import EVENTS_PATH, EVENTS_QUERY, get_json, result_items
+from ..ray_dashboard import (
+    CLUSTER_STATUS_PATH,
+    EVENTS_PATH,
+    EVENTS_QUERY,
+    NODES_PATH,
+    NODES_QUERY,
+    get_json,
+    result_items,
+    usage_from_status,
+)
 from .names import head_service
 from .status import dashboard_event
 
@@ -56,15 +65,19 @@ class EventsReader:
         ttl: float = 2.0,
         backoff: float = 30.0,
         first_backoff: float = 2.0,
+        parse: Callable[[Any], Any] = parse_events,
+        empty: Callable[[], Any] = list,
     ) -> None:
         self._fetch = fetch
+        self._parse = parse
+        self._empty = empty
         self.ttl = ttl
         self.backoff = backoff
         self.first_backoff = first_backoff
-        self._cache: dict[tuple[str, str], tuple[float, list[ClusterEvent]]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._failed: dict[tuple[str, str], tuple[float, int]] = {}  # (retry after, failures in a row)
 
-    def events(self, key: tuple[str, str], uid: str) -> list[ClusterEvent]:
+    def events(self, key: tuple[str, str], uid: str) -> Any:
         now = time.monotonic()
         cache_key = (key[0], f"{key[1]}/{uid}")
         cached = self._cache.get(cache_key)
@@ -72,13 +85,13 @@ class EventsReader:
             return cached[1]
         retry_after, failures = self._failed.get(cache_key, (0.0, 0))
         if now < retry_after:
-            return cached[1] if cached else []
+            return cached[1] if cached else self._empty()
         try:
-            events = parse_events(self._fetch(key))
+            events = self._parse(self._fetch(key))
         except BackendError:
             delay = min(self.backoff, self.first_backoff * 2 ** min(failures, 16))  # no float overflow
             self._failed[cache_key] = (now + delay, failures + 1)
-            return cached[1] if cached else []
+            return cached[1] if cached else self._empty()
         self._failed.pop(cache_key, None)
         self._cache[cache_key] = (now, events)
         return events
@@ -108,8 +121,23 @@ class DashboardEvents:
     def __init__(self, backend: DashboardSource) -> None:
         self.backend = backend
         self._reader = EventsReader(self._fetch)
+        self._usage = EventsReader(self._fetch_usage, parse=lambda used: used, empty=dict)
 
     def _fetch(self, key: tuple[str, str]) -> Any:
+        return self._get(key, EVENTS_PATH, EVENTS_QUERY)
+
+    def _fetch_usage(self, key: tuple[str, str]) -> dict[str, dict[str, float]]:
+        """What Ray has in use per pod IP: the load report is keyed by Ray node id, the node
+        table says each alive node's IP (a pod's)."""
+        by_node = usage_from_status(self._get(key, CLUSTER_STATUS_PATH, []))
+        ips = {
+            n.get("node_id"): n.get("node_ip")
+            for n in result_items(self._get(key, NODES_PATH, NODES_QUERY)) or []
+            if isinstance(n, dict) and n.get("state") == "ALIVE"
+        }
+        return {ips[node]: used for node, used in by_node.items() if ips.get(node)}
+
+    def _get(self, key: tuple[str, str], path: str, query: list[tuple[str, str]]) -> Any:
         namespace, name = key
         backend = self.backend
         cache = backend.caches.get(namespace)
@@ -122,9 +150,9 @@ class DashboardEvents:
             raise BackendError(f"no Ray token for the dashboard: {e}") from e
         if backend.dashboard_mode() == "service":
             url = backend.dashboard_service_url(cr, namespace)
-            return get_json(url, EVENTS_PATH, EVENTS_QUERY, 2.0, headers=headers)
+            return get_json(url, path, query, 2.0, headers=headers)
         return backend.api.service_proxy_get(
-            namespace, head_service(cr), "dashboard", EVENTS_PATH, EVENTS_QUERY, 2.0, headers=headers
+            namespace, head_service(cr), "dashboard", path, query, 2.0, headers=headers
         )
 
     def of(self, namespace: str, cluster: Cluster, uid: str) -> list[ClusterEvent]:
@@ -133,8 +161,15 @@ class DashboardEvents:
             return []
         return self._reader.events((namespace, cluster.name), uid)
 
+    def usage_of(self, namespace: str, cluster: Cluster, uid: str) -> dict[str, dict[str, float]]:
+        """Per pod IP, what Ray has in use there (cached briefly); empty while the dashboard is down."""
+        if not self.backend.dashboard_events or not cluster.dashboard_available:
+            return {}
+        return self._usage.events((namespace, cluster.name), uid)
+
     def forget(self, key: tuple[str, str]) -> None:
         self._reader.forget(key)
+        self._usage.forget(key)
 
 
 class NewEvents:
