@@ -828,6 +828,24 @@ def test_what_ray_uses_on_each_pod_is_read_from_the_heads_dashboard(
     on_worker = next(n for n in seen.nodes if n.kind == "worker")
     assert on_worker.used["CPU"] == 1.0 and on_worker.utilization["CPU"] == 1.0
     assert next(n for n in seen.nodes if n.kind == "head").used == {"CPU": 0.0}
+    # Panels get it pushed (their utilisation chart), and again when it changes.
+    changes: list[Change] = []
+    unsubscribe = backend.subscribe(changes.append)
+    try:
+
+        def pushed_worker_cpu(value: float) -> bool:
+            return any(
+                c.kind == "cluster"
+                and c.cluster
+                and any(n.kind == "worker" and n.used.get("CPU") == value for n in c.cluster.nodes)
+                for c in changes
+            )
+
+        wait_until(lambda: pushed_worker_cpu(1.0), what="the worker's use pushed")
+        dashboard_stub.usage["ray-worker"]["CPU"] = [0.0, 1.0]
+        wait_until(lambda: pushed_worker_cpu(0.0), what="the worker's use pushed again when it fell")
+    finally:
+        unsubscribe()
     # The dashboard stops answering: the nodes show no use, nothing fails.
     fakekube.set_proxy_upstream(ALICE_NS, "demo-head-svc", "http://127.0.0.1:9", port="dashboard")
     backend.autoscaler_events.forget((ALICE_NS, "demo"))

@@ -614,13 +614,16 @@ class KubeRayBackend(ClusterBackend):
             "objectStoreGiB": 0.0,
         }
 
-    def with_use(self, owner: str, cluster: Cluster) -> Cluster:
+    def with_use(self, owner: str, cluster: Cluster, cached_only: bool = False) -> Cluster:
+        """``cluster`` with what Ray uses on each pod, from the head's dashboard (``cached_only``:
+        as last read, never a request)."""
         namespace = cluster.namespace or ""
         cache = self.caches.get(namespace)
         cr = cache.clusters.get(cluster.name) if cache else None
         if cr is None:
             return cluster
-        by_ip = self.autoscaler_events.usage_of(namespace, cluster, str(cr["metadata"].get("uid")))
+        uid = str(cr["metadata"].get("uid"))
+        by_ip = self.autoscaler_events.usage_of(namespace, cluster, uid, cached_only)
         if not by_ip:
             return cluster
         nodes = [

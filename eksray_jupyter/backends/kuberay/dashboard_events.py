@@ -96,6 +96,11 @@ class EventsReader:
         self._cache[cache_key] = (now, events)
         return events
 
+    def peek(self, key: tuple[str, str], uid: str) -> Any:
+        """What was read last, however old (never a request)."""
+        cached = self._cache.get((key[0], f"{key[1]}/{uid}"))
+        return cached[1] if cached else self._empty()
+
     def forget(self, key: tuple[str, str]) -> None:
         for cache_key in [k for k in self._cache if k[0] == key[0] and k[1].startswith(f"{key[1]}/")]:
             self._cache.pop(cache_key, None)
@@ -161,10 +166,15 @@ class DashboardEvents:
             return []
         return self._reader.events((namespace, cluster.name), uid)
 
-    def usage_of(self, namespace: str, cluster: Cluster, uid: str) -> dict[str, dict[str, float]]:
-        """Per pod IP, what Ray has in use there (cached briefly); empty while the dashboard is down."""
+    def usage_of(
+        self, namespace: str, cluster: Cluster, uid: str, cached_only: bool = False
+    ) -> dict[str, dict[str, float]]:
+        """Per pod IP, what Ray has in use there (cached briefly); empty while the dashboard is
+        down. ``cached_only``: what was read last, never a request (the observer's dispatch)."""
         if not self.backend.dashboard_events or not cluster.dashboard_available:
             return {}
+        if cached_only:
+            return self._usage.peek((namespace, cluster.name), uid)
         return self._usage.events((namespace, cluster.name), uid)
 
     def forget(self, key: tuple[str, str]) -> None:

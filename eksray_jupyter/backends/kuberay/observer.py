@@ -45,6 +45,7 @@ class ObservedBackend(Protocol):
         self, cache: NamespaceCache, cr: dict[str, Any], owner: str, ours: bool
     ) -> Cluster | None: ...
     def forget_cluster(self, key: Key) -> None: ...
+    def with_use(self, owner: str, cluster: Cluster, cached_only: bool = False) -> Cluster: ...
 
 
 def _nothing_pending() -> dict[str, Any]:
@@ -184,6 +185,9 @@ class Observer:
             cluster = backend.build_safe(cache, cr, who, ours)
             if cluster is None:
                 continue
+            # What Ray uses on its pods as last read (the dashboard poll refreshes it): pushed
+            # states never flip between with and without it.
+            cluster = backend.with_use(who, cluster, cached_only=True)
             state = cluster.to_dict()
             if key in unconfirmed or last.get(key) != (who, state):
                 unconfirmed.discard(key)
@@ -199,19 +203,25 @@ class Observer:
                 backend.notify(Change("event", who, key[1], event=cluster_event(ev)))
 
     def _poll_dashboards(self, last: Pushed, new_events: NewEvents, every_round: bool) -> None:
-        """New autoscaler events of clusters that are changing (all clusters every 6th round)."""
+        """What Ray uses on each cluster's pods (pushed when it changed), and new autoscaler
+        events of clusters that are changing (of all clusters every 6th round)."""
         backend = self.backend
         if not backend.dashboard_events:
             return
         for key, (who, state) in list(last.items()):
-            if state["phase"] == "ready" and not every_round:
-                continue
             cache = backend.caches.get(key[0])
             cr = cache.clusters.get(key[1]) if cache else None
             if cache is None or cr is None:
                 continue
             cluster = backend.build_safe(cache, cr, who, backend.owner_of(key[0], cr)[1])
             if cluster is None or not cluster.dashboard_available:
+                continue
+            used = backend.with_use(who, cluster)
+            fresh = used.to_dict()
+            if last.get(key) != (who, fresh):
+                last[key] = (who, fresh)
+                backend.notify(Change("cluster", who, key[1], cluster=used))
+            if state["phase"] == "ready" and not every_round:
                 continue
             for event in new_events.of(key[0], cluster, str(cr["metadata"].get("uid"))):
                 backend.notify(Change("event", who, key[1], event=event))
