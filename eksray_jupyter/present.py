@@ -195,6 +195,7 @@ def cluster_detail(
         parts.append(paragraph("No worker groups: tasks run on the head node."))
     if any(n.state != "dead" for n in cluster.nodes):
         table = utilisation_table(cluster)
+        parts.append(paragraph("Nodes: what Ray has in use of what it schedules there."))
         parts.append(View(table.text(), table.html()))
     if cost is not None:
         parts.append(paragraph(cost_text(cost)))
@@ -232,7 +233,7 @@ def utilisation_table(cluster: Cluster) -> Table:
 
 
 def money(value: float) -> str:
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:,.4f}"
+    return "under $0.01" if 0 < value < 0.005 else f"${value:,.2f}"
 
 
 def cost_text(cost: ClusterCost) -> str:
