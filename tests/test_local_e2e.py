@@ -213,9 +213,14 @@ async def test_local_cluster_life_cycle(
         leaked = {name for env in environs for name, value in env.items() if value in secrets.values()}
         assert leaked == set(), f"secrets in Ray processes' environment: {leaked}"
 
-        events = (await api(jp_fetch, "clusters", "e2e", "events"))["events"]
+        # Ray's dashboard picks up the autoscaler's events from its log every few seconds: on a
+        # busy machine that can be after the worker it announced has joined.
+        async def autoscaler_added() -> Any:
+            events = (await api(jp_fetch, "clusters", "e2e", "events"))["events"]
+            return events if any(e["message"] == "Adding 1 node(s) of type tagged." for e in events) else None
+
+        events = await eventually(autoscaler_added, "the autoscaler's event", timeout=60, interval=1)
         messages = [e["message"] for e in events]
-        assert any(m == "Adding 1 node(s) of type tagged." for m in messages), messages
         autoscaler = [e for e in events if e["source"] == "autoscaler"]
         assert all({"time", "severity", "message", "id"} <= set(e) for e in autoscaler)
         assert any("joined the cluster" in m for m in messages)

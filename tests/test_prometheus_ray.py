@@ -105,8 +105,13 @@ async def test_prometheus_scrapes_a_cluster_and_the_dashboard_queries_it_through
             timeout=120,
             interval=0.5,
         )
-        series = query(prometheus, "ray_node_cpu_count")
-        assert series, "no ray_node_* series scraped"
+        # Ray's per-node metrics, once the nodes' agents have reported them.
+        await eventually(
+            lambda: query(prometheus, "ray_node_cpu_count"),
+            "ray_node_* series scraped",
+            timeout=120,
+            interval=1,
+        )
 
         async def healthy() -> bool:
             response = await jp_fetch(

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ...core.state_files import write_text_atomic
+from .ray_start import node_memory_bytes
 from .state import ClusterDir
 
 # The node type of the head in the autoscaler's config; the provider reports the head with it.
@@ -35,6 +36,7 @@ def write_autoscaler_config(cdir: ClusterDir, record: dict[str, Any]) -> None:
             "resources": {
                 "CPU": head.get("cpu", 1),
                 "GPU": head.get("gpu", 0),
+                "memory": node_memory_bytes(head),
                 **(head.get("resources") or {}),
             },
             "node_config": {},
@@ -42,13 +44,13 @@ def write_autoscaler_config(cdir: ClusterDir, record: dict[str, Any]) -> None:
         }
     }
     for g in spec["workerGroups"]:
+        # What the node will tell Ray it has (ray_start.node_args): the autoscaler packs by it.
         resources = {
             "CPU": g.get("cpu", 1),
             "GPU": g.get("gpu", 0),
+            "memory": node_memory_bytes(g),
             **(g.get("resources") or {}),
         }
-        if g.get("memory"):
-            resources["memory"] = int(float(g["memory"]) * 1024**3)
         node_types[g["groupName"]] = {
             "resources": resources,
             "node_config": {},
