@@ -36,7 +36,7 @@ class Clock:
 
 def make_service(state_dir: Path, clock: Clock, **settings: Any) -> ClusterService:
     config = EKSRay(state_dir=str(state_dir), owner="alice", **settings)
-    service = ClusterService(config, MemoryBackend(profiles=config.profiles, prices=config.prices))
+    service = ClusterService(config, MemoryBackend(profiles=config.profiles))
     service.accounting.clock = clock
     return service
 
@@ -345,7 +345,7 @@ def test_a_used_up_budget_suspends_idle_clusters_when_the_admin_chose_so(tmp_pat
         quotas={"default": {"monthlyBudget": 1}},
         budget_exceeded_action="suspend-idle",
     )
-    backend = FakeBackend(state_dir=str(tmp_path), profiles=config.profiles, prices=config.prices)
+    backend = FakeBackend(state_dir=str(tmp_path), profiles=config.profiles)
     service = ClusterService(config, backend)
     service.accounting.clock = clock
     service.create(spec("idle", replicas=0))

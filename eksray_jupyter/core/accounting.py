@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import quotas, usage
 from .errors import EKSRayError, NotFoundError
-from .models import Cluster, Phase, iso
+from .models import Cluster, Phase, Severity, iso
 from .usage import Meter, NodeRate, Prices
 from .usage_store import UsageStore
 
@@ -91,7 +91,7 @@ class Accounting:
                 continue
             requests = self.backend.node_requests(shape, head)
             resources = usage.add(resources, usage.scaled(requests, count))
-            rate += (self.backend.estimate_rate(requests) or 0.0) * count
+            rate += (self.backend.estimate_rate(requests, self.prices) or 0.0) * count
         return quotas.Footprint(name, resources, rate, suspended)
 
     def footprint(self, cluster: Cluster) -> quotas.Footprint:
@@ -285,6 +285,7 @@ class Accounting:
         month = usage.month_of(now)
         data = self.store.read()
         closed = data["months"].get(month) or {}
+        footprints = {c.name: self.footprint(c) for c in clusters}
         rows = []
         for cluster in clusters:
             rates = self.rates(cluster)
@@ -301,7 +302,7 @@ class Accounting:
                     "resources": running,
                     "used": used,
                     "utilization": usage.utilisation(used, running),
-                    "maxResources": self.footprint(cluster).resources,
+                    "maxResources": footprints[cluster.name].resources,
                     "dollarsPerHour": round(rate, 6),
                     "accruedDollars": round(meter.accrued, 6) if meter else 0.0,
                     "monthDollars": round(meter.accrued_in(month), 6) if meter else 0.0,
@@ -311,7 +312,7 @@ class Accounting:
                 }
             )
         limits = self.limits()
-        footprint_totals = quotas.totals(self.footprint(c) for c in clusters)
+        footprint_totals = quotas.totals(footprints.values())
         spent = float(closed.get("closed", 0.0)) + sum(r["monthDollars"] for r in rows)
         budget = quotas.Budget(month, spent, limits.get("monthlyBudget"))
         return {
@@ -384,9 +385,7 @@ def report_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def usage_severity(state: str) -> Any:
-    from .models import Severity
-
+def usage_severity(state: str) -> Severity:
     return Severity.ERROR if state == "exceeded" else Severity.WARNING
 
 

@@ -33,7 +33,6 @@ class ClusterBackend(LoggingConfigurable):
     profiles = Dict(
         help="Named cluster templates (set by EKSRay.profiles).",
     )
-    prices = Dict(help="Prices per resource-hour (set by EKSRay.prices).")
     state_dir = Unicode(help="Directory for the backend's own state (set from EKSRay.state_dir).")
     max_clusters_per_owner = Int(10, help="How many clusters one user may have at once.").tag(config=True)
 
@@ -186,10 +185,10 @@ class ClusterBackend(LoggingConfigurable):
         as it is."""
         return cluster
 
-    def estimate_rate(self, requests: Resources) -> float | None:
+    def estimate_rate(self, requests: Resources, prices: Prices) -> float | None:
         """Dollars per hour of a node asking for ``requests`` before it runs anywhere (quotas'
-        ``maxDollarsPerHour``). Default: the admin's price table."""
-        return Prices.from_config(self.prices).rate(requests)
+        ``maxDollarsPerHour``). Default: ``prices``, the admin's price table."""
+        return prices.rate(requests)
 
     def price_nodes(self, cluster: Cluster, prices: Prices) -> dict[str, NodeRate]:
         """Each running node's dollars per hour. Default: ``prices`` times what Ray schedules on it."""

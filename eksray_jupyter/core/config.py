@@ -269,9 +269,7 @@ class EKSRay(LoggingConfigurable):
         return proposal["value"]
 
     def make_backend(self) -> ClusterBackend:
-        return self.backend(
-            parent=self, profiles=self.profiles, prices=self.prices, state_dir=self.state_dir, log=self.log
-        )
+        return self.backend(parent=self, profiles=self.profiles, state_dir=self.state_dir, log=self.log)
 
     def resolve_spec(self, request: Any) -> dict[str, Any]:
         return resolve_cluster_spec(request, self.profiles, self.lifecycle_bounds)

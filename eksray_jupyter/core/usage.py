@@ -17,7 +17,6 @@ monthly). Nothing here reads a clock or a file.
 from __future__ import annotations
 
 import calendar
-import dataclasses
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -233,15 +232,6 @@ class Meter:
             month=str(data.get("month", "")),
             month_accrued=float(data.get("monthAccrued", 0.0)),
         )
-
-    def copy(self) -> Meter:
-        return dataclasses.replace(
-            self, resources=dict(self.resources), resource_hours=dict(self.resource_hours)
-        )
-
-
-def round_money(value: float) -> float:
-    return round(value, 6)
 
 
 def resource_hours_text(hours: Mapping[str, float]) -> str:

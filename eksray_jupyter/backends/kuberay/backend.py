@@ -51,7 +51,7 @@ from ...core.usage import NodeRate, Prices, costs
 from ..ray_dashboard import busy_reasons, fractions, url_fetcher
 from . import kube_events, scaling
 from .dashboard_events import DashboardEvents
-from .manifest import ManifestOptions, build_raycluster, check_pod_templates
+from .manifest import ManifestOptions, build_raycluster, check_pod_templates, pod_memory_gib
 from .names import (
     ANNOTATION_LAST_ACTIVE,
     ANNOTATION_OWNER,
@@ -601,11 +601,8 @@ class KubeRayBackend(ClusterBackend):
 
     def node_requests(self, shape: dict[str, Any], head: bool) -> dict[str, float]:
         """What a pod of ``shape`` requests (the manifest's defaults for memory)."""
-        floor = self.head_min_memory_gib if head else self.min_memory_gib
-        memory = (
-            float(shape["memory"])
-            if shape.get("memory")
-            else max(floor, shape.get("cpu", 1) * self.memory_per_cpu_gib)
+        memory = pod_memory_gib(
+            shape, head, self.memory_per_cpu_gib, self.min_memory_gib, self.head_min_memory_gib
         )
         return {
             "cpu": float(shape.get("cpu", 1)),
@@ -634,8 +631,8 @@ class KubeRayBackend(ClusterBackend):
         ]
         return dataclasses.replace(cluster, nodes=nodes)
 
-    def estimate_rate(self, requests: dict[str, float]) -> float | None:
-        return self.node_costs.estimate(requests, Prices.from_config(self.prices))
+    def estimate_rate(self, requests: dict[str, float], prices: Prices) -> float | None:
+        return self.node_costs.estimate(requests, prices)
 
     def price_nodes(self, cluster: Cluster, prices: Prices) -> dict[str, NodeRate]:
         return {n.id: self.node_costs.pod_rate(n, prices) for n in cluster.nodes if costs(n)}

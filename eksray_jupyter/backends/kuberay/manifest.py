@@ -197,11 +197,18 @@ def _ray_params(
     return params
 
 
-def _memory_gib(shape: Mapping[str, Any], opts: ManifestOptions, head: bool) -> float:
+def pod_memory_gib(
+    shape: Mapping[str, Any], head: bool, memory_per_cpu_gib: float, min_gib: float, head_min_gib: float
+) -> float:
+    """The memory a Ray pod of ``shape`` requests: the spec's, else per CPU with a floor."""
     if shape.get("memory"):
         return float(shape["memory"])
-    floor = opts.head_min_memory_gib if head else opts.min_memory_gib
-    return max(floor, float(shape.get("cpu", 1)) * opts.memory_per_cpu_gib)
+    floor = head_min_gib if head else min_gib
+    return max(floor, float(shape.get("cpu", 1)) * memory_per_cpu_gib)
+
+
+def _memory_gib(shape: Mapping[str, Any], opts: ManifestOptions, head: bool) -> float:
+    return pod_memory_gib(shape, head, opts.memory_per_cpu_gib, opts.min_memory_gib, opts.head_min_memory_gib)
 
 
 def _pod_template(
